@@ -1,0 +1,77 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+// One module per layer; see docs/architecture.md for how data flows between them.
+let package = Package(
+    name: "VIO",
+    products: [
+        .library(name: "VIO", targets: ["VIO"]),
+        .executable(name: "vio-agent", targets: ["vio-agent"]),
+        .executable(name: "vioctl", targets: ["vioctl"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-atomics", from: "1.2.0"),
+        .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
+    ],
+    targets: [
+        // MARK: C libraries and the one C shim
+        .systemLibrary(name: "CURing", pkgConfig: "liburing",
+                       providers: [.apt(["liburing-dev"])]),
+        .systemLibrary(name: "CIBVerbs", pkgConfig: "libibverbs",
+                       providers: [.apt(["libibverbs-dev"])]),
+        .systemLibrary(name: "CRDMACM", pkgConfig: "librdmacm",
+                       providers: [.apt(["librdmacm-dev"])]),
+        .systemLibrary(name: "CNUMA", pkgConfig: "numa", providers: [.apt(["libnuma-dev"])]),
+        .target(name: "CVIOShim"),
+
+        // MARK: Platform-neutral layers
+        /// Byte layouts shared by processes and hosts: frame header, control messages.
+        .target(name: "VIOWire"),
+        /// The cluster topology language: YAML loading, validation, resolution per host.
+        .target(name: "VIOTopology", dependencies: [.product(name: "Yams", package: "Yams")]),
+
+        // MARK: Linux layers
+        /// Every syscall VIO makes, behind typed wrappers that retry EINTR.
+        .target(name: "VIOLinux", dependencies: [
+            "CVIOShim", "CURing", "CNUMA",
+            .product(name: "SystemPackage", package: "swift-system"),
+        ]),
+        /// Shared-memory message rings: layout, producer/consumer, doorbells.
+        .target(name: "VIOSharedMemory", dependencies: [
+            "VIOLinux",
+            .product(name: "Atomics", package: "swift-atomics"),
+        ]),
+        /// Physical channels between agents: TCP, RDMA.
+        .target(name: "VIOTransport", dependencies: [
+            "VIOWire", "VIOLinux", "CIBVerbs", "CRDMACM",
+        ]),
+        /// The per-host daemon as a library (admission, link set-up, multiplexer).
+        .target(name: "VIOAgent", dependencies: [
+            "VIOWire", "VIOTopology", "VIOLinux", "VIOSharedMemory", "VIOTransport",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        /// libvio: what a database instance links to attach and use its links.
+        .target(name: "VIO", dependencies: ["VIOWire", "VIOLinux", "VIOSharedMemory"]),
+
+        // MARK: Command-line tools
+        .executableTarget(name: "vio-agent", dependencies: [
+            "VIOAgent", "VIOTopology",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .executableTarget(name: "vioctl", dependencies: [
+            "VIO", "VIOTopology", "VIOWire", "VIOLinux",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+
+        // MARK: Tests
+        .testTarget(name: "VIOTopologyTests", dependencies: ["VIOTopology"],
+                    resources: [.copy("Fixtures")]),
+        .testTarget(name: "VIOWireTests", dependencies: ["VIOWire"]),
+        .testTarget(name: "VIOLinuxTests", dependencies: ["VIOLinux", "CIBVerbs", "VIOTransport"]),
+        .testTarget(name: "VIOToolsTests", dependencies: ["VIOLinux"]),
+    ]
+)

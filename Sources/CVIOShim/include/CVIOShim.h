@@ -1,0 +1,64 @@
+// The one C shim: GNU-only calls and function-like macros Swift cannot import.
+// Every symbol is prefixed vio_shim_.
+#ifndef CVIO_SHIM_H
+#define CVIO_SHIM_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+// Re-exported to Swift: the Glibc module does not cover these Linux headers.
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+
+/// memfd_create(2); returns the fd or -1 with errno set.
+int vio_shim_memfd_create(const char *name, unsigned int flags);
+
+/// The MFD_* and F_SEAL_* constants (GNU-only in the headers).
+extern const unsigned int vio_shim_MFD_CLOEXEC;
+extern const unsigned int vio_shim_MFD_ALLOW_SEALING;
+extern const int vio_shim_F_ADD_SEALS;
+extern const int vio_shim_F_GET_SEALS;
+extern const int vio_shim_F_SEAL_SHRINK;
+extern const int vio_shim_F_SEAL_GROW;
+extern const int vio_shim_F_SEAL_SEAL;
+
+/// sendmsg(2) of `len` bytes plus up to 16 fds as SCM_RIGHTS. Returns bytes sent or -1.
+ssize_t vio_shim_send_with_fds(int sock, const void *buf, size_t len,
+                               const int *fds, int nfds, int flags);
+
+/// recvmsg(2) into `buf`; fds passed with SCM_RIGHTS land in `fds` (at most `maxfds`,
+/// count in `*nfds`, all opened O_CLOEXEC). `*truncated` is set when data or fds were cut.
+ssize_t vio_shim_recv_with_fds(int sock, void *buf, size_t len, int *fds, int maxfds,
+                               int *nfds, int *truncated, int flags);
+
+/// accept4(2) with SOCK_CLOEXEC (accept4 is GNU-only in the headers).
+int vio_shim_accept_cloexec(int sock);
+
+/// SO_PEERCRED of a connected Unix socket. Returns 0 or -1 with errno.
+int vio_shim_peer_credentials(int sock, pid_t *pid, uid_t *uid, gid_t *gid);
+
+/// pidfd_open(2) through syscall(2) (older glibc has no wrapper).
+int vio_shim_pidfd_open(pid_t pid, unsigned int flags);
+
+/// Pins the calling thread to one CPU. Returns 0 or an errno value.
+int vio_shim_pin_thread_to_cpu(int cpu);
+
+/// futex(2) FUTEX_WAIT / FUTEX_WAKE on a 32-bit word shared between processes.
+int vio_shim_futex_wait(uint32_t *addr, uint32_t expected, int64_t timeout_ns);
+int vio_shim_futex_wake(uint32_t *addr, int count);
+
+/// The CPU's cycle counter where it has one (x86 rdtsc), else CLOCK_MONOTONIC ns.
+uint64_t vio_shim_cycles(void);
+
+/// A CPU relax hint for spin loops (x86 pause).
+void vio_shim_cpu_relax(void);
+
+/// Blocks `signals` for the calling thread (and threads it creates later) and returns a
+/// signalfd that reads them, non-blocking and close-on-exec. -1 with errno on failure.
+int vio_shim_signalfd(const int *signals, int count);
+
+/// Reads one pending signal from a signalfd; returns its number, 0 if none, -1 on error.
+int vio_shim_signalfd_read(int fd);
+
+#endif

@@ -1,0 +1,149 @@
+#define _GNU_SOURCE
+#include "CVIOShim.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <sched.h>
+#include <pthread.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+const unsigned int vio_shim_MFD_CLOEXEC = MFD_CLOEXEC;
+const unsigned int vio_shim_MFD_ALLOW_SEALING = MFD_ALLOW_SEALING;
+const int vio_shim_F_ADD_SEALS = F_ADD_SEALS;
+const int vio_shim_F_GET_SEALS = F_GET_SEALS;
+const int vio_shim_F_SEAL_SHRINK = F_SEAL_SHRINK;
+const int vio_shim_F_SEAL_GROW = F_SEAL_GROW;
+const int vio_shim_F_SEAL_SEAL = F_SEAL_SEAL;
+
+#define VIO_SHIM_MAX_FDS 16
+
+int vio_shim_memfd_create(const char *name, unsigned int flags) {
+    return memfd_create(name, flags);
+}
+
+ssize_t vio_shim_send_with_fds(int sock, const void *buf, size_t len,
+                               const int *fds, int nfds, int flags) {
+    if (nfds < 0 || nfds > VIO_SHIM_MAX_FDS) { errno = EINVAL; return -1; }
+    struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
+    union { char buf[CMSG_SPACE(sizeof(int) * VIO_SHIM_MAX_FDS)]; struct cmsghdr align; } u;
+    struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
+    if (nfds > 0) {
+        memset(&u, 0, sizeof(u));
+        msg.msg_control = u.buf;
+        msg.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+        struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+        memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
+    }
+    return sendmsg(sock, &msg, flags | MSG_NOSIGNAL);
+}
+
+ssize_t vio_shim_recv_with_fds(int sock, void *buf, size_t len, int *fds, int maxfds,
+                               int *nfds, int *truncated, int flags) {
+    struct iovec iov = { .iov_base = buf, .iov_len = len };
+    union { char buf[CMSG_SPACE(sizeof(int) * VIO_SHIM_MAX_FDS)]; struct cmsghdr align; } u;
+    struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1,
+                          .msg_control = u.buf, .msg_controllen = sizeof(u.buf) };
+    *nfds = 0;
+    *truncated = 0;
+    ssize_t n = recvmsg(sock, &msg, flags | MSG_CMSG_CLOEXEC);
+    if (n < 0) return n;
+    if (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) *truncated = 1;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+        int count = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+        int *data = (int *)CMSG_DATA(c);
+        for (int i = 0; i < count; i++) {
+            // Keep what fits; close the rest so a hostile sender cannot leak fds into us.
+            if (*nfds < maxfds) fds[(*nfds)++] = data[i];
+            else { close(data[i]); *truncated = 1; }
+        }
+    }
+    return n;
+}
+
+int vio_shim_accept_cloexec(int sock) {
+    return accept4(sock, NULL, NULL, SOCK_CLOEXEC);
+}
+
+int vio_shim_peer_credentials(int sock, pid_t *pid, uid_t *uid, gid_t *gid) {
+    struct ucred cred;
+    socklen_t l = sizeof(cred);
+    if (getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cred, &l) != 0) return -1;
+    *pid = cred.pid; *uid = cred.uid; *gid = cred.gid;
+    return 0;
+}
+
+int vio_shim_pidfd_open(pid_t pid, unsigned int flags) {
+    return (int)syscall(SYS_pidfd_open, pid, flags);
+}
+
+int vio_shim_pin_thread_to_cpu(int cpu) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    return pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+}
+
+int vio_shim_futex_wait(uint32_t *addr, uint32_t expected, int64_t timeout_ns) {
+    struct timespec ts, *tsp = NULL;
+    if (timeout_ns >= 0) {
+        ts.tv_sec = timeout_ns / 1000000000LL;
+        ts.tv_nsec = timeout_ns % 1000000000LL;
+        tsp = &ts;
+    }
+    // Not FUTEX_PRIVATE: the word lives in memory shared between processes.
+    return (int)syscall(SYS_futex, addr, FUTEX_WAIT, expected, tsp, NULL, 0);
+}
+
+int vio_shim_futex_wake(uint32_t *addr, int count) {
+    return (int)syscall(SYS_futex, addr, FUTEX_WAKE, count, NULL, NULL, 0);
+}
+
+uint64_t vio_shim_cycles(void) {
+#if defined(__x86_64__)
+    uint32_t lo, hi;
+    __asm__ __volatile__("rdtsc" : "=a"(lo), "=d"(hi));
+    return ((uint64_t)hi << 32) | lo;
+#else
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+#endif
+}
+
+void vio_shim_cpu_relax(void) {
+#if defined(__x86_64__)
+    __asm__ __volatile__("pause");
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+int vio_shim_signalfd(const int *signals, int count) {
+    sigset_t set;
+    sigemptyset(&set);
+    for (int i = 0; i < count; i++) sigaddset(&set, signals[i]);
+    int rc = pthread_sigmask(SIG_BLOCK, &set, NULL);
+    if (rc != 0) { errno = rc; return -1; }
+    return signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+}
+
+int vio_shim_signalfd_read(int fd) {
+    struct signalfd_siginfo info;
+    ssize_t n = read(fd, &info, sizeof(info));
+    if (n == (ssize_t)sizeof(info)) return (int)info.ssi_signo;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
+    return -1;
+}

@@ -1,0 +1,24 @@
+import VIOTopology
+
+/// Everything an agent needs to start.
+public struct AgentConfiguration: Sendable {
+    /// The cluster topology.
+    public var topology: Topology
+    /// Where the topology came from, for messages.
+    public var topologySource: String
+    /// This agent's host, resolved from the topology.
+    public var view: HostView
+
+    /// Resolves `hostName` in `topology`; `controlSocket` overrides the topology's path.
+    public init(topology: Topology, source: String, hostName: String, controlSocket: String?,
+                defaultControlSocket: String) throws(AgentError) {
+        guard let view = topology.view(for: hostName, controlSocket: defaultControlSocket) else {
+            throw .unknownHost(hostName, declared: topology.hosts.map(\.name), file: source)
+        }
+        var resolved = view
+        if let controlSocket { resolved.controlSocket = controlSocket }
+        self.topology = topology
+        self.topologySource = source
+        self.view = resolved
+    }
+}

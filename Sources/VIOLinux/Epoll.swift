@@ -1,0 +1,55 @@
+import CVIOShim
+import SystemPackage
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Readiness events from epoll(7), for the agent's control-plane loop.
+///
+/// The agent's control plane waits on a handful of sockets, pidfds and a signalfd; epoll is
+/// the simplest correct tool for that. The data path never goes through it.
+public struct Epoll: ~Copyable, Sendable {
+    /// What happened to a registered descriptor.
+    public struct Event: Sendable {
+        /// The token given at registration.
+        public var token: UInt64
+        /// Readable (or a listening socket has a connection pending).
+        public var readable: Bool
+        /// The peer hung up or an error is pending.
+        public var hangUp: Bool
+    }
+
+    private let fd: OwnedFileDescriptor
+
+    /// A new epoll instance.
+    public init() throws(SystemError) {
+        fd = OwnedFileDescriptor(taking: try retryingSyscall("epoll_create1") { epoll_create1(Int32(EPOLL_CLOEXEC)) })
+    }
+
+    /// Watches `descriptor` for readability and hang-up; events carry `token`.
+    public func add(_ descriptor: Int32, token: UInt64) throws(SystemError) {
+        var event = epoll_event()
+        event.events = EPOLLIN.rawValue | EPOLLRDHUP.rawValue
+        event.data.u64 = token
+        _ = try retryingSyscall("epoll_ctl(ADD)") { epoll_ctl(fd.rawValue, EPOLL_CTL_ADD, descriptor, &event) }
+    }
+
+    /// Stops watching `descriptor`. Closing a descriptor also removes it.
+    public func remove(_ descriptor: Int32) {
+        _ = epoll_ctl(fd.rawValue, EPOLL_CTL_DEL, descriptor, nil)
+    }
+
+    /// Waits up to `timeoutMilliseconds` (-1: forever) for events.
+    public func wait(timeoutMilliseconds: Int32, maxEvents: Int = 64) throws(SystemError) -> [Event] {
+        var raw = [epoll_event](repeating: epoll_event(), count: maxEvents)
+        let n = try retryingSyscall("epoll_wait") {
+            epoll_wait(fd.rawValue, &raw, Int32(maxEvents), timeoutMilliseconds)
+        }
+        return raw[..<Int(n)].map { e in
+            Event(token: e.data.u64,
+                  readable: e.events & EPOLLIN.rawValue != 0,
+                  hangUp: e.events & (EPOLLHUP.rawValue | EPOLLRDHUP.rawValue | EPOLLERR.rawValue) != 0)
+        }
+    }
+}

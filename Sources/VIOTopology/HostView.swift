@@ -1,0 +1,108 @@
+/// One host's share of the cluster: what its agent admits, which links it sets up locally
+/// and which it carries to other hosts. Every default is filled in.
+public struct HostView: Sendable, Equatable {
+    /// This host.
+    public var host: Host
+    /// Instances that attach to this host's agent.
+    public var instances: [ResolvedInstance]
+    /// Links with at least one end on this host.
+    public var links: [ResolvedLink]
+    /// Other hosts this one exchanges traffic with, and who opens the channels.
+    public var peers: [PeerHost]
+    /// Services with an end on this host.
+    public var services: [Service]
+    /// The control socket path this agent listens on.
+    public var controlSocket: String
+}
+
+/// An instance with its effective settings.
+public struct ResolvedInstance: Sendable, Equatable {
+    /// The declared instance.
+    public var instance: Instance
+    /// Ring size for links it receives on, after defaults.
+    public var ringSize: ByteSize
+}
+
+/// A link seen from one host, with its effective sizes.
+public struct ResolvedLink: Sendable, Equatable {
+    /// Where the other end lives.
+    public enum Kind: Sendable, Equatable {
+        /// Both ends on this host: a direct shared-memory link.
+        case local
+        /// The other end is on `host`: carried by the agents.
+        case remote(host: String)
+    }
+
+    /// The end on this host (the first declared end when both are local).
+    public var localEnd: String
+    /// The other end.
+    public var peerEnd: String
+    /// Local or through the fabric.
+    public var kind: Kind
+    /// Bytes in the ring that `localEnd` receives on.
+    public var ringSizeToLocal: ByteSize
+    /// Bytes in the ring that `peerEnd` receives on.
+    public var ringSizeToPeer: ByteSize
+    /// Largest message.
+    public var maxMessageSize: ByteSize
+}
+
+/// Another host this one has links to.
+public struct PeerHost: Sendable, Equatable {
+    /// The peer.
+    public var host: Host
+    /// Whether this side opens the channels (otherwise it accepts them).
+    public var weDial: Bool
+    /// Physical channels to keep.
+    public var channels: Int
+    /// Virtual links carried to this peer.
+    public var linkCount: Int
+}
+
+extension Topology {
+    /// The default control socket when neither the topology nor the command line names one:
+    /// under /run for root, under XDG_RUNTIME_DIR (or /tmp) for others.
+    public static func defaultControlSocket(host: String, isRoot: Bool, runtimeDirectory: String?) -> String {
+        let base = isRoot ? "/run/vio" : "\(runtimeDirectory ?? "/tmp")/vio"
+        return "\(base)/\(host).sock"
+    }
+
+    /// Which side of a host pair dials: a host behind NAT always does; otherwise the one whose
+    /// name sorts first, so both agents agree without talking.
+    public static func dials(_ a: Host, to b: Host) -> Bool {
+        if a.nat != b.nat { return a.nat == .behind }
+        return a.name < b.name
+    }
+
+    /// The view of host `name`, or `nil` if it is not declared.
+    public func view(for name: String, controlSocket defaultSocket: String) -> HostView? {
+        guard let host = host(named: name) else { return nil }
+        let byName = Dictionary(instances.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        func ring(_ receiver: String, _ link: Link) -> ByteSize {
+            link.ringSize ?? byName[receiver]?.ringSize ?? defaults.ringSize
+        }
+        let local = instances.filter { $0.host == name }
+        var links: [ResolvedLink] = []
+        var perPeer: [String: Int] = [:]
+        for link in self.links {
+            let (a, b) = link.endpoints
+            guard let ia = byName[a], let ib = byName[b] else { continue }
+            let (mine, other): (Instance, Instance)
+            if ia.host == name { (mine, other) = (ia, ib) } else if ib.host == name { (mine, other) = (ib, ia) } else { continue }
+            let kind: ResolvedLink.Kind = other.host == name ? .local : .remote(host: other.host)
+            if case .remote(let h) = kind { perPeer[h, default: 0] += 1 }
+            links.append(ResolvedLink(localEnd: mine.name, peerEnd: other.name, kind: kind,
+                                      ringSizeToLocal: ring(mine.name, link), ringSizeToPeer: ring(other.name, link),
+                                      maxMessageSize: link.maxMessageSize ?? defaults.maxMessageSize))
+        }
+        let peers = hosts.filter { perPeer[$0.name] != nil }.map { peer in
+            PeerHost(host: peer, weDial: Self.dials(host, to: peer), channels: min(host.channels, peer.channels),
+                     linkCount: perPeer[peer.name]!)
+        }
+        let services = self.services.filter { s in s.server.host == name || s.listen.contains { $0.host == name } }
+        return HostView(host: host,
+                        instances: local.map { ResolvedInstance(instance: $0, ringSize: $0.ringSize ?? defaults.ringSize) },
+                        links: links, peers: peers, services: services,
+                        controlSocket: host.controlSocket ?? defaultSocket)
+    }
+}

@@ -1,0 +1,178 @@
+import Yams
+
+/// Section by section decoding of a topology document into the model.
+extension NodeDecoder {
+    static let topLevelKeys = ["cluster", "version", "defaults", "hosts", "instances", "links", "services"]
+    static let defaultsKeys = ["ring_size", "max_message_size", "port", "transport", "channels",
+                               "heartbeat_interval_ms", "peer_timeout_ms"]
+    static let hostKeys = ["name", "address", "port", "transport", "rdma_device", "nat", "channels", "control_socket"]
+    static let instanceKeys = ["name", "host", "uid", "gid", "token_file", "ring_size"]
+    static let linkKeys = ["between", "group", "ring_size", "max_message_size"]
+    static let serviceKeys = ["name", "protocol", "server", "listen"]
+    static let endpointKeys = ["host", "address"]
+
+    static let ringSizes = ByteSize.kibibytes(4)...ByteSize.gibibytes(1)
+    static let messageSizes = ByteSize(bytes: 1)...ByteSize.gibibytes(1)
+    static let maximumGroupSize = 256
+
+    func decodeTopology(_ root: Node) -> Topology? {
+        guard let top = fields(of: root, in: "the topology", allowed: Self.topLevelKeys) else { return nil }
+        let cluster = top.name("cluster")
+        var version = Topology.formatVersion
+        if let v = top.integer("version", in: 0...Int.max, required: true) {
+            if v != Topology.formatVersion {
+                error(top["version"], "format version \(v) is not supported; this build reads version \(Topology.formatVersion)")
+            }
+            version = v
+        }
+        let defaults = top["defaults"].map(decodeDefaults) ?? Defaults()
+        let hosts = top.required("hosts").map { node in
+            items(of: node, in: "'hosts'").compactMap { decodeHost($0, defaults: defaults) }
+        } ?? []
+        if let node = top["hosts"], hosts.isEmpty, diagnostics.isEmpty {
+            error(node, "'hosts' is empty: declare at least one host")
+        }
+        let instances = top["instances"].map { node in
+            items(of: node, in: "'instances'").compactMap(decodeInstance)
+        } ?? []
+        let links = top["links"].map { node in
+            items(of: node, in: "'links'").flatMap(decodeLinks)
+        } ?? []
+        let services = top["services"].map { node in
+            items(of: node, in: "'services'").compactMap(decodeService)
+        } ?? []
+        guard let cluster else { return nil }
+        return Topology(cluster: cluster, version: version, defaults: defaults, hosts: hosts,
+                        instances: instances, links: links, services: services)
+    }
+
+    private func decodeDefaults(_ node: Node) -> Defaults {
+        var d = Defaults()
+        guard let f = fields(of: node, in: "'defaults'", allowed: Self.defaultsKeys) else { return d }
+        if let v = f.size("ring_size", powerOfTwo: true, in: Self.ringSizes) { d.ringSize = v }
+        if let v = f.size("max_message_size", powerOfTwo: false, in: Self.messageSizes) { d.maxMessageSize = v }
+        if let v = f.integer("port", in: 1...65535) { d.port = UInt16(v) }
+        if let v = f.choice("transport", Transport.self) { d.transport = v }
+        if let v = f.integer("channels", in: 1...64) { d.channels = v }
+        if let v = f.integer("heartbeat_interval_ms", in: 10...60_000) { d.heartbeatIntervalMilliseconds = v }
+        if let v = f.integer("peer_timeout_ms", in: 50...600_000) { d.peerTimeoutMilliseconds = v }
+        if d.peerTimeoutMilliseconds <= d.heartbeatIntervalMilliseconds {
+            error(at: f.location(of: "peer_timeout_ms"),
+                  "peer_timeout_ms (\(d.peerTimeoutMilliseconds)) must be longer than heartbeat_interval_ms (\(d.heartbeatIntervalMilliseconds))",
+                  hint: "a peer is declared down after several missed heartbeats")
+        }
+        return d
+    }
+
+    private func decodeHost(_ node: Node, defaults: Defaults) -> Host? {
+        guard let f = fields(of: node, in: "a host", allowed: Self.hostKeys) else { return nil }
+        let name = f.name("name")
+        let address = f.string("address", required: true)
+        if let address, !Addresses.isValidHost(address) {
+            error(f["address"], "'\(address)' is not a valid address for host '\(name ?? "?")'",
+                  hint: "use an IPv4 or IPv6 address, or a DNS name")
+        }
+        let port = f.integer("port", in: 1...65535).map(UInt16.init) ?? defaults.port
+        let transport = f.choice("transport", Transport.self) ?? defaults.transport
+        let rdmaDevice = f.string("rdma_device")
+        if rdmaDevice != nil && transport == .tcp {
+            warning(at: f.location(of: "rdma_device"), "rdma_device is ignored because transport is 'tcp'")
+        }
+        let nat = f.choice("nat", NATRole.self) ?? .none
+        let channels = f.integer("channels", in: 1...64) ?? defaults.channels
+        let socket = f.string("control_socket")
+        if let socket, !socket.hasPrefix("/") {
+            error(f["control_socket"], "control_socket '\(socket)' must be an absolute path")
+        }
+        guard let name, let address else { return nil }
+        return Host(name: name, address: address, port: port, transport: transport, rdmaDevice: rdmaDevice,
+                    nat: nat, channels: channels, controlSocket: socket, location: f.location)
+    }
+
+    private func decodeInstance(_ node: Node) -> Instance? {
+        guard let f = fields(of: node, in: "an instance", allowed: Self.instanceKeys) else { return nil }
+        let name = f.name("name")
+        let host = f.name("host")
+        let uid = f.integer("uid", in: 0...Int(UInt32.max - 1)).map(UInt32.init)
+        let gid = f.integer("gid", in: 0...Int(UInt32.max - 1)).map(UInt32.init)
+        let token = f.string("token_file")
+        let ring = f.size("ring_size", powerOfTwo: true, in: Self.ringSizes)
+        guard let name, let host else { return nil }
+        return Instance(name: name, host: host, uid: uid, gid: gid, tokenFile: token, ringSize: ring,
+                        location: f.location)
+    }
+
+    /// One entry of `links`: `between: [a, b]` is one link, `group: [a, b, c]` all pairs.
+    private func decodeLinks(_ node: Node) -> [Link] {
+        guard let f = fields(of: node, in: "a link", allowed: Self.linkKeys) else { return [] }
+        let ring = f.size("ring_size", powerOfTwo: true, in: Self.ringSizes)
+        let maxMessage = f.size("max_message_size", powerOfTwo: false, in: Self.messageSizes)
+        let members: [(String, Node)]
+        switch (f["between"], f["group"]) {
+        case (.some, .some):
+            error(node, "a link has both 'between' and 'group'; use one", hint: "'between' for a pair, 'group' for all pairs of a set")
+            return []
+        case (.none, .none):
+            error(node, "a link needs 'between: [a, b]' or 'group: [a, b, c]'")
+            return []
+        case (.some, .none):
+            guard let pair = f.names("between") else { return [] }
+            guard pair.count == 2 else {
+                error(f["between"], "'between' lists \(pair.count) instances; it takes exactly 2",
+                      hint: "use 'group' to link every pair of a larger set")
+                return []
+            }
+            members = pair
+        case (.none, .some):
+            guard let group = f.names("group") else { return [] }
+            guard (2...Self.maximumGroupSize).contains(group.count) else {
+                error(f["group"], "'group' lists \(group.count) instances; it takes 2 to \(Self.maximumGroupSize)")
+                return []
+            }
+            members = group
+        }
+        var seen: Set<String> = []
+        for (name, item) in members where !seen.insert(name).inserted {
+            error(item, "instance '\(name)' appears twice in one link", hint: "an instance cannot link to itself")
+            return []
+        }
+        var links: [Link] = []
+        for i in members.indices {
+            for j in members.indices where j > i {
+                links.append(Link(endpoints: (members[i].0, members[j].0), ringSize: ring,
+                                  maxMessageSize: maxMessage, location: location(members[i].1)))
+            }
+        }
+        return links
+    }
+
+    private func decodeService(_ node: Node) -> Service? {
+        guard let f = fields(of: node, in: "a service", allowed: Self.serviceKeys) else { return nil }
+        let name = f.name("name")
+        let proto = f.choice("protocol", ServiceProtocol.self) ?? .tcp
+        let server = f.required("server").flatMap { decodeEndpoint($0, in: "'server' of service '\(name ?? "?")'") }
+        let listen = f.required("listen").map { node in
+            items(of: node, in: "'listen' of service '\(name ?? "?")'").compactMap {
+                decodeEndpoint($0, in: "a 'listen' entry of service '\(name ?? "?")'")
+            }
+        } ?? []
+        if let node = f["listen"], listen.isEmpty, case .sequence(let s) = node, s.isEmpty {
+            error(node, "service '\(name ?? "?")' has no 'listen' entry: no client could reach it")
+        }
+        guard let name, let server else { return nil }
+        return Service(name: name, proto: proto, server: server, listen: listen, location: f.location)
+    }
+
+    private func decodeEndpoint(_ node: Node, in what: String) -> ServiceEndpoint? {
+        guard let f = fields(of: node, in: what, allowed: Self.endpointKeys) else { return nil }
+        let host = f.name("host")
+        guard let (text, value) = f.scalar("address", required: true) else { return nil }
+        guard let (address, port) = Addresses.splitHostPort(text) else {
+            error(value, "'\(text)' in \(what) is not an address with a port",
+                  hint: "write 127.0.0.1:5432 or [::1]:5432")
+            return nil
+        }
+        guard let host else { return nil }
+        return ServiceEndpoint(host: host, address: address, port: port, location: f.location)
+    }
+}

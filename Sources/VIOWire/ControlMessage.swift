@@ -1,0 +1,197 @@
+/// Messages on the agent's control socket (a Unix `SOCK_SEQPACKET` socket: one message per
+/// packet). Every packet starts with an 8-byte header:
+///
+/// | offset | size | field                                   |
+/// |--------|------|-----------------------------------------|
+/// | 0      | 4    | magic `VIOC` (0x56 0x49 0x4F 0x43)      |
+/// | 4      | 2    | protocol version, little-endian         |
+/// | 6      | 2    | message type, little-endian             |
+///
+/// followed by the type's fields (docs/control-protocol.md).
+public enum ControlMessage: Sendable, Equatable {
+    /// First message from any client: who it is and which protocol versions it speaks.
+    case hello(Hello)
+    /// The agent's answer to `hello`.
+    case welcome(Welcome)
+    /// Asks for the agent's state (operators, `vioctl status`).
+    case statusRequest
+    /// The agent's state.
+    case status(AgentStatus)
+    /// A refusal or failure, with a reason the client can print.
+    case error(ControlError)
+
+    /// The protocol version this build speaks.
+    public static let protocolVersion: UInt16 = 1
+    /// Header magic, "VIOC".
+    public static let magic: [UInt8] = [0x56, 0x49, 0x4F, 0x43]
+    /// Header size in bytes.
+    public static let headerSize = 8
+
+    /// Message type codes (stable: documented in docs/control-protocol.md).
+    public enum Kind: UInt16, Sendable {
+        case hello = 1, welcome = 2, statusRequest = 3, status = 4, error = 15
+    }
+
+    var kind: Kind {
+        switch self {
+        case .hello: .hello
+        case .welcome: .welcome
+        case .statusRequest: .statusRequest
+        case .status: .status
+        case .error: .error
+        }
+    }
+
+    /// The message type's name, for logs and errors.
+    public var kindName: String {
+        switch self {
+        case .hello: "HELLO"
+        case .welcome: "WELCOME"
+        case .statusRequest: "STATUS_REQUEST"
+        case .status: "STATUS"
+        case .error: "ERROR"
+        }
+    }
+
+    /// The packet for this message.
+    public func encoded() -> [UInt8] {
+        var w = ByteWriter()
+        w.write(raw: Self.magic)
+        w.write(Self.protocolVersion)
+        w.write(kind.rawValue)
+        switch self {
+        case .hello(let m): m.encode(to: &w)
+        case .welcome(let m): m.encode(to: &w)
+        case .statusRequest: break
+        case .status(let m): m.encode(to: &w)
+        case .error(let m): m.encode(to: &w)
+        }
+        return w.bytes
+    }
+
+    /// Decodes one packet; throws a ``DecodeError`` naming what is wrong for anything malformed.
+    public static func decode(_ bytes: [UInt8]) throws(DecodeError) -> ControlMessage {
+        var r = ByteReader(bytes)
+        guard try r.readBytes(4) == magic else { throw .invalid(field: "magic", value: "not a VIO control message") }
+        let version = try r.read(UInt16.self)
+        guard version == protocolVersion else {
+            throw .invalid(field: "protocol version", value: "\(version) (this side speaks \(protocolVersion))")
+        }
+        let code = try r.read(UInt16.self)
+        guard let kind = Kind(rawValue: code) else { throw .invalid(field: "message type", value: "\(code)") }
+        let message: ControlMessage
+        switch kind {
+        case .hello: message = .hello(try Hello(from: &r))
+        case .welcome: message = .welcome(try Welcome(from: &r))
+        case .statusRequest: message = .statusRequest
+        case .status: message = .status(try AgentStatus(from: &r))
+        case .error: message = .error(try ControlError(from: &r))
+        }
+        try r.expectEnd()
+        return message
+    }
+}
+
+/// A client's introduction.
+public struct Hello: Sendable, Equatable {
+    /// What kind of client.
+    public enum Role: UInt8, Sendable {
+        /// A database instance that will attach and open links.
+        case instance = 1
+        /// An operator tool that only reads state.
+        case observer = 2
+    }
+
+    /// What kind of client.
+    public var role: Role
+    /// Free text for logs, e.g. "vioctl 0.1".
+    public var software: String
+
+    /// A hello.
+    public init(role: Role, software: String) {
+        self.role = role
+        self.software = software
+    }
+
+    func encode(to w: inout ByteWriter) {
+        w.write(role.rawValue)
+        w.write(software)
+    }
+
+    init(from r: inout ByteReader) throws(DecodeError) {
+        let raw = try r.read(UInt8.self)
+        guard let role = Role(rawValue: raw) else { throw .invalid(field: "role", value: "\(raw)") }
+        self.role = role
+        software = try r.readString()
+    }
+}
+
+/// The agent's answer to a hello: which cluster and host it serves.
+public struct Welcome: Sendable, Equatable {
+    /// Cluster name from the topology.
+    public var cluster: String
+    /// This agent's host name.
+    public var host: String
+    /// The agent's process id.
+    public var agentPID: Int32
+
+    /// A welcome.
+    public init(cluster: String, host: String, agentPID: Int32) {
+        self.cluster = cluster
+        self.host = host
+        self.agentPID = agentPID
+    }
+
+    func encode(to w: inout ByteWriter) {
+        w.write(cluster)
+        w.write(host)
+        w.write(agentPID)
+    }
+
+    init(from r: inout ByteReader) throws(DecodeError) {
+        cluster = try r.readString()
+        host = try r.readString()
+        agentPID = try r.read()
+    }
+}
+
+/// A refusal or failure the client can act on.
+public struct ControlError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// Machine-readable reasons (stable codes).
+    public enum Code: UInt16, Sendable {
+        case malformed = 1
+        case unsupportedVersion = 2
+        case notAllowed = 3
+        case unknownInstance = 4
+        case alreadyAttached = 5
+        case badToken = 6
+        case undeclaredLink = 7
+        case peerNotAttached = 8
+        case internalError = 9
+        case unexpected = 10
+    }
+
+    /// The reason code.
+    public var code: Code
+    /// A sentence saying what failed and what to do.
+    public var message: String
+
+    /// An error.
+    public init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    public var description: String { message }
+
+    func encode(to w: inout ByteWriter) {
+        w.write(code.rawValue)
+        w.write(message)
+    }
+
+    init(from r: inout ByteReader) throws(DecodeError) {
+        let raw = try r.read(UInt16.self)
+        code = Code(rawValue: raw) ?? .unexpected
+        message = try r.readString()
+    }
+}

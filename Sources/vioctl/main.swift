@@ -1,0 +1,105 @@
+import ArgumentParser
+import VIO
+import VIOTopology
+import VIOWire
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `vioctl`: the operator's tool.
+struct VIOCtl: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "vioctl",
+        abstract: "Operate a VIO fabric: check topology files and read an agent's state.",
+        subcommands: [TopologyCommand.self, StatusCommand.self])
+}
+
+/// Where to find the agent's control socket, shared by commands that talk to an agent.
+struct AgentLocation: ParsableArguments {
+    @Option(name: .long, help: ArgumentHelp("The agent's control socket. Overrides --topology/--host.", valueName: "path"))
+    var socket: String?
+
+    @Option(name: .shortAndLong, help: ArgumentHelp("Topology file, to find the host's control socket. Default: the embedded single-host topology.",
+                                                    valueName: "file"))
+    var topology: String?
+
+    @Option(name: .long, help: ArgumentHelp("Host whose agent to ask. Default: the topology's only host.", valueName: "name"))
+    var host: String?
+
+    /// The socket path, resolved the same way `vio-agent` resolves it.
+    func socketPath() throws -> String {
+        if let socket { return socket }
+        let (t, source) = try loadTopologyOrExit(topology)
+        let name: String
+        if let host { name = host } else if t.hosts.count == 1 { name = t.hosts[0].name } else {
+            throw ValidationError("\(source) declares several hosts; pass --host NAME")
+        }
+        let fallback = environment("VIO_CONTROL_SOCKET") ?? Topology.defaultControlSocket(
+            host: name, isRoot: getuid() == 0, runtimeDirectory: environment("XDG_RUNTIME_DIR"))
+        guard let view = t.view(for: name, controlSocket: fallback) else {
+            throw ValidationError("host '\(name)' is not declared in \(source)")
+        }
+        return view.controlSocket
+    }
+}
+
+struct StatusCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "status",
+        abstract: "Show a running agent's state: instances, links, transport.")
+
+    @OptionGroup var location: AgentLocation
+
+    func run() throws {
+        let path = try location.socketPath()
+        let status: AgentStatus
+        do {
+            let channel = try AgentChannel(path: path, role: .observer, software: "vioctl")
+            status = try channel.status()
+        } catch {
+            throw FailureMessage(error.description)
+        }
+        print(StatusPrinter.render(status, socket: path), terminator: "")
+    }
+}
+
+/// An error printed as is, exiting 1.
+struct FailureMessage: Error, CustomStringConvertible {
+    var description: String
+    init(_ text: String) { description = text }
+}
+
+func environment(_ name: String) -> String? {
+    getenv(name).map { String(cString: $0) }.flatMap { $0.isEmpty ? nil : $0 }
+}
+
+func loadTopologyOrExit(_ path: String?) throws -> (Topology, String) {
+    do {
+        if let path { return (try TopologyLoader.load(path: path).0, path) }
+        return (try TopologyLoader.parse(text: EmbeddedTopology.text, file: EmbeddedTopology.source).0,
+                EmbeddedTopology.source)
+    } catch {
+        throw FailureMessage(error.description)
+    }
+}
+
+do {
+    var command = try VIOCtl.parseAsRoot()
+    try command.run()
+} catch let failure as FailureMessage {
+    writeStandardError("vioctl: \(failure.description)\n")
+    exit(1)
+} catch {
+    VIOCtl.exit(withError: error)
+}
+
+/// Writes to fd 2 directly (the C `stderr` global is not concurrency-safe in Swift 6).
+func writeStandardError(_ text: String) {
+    var bytes = Array(text.utf8)[...]
+    while !bytes.isEmpty {
+        let n = bytes.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
+        if n <= 0 { return }
+        bytes = bytes.dropFirst(n)
+    }
+}

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs the Debian packages VIO builds and tests against. Idempotent: a second run
+# only re-checks. Needs root (or sudo) on a Debian/Ubuntu machine.
+set -euo pipefail
+
+packages=(
+  pkg-config
+  liburing-dev      # io_uring waits and the agent's I/O
+  libibverbs-dev    # RDMA verbs (builds and links; hardware optional)
+  librdmacm-dev     # RDMA connection manager
+  libnuma-dev       # ring memory placement on multi-node hosts
+  iproute2          # network namespaces for multi-host tests
+  procps            # ps/pgrep used by tests and demo
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#packages[@]} packages present"
+  exit 0
+fi
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "install-deps: done"
