@@ -68,8 +68,7 @@ let package = Package(
         ]),
 
         // MARK: Tests
-        .testTarget(name: "VIOTopologyTests", dependencies: ["VIOTopology"],
-                    resources: [.copy("Fixtures")]),
+        .testTarget(name: "VIOTopologyTests", dependencies: ["VIOTopology"], exclude: ["Fixtures"]),
         .testTarget(name: "VIOWireTests", dependencies: ["VIOWire"]),
         .testTarget(name: "VIOLinuxTests", dependencies: ["VIOLinux", "CIBVerbs", "VIOTransport"]),
         .testTarget(name: "VIOToolsTests", dependencies: ["VIOLinux"]),

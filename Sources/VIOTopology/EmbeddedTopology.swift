@@ -31,5 +31,6 @@ instances:
 links:
   - between: [db1, db2]
     ring_size: 1MiB         # each direction; messages larger than this are fragmented
+
 """#
 }

@@ -59,7 +59,22 @@ public struct PeerHost: Sendable, Equatable {
     public var linkCount: Int
 }
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 extension Topology {
+    /// The control socket to use when the topology names none: `$VIO_CONTROL_SOCKET` if set,
+    /// else ``defaultControlSocket(host:isRoot:runtimeDirectory:)`` for the calling user.
+    /// `vio-agent` and `vioctl` both resolve it this way, so they meet without options.
+    public static func defaultControlSocket(host: String) -> String {
+        func env(_ name: String) -> String? {
+            getenv(name).map { String(cString: $0) }.flatMap { $0.isEmpty ? nil : $0 }
+        }
+        return env("VIO_CONTROL_SOCKET")
+            ?? defaultControlSocket(host: host, isRoot: getuid() == 0, runtimeDirectory: env("XDG_RUNTIME_DIR"))
+    }
+
     /// The default control socket when neither the topology nor the command line names one:
     /// under /run for root, under XDG_RUNTIME_DIR (or /tmp) for others.
     public static func defaultControlSocket(host: String, isRoot: Bool, runtimeDirectory: String?) -> String {

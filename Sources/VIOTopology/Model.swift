@@ -111,8 +111,10 @@ public struct Link: Sendable, Equatable {
     public var ringSize: ByteSize?
     /// Largest message; `nil` inherits the defaults.
     public var maxMessageSize: ByteSize?
-    /// Where the link (or the group it came from) was declared.
+    /// Where the link (or the group it came from) was declared: its first end's name.
     public var location: SourceLocation
+    /// Where each end's name was written, for diagnostics about one end.
+    public var endpointLocations: (SourceLocation, SourceLocation)
 
     /// Whether this link joins `a` and `b`, in either order.
     public func joins(_ a: String, _ b: String) -> Bool {

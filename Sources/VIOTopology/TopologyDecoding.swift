@@ -140,7 +140,8 @@ extension NodeDecoder {
         for i in members.indices {
             for j in members.indices where j > i {
                 links.append(Link(endpoints: (members[i].0, members[j].0), ringSize: ring,
-                                  maxMessageSize: maxMessage, location: location(members[i].1)))
+                                  maxMessageSize: maxMessage, location: location(members[i].1),
+                                  endpointLocations: (location(members[i].1), location(members[j].1))))
             }
         }
         return links

@@ -27,8 +27,9 @@ extension NodeDecoder {
         var pairsSeen: [String: SourceLocation] = [:]
         for link in t.links {
             var known = true
-            for end in [link.endpoints.0, link.endpoints.1] where instanceHost[end] == nil {
-                error(at: link.location, "link names instance '\(end)', which is not declared",
+            for (end, at) in [(link.endpoints.0, link.endpointLocations.0), (link.endpoints.1, link.endpointLocations.1)]
+            where instanceHost[end] == nil {
+                error(at: at, "link names instance '\(end)', which is not declared",
                       hint: suggestion(end, among: Set(instanceHost.keys)))
                 known = false
             }

@@ -51,8 +51,7 @@ struct VIOAgentCommand: ParsableCommand {
         let configuration = try AgentConfiguration(
             topology: loaded.topology, source: loaded.source, hostName: hostName,
             controlSocket: controlSocket,
-            defaultControlSocket: environment("VIO_CONTROL_SOCKET") ?? Topology.defaultControlSocket(
-                host: hostName, isRoot: getuid() == 0, runtimeDirectory: environment("XDG_RUNTIME_DIR")))
+            defaultControlSocket: Topology.defaultControlSocket(host: hostName))
         if check {
             print(TopologyPrinter.render(configuration.view), terminator: "")
             return

@@ -50,8 +50,7 @@ struct TopologyCommand: ParsableCommand {
         func run() throws {
             let (t, source) = try loadTopologyOrExit(file)
             func view(_ name: String) -> HostView? {
-                t.view(for: name, controlSocket: environment("VIO_CONTROL_SOCKET") ?? Topology.defaultControlSocket(
-                    host: name, isRoot: getuid() == 0, runtimeDirectory: environment("XDG_RUNTIME_DIR")))
+                t.view(for: name, controlSocket: Topology.defaultControlSocket(host: name))
             }
             if let host {
                 guard let v = view(host) else {

@@ -35,8 +35,7 @@ struct AgentLocation: ParsableArguments {
         if let host { name = host } else if t.hosts.count == 1 { name = t.hosts[0].name } else {
             throw ValidationError("\(source) declares several hosts; pass --host NAME")
         }
-        let fallback = environment("VIO_CONTROL_SOCKET") ?? Topology.defaultControlSocket(
-            host: name, isRoot: getuid() == 0, runtimeDirectory: environment("XDG_RUNTIME_DIR"))
+        let fallback = Topology.defaultControlSocket(host: name)
         guard let view = t.view(for: name, controlSocket: fallback) else {
             throw ValidationError("host '\(name)' is not declared in \(source)")
         }

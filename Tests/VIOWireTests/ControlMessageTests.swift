@@ -1,0 +1,95 @@
+import Testing
+@testable import VIOWire
+
+struct ControlMessageTests {
+    static let samples: [ControlMessage] = [
+        .hello(Hello(role: .instance, software: "libvio 0.1")),
+        .welcome(Welcome(cluster: "demo", host: "local", agentPID: 4242)),
+        .statusRequest,
+        .status(AgentStatus(cluster: "c", host: "h", pid: 7, uptimeMilliseconds: 12345, transport: "tcp: asked",
+                            instances: [.init(name: "db1", attached: true, pid: 99), .init(name: "db2", attached: false, pid: 0)],
+                            links: [.init(localEnd: "db1", peerEnd: "db2", peerHost: "h", state: "open")])),
+        .error(ControlError(.undeclaredLink, "no link db1 <-> db9 in the topology")),
+    ]
+
+    @Test(arguments: samples)
+    func roundTrips(message: ControlMessage) throws {
+        #expect(try ControlMessage.decode(message.encoded()) == message)
+    }
+
+    @Test func headerIsMagicVersionType() {
+        let bytes = ControlMessage.statusRequest.encoded()
+        #expect(bytes == [0x56, 0x49, 0x4F, 0x43, 1, 0, 3, 0])
+    }
+
+    @Test(arguments: samples)
+    func everyTruncationIsRejected(message: ControlMessage) {
+        let bytes = message.encoded()
+        for cut in 0..<bytes.count {
+            #expect(throws: DecodeError.self) { try ControlMessage.decode(Array(bytes[..<cut])) }
+        }
+    }
+
+    @Test func trailingBytesAreRejected() {
+        #expect(throws: DecodeError.invalid(field: "length", value: "1 trailing bytes")) {
+            try ControlMessage.decode(ControlMessage.statusRequest.encoded() + [0])
+        }
+    }
+
+    @Test func wrongMagicVersionAndType() {
+        var bytes = ControlMessage.statusRequest.encoded()
+        bytes[0] = 0x58
+        #expect(throws: DecodeError.invalid(field: "magic", value: "not a VIO control message")) { try ControlMessage.decode(bytes) }
+        bytes = ControlMessage.statusRequest.encoded()
+        bytes[4] = 9
+        #expect(throws: DecodeError.self) { try ControlMessage.decode(bytes) }
+        bytes = ControlMessage.statusRequest.encoded()
+        bytes[6] = 200
+        #expect(throws: DecodeError.invalid(field: "message type", value: "200")) { try ControlMessage.decode(bytes) }
+    }
+
+    @Test func forgedCountsDoNotAllocate() {
+        var w = ByteWriter()
+        w.write(raw: ControlMessage.magic)
+        w.write(ControlMessage.protocolVersion)
+        w.write(ControlMessage.Kind.status.rawValue)
+        for s in ["c", "h"] { w.write(s) }
+        w.write(Int32(1))
+        w.write(UInt64(1))
+        w.write("t")
+        w.write(UInt32.max)  // instance count far beyond the bytes present
+        #expect(throws: DecodeError.invalid(field: "count", value: "\(UInt32.max)")) { try ControlMessage.decode(w.bytes) }
+    }
+
+    @Test func randomBytesNeverCrash() {
+        var rng = SystemRandomNumberGenerator()
+        let valid = Self.samples.map { $0.encoded() }
+        for i in 0..<20_000 {
+            var bytes = valid[i % valid.count]
+            // Flip a few bytes after the header, or throw in pure noise.
+            if i % 4 == 0 {
+                bytes = (0..<Int.random(in: 0..<64, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) }
+            } else {
+                for _ in 0..<Int.random(in: 1...4, using: &rng) where bytes.count > 8 {
+                    bytes[Int.random(in: 8..<bytes.count, using: &rng)] = UInt8.random(in: 0...255, using: &rng)
+                }
+            }
+            _ = try? ControlMessage.decode(bytes)
+        }
+    }
+
+    @Test func invalidUTF8StringIsRejected() {
+        var w = ByteWriter()
+        w.write(raw: ControlMessage.magic)
+        w.write(ControlMessage.protocolVersion)
+        w.write(ControlMessage.Kind.hello.rawValue)
+        w.write(UInt8(1))
+        w.write(UInt16(2))
+        w.write(raw: [0xC3, 0x28])
+        #expect(throws: DecodeError.invalid(field: "string", value: "not UTF-8")) { try ControlMessage.decode(w.bytes) }
+    }
+}
+
+extension ControlMessage: CustomTestStringConvertible {
+    public var testDescription: String { kindName }
+}
