@@ -4,7 +4,7 @@ SHELL := /bin/bash
 export PATH := $(PATH):/opt/swift/usr/bin
 SWIFT ?= swift
 
-.PHONY: deps build release demo test clean
+.PHONY: deps build release demo test clean microbench
 
 deps:
 	@bash scripts/install-deps.sh
@@ -26,3 +26,7 @@ test: deps
 
 clean:
 	rm -rf .build
+
+# Micro-benchmarks of hot paths (ordo-one/benchmark), in their own build folder.
+microbench: deps
+	VIO_BENCHMARKS=1 $(SWIFT) package --scratch-path .build-bench benchmark --target HotPaths

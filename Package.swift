@@ -1,6 +1,8 @@
 // swift-tools-version:6.1
 import PackageDescription
 
+import class Foundation.ProcessInfo
+
 // One module per layer; see docs/architecture.md for how data flows between them.
 let package = Package(
     name: "VIO",
@@ -74,3 +76,20 @@ let package = Package(
         .testTarget(name: "VIOToolsTests", dependencies: ["VIOLinux"]),
     ]
 )
+
+// Micro-benchmarks (Benchmarks/HotPaths, ordo-one/benchmark) join the package only when asked,
+// so the benchmark framework never slows down `make test`:
+//   VIO_BENCHMARKS=1 swift package --scratch-path .build-bench benchmark   (or `make microbench`)
+if ProcessInfo.processInfo.environment["VIO_BENCHMARKS"] != nil {
+    package.dependencies.append(
+        .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.0", traits: ["MallocInterposer"]))
+    package.targets.append(
+        .executableTarget(
+            name: "HotPaths",
+            dependencies: [
+                "VIOWire", "VIOTopology",
+                .product(name: "Benchmark", package: "benchmark"),
+            ],
+            path: "Benchmarks/HotPaths",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]))
+}
