@@ -27,7 +27,9 @@ let package = Package(
         .systemLibrary(name: "CRDMACM", pkgConfig: "librdmacm",
                        providers: [.apt(["librdmacm-dev"])]),
         .systemLibrary(name: "CNUMA", pkgConfig: "numa", providers: [.apt(["libnuma-dev"])]),
-        .target(name: "CVIOShim"),
+        // liburing is used only from C, behind an opaque handle: its copy of the io_uring
+        // structs clashes with the kernel header swift-system imports.
+        .target(name: "CVIOShim", dependencies: ["CURing"]),
 
         // MARK: Platform-neutral layers
         /// Byte layouts shared by processes and hosts: frame header, control messages.
@@ -38,7 +40,7 @@ let package = Package(
         // MARK: Linux layers
         /// Every syscall VIO makes, behind typed wrappers that retry EINTR.
         .target(name: "VIOLinux", dependencies: [
-            "CVIOShim", "CURing", "CNUMA",
+            "CVIOShim", "CNUMA",
             .product(name: "SystemPackage", package: "swift-system"),
         ]),
         /// Shared-memory message rings: layout, producer/consumer, doorbells.

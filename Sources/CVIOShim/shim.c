@@ -1,6 +1,10 @@
 #define _GNU_SOURCE
 #include "CVIOShim.h"
 
+#include <features.h>
+#include <liburing.h>
+#include <stdlib.h>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -146,4 +150,76 @@ int vio_shim_signalfd_read(int fd) {
     if (n == (ssize_t)sizeof(info)) return (int)info.ssi_signo;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
     return -1;
+}
+
+int vio_shim_getcpu(unsigned int *cpu, unsigned int *node) {
+    return getcpu(cpu, node);
+}
+
+struct vio_shim_uring { struct io_uring ring; };
+
+#define VIO_SHIM_CANCEL_TOKEN UINT64_MAX
+
+vio_shim_uring *vio_shim_uring_create(unsigned entries) {
+    vio_shim_uring *r = calloc(1, sizeof(*r));
+    if (!r) return NULL;
+    int rc = io_uring_queue_init(entries, &r->ring, 0);
+    if (rc < 0) { free(r); errno = -rc; return NULL; }
+    return r;
+}
+
+void vio_shim_uring_destroy(vio_shim_uring *r) {
+    if (!r) return;
+    io_uring_queue_exit(&r->ring);
+    free(r);
+}
+
+static struct io_uring_sqe *vio_shim_sqe(vio_shim_uring *r) {
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&r->ring);
+    if (!sqe) { io_uring_submit(&r->ring); sqe = io_uring_get_sqe(&r->ring); }
+    return sqe;
+}
+
+int vio_shim_uring_poll_add(vio_shim_uring *r, int fd, uint64_t token) {
+    struct io_uring_sqe *sqe = vio_shim_sqe(r);
+    if (!sqe) return -EBUSY;
+    io_uring_prep_poll_multishot(sqe, fd, POLLIN);
+    io_uring_sqe_set_data64(sqe, token);
+    int rc = io_uring_submit(&r->ring);
+    return rc < 0 ? rc : 0;
+}
+
+int vio_shim_uring_poll_remove(vio_shim_uring *r, uint64_t token) {
+    struct io_uring_sqe *sqe = vio_shim_sqe(r);
+    if (!sqe) return -EBUSY;
+    io_uring_prep_poll_remove(sqe, token);
+    io_uring_sqe_set_data64(sqe, VIO_SHIM_CANCEL_TOKEN);
+    int rc = io_uring_submit(&r->ring);
+    return rc < 0 ? rc : 0;
+}
+
+int vio_shim_uring_wait(vio_shim_uring *r, int64_t timeout_ns, uint64_t *tokens, int *ended, int max) {
+    struct io_uring_cqe *cqe = NULL;
+    int rc;
+    if (timeout_ns >= 0) {
+        struct __kernel_timespec ts = { .tv_sec = timeout_ns / 1000000000LL, .tv_nsec = timeout_ns % 1000000000LL };
+        rc = io_uring_wait_cqe_timeout(&r->ring, &cqe, &ts);
+    } else {
+        rc = io_uring_wait_cqe(&r->ring, &cqe);
+    }
+    if (rc == -ETIME || rc == -EINTR) return 0;
+    if (rc < 0) return rc;
+    int n = 0;
+    while (n < max && io_uring_peek_cqe(&r->ring, &cqe) == 0) {
+        uint64_t token = io_uring_cqe_get_data64(cqe);
+        int res = cqe->res;
+        int more = (cqe->flags & IORING_CQE_F_MORE) != 0;
+        io_uring_cqe_seen(&r->ring, cqe);
+        if (token == VIO_SHIM_CANCEL_TOKEN) continue;
+        if (res == -ECANCELED) continue;   /* a removed poll's last completion */
+        tokens[n] = token;
+        ended[n] = !more;
+        n++;
+    }
+    return n;
 }

@@ -10,6 +10,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <poll.h>
 
 /// memfd_create(2); returns the fd or -1 with errno set.
 int vio_shim_memfd_create(const char *name, unsigned int flags);
@@ -60,5 +61,26 @@ int vio_shim_signalfd(const int *signals, int count);
 
 /// Reads one pending signal from a signalfd; returns its number, 0 if none, -1 on error.
 int vio_shim_signalfd_read(int fd);
+
+/// getcpu(2): the CPU and NUMA node the calling thread runs on now. Returns 0 or -1.
+int vio_shim_getcpu(unsigned int *cpu, unsigned int *node);
+
+/// An io_uring used to wait for many descriptors to become readable (liburing inside).
+typedef struct vio_shim_uring vio_shim_uring;
+
+/// A ring with `entries` submission slots, or NULL with errno set.
+vio_shim_uring *vio_shim_uring_create(unsigned entries);
+void vio_shim_uring_destroy(vio_shim_uring *ring);
+
+/// Starts a multishot poll for POLLIN on `fd`; completions carry `token`. 0 or -errno.
+int vio_shim_uring_poll_add(vio_shim_uring *ring, int fd, uint64_t token);
+
+/// Cancels the poll started with `token`. 0 or -errno.
+int vio_shim_uring_poll_remove(vio_shim_uring *ring, uint64_t token);
+
+/// Waits up to `timeout_ns` (-1: forever) for completions, then stores up to `max` tokens of
+/// polls that fired into `tokens` and, into `ended`, whether each poll ended (must be
+/// re-armed). Returns the count, 0 on timeout, or -errno.
+int vio_shim_uring_wait(vio_shim_uring *ring, int64_t timeout_ns, uint64_t *tokens, int *ended, int max);
 
 #endif

@@ -1,0 +1,42 @@
+import CVIOShim
+import SystemPackage
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// An eventfd used as a doorbell: `ring()` from any process holding it, `wait`/`drain` in
+/// the owner. Non-blocking, so waits go through poll(2) or io_uring with a timeout.
+public enum EventDescriptor {
+    /// A new non-blocking, close-on-exec eventfd.
+    public static func create() throws(SystemError) -> OwnedFileDescriptor {
+        OwnedFileDescriptor(taking: try retryingSyscall("eventfd") {
+            eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC))
+        })
+    }
+
+    /// Adds 1 to the counter, waking a waiter. A full counter (EAGAIN) already means "rung".
+    @inlinable
+    public static func ring(_ fd: Int32) {
+        var one: UInt64 = 1
+        _ = write(fd, &one, 8)
+    }
+
+    /// Resets the counter; returns whether it was rung.
+    @discardableResult
+    @inlinable
+    public static func drain(_ fd: Int32) -> Bool {
+        var value: UInt64 = 0
+        return read(fd, &value, 8) == 8
+    }
+}
+
+/// poll(2) on one descriptor, for single-doorbell sleeps (cheaper than io_uring for one fd).
+public enum Poll {
+    /// Waits until `fd` is readable or `timeoutMilliseconds` pass (-1: forever).
+    /// Returns whether it became readable.
+    public static func readable(_ fd: Int32, timeoutMilliseconds: Int32) throws(SystemError) -> Bool {
+        var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        return try retryingSyscall("poll") { poll(&p, 1, timeoutMilliseconds) } > 0
+    }
+}

@@ -1,0 +1,32 @@
+import CVIOShim
+import SystemPackage
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// pidfd(2): a descriptor that becomes readable when the process exits, without the races of
+/// pid reuse. The agent watches attached instances with it.
+public enum ProcessDescriptor {
+    /// A pidfd for `pid`.
+    public static func open(pid: Int32) throws(SystemError) -> OwnedFileDescriptor {
+        OwnedFileDescriptor(taking: try retryingSyscall("pidfd_open", detail: "pid \(pid)") {
+            vio_shim_pidfd_open(pid, 0)
+        })
+    }
+}
+
+/// Where the calling thread runs.
+public enum CPULocation {
+    /// The NUMA node of the CPU the calling thread runs on (0 when unknown).
+    public static func currentNode() -> Int {
+        var cpu: UInt32 = 0, node: UInt32 = 0
+        return vio_shim_getcpu(&cpu, &node) == 0 ? Int(node) : 0
+    }
+
+    /// Pins the calling thread to `cpu`.
+    public static func pinCurrentThread(to cpu: Int) throws(SystemError) {
+        let rc = vio_shim_pin_thread_to_cpu(Int32(cpu))
+        if rc != 0 { throw SystemError("pthread_setaffinity_np", Errno(rawValue: rc), detail: "cpu \(cpu)") }
+    }
+}
