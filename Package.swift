@@ -74,6 +74,7 @@ let package = Package(
         // MARK: Tests
         .testTarget(name: "VIOTopologyTests", dependencies: ["VIOTopology"], exclude: ["Fixtures"]),
         .testTarget(name: "VIOWireTests", dependencies: ["VIOWire"]),
+        .testTarget(name: "VIOSharedMemoryTests", dependencies: ["VIOSharedMemory", "VIOLinux"]),
         .testTarget(name: "VIOLinuxTests", dependencies: ["VIOLinux", "CIBVerbs", "VIOTransport"]),
         .testTarget(name: "VIOToolsTests", dependencies: ["VIOLinux"]),
     ]

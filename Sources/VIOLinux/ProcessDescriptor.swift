@@ -24,6 +24,10 @@ public enum CPULocation {
         return vio_shim_getcpu(&cpu, &node) == 0 ? Int(node) : 0
     }
 
+    /// A spin-loop hint to the CPU (x86 `pause`): kinder to the sibling hyper-thread and
+    /// avoids a memory-order flush when the awaited store lands.
+    public static func relax() { vio_shim_cpu_relax() }
+
     /// Pins the calling thread to `cpu`.
     public static func pinCurrentThread(to cpu: Int) throws(SystemError) {
         let rc = vio_shim_pin_thread_to_cpu(Int32(cpu))

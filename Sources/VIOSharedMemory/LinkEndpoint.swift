@@ -1,0 +1,324 @@
+import Atomics
+import VIOLinux
+
+/// One end of a shared-memory link: sends on the ring its peer reads, receives on the ring
+/// it reads, and waits on its own doorbells.
+///
+/// Thread safety: one thread may send while another receives; two concurrent senders (or
+/// receivers) must synchronise themselves. `close()` may be called from any thread.
+public final class LinkEndpoint: @unchecked Sendable {
+    /// The shared region.
+    public let region: LinkRegion
+    /// Which end this is (0 or 1).
+    public let end: Int
+    /// The instance at the other end.
+    public let peerName: String
+    /// How blocking calls wait; change it between calls.
+    public var waitPolicy: WaitPolicy = .default
+
+    @usableFromInline let producer: RingProducer
+    @usableFromInline let consumer: RingConsumer
+    private let dataDoorbell: OwnedFileDescriptor
+    private let spaceDoorbell: OwnedFileDescriptor
+    private let peerDataDoorbell: OwnedFileDescriptor
+    private let peerSpaceDoorbell: OwnedFileDescriptor
+
+    /// Largest payload a claim may ask for.
+    public let maximumClaim: Int
+    /// Fragment size used for large messages.
+    public let fragmentPayload: Int
+
+    // Receive side: a fragmented message being reassembled.
+    private var assembly: [UInt8] = []
+    private var assemblyTotal = -1
+    // Send side.
+    private var claimed = -1
+    private var abortPending = false
+
+    /// End `end` of `region`. `dataDoorbell`/`spaceDoorbell` are this end's (it sleeps on
+    /// them); the peer's are rung when data is written or space is freed.
+    public init(region: LinkRegion, end: Int, dataDoorbell: consuming OwnedFileDescriptor,
+                spaceDoorbell: consuming OwnedFileDescriptor, peerDataDoorbell: consuming OwnedFileDescriptor,
+                peerSpaceDoorbell: consuming OwnedFileDescriptor) {
+        precondition(end == 0 || end == 1)
+        self.region = region
+        self.end = end
+        peerName = region.name(ofEnd: 1 - end)
+        producer = RingProducer(region: region, ring: 1 - end, doorbell: peerDataDoorbell.rawValue)
+        consumer = RingConsumer(region: region, ring: end, spaceDoorbell: peerSpaceDoorbell.rawValue)
+        self.dataDoorbell = dataDoorbell
+        self.spaceDoorbell = spaceDoorbell
+        self.peerDataDoorbell = peerDataDoorbell
+        self.peerSpaceDoorbell = peerSpaceDoorbell
+        maximumClaim = min(producer.maximumRecordPayload, region.maxMessage)
+        fragmentPayload = RegionLayout.fragmentPayload(capacity: region.capacity(ofRing: 1 - end))
+    }
+
+    /// The descriptor that becomes readable when data may have arrived (for epoll/io_uring).
+    public var dataDoorbellDescriptor: Int32 { dataDoorbell.rawValue }
+
+    // MARK: State
+
+    /// The error the link's state means for this end, or nil while open.
+    public var stateError: LinkError? {
+        let s = region.state
+        switch s.kind {
+        case .open: return nil
+        case .closed: return s.end == end ? .closed : .peerClosed(peer: peerName)
+        case .gone: return s.end == end ? .closed : .peerGone(peer: peerName)
+        case .corrupt:
+            return .corruptRing(s.end == end ? "detected by this end" : "detected by '\(peerName)'")
+        }
+    }
+
+    /// Closes this end: the peer receives what was already sent, then `peerClosed`.
+    public func close() {
+        if region.setState(LinkStateWord(kind: .closed, end: end)) { wakePeer() }
+    }
+
+    private func wakePeer() {
+        EventDescriptor.ring(peerDataDoorbell.rawValue)
+        EventDescriptor.ring(peerSpaceDoorbell.rawValue)
+    }
+
+    /// Marks the link corrupt for both ends and returns the error to throw.
+    private func fail(_ error: LinkError) -> LinkError {
+        if case .corruptRing = error, region.setState(LinkStateWord(kind: .corrupt, end: end)) { wakePeer() }
+        return error
+    }
+
+    // MARK: Sending
+
+    /// Sends one message (any size up to the link's maximum), fragmenting it when it is
+    /// larger than a fragment. Waits for space per ``waitPolicy`` until `timeout` (nil:
+    /// forever, `.zero`: never).
+    ///
+    /// If a fragmented message times out part-way, the receiver never sees it: the next send
+    /// (or the receiver's next read) discards the partial message.
+    public func send(_ bytes: UnsafeRawBufferPointer, timeout: Duration? = nil) throws(LinkError) {
+        if let error = stateError { throw error }
+        guard bytes.count <= region.maxMessage else {
+            throw .messageTooLarge(size: bytes.count, maximum: region.maxMessage)
+        }
+        guard claimed < 0 else { throw .misuse("send while a claim is outstanding; commit or abort it first") }
+        let deadline = Deadline(timeout: timeout)
+        if abortPending {
+            let p = try reserve(payload: 0, deadline: deadline)
+            _ = p
+            producer.commit(payload: 0, flags: RegionLayout.Record.abort, total: 0)
+            abortPending = false
+        }
+        if bytes.count <= fragmentPayload {
+            let p = try reserve(payload: bytes.count, deadline: deadline)
+            if let source = bytes.baseAddress { p.copyMemory(from: source, byteCount: bytes.count) }
+            producer.commit(payload: bytes.count, flags: RegionLayout.Record.first | RegionLayout.Record.last,
+                            total: bytes.count)
+            return
+        }
+        var offset = 0
+        while offset < bytes.count {
+            let chunk = min(fragmentPayload, bytes.count - offset)
+            let p: UnsafeMutableRawPointer
+            do throws(LinkError) {
+                p = try reserve(payload: chunk, deadline: deadline)
+            } catch {
+                if offset > 0, case .timedOut = error { abortPending = true }
+                if offset > 0, case .wouldBlock = error { abortPending = true }
+                throw error
+            }
+            p.copyMemory(from: bytes.baseAddress! + offset, byteCount: chunk)
+            var flags: UInt16 = 0
+            if offset == 0 { flags |= RegionLayout.Record.first }
+            if offset + chunk == bytes.count { flags |= RegionLayout.Record.last }
+            producer.commit(payload: chunk, flags: flags, total: offset == 0 ? bytes.count : 0)
+            offset += chunk
+        }
+    }
+
+    /// Sends `bytes`; see ``send(_:timeout:)-(UnsafeRawBufferPointer,_)``.
+    public func send(_ bytes: [UInt8], timeout: Duration? = nil) throws(LinkError) {
+        // withUnsafeBytes rethrows untyped errors; carry the typed one out in a Result.
+        try bytes.withUnsafeBytes { raw in
+            Result { () throws(LinkError) in try send(raw, timeout: timeout) }
+        }.get()
+    }
+
+    /// Claims `size` bytes in the ring to write a message in place (zero copy). At most
+    /// ``maximumClaim`` bytes; finish with ``commit(_:)`` or ``abort()``.
+    public func claim(_ size: Int, timeout: Duration? = nil) throws(LinkError) -> UnsafeMutableRawBufferPointer {
+        if let error = stateError { throw error }
+        guard claimed < 0 else { throw .misuse("claim while another claim is outstanding") }
+        guard size >= 0, size <= maximumClaim else {
+            throw size > region.maxMessage ? .messageTooLarge(size: size, maximum: region.maxMessage)
+                : .misuse("claim of \(size) bytes exceeds the \(maximumClaim) bytes one record can hold; use send for large messages")
+        }
+        let deadline = Deadline(timeout: timeout)
+        if abortPending {
+            _ = try reserve(payload: 0, deadline: deadline)
+            producer.commit(payload: 0, flags: RegionLayout.Record.abort, total: 0)
+            abortPending = false
+        }
+        let p = try reserve(payload: size, deadline: deadline)
+        claimed = size
+        return UnsafeMutableRawBufferPointer(start: p, count: size)
+    }
+
+    /// Publishes the claimed buffer's first `size` bytes as one message.
+    public func commit(_ size: Int) throws(LinkError) {
+        guard claimed >= 0 else { throw .misuse("commit without a claim") }
+        guard size >= 0, size <= claimed else { throw .misuse("commit of \(size) bytes exceeds the \(claimed) claimed") }
+        claimed = -1
+        producer.commit(payload: size, flags: RegionLayout.Record.first | RegionLayout.Record.last, total: size)
+    }
+
+    /// Drops the claim; nothing is sent.
+    public func abort() {
+        claimed = -1
+    }
+
+    private func reserve(payload: Int, deadline: Deadline) throws(LinkError) -> UnsafeMutableRawPointer {
+        var stalled = false
+        while true {
+            do {
+                if let p = try producer.reserve(payload: payload) { return p }
+            } catch {
+                throw fail(error)
+            }
+            if let error = stateError { throw error }
+            if !stalled { producer.noteStall(); stalled = true }
+            if deadline.isImmediate { throw .wouldBlock }
+            try wait(armed: producer.writerArmed, doorbell: spaceDoorbell.rawValue, deadline: deadline) {
+                self.producer.hasSpace(payload: payload)
+            }
+        }
+    }
+
+    // MARK: Receiving
+
+    /// Receives the next message and passes it to `body` without copying when it came in one
+    /// record (the bytes are in the ring, valid only during `body`; a misbehaving peer could
+    /// change them meanwhile, never their length). A fragmented message is reassembled first.
+    public func receive<R>(timeout: Duration? = nil, _ body: (UnsafeRawBufferPointer) -> R) throws(LinkError) -> R {
+        let deadline = Deadline(timeout: timeout)
+        while true {
+            let next: RingRecord?
+            do { next = try consumer.next() } catch { throw fail(error) }
+            if let record = next {
+                if let result = try deliver(record, body) { return result }
+                continue
+            }
+            if let error = stateError {
+                // Everything committed before the change has been read: now report it.
+                if !consumer.hasData { throw error }
+                continue
+            }
+            if deadline.isImmediate { throw .wouldBlock }
+            try wait(armed: consumer.readerArmed, doorbell: dataDoorbell.rawValue, deadline: deadline) {
+                self.consumer.hasData
+            }
+        }
+    }
+
+    /// Receives the next message as a new array.
+    public func receive(timeout: Duration? = nil) throws(LinkError) -> [UInt8] {
+        try receive(timeout: timeout) { Array($0) }
+    }
+
+    /// Handles one record: returns body's result when a whole message is complete.
+    private func deliver<R>(_ record: RingRecord, _ body: (UnsafeRawBufferPointer) -> R) throws(LinkError) -> R? {
+        let first = record.flags & RegionLayout.Record.first != 0
+        let last = record.flags & RegionLayout.Record.last != 0
+        let length = record.payload.count
+        if record.flags == RegionLayout.Record.abort {
+            guard assemblyTotal >= 0 else { throw fail(.corruptRing("abort record outside a fragmented message")) }
+            assembly.removeAll(keepingCapacity: assembly.capacity <= 1 << 20)
+            assemblyTotal = -1
+            consumer.release(record)
+            return nil
+        }
+        if assemblyTotal < 0 {
+            guard first else { throw fail(.corruptRing("continuation fragment without a first fragment")) }
+            if last {
+                guard record.total == length else {
+                    throw fail(.corruptRing("single-record message of \(length) bytes claims a total of \(record.total)"))
+                }
+                let result = body(record.payload)
+                consumer.release(record)
+                return result
+            }
+            guard record.total > length, record.total <= region.maxMessage else {
+                throw fail(.corruptRing("fragmented message claims \(record.total) bytes (maximum \(region.maxMessage))"))
+            }
+            assemblyTotal = record.total
+            assembly.removeAll(keepingCapacity: true)
+            assembly.reserveCapacity(record.total)
+        } else if first {
+            throw fail(.corruptRing("new message started inside a fragmented one"))
+        }
+        guard assembly.count + length <= assemblyTotal, !last || assembly.count + length == assemblyTotal else {
+            throw fail(.corruptRing("fragments add up to more or less than the announced \(assemblyTotal) bytes"))
+        }
+        assembly.append(contentsOf: record.payload)
+        consumer.release(record)
+        guard last else { return nil }
+        assemblyTotal = -1
+        return assembly.withUnsafeBytes { body($0) }
+    }
+
+    /// Whether a message (or part of one) is waiting.
+    public var hasData: Bool { consumer.hasData }
+
+    // MARK: Waiting
+
+    /// Waits until `ready()` or a state change, per the policy; throws `timedOut` at the deadline.
+    private func wait(armed: UnsafeAtomic<UInt32>, doorbell: Int32, deadline: Deadline,
+                      ready: () -> Bool) throws(LinkError) {
+        var spinUntil: UInt64 = 0
+        switch waitPolicy {
+        case .busyPoll: spinUntil = .max
+        case .spinThenSleep(let ns): spinUntil = MonotonicClock.nanoseconds() &+ ns
+        case .sleep: break
+        }
+        var spins = 0
+        while spinUntil != 0 {
+            if ready() { return }
+            spins &+= 1
+            if spins & 255 == 0 {
+                if region.state.kind != .open { return }
+                let now = MonotonicClock.nanoseconds()
+                if now >= deadline.nanoseconds { throw .timedOut }
+                if now >= spinUntil { break }
+            }
+            CPULocation.relax()
+        }
+        while true {
+            armed.store(1, ordering: .sequentiallyConsistent)
+            atomicMemoryFence(ordering: .sequentiallyConsistent)
+            if ready() || region.state.kind != .open {
+                armed.store(0, ordering: .relaxed)
+                return
+            }
+            let remaining = deadline.remainingMilliseconds
+            if remaining == 0 {
+                armed.store(0, ordering: .relaxed)
+                throw .timedOut
+            }
+            let woke: Bool
+            do { woke = try Poll.readable(doorbell, timeoutMilliseconds: remaining) } catch {
+                armed.store(0, ordering: .relaxed)
+                throw .system(error)
+            }
+            armed.store(0, ordering: .relaxed)
+            if woke {
+                EventDescriptor.drain(doorbell)
+                consumer.noteWakeup()
+                return
+            }
+        }
+    }
+
+    /// The counters of both directions as this end sees them.
+    public var counters: (sent: RingCounters, received: RingCounters) {
+        (region.counters(ofRing: 1 - end), region.counters(ofRing: end))
+    }
+}

@@ -1,0 +1,41 @@
+import VIOLinux
+
+/// Why a data-path call on a link failed. Each case says what happened and to whom.
+public enum LinkError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// The peer closed the link; everything it sent before has been delivered.
+    case peerClosed(peer: String)
+    /// The peer's process died (the agent saw it exit). Messages this end sent that the peer
+    /// had not received are lost with it.
+    case peerGone(peer: String)
+    /// The peer's host is unreachable (inter-host links).
+    case peerHostDown(peer: String, host: String)
+    /// This end closed the link.
+    case closed
+    /// Shared memory holds values no correct peer writes: the link is unusable.
+    case corruptRing(String)
+    /// A message larger than the link's maximum.
+    case messageTooLarge(size: Int, maximum: Int)
+    /// No message arrived, or no space freed, before the timeout.
+    case timedOut
+    /// A non-blocking call found nothing to read or no space to write.
+    case wouldBlock
+    /// A system call failed (doorbell, poll).
+    case system(SystemError)
+    /// The call is not valid now (e.g. commit without claim); the link is unchanged.
+    case misuse(String)
+
+    public var description: String {
+        switch self {
+        case .peerClosed(let p): return "peer '\(p)' closed the link"
+        case .peerGone(let p): return "peer gone: instance '\(p)' exited"
+        case .peerHostDown(let p, let h): return "peer host down: '\(h)' (instance '\(p)') is unreachable"
+        case .closed: return "the link is closed"
+        case .corruptRing(let detail): return "corrupt ring: \(detail); the link is closed"
+        case .messageTooLarge(let size, let max): return "message of \(size) bytes exceeds the link's maximum of \(max) bytes"
+        case .timedOut: return "timed out"
+        case .wouldBlock: return "would block"
+        case .system(let e): return e.description
+        case .misuse(let what): return "invalid use: \(what)"
+        }
+    }
+}

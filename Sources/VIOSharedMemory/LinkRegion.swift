@@ -1,0 +1,195 @@
+import Atomics
+import VIOLinux
+
+/// A mapped link region: the header and both rings. The agent creates it; each end maps the
+/// memfd it receives, after validating every field it will rely on.
+public final class LinkRegion: @unchecked Sendable {
+    // @unchecked: the mapping is immutable after init; all shared fields are accessed
+    // through atomics or by the single producer/consumer that owns them.
+    private let mapping: SharedMapping
+    /// Start of the region.
+    public var base: UnsafeMutableRawPointer { mapping.base }
+    /// Region size in bytes.
+    public var byteCount: Int { mapping.count }
+    /// The agent's id for this link.
+    public let linkID: UInt64
+    /// Largest message either end may send.
+    public let maxMessage: Int
+    /// Data bytes of ring 0 and ring 1.
+    public let capacities: (Int, Int)
+    /// Instance names of end 0 and end 1.
+    public let names: (String, String)
+
+    private init(mapping: consuming SharedMapping, linkID: UInt64, maxMessage: Int,
+                 capacities: (Int, Int), names: (String, String)) {
+        self.mapping = mapping
+        self.linkID = linkID
+        self.maxMessage = maxMessage
+        self.capacities = capacities
+        self.names = names
+    }
+
+    /// Creates and lays out a region in a new sealed memfd. Ring `e` is read by end `e`;
+    /// `readerNodes` places each ring's pages on its reader's NUMA node when the host has
+    /// more than one.
+    public static func create(linkID: UInt64, names: (String, String), capacities: (Int, Int), maxMessage: Int,
+                              readerNodes: (Int, Int) = (0, 0)) throws(SystemError) -> Created {
+        for c in [capacities.0, capacities.1] {
+            precondition(c >= RegionLayout.minimumCapacity && c <= RegionLayout.maximumCapacity && c & (c - 1) == 0,
+                         "ring capacity must be a power of two in range")
+        }
+        let size = RegionLayout.regionBytes(capacities: capacities)
+        let fd = try MemoryFile.create(name: "vio-link-\(linkID)", size: size)
+        try MemoryFile.sealSize(fd)
+        let mapping = try SharedMapping(fd: fd, count: size)
+        let base = mapping.base
+        // Place before first touch: the shared policy decides where pages are allocated.
+        for (index, node) in [(0, readerNodes.0), (1, readerNodes.1)] {
+            let ring = base + RegionLayout.ringOffset(index, capacities: capacities)
+            NUMA.bind(ring, length: RegionLayout.pageSize + (index == 0 ? capacities.0 : capacities.1), to: node)
+        }
+        base.storeBytes(of: RegionLayout.magic.littleEndian, toByteOffset: RegionLayout.Header.magic, as: UInt64.self)
+        base.storeBytes(of: RegionLayout.version, toByteOffset: RegionLayout.Header.version, as: UInt32.self)
+        base.storeBytes(of: UInt32(RegionLayout.pageSize), toByteOffset: RegionLayout.Header.headerBytes, as: UInt32.self)
+        base.storeBytes(of: UInt64(size), toByteOffset: RegionLayout.Header.regionBytes, as: UInt64.self)
+        base.storeBytes(of: linkID, toByteOffset: RegionLayout.Header.linkID, as: UInt64.self)
+        base.storeBytes(of: UInt64(maxMessage), toByteOffset: RegionLayout.Header.maxMessage, as: UInt64.self)
+        base.storeBytes(of: UInt32(2), toByteOffset: RegionLayout.Header.ringCount, as: UInt32.self)
+        for index in 0..<2 {
+            let capacity = index == 0 ? capacities.0 : capacities.1
+            base.storeBytes(of: UInt64(RegionLayout.ringOffset(index, capacities: capacities)),
+                            toByteOffset: RegionLayout.Header.rings + index * 16, as: UInt64.self)
+            base.storeBytes(of: UInt64(capacity), toByteOffset: RegionLayout.Header.rings + index * 16 + 8, as: UInt64.self)
+        }
+        for (index, name) in [(0, names.0), (1, names.1)] {
+            let bytes = Array(name.utf8.prefix(RegionLayout.nameBytes - 1))
+            (base + RegionLayout.Header.names + index * RegionLayout.nameBytes).copyMemory(from: bytes, byteCount: bytes.count)
+        }
+        // The memfd starts zeroed: indices, flags, counters and the state word are 0 (open).
+        let region = LinkRegion(mapping: mapping, linkID: linkID, maxMessage: maxMessage,
+                                capacities: capacities, names: names)
+        return Created(region: region, memoryFile: fd)
+    }
+
+    /// A new region and the memfd that backs it (to pass to the two ends).
+    public struct Created: ~Copyable {
+        /// The agent's mapping.
+        public let region: LinkRegion
+        /// The sealed memfd.
+        public let memoryFile: OwnedFileDescriptor
+    }
+
+    /// Maps a region received from the agent, checking that it is sealed and that every
+    /// header field is consistent, so no later access can fall outside the mapping.
+    public static func map(fd: borrowing OwnedFileDescriptor) throws(LinkError) -> LinkRegion {
+        func corrupt(_ what: String) -> LinkError { .corruptRing("region header: \(what)") }
+        guard MemoryFile.isSizeSealed(fd) else { throw corrupt("memfd is not sealed against resizing") }
+        let size: Int
+        do { size = try MemoryFile.size(fd) } catch { throw .system(error) }
+        guard size >= RegionLayout.pageSize * 3, size <= 2 * RegionLayout.maximumCapacity + 3 * RegionLayout.pageSize else {
+            throw corrupt("size \(size) out of range")
+        }
+        let mapping: SharedMapping
+        do { mapping = try SharedMapping(fd: fd, count: size) } catch { throw .system(error) }
+        let base = mapping.base
+        func u64(_ offset: Int) -> UInt64 { base.loadUnaligned(fromByteOffset: offset, as: UInt64.self) }
+        func u32(_ offset: Int) -> UInt32 { base.loadUnaligned(fromByteOffset: offset, as: UInt32.self) }
+        guard u64(RegionLayout.Header.magic) == RegionLayout.magic else { throw corrupt("bad magic") }
+        guard u32(RegionLayout.Header.version) == RegionLayout.version else {
+            throw corrupt("layout version \(u32(RegionLayout.Header.version)), this build reads \(RegionLayout.version)")
+        }
+        guard u32(RegionLayout.Header.headerBytes) == UInt32(RegionLayout.pageSize),
+              u64(RegionLayout.Header.regionBytes) == UInt64(size),
+              u32(RegionLayout.Header.ringCount) == 2 else { throw corrupt("inconsistent sizes") }
+        var capacities: [Int] = []
+        for index in 0..<2 {
+            let offset = u64(RegionLayout.Header.rings + index * 16)
+            let capacity = u64(RegionLayout.Header.rings + index * 16 + 8)
+            guard capacity >= UInt64(RegionLayout.minimumCapacity), capacity <= UInt64(RegionLayout.maximumCapacity),
+                  capacity & (capacity - 1) == 0 else { throw corrupt("ring \(index) capacity \(capacity)") }
+            capacities.append(Int(capacity))
+            _ = offset
+        }
+        let caps = (capacities[0], capacities[1])
+        guard RegionLayout.regionBytes(capacities: caps) == size else { throw corrupt("ring sizes do not add up to the region") }
+        for index in 0..<2 where u64(RegionLayout.Header.rings + index * 16) != UInt64(RegionLayout.ringOffset(index, capacities: caps)) {
+            throw corrupt("ring \(index) offset")
+        }
+        let maxMessage = u64(RegionLayout.Header.maxMessage)
+        guard maxMessage >= 1, maxMessage <= 1 << 40 else { throw corrupt("max message \(maxMessage)") }
+        func name(_ index: Int) -> String {
+            let start = base + RegionLayout.Header.names + index * RegionLayout.nameBytes
+            let bytes = UnsafeRawBufferPointer(start: start, count: RegionLayout.nameBytes)
+            let used = bytes.prefix { $0 != 0 }
+            return String(decoding: used, as: UTF8.self)
+        }
+        return LinkRegion(mapping: mapping, linkID: u64(RegionLayout.Header.linkID), maxMessage: Int(maxMessage),
+                          capacities: caps, names: (name(0), name(1)))
+    }
+
+    private var stateAtomic: UnsafeAtomic<UInt32> {
+        UnsafeAtomic(at: (base + RegionLayout.Header.state).assumingMemoryBound(to: UInt32.AtomicRepresentation.self))
+    }
+
+    /// The link's state as last written by an end or the agent.
+    public var state: LinkStateWord { LinkStateWord(rawValue: stateAtomic.load(ordering: .acquiring)) }
+
+    /// Moves the link out of `open`; returns false if another cause already did.
+    @discardableResult
+    public func setState(_ new: LinkStateWord) -> Bool {
+        stateAtomic.compareExchange(expected: LinkStateWord.open.rawValue, desired: new.rawValue,
+                                    ordering: .acquiringAndReleasing).exchanged
+    }
+
+    /// Start of ring `index`'s control page.
+    public func ringBase(_ index: Int) -> UnsafeMutableRawPointer {
+        base + RegionLayout.ringOffset(index, capacities: capacities)
+    }
+
+    /// Data capacity of ring `index`.
+    public func capacity(ofRing index: Int) -> Int { index == 0 ? capacities.0 : capacities.1 }
+
+    /// Instance name of end `index`.
+    public func name(ofEnd index: Int) -> String { index == 0 ? names.0 : names.1 }
+
+    /// A snapshot of ring `index`'s counters (relaxed loads: never disturbs the data path).
+    public func counters(ofRing index: Int) -> RingCounters {
+        RingCounters(ring: ringBase(index))
+    }
+}
+
+/// Counters of one ring (one direction of a link), kept in the region by its two ends.
+public struct RingCounters: Sendable, Equatable {
+    /// Messages committed by the producer.
+    public var messagesSent: UInt64
+    /// Payload bytes committed by the producer.
+    public var bytesSent: UInt64
+    /// Doorbells the producer rang for a sleeping consumer.
+    public var wakeupsSent: UInt64
+    /// Times the producer found the ring full.
+    public var fullStalls: UInt64
+    /// Messages the consumer received.
+    public var messagesReceived: UInt64
+    /// Payload bytes the consumer received.
+    public var bytesReceived: UInt64
+    /// Times the consumer slept and was woken.
+    public var wakeupsReceived: UInt64
+    /// Errors the consumer detected.
+    public var errors: UInt64
+
+    /// All zero.
+    public init() {
+        messagesSent = 0; bytesSent = 0; wakeupsSent = 0; fullStalls = 0
+        messagesReceived = 0; bytesReceived = 0; wakeupsReceived = 0; errors = 0
+    }
+
+    init(ring: UnsafeMutableRawPointer) {
+        func load(_ offset: Int) -> UInt64 {
+            UnsafeAtomic<UInt64>(at: (ring + offset).assumingMemoryBound(to: UInt64.AtomicRepresentation.self))
+                .load(ordering: .relaxed)
+        }
+        let p = RegionLayout.Ring.producerCounters, c = RegionLayout.Ring.consumerCounters
+        messagesSent = load(p); bytesSent = load(p + 8); wakeupsSent = load(p + 16); fullStalls = load(p + 24)
+        messagesReceived = load(c); bytesReceived = load(c + 8); wakeupsReceived = load(c + 16); errors = load(c + 24)
+    }
+}

@@ -1,0 +1,45 @@
+import VIOLinux
+
+/// How a blocking call waits for a message (or for space).
+public enum WaitPolicy: Sendable, Equatable {
+    /// Spin on the ring until the deadline: lowest latency, one core busy while waiting.
+    case busyPoll
+    /// Spin for `spinNanoseconds`, then arm the flag and sleep on the doorbell. The producer
+    /// rings only when the flag is armed, so a busy link makes no syscalls at all.
+    case spinThenSleep(spinNanoseconds: UInt64)
+    /// Arm and sleep at once: least CPU, a wake-up (several µs) per message.
+    case sleep
+
+    /// Spin-then-sleep with a 50 µs spin: several times the cost of a wake-up on today's
+    /// machines, so a link under steady traffic never sleeps.
+    public static let `default` = WaitPolicy.spinThenSleep(spinNanoseconds: 50_000)
+}
+
+/// An absolute point on the monotonic clock, or none.
+public struct Deadline: Sendable {
+    /// Nanoseconds on ``MonotonicClock``; `UInt64.max` means never.
+    public var nanoseconds: UInt64
+
+    /// `timeout` from now: `nil` waits forever, `.zero` does not wait.
+    public init(timeout: Duration?) {
+        guard let timeout else { nanoseconds = .max; return }
+        let (seconds, attoseconds) = timeout.components
+        let ns = max(0, seconds) &* 1_000_000_000 &+ max(0, attoseconds / 1_000_000_000)
+        nanoseconds = MonotonicClock.nanoseconds() &+ UInt64(ns)
+        if timeout <= .zero { nanoseconds = 0 }
+    }
+
+    /// Whether the call may not wait at all.
+    public var isImmediate: Bool { nanoseconds == 0 }
+
+    /// Whether it has passed.
+    public var hasPassed: Bool { nanoseconds != .max && MonotonicClock.nanoseconds() >= nanoseconds }
+
+    /// Milliseconds left, rounded up, for poll(2); -1 for never.
+    public var remainingMilliseconds: Int32 {
+        if nanoseconds == .max { return -1 }
+        let now = MonotonicClock.nanoseconds()
+        guard nanoseconds > now else { return 0 }
+        return Int32(min(UInt64(Int32.max), (nanoseconds - now + 999_999) / 1_000_000))
+    }
+}

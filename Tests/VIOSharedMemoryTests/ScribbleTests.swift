@@ -1,0 +1,118 @@
+import Atomics
+import Foundation
+import Testing
+import VIOLinux
+@testable import VIOSharedMemory
+
+/// A peer that writes garbage into the shared region makes that link fail with a clear
+/// "corrupt ring" error, never a crash.
+struct ScribbleTests {
+    func ring(_ link: LinkPair, _ index: Int) -> UnsafeMutableRawPointer { link.region.ringBase(index) }
+
+    @Test func tailBeyondTheRing() throws {
+        let link = try LinkPair(names: ("db1", "db2"))
+        // End b reads ring 1; a hostile end a claims a tail far ahead.
+        ring(link, 1).storeBytes(of: UInt64(1 << 40), toByteOffset: RegionLayout.Ring.tail, as: UInt64.self)
+        #expect(throws: LinkError.self) { try link.b.receive(timeout: .zero) }
+        do { _ = try link.b.receive(timeout: .zero) } catch {
+            #expect(error.description.hasPrefix("corrupt ring"))
+        }
+        // Both ends now see the link as failed.
+        #expect(link.region.state.kind == .corrupt)
+        #expect(throws: LinkError.corruptRing("detected by 'db2'")) { try link.a.send([1]) }
+        #expect(link.b.counters.received.errors >= 1)
+    }
+
+    @Test func recordLengthLargerThanCommitted() throws {
+        let link = try LinkPair()
+        try link.a.send([1, 2, 3])
+        ring(link, 1).storeBytes(of: UInt32(3000), toByteOffset: RegionLayout.Ring.data + RegionLayout.Record.length, as: UInt32.self)
+        #expect {
+            try link.b.receive(timeout: .zero)
+        } throws: { error in
+            (error as? LinkError)?.description.contains("claims 3000 bytes") == true
+        }
+    }
+
+    @Test(arguments: [UInt16(16), 0xFFFF, RegionLayout.Record.pad | RegionLayout.Record.first,
+                      RegionLayout.Record.abort | RegionLayout.Record.last])
+    func unknownFlags(flags: UInt16) throws {
+        let link = try LinkPair()
+        try link.a.send([1, 2, 3])
+        ring(link, 1).storeBytes(of: flags, toByteOffset: RegionLayout.Ring.data + RegionLayout.Record.flags, as: UInt16.self)
+        #expect(throws: LinkError.self) { try link.b.receive(timeout: .zero) }
+    }
+
+    @Test func totalThatDisagreesWithLength() throws {
+        let link = try LinkPair()
+        try link.a.send([1, 2, 3])
+        ring(link, 1).storeBytes(of: UInt64(1 << 50), toByteOffset: RegionLayout.Ring.data + RegionLayout.Record.total, as: UInt64.self)
+        #expect(throws: LinkError.self) { try link.b.receive(timeout: .zero) }
+    }
+
+    @Test func middleFragmentOutsideAMessage() throws {
+        let link = try LinkPair()
+        try link.a.send([1, 2, 3])
+        ring(link, 1).storeBytes(of: UInt16(0), toByteOffset: RegionLayout.Ring.data + RegionLayout.Record.flags, as: UInt16.self)
+        #expect(throws: LinkError.corruptRing("continuation fragment without a first fragment")) { try link.b.receive(timeout: .zero) }
+    }
+
+    @Test func continuationWithoutFirstFragment() throws {
+        let link = try LinkPair()
+        try link.a.send([1, 2, 3])
+        ring(link, 1).storeBytes(of: RegionLayout.Record.last, toByteOffset: RegionLayout.Ring.data + RegionLayout.Record.flags, as: UInt16.self)
+        #expect(throws: LinkError.corruptRing("continuation fragment without a first fragment")) { try link.b.receive(timeout: .zero) }
+    }
+
+    @Test func headBehindByMoreThanTheRing() throws {
+        let link = try LinkPair(capacity: 4096)
+        // The producer only reads the head when its cache says full: fill it first.
+        while (try? link.a.send([1], timeout: .zero)) != nil {}
+        ring(link, 1).storeBytes(of: UInt64(1 << 33), toByteOffset: RegionLayout.Ring.head, as: UInt64.self)
+        #expect(throws: LinkError.self) { try link.a.send([1], timeout: .zero) }
+        #expect(link.region.state.kind == .corrupt)
+    }
+
+    @Test func randomScribblingNeverCrashes() throws {
+        var rng = SystemRandomNumberGenerator()
+        for round in 0..<300 {
+            let link = try LinkPair(capacity: 4096)
+            for i in 0..<Int.random(in: 0..<40, using: &rng) {
+                try? link.a.send(Pattern.message(i, size: Int.random(in: 0..<3000, using: &rng)), timeout: .zero)
+            }
+            // Scribble over the ring the receiver reads: control page and data.
+            let base = ring(link, 1)
+            for _ in 0..<Int.random(in: 1...8, using: &rng) {
+                let offset = Int.random(in: 0..<(4096 + 4096 - 8), using: &rng)
+                base.storeBytes(of: UInt64.random(in: 0...UInt64.max, using: &rng), toByteOffset: offset & ~7, as: UInt64.self)
+            }
+            // The receiver may get messages (garbage payload is not detectable), then an error
+            // or empty; it must never crash or hang.
+            for _ in 0..<100 {
+                do { _ = try link.b.receive(timeout: .zero) } catch { break }
+            }
+            _ = round
+        }
+    }
+
+    @Test func unsealedRegionIsRefused() throws {
+        let fd = try MemoryFile.create(name: "unsealed", size: 3 * 4096 + 8192)
+        #expect(throws: LinkError.corruptRing("region header: memfd is not sealed against resizing")) { try LinkRegion.map(fd: fd) }
+    }
+
+    @Test func badHeaderFieldsAreRefused() throws {
+        for (offset, value) in [(RegionLayout.Header.magic, UInt64(0)), (RegionLayout.Header.version, 7),
+                                (RegionLayout.Header.rings + 8, 12345), (RegionLayout.Header.rings, 64),
+                                (RegionLayout.Header.maxMessage, 0)] {
+            let created = try LinkRegion.create(linkID: 9, names: ("x", "y"), capacities: (4096, 4096), maxMessage: 100)
+            created.region.base.storeBytes(of: value, toByteOffset: offset, as: UInt64.self)
+            #expect(throws: LinkError.self, "field at \(offset)") { try LinkRegion.map(fd: created.memoryFile) }
+        }
+    }
+
+    @Test func sealedRegionCannotBeShrunk() throws {
+        let created = try LinkRegion.create(linkID: 3, names: ("x", "y"), capacities: (4096, 4096), maxMessage: 100)
+        #expect(ftruncate(created.memoryFile.rawValue, 0) == -1)
+        #expect(errno == EPERM)
+    }
+}
