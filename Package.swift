@@ -10,6 +10,7 @@ let package = Package(
         .library(name: "VIO", targets: ["VIO"]),
         .executable(name: "vio-agent", targets: ["vio-agent"]),
         .executable(name: "vioctl", targets: ["vioctl"]),
+        .executable(name: "vio-probe", targets: ["vio-probe"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -62,12 +63,18 @@ let package = Package(
 
         // MARK: Command-line tools
         .executableTarget(name: "vio-agent", dependencies: [
-            "VIOAgent", "VIOTopology",
+            "VIOAgent", "VIOTopology", "VIOLinux",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "vioctl", dependencies: [
             "VIO", "VIOTopology", "VIOWire", "VIOLinux",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+
+        /// A scriptable instance: ping/echo round trips, checked streams, failure drills.
+        .executableTarget(name: "vio-probe", dependencies: [
+            "VIO", "VIOLinux",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 

@@ -1,36 +1,58 @@
 import VIOLinux
 import VIOWire
 
-/// Errors from libvio, each saying what failed and what to do.
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Errors from libvio's control operations, each saying what failed and what to do.
 public enum VIOError: Error, Sendable, Equatable, CustomStringConvertible {
     /// No agent answers at the control socket path.
     case agentUnreachable(path: String, reason: String)
-    /// The agent refused a request.
+    /// The agent refused a request; the code says why.
     case refused(ControlError)
     /// The agent sent something this library cannot read.
     case protocolViolation(String)
-    /// The agent closed the control connection.
+    /// The agent closed the control connection (it stopped or restarted). Open links keep
+    /// working; attach again to open new ones.
     case agentGone
+    /// Nothing arrived before the timeout.
+    case timedOut
+    /// The token file could not be read.
+    case tokenUnreadable(path: String, reason: String)
+    /// A link could not be set up.
+    case link(LinkError)
     /// A system call failed.
     case system(SystemError)
 
     public var description: String {
         switch self {
         case .agentUnreachable(let path, let reason):
-            return "cannot reach vio-agent at \(path): \(reason). Is the agent running? (pass its socket with --socket or VIO_CONTROL_SOCKET)"
+            return "cannot reach vio-agent at \(path): \(reason). Is the agent running? (pass its socket, or set VIO_CONTROL_SOCKET)"
         case .refused(let error): return "agent refused: \(error.message)"
         case .protocolViolation(let what): return "protocol violation from agent: \(what)"
-        case .agentGone: return "the agent closed the control connection"
+        case .agentGone: return "the agent closed the control connection; links already open keep working, attach again to open new ones"
+        case .timedOut: return "timed out"
+        case .tokenUnreadable(let path, let reason): return "cannot read token file \(path): \(reason)"
+        case .link(let e): return e.description
         case .system(let error): return error.description
         }
     }
 }
 
 /// A control connection to the local agent: connect, say hello, then requests and replies.
-public struct AgentChannel: ~Copyable {
+public struct AgentChannel: ~Copyable, Sendable {
     private let socket: UnixSocket
     /// What the agent said in its welcome.
     public let welcome: Welcome
+
+    /// A received control message and the descriptors that came with it (owned by the caller).
+    public struct Reply {
+        /// The message.
+        public var message: ControlMessage
+        /// Descriptors passed with it.
+        public var descriptors: [Int32]
+    }
 
     /// Connects to the agent at `path` and completes the hello exchange.
     public init(path: String, role: Hello.Role, software: String) throws(VIOError) {
@@ -45,7 +67,8 @@ public struct AgentChannel: ~Copyable {
         } catch {
             throw .system(error)
         }
-        switch try Self.receive(on: socket) {
+        let reply = try Self.receive(on: socket, wait: true)!
+        switch reply.message {
         case .welcome(let w): welcome = w
         case .error(let e): throw .refused(e)
         case let other: throw .protocolViolation("expected WELCOME, got \(other.kindName)")
@@ -53,37 +76,71 @@ public struct AgentChannel: ~Copyable {
         self.socket = socket
     }
 
-    /// Sends `request` and waits for the reply; an ERROR reply is thrown as ``VIOError/refused(_:)``.
-    public func request(_ request: ControlMessage) throws(VIOError) -> ControlMessage {
+    /// The socket's descriptor (for polling).
+    public var descriptor: Int32 { socket.fd.rawValue }
+
+    /// Sends a message that has no reply.
+    public func send(_ message: ControlMessage) throws(VIOError) {
         do {
-            try socket.send(request.encoded())
+            try socket.send(message.encoded())
         } catch {
             throw error.errno == .brokenPipe || error.errno == .connectionReset ? .agentGone : .system(error)
         }
-        let reply = try Self.receive(on: socket)
-        if case .error(let e) = reply { throw .refused(e) }
-        return reply
+    }
+
+    /// Sends `request` and waits for its reply; an ERROR reply is thrown as ``VIOError/refused(_:)``.
+    public func request(_ request: ControlMessage) throws(VIOError) -> Reply {
+        var ignored: [IncomingLink] = []
+        return try self.request(request, replyTo: nil, queue: &ignored)
+    }
+
+    /// Sends `request`, queues unsolicited LINK_READY messages (request id 0) that arrive
+    /// before the reply, and returns the reply.
+    func request(_ request: ControlMessage, replyTo requestID: UInt32?, queue: inout [IncomingLink]) throws(VIOError) -> Reply {
+        try send(request)
+        while true {
+            let reply = try Self.receive(on: socket, wait: true)!
+            if case .linkReady(let ready) = reply.message, ready.requestID == 0, requestID != 0 {
+                queue.append(IncomingLink(ready: ready, descriptors: reply.descriptors))
+                continue
+            }
+            if case .error(let e) = reply.message { throw .refused(e) }
+            return reply
+        }
+    }
+
+    /// Reads every message already waiting, queuing incoming links; throws if the agent left.
+    func collectUnsolicited(into queue: inout [IncomingLink]) throws(VIOError) {
+        while let reply = try Self.receive(on: socket, wait: false) {
+            guard case .linkReady(let ready) = reply.message, ready.requestID == 0 else {
+                for fd in reply.descriptors { close(fd) }
+                throw .protocolViolation("unexpected \(reply.message.kindName) from the agent")
+            }
+            queue.append(IncomingLink(ready: ready, descriptors: reply.descriptors))
+        }
     }
 
     /// The agent's state.
     public func status() throws(VIOError) -> AgentStatus {
-        switch try request(.statusRequest) {
+        switch try request(.statusRequest).message {
         case .status(let s): return s
         case let other: throw .protocolViolation("expected STATUS, got \(other.kindName)")
         }
     }
 
-    private static func receive(on socket: borrowing UnixSocket) throws(VIOError) -> ControlMessage {
+    private static func receive(on socket: borrowing UnixSocket, wait: Bool) throws(VIOError) -> Reply? {
         let next: UnixSocket.Received?
         do {
-            next = try socket.receive()
+            next = try socket.receive(dontWait: !wait)
         } catch {
             throw error.errno == .connectionReset ? .agentGone : .system(error)
         }
-        guard let received = next, !received.closed else { throw .agentGone }
+        guard let received = next else { return nil }
+        if received.closed { throw .agentGone }
         do {
-            return try ControlMessage.decode(received.bytes)
+            return Reply(message: try ControlMessage.decode(received.bytes), descriptors: received.descriptors)
         } catch {
+            for fd in received.descriptors { close(fd) }
             throw .protocolViolation(error.description)
         }
     }

@@ -1,5 +1,6 @@
 import Logging
 import VIOLinux
+import VIOSharedMemory
 import VIOTopology
 import VIOTransport
 import VIOWire
@@ -10,27 +11,44 @@ import Glibc
 
 /// The per-host daemon: owns the control socket, admits instances and sets up their links.
 ///
-/// The control plane runs on one thread around an epoll loop; the data path never passes
-/// through it (local links are shared memory between the instances).
+/// The control plane runs on one thread around an epoll loop (listening socket, one socket
+/// per client, one pidfd per attached instance, a signalfd). The data path never passes
+/// through it: local links are shared memory between the instances.
 public final class Agent {
-    private let configuration: AgentConfiguration
-    private let logger: Logger
+    let configuration: AgentConfiguration
+    let logger: Logger
     private let transport: TransportChoice
     private let startedAt = MonotonicClock.nanoseconds()
+    private let admission: Admission
 
     private let epoll: Epoll
     private let signals: SignalDescriptor
     private let listener: UnixSocket
     private var connections: [UInt64: ControlConnection] = [:]
+    private var attachments: [String: ControlConnection] = [:]
+    private var links = LocalLinkTable()
+    private var pendingOpens: [PendingOpen] = []
     private var nextToken: UInt64 = 16
 
     private static let listenerToken: UInt64 = 1
     private static let signalToken: UInt64 = 2
+    /// Set on epoll tokens of pidfds; the rest of the token is the connection's.
+    private static let processFlag: UInt64 = 1 << 62
+
+    /// An OPEN_LINK waiting for its peer to attach.
+    struct PendingOpen {
+        var connection: UInt64
+        var requester: String
+        var peer: String
+        var requestID: UInt32
+        var deadline: UInt64
+    }
 
     /// Sets up the control socket and signal handling; refuses to start on anything wrong.
     public init(configuration: AgentConfiguration, logger: Logger) throws(AgentError) {
         self.configuration = configuration
         self.logger = logger
+        admission = Admission(view: configuration.view, agentUID: getuid())
         let host = configuration.view.host
         do {
             transport = try TransportSelector.choose(requested: host.transport.rawValue, device: host.rdmaDevice)
@@ -63,13 +81,13 @@ public final class Agent {
         logger.info("vio-agent serving", metadata: [
             "cluster": "\(configuration.topology.cluster)", "host": "\(view.host.name)",
             "socket": "\(view.controlSocket)", "instances": "\(view.instances.count)",
-            "links": "\(view.links.count)", "transport": "\(transport)",
+            "links": "\(view.links.count)", "transport": "\(transport)", "numa_nodes": "\(NUMA.nodeCount)",
         ])
         defer { unlink(view.controlSocket) }
         while true {
             let events: [Epoll.Event]
             do {
-                events = try epoll.wait(timeoutMilliseconds: -1)
+                events = try epoll.wait(timeoutMilliseconds: nextTimeoutMilliseconds())
             } catch {
                 throw .system(error, doing: "waiting for control events")
             }
@@ -79,14 +97,21 @@ public final class Agent {
                 case Self.signalToken:
                     if let signal = try? signals.next() {
                         logger.info("stopping on signal \(signal)")
-                        connections.removeAll()
+                        for connection in connections.values { drop(connection, reason: "agent stopping") }
                         return
+                    }
+                case let token where token & Self.processFlag != 0:
+                    if let connection = connections[token & ~Self.processFlag] {
+                        drop(connection, reason: "process \(connection.credentials.pid) exited")
                     }
                 default: serve(token: event.token, event: event)
                 }
             }
+            expirePendingOpens()
         }
     }
+
+    // MARK: Connections
 
     private func acceptAll() {
         while true {
@@ -104,7 +129,7 @@ public final class Agent {
                 let token = nextToken
                 nextToken += 1
                 try epoll.add(socket.fd.rawValue, token: token)
-                connections[token] = ControlConnection(socket: socket, credentials: credentials)
+                connections[token] = ControlConnection(token: token, socket: socket, credentials: credentials)
                 logger.debug("control connection", metadata: ["pid": "\(credentials.pid)", "uid": "\(credentials.uid)"])
             } catch {
                 logger.warning("dropping control connection: \(error)")
@@ -114,34 +139,52 @@ public final class Agent {
 
     private func serve(token: UInt64, event: Epoll.Event) {
         guard let connection = connections[token] else { return }
-        var keep = true
-        while keep {
+        while true {
             let received: UnixSocket.Received?
             do {
                 received = try connection.socket.receive(dontWait: true)
             } catch {
-                logger.debug("control connection failed: \(error)")
-                keep = false
-                break
+                drop(connection, reason: "control socket error: \(error)")
+                return
             }
             guard let message = received else { break }
-            if message.closed { keep = false; break }
+            if message.closed {
+                drop(connection, reason: "control connection closed")
+                return
+            }
             for fd in message.descriptors { close(fd) }  // clients never send descriptors
-            keep = handle(message.bytes, truncated: message.truncated, on: connection)
+            if !handle(message.bytes, truncated: message.truncated, on: connection) {
+                drop(connection, reason: nil)
+                return
+            }
         }
-        if !keep || event.hangUp {
-            epoll.remove(connection.socket.fd.rawValue)
-            connections[token] = nil
-        }
+        if event.hangUp { drop(connection, reason: "control connection hung up") }
     }
+
+    /// Forgets a connection; an attached instance's links are reported gone to their peers.
+    private func drop(_ connection: ControlConnection, reason: String?) {
+        guard connections.removeValue(forKey: connection.token) != nil else { return }
+        epoll.remove(connection.socket.fd.rawValue)
+        if connection.processDescriptor >= 0 { epoll.remove(connection.processDescriptor) }
+        pendingOpens.removeAll { $0.connection == connection.token }
+        guard let name = connection.instance, attachments[name] === connection else { return }
+        attachments[name] = nil
+        let gone = links.instanceGone(name)
+        logger.info("instance detached", metadata: [
+            "instance": "\(name)", "pid": "\(connection.credentials.pid)", "reason": "\(reason ?? "closed")",
+            "links_closed": "\(gone.count)",
+        ])
+    }
+
+    // MARK: Messages
 
     /// Handles one packet; returns false when the connection must be closed.
     private func handle(_ bytes: [UInt8], truncated: Bool, on connection: ControlConnection) -> Bool {
         let pid = connection.credentials.pid
-        func refuse(_ error: ControlError) -> Bool {
+        func refuse(_ error: ControlError, close: Bool = true) -> Bool {
             logger.warning("refusing control client", metadata: ["pid": "\(pid)", "reason": "\(error.message)"])
             try? connection.send(.error(error))
-            return false
+            return !close
         }
         if truncated {
             return refuse(ControlError(.malformed, "control message larger than \(UnixSocket.maximumMessage) bytes"))
@@ -160,31 +203,210 @@ public final class Agent {
                                   agentPID: getpid())
             return (try? connection.send(.welcome(welcome))) != nil
         case (.awaitingHello, _):
-            return refuse(ControlError(.unexpected, "the first message must be HELLO"))
-        case (.ready, .statusRequest):
+            return refuse(ControlError(.unexpected, "the first message must be HELLO, not \(message.kindName)"))
+        case (_, .statusRequest):
             return (try? connection.send(.status(status()))) != nil
-        case (.ready, _):
-            return refuse(ControlError(.unexpected, "unexpected message \(message.kindName) after HELLO"))
+        case (.ready, .attach(let request)) where connection.role == .instance:
+            return attach(request, on: connection)
+        case (.attached, .openLink(let request)):
+            return openLink(request, on: connection)
+        case (.attached, .closeLink(let request)):
+            closeLink(request.linkID, on: connection)
+            return true
+        default:
+            return refuse(ControlError(.unexpected, "\(message.kindName) is not valid \(connection.phase == .attached ? "after ATTACH" : "before ATTACH")"))
         }
     }
+
+    private func attach(_ request: Attach, on connection: ControlConnection) -> Bool {
+        let credentials = connection.credentials
+        let decision = admission.admit(request, uid: credentials.uid, gid: credentials.gid) { name in
+            self.attachments[name]?.credentials.pid
+        }
+        let instance: Instance
+        switch decision {
+        case .failure(let error):
+            logger.warning("attach refused", metadata: ["pid": "\(credentials.pid)", "uid": "\(credentials.uid)",
+                                                        "instance": "\(request.instance)", "reason": "\(error.message)"])
+            try? connection.send(.error(error))
+            return false
+        case .success(let i): instance = i
+        }
+        do {
+            let pidfd = try ProcessDescriptor.open(pid: credentials.pid)
+            try epoll.add(pidfd.rawValue, token: connection.token | Self.processFlag)
+            connection.processDescriptor = pidfd.take()
+        } catch {
+            // The process may already be gone; the socket hang-up will tell us.
+            logger.debug("pidfd unavailable for pid \(credentials.pid): \(error)")
+        }
+        connection.phase = .attached
+        connection.instance = instance.name
+        connection.numaNode = Int(request.numaNode)
+        attachments[instance.name] = connection
+        let peers = configuration.view.links.compactMap { link -> Attached.Peer? in
+            let peer = link.localEnd == instance.name ? link.peerEnd : link.peerEnd == instance.name ? link.localEnd : nil
+            guard let peer else { return nil }
+            switch link.kind {
+            case .local: return Attached.Peer(name: peer, host: configuration.view.host.name)
+            case .remote(let host): return Attached.Peer(name: peer, host: host)
+            }
+        }
+        guard (try? connection.send(.attached(Attached(instance: instance.name, peers: peers)))) != nil else { return false }
+        logger.info("instance attached", metadata: ["instance": "\(instance.name)", "pid": "\(credentials.pid)",
+                                                    "uid": "\(credentials.uid)", "numa_node": "\(request.numaNode)"])
+        // Opens that were waiting for this instance complete now.
+        let waiting = pendingOpens.filter { $0.peer == instance.name }
+        pendingOpens.removeAll { $0.peer == instance.name }
+        for pending in waiting {
+            guard let requester = connections[pending.connection] else { continue }
+            establish(from: requester, to: instance.name, requestID: pending.requestID)
+        }
+        return true
+    }
+
+    private func openLink(_ request: OpenLink, on connection: ControlConnection) -> Bool {
+        let me = connection.instance!
+        let view = configuration.view
+        guard let declared = view.links.first(where: {
+            ($0.localEnd == me && $0.peerEnd == request.peer) || ($0.localEnd == request.peer && $0.peerEnd == me)
+        }) else {
+            let mine = view.links.compactMap { $0.localEnd == me ? $0.peerEnd : $0.peerEnd == me ? $0.localEnd : nil }
+            return reply(connection, ControlError(.undeclaredLink,
+                "no link between '\(me)' and '\(request.peer)' is declared in \(configuration.topologySource); '\(me)' may link to: \(mine.isEmpty ? "nobody" : mine.joined(separator: ", "))"))
+        }
+        if case .remote(let host) = declared.kind {
+            return reply(connection, ControlError(.notSupported,
+                "'\(request.peer)' is on host '\(host)': links to other hosts need the inter-host fabric, which this agent does not run yet"))
+        }
+        if let existing = links.open(between: me, request.peer) {
+            let ready = LinkReady(requestID: request.requestID, linkID: existing.id, peer: request.peer,
+                                  end: UInt8(existing.end(of: me)!), alreadyDelivered: true)
+            return (try? connection.send(.linkReady(ready))) != nil
+        }
+        if attachments[request.peer] != nil {
+            establish(from: connection, to: request.peer, requestID: request.requestID)
+            return true
+        }
+        if request.timeoutMilliseconds == 0 {
+            return reply(connection, ControlError(.peerNotAttached,
+                "instance '\(request.peer)' is not attached to this agent; start it, or open with a timeout to wait for it"))
+        }
+        let deadline = request.timeoutMilliseconds == UInt32.max ? UInt64.max
+            : MonotonicClock.nanoseconds() + UInt64(request.timeoutMilliseconds) * 1_000_000
+        pendingOpens.append(PendingOpen(connection: connection.token, requester: me, peer: request.peer,
+                                        requestID: request.requestID, deadline: deadline))
+        return true
+    }
+
+    /// Sends a non-fatal error reply (the connection stays open).
+    private func reply(_ connection: ControlConnection, _ error: ControlError) -> Bool {
+        logger.info("request refused", metadata: ["instance": "\(connection.instance ?? "-")", "reason": "\(error.message)"])
+        return (try? connection.send(.error(error))) != nil
+    }
+
+    /// Creates the link between the requester and `peer` and hands it to both.
+    private func establish(from requester: ControlConnection, to peer: String, requestID: UInt32) {
+        let me = requester.instance!
+        guard let peerConnection = attachments[peer] else { return }
+        let view = configuration.view
+        let declared = view.links.first {
+            ($0.localEnd == me && $0.peerEnd == peer) || ($0.localEnd == peer && $0.peerEnd == me)
+        }!
+        // Ring e is read by end e: end 0 (me) reads the ring sized for me.
+        let toMe = declared.localEnd == me ? declared.ringSizeToLocal : declared.ringSizeToPeer
+        let toPeer = declared.localEnd == me ? declared.ringSizeToPeer : declared.ringSizeToLocal
+        let link: LocalLink
+        do {
+            link = try links.create(opener: me, peer: peer, capacities: (toMe.bytes, toPeer.bytes),
+                                    maxMessage: declared.maxMessageSize.bytes,
+                                    nodes: (requester.numaNode, peerConnection.numaNode))
+        } catch {
+            logger.error("cannot create link \(me) <-> \(peer): \(error)")
+            _ = reply(requester, ControlError(.internalError, "the agent could not create the link: \(error)"))
+            return
+        }
+        do {
+            try requester.send(.linkReady(LinkReady(requestID: requestID, linkID: link.id, peer: peer, end: 0,
+                                                    alreadyDelivered: false)), descriptors: link.descriptors(for: 0))
+            try peerConnection.send(.linkReady(LinkReady(requestID: 0, linkID: link.id, peer: me, end: 1,
+                                                         alreadyDelivered: false)), descriptors: link.descriptors(for: 1))
+        } catch {
+            logger.warning("could not deliver link \(me) <-> \(peer): \(error)")
+            link.finish(LinkStateWord(kind: .closed, end: 0))
+            links.remove(link)
+            return
+        }
+        logger.info("link open", metadata: ["id": "\(link.id)", "ends": "\(me) <-> \(peer)",
+                                            "ring_bytes": "\(toMe)/\(toPeer)"])
+    }
+
+    private func closeLink(_ id: UInt64, on connection: ControlConnection) {
+        guard let me = connection.instance, let link = links.link(id: id), let end = link.end(of: me) else { return }
+        link.finish(LinkStateWord(kind: .closed, end: end))
+        links.remove(link)
+        logger.info("link closed", metadata: ["id": "\(id)", "by": "\(me)"])
+    }
+
+    // MARK: Timers
+
+    private func nextTimeoutMilliseconds() -> Int32 {
+        guard let next = pendingOpens.map(\.deadline).min(), next != .max else { return -1 }
+        let now = MonotonicClock.nanoseconds()
+        return next <= now ? 0 : Int32(min(UInt64(Int32.max), (next - now + 999_999) / 1_000_000))
+    }
+
+    private func expirePendingOpens() {
+        let now = MonotonicClock.nanoseconds()
+        let expired = pendingOpens.filter { $0.deadline <= now }
+        pendingOpens.removeAll { $0.deadline <= now }
+        for pending in expired {
+            guard let connection = connections[pending.connection] else { continue }
+            _ = reply(connection, ControlError(.peerNotAttached,
+                "instance '\(pending.peer)' did not attach before the timeout; is it running?"))
+        }
+    }
+
+    // MARK: Status
 
     /// The current state, for `vioctl status`.
     func status() -> AgentStatus {
         let view = configuration.view
-        let instances = view.instances.map {
-            AgentStatus.InstanceState(name: $0.instance.name, attached: false, pid: 0)
+        let instances = view.instances.map { resolved -> AgentStatus.InstanceState in
+            let name = resolved.instance.name
+            guard let c = attachments[name] else { return AgentStatus.InstanceState(name: name, attached: false, pid: 0) }
+            return AgentStatus.InstanceState(name: name, attached: true, pid: c.credentials.pid, uid: c.credentials.uid,
+                                             numaNode: UInt16(c.numaNode))
         }
-        let links = view.links.map { link -> AgentStatus.LinkState in
+        let multiNode = NUMA.nodeCount > 1
+        let linkStates = view.links.map { declared -> AgentStatus.LinkState in
             let peerHost: String
-            switch link.kind {
+            switch declared.kind {
             case .local: peerHost = view.host.name
             case .remote(let host): peerHost = host
             }
-            return AgentStatus.LinkState(localEnd: link.localEnd, peerEnd: link.peerEnd, peerHost: peerHost,
-                                         state: "declared")
+            var state = AgentStatus.LinkState(localEnd: declared.localEnd, peerEnd: declared.peerEnd,
+                                              peerHost: peerHost, state: "declared")
+            guard let link = links.any(between: declared.localEnd, declared.peerEnd),
+                  let local = link.end(of: declared.localEnd) else { return state }
+            state.state = link.stateDescription
+            state.linkID = link.id
+            let peerEnd = 1 - local
+            state.ringBytes = (UInt64(link.region.capacity(ofRing: local)), UInt64(link.region.capacity(ofRing: peerEnd)))
+            let nodes = [Int16(link.nodes.0), Int16(link.nodes.1)]
+            state.numaNodes = multiNode ? (nodes[local], nodes[peerEnd]) : (-1, -1)
+            let toPeer = link.region.counters(ofRing: peerEnd), toLocal = link.region.counters(ofRing: local)
+            state.sent = AgentStatus.DirectionCounters(messages: toPeer.messagesSent, bytes: toPeer.bytesSent,
+                                                       wakeups: toPeer.wakeupsSent, fullStalls: toPeer.fullStalls,
+                                                       errors: toPeer.errors)
+            state.received = AgentStatus.DirectionCounters(messages: toLocal.messagesSent, bytes: toLocal.bytesSent,
+                                                           wakeups: toLocal.wakeupsSent, fullStalls: toLocal.fullStalls,
+                                                           errors: toLocal.errors)
+            return state
         }
         return AgentStatus(cluster: configuration.topology.cluster, host: view.host.name, pid: getpid(),
                            uptimeMilliseconds: (MonotonicClock.nanoseconds() - startedAt) / 1_000_000,
-                           transport: transport.description, instances: instances, links: links)
+                           transport: transport.description, numaNodes: UInt16(NUMA.nodeCount),
+                           instances: instances, links: linkStates)
     }
 }

@@ -3,20 +3,33 @@ import VIOWire
 
 /// One client connected to the control socket, from hello to hang-up.
 final class ControlConnection {
-    /// Where the session stands in the handshake.
-    enum Phase { case awaitingHello, ready }
+    /// Where the session stands.
+    enum Phase { case awaitingHello, ready, attached }
 
+    let token: UInt64
     let socket: UnixSocket
     let credentials: PeerCredentials
     var phase: Phase = .awaitingHello
     var role: Hello.Role? = nil
+    /// The instance this connection attached as.
+    var instance: String? = nil
+    /// A pidfd watching the attached process (readable when it exits), -1 before attach.
+    /// Owned: closed with the connection.
+    var processDescriptor: Int32 = -1
+    /// NUMA node the instance reported.
+    var numaNode: Int = 0
 
-    init(socket: consuming UnixSocket, credentials: PeerCredentials) {
+    init(token: UInt64, socket: consuming UnixSocket, credentials: PeerCredentials) {
+        self.token = token
         self.socket = socket
         self.credentials = credentials
     }
 
-    func send(_ message: ControlMessage) throws(SystemError) {
-        try socket.send(message.encoded())
+    deinit {
+        if processDescriptor >= 0 { _ = OwnedFileDescriptor(taking: processDescriptor) }
+    }
+
+    func send(_ message: ControlMessage, descriptors: [Int32] = []) throws(SystemError) {
+        try socket.send(message.encoded(), descriptors: descriptors)
     }
 }

@@ -71,9 +71,19 @@ public final class LinkEndpoint: @unchecked Sendable {
         }
     }
 
+    /// A link released without `close()` is closed, so the peer is told.
+    deinit { close() }
+
+    /// Called once when this end closes the link (libvio tells the agent).
+    public var onClose: (@Sendable (UInt64) -> Void)?
+
     /// Closes this end: the peer receives what was already sent, then `peerClosed`.
+    /// Idempotent; a link whose peer already went away is simply released.
     public func close() {
         if region.setState(LinkStateWord(kind: .closed, end: end)) { wakePeer() }
+        let notify = onClose
+        onClose = nil
+        notify?(region.linkID)
     }
 
     private func wakePeer() {
@@ -170,6 +180,9 @@ public final class LinkEndpoint: @unchecked Sendable {
         claimed = -1
         producer.commit(payload: size, flags: RegionLayout.Record.first | RegionLayout.Record.last, total: size)
     }
+
+    /// Bytes of the outstanding claim, 0 when there is none.
+    public var claimedBytes: Int { max(0, claimed) }
 
     /// Drops the claim; nothing is sent.
     public func abort() {
@@ -316,6 +329,30 @@ public final class LinkEndpoint: @unchecked Sendable {
             }
         }
     }
+
+    /// Arms the data doorbell for a sleep across many links; returns false (not armed) when
+    /// a message or a state change is already there. Pair with ``disarmAfterSleep()``.
+    public func armForSleep() -> Bool {
+        consumer.readerArmed.store(1, ordering: .sequentiallyConsistent)
+        atomicMemoryFence(ordering: .sequentiallyConsistent)
+        if consumer.hasData || region.state.kind != .open {
+            consumer.readerArmed.store(0, ordering: .relaxed)
+            return false
+        }
+        return true
+    }
+
+    /// Clears the flag set by ``armForSleep()`` and the doorbell's count.
+    public func disarmAfterSleep(woken: Bool) {
+        consumer.readerArmed.store(0, ordering: .relaxed)
+        if woken {
+            EventDescriptor.drain(dataDoorbell.rawValue)
+            consumer.noteWakeup()
+        }
+    }
+
+    /// Whether a receive would not block: a message waits or the link changed state.
+    public var isReadable: Bool { consumer.hasData || region.state.kind != .open }
 
     /// The counters of both directions as this end sees them.
     public var counters: (sent: RingCounters, received: RingCounters) {

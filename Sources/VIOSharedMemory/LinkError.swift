@@ -27,7 +27,7 @@ public enum LinkError: Error, Sendable, Equatable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .peerClosed(let p): return "peer '\(p)' closed the link"
-        case .peerGone(let p): return "peer gone: instance '\(p)' exited"
+        case .peerGone(let p): return "peer gone: instance '\(p)' exited or detached"
         case .peerHostDown(let p, let h): return "peer host down: '\(h)' (instance '\(p)') is unreachable"
         case .closed: return "the link is closed"
         case .corruptRing(let detail): return "corrupt ring: \(detail); the link is closed"

@@ -19,10 +19,14 @@ public final class LinkRegion: @unchecked Sendable {
     public let capacities: (Int, Int)
     /// Instance names of end 0 and end 1.
     public let names: (String, String)
+    /// The memfd behind a region this process created (to pass to the ends), else -1.
+    /// Owned by the region: closed when it is released.
+    public let memoryFileDescriptor: Int32
 
     private init(mapping: consuming SharedMapping, linkID: UInt64, maxMessage: Int,
-                 capacities: (Int, Int), names: (String, String)) {
+                 capacities: (Int, Int), names: (String, String), memoryFile: consuming OwnedFileDescriptor?) {
         self.mapping = mapping
+        memoryFileDescriptor = memoryFile?.take() ?? -1
         self.linkID = linkID
         self.maxMessage = maxMessage
         self.capacities = capacities
@@ -33,7 +37,7 @@ public final class LinkRegion: @unchecked Sendable {
     /// `readerNodes` places each ring's pages on its reader's NUMA node when the host has
     /// more than one.
     public static func create(linkID: UInt64, names: (String, String), capacities: (Int, Int), maxMessage: Int,
-                              readerNodes: (Int, Int) = (0, 0)) throws(SystemError) -> Created {
+                              readerNodes: (Int, Int) = (0, 0)) throws(SystemError) -> LinkRegion {
         for c in [capacities.0, capacities.1] {
             precondition(c >= RegionLayout.minimumCapacity && c <= RegionLayout.maximumCapacity && c & (c - 1) == 0,
                          "ring capacity must be a power of two in range")
@@ -66,17 +70,12 @@ public final class LinkRegion: @unchecked Sendable {
             (base + RegionLayout.Header.names + index * RegionLayout.nameBytes).copyMemory(from: bytes, byteCount: bytes.count)
         }
         // The memfd starts zeroed: indices, flags, counters and the state word are 0 (open).
-        let region = LinkRegion(mapping: mapping, linkID: linkID, maxMessage: maxMessage,
-                                capacities: capacities, names: names)
-        return Created(region: region, memoryFile: fd)
+        return LinkRegion(mapping: mapping, linkID: linkID, maxMessage: maxMessage,
+                          capacities: capacities, names: names, memoryFile: fd)
     }
 
-    /// A new region and the memfd that backs it (to pass to the two ends).
-    public struct Created: ~Copyable {
-        /// The agent's mapping.
-        public let region: LinkRegion
-        /// The sealed memfd.
-        public let memoryFile: OwnedFileDescriptor
+    deinit {
+        if memoryFileDescriptor >= 0 { _ = OwnedFileDescriptor(taking: memoryFileDescriptor) }
     }
 
     /// Maps a region received from the agent, checking that it is sealed and that every
@@ -124,7 +123,7 @@ public final class LinkRegion: @unchecked Sendable {
             return String(decoding: used, as: UTF8.self)
         }
         return LinkRegion(mapping: mapping, linkID: u64(RegionLayout.Header.linkID), maxMessage: Int(maxMessage),
-                          capacities: caps, names: (name(0), name(1)))
+                          capacities: caps, names: (name(0), name(1)), memoryFile: nil)
     }
 
     private var stateAtomic: UnsafeAtomic<UInt32> {

@@ -8,12 +8,53 @@ public struct AgentStatus: Sendable, Equatable {
         public var attached: Bool
         /// The attached process, 0 when detached.
         public var pid: Int32
+        /// The attached process's uid.
+        public var uid: UInt32
+        /// NUMA node the instance reported at attach.
+        public var numaNode: UInt16
 
         /// An instance entry.
-        public init(name: String, attached: Bool, pid: Int32) {
+        public init(name: String, attached: Bool, pid: Int32, uid: UInt32 = 0, numaNode: UInt16 = 0) {
             self.name = name
             self.attached = attached
             self.pid = pid
+            self.uid = uid
+            self.numaNode = numaNode
+        }
+    }
+
+    /// Counters of one direction of a link.
+    public struct DirectionCounters: Sendable, Equatable {
+        /// Whole messages.
+        public var messages: UInt64 = 0
+        /// Payload bytes.
+        public var bytes: UInt64 = 0
+        /// Doorbells rung for a sleeping receiver.
+        public var wakeups: UInt64 = 0
+        /// Times the sender found the ring full.
+        public var fullStalls: UInt64 = 0
+        /// Errors the receiver detected.
+        public var errors: UInt64 = 0
+
+        /// Zero counters.
+        public init() {}
+
+        /// Counters with values.
+        public init(messages: UInt64, bytes: UInt64, wakeups: UInt64, fullStalls: UInt64, errors: UInt64) {
+            self.messages = messages
+            self.bytes = bytes
+            self.wakeups = wakeups
+            self.fullStalls = fullStalls
+            self.errors = errors
+        }
+
+        func encode(to w: inout ByteWriter) {
+            for v in [messages, bytes, wakeups, fullStalls, errors] { w.write(v) }
+        }
+
+        init(from r: inout ByteReader) throws(DecodeError) {
+            messages = try r.read(); bytes = try r.read(); wakeups = try r.read()
+            fullStalls = try r.read(); errors = try r.read()
         }
     }
 
@@ -25,8 +66,18 @@ public struct AgentStatus: Sendable, Equatable {
         public var peerEnd: String
         /// Host of the other end (this host for local links).
         public var peerHost: String
-        /// `declared`, `open`, `closed`, ...
+        /// `declared` (not open), `open`, `closed by X`, `X gone`, `corrupt`.
         public var state: String
+        /// The agent's link id, 0 when not open.
+        public var linkID: UInt64 = 0
+        /// Ring bytes each way (towards local end, towards peer).
+        public var ringBytes: (toLocal: UInt64, toPeer: UInt64) = (0, 0)
+        /// NUMA nodes the two rings were placed on (reader's node), or -1 when not bound.
+        public var numaNodes: (toLocal: Int16, toPeer: Int16) = (-1, -1)
+        /// From the local end to the peer.
+        public var sent = DirectionCounters()
+        /// From the peer to the local end.
+        public var received = DirectionCounters()
 
         /// A link entry.
         public init(localEnd: String, peerEnd: String, peerHost: String, state: String) {
@@ -34,6 +85,12 @@ public struct AgentStatus: Sendable, Equatable {
             self.peerEnd = peerEnd
             self.peerHost = peerHost
             self.state = state
+        }
+
+        public static func == (a: LinkState, b: LinkState) -> Bool {
+            a.localEnd == b.localEnd && a.peerEnd == b.peerEnd && a.peerHost == b.peerHost && a.state == b.state
+                && a.linkID == b.linkID && a.ringBytes == b.ringBytes && a.numaNodes == b.numaNodes
+                && a.sent == b.sent && a.received == b.received
         }
     }
 
@@ -47,6 +104,8 @@ public struct AgentStatus: Sendable, Equatable {
     public var uptimeMilliseconds: UInt64
     /// The transport chosen for other hosts, with the reason (e.g. "tcp: no RDMA device").
     public var transport: String
+    /// NUMA nodes on this host.
+    public var numaNodes: UInt16 = 1
     /// Declared instances of this host.
     public var instances: [InstanceState]
     /// Links with an end here.
@@ -54,12 +113,13 @@ public struct AgentStatus: Sendable, Equatable {
 
     /// A status snapshot.
     public init(cluster: String, host: String, pid: Int32, uptimeMilliseconds: UInt64, transport: String,
-                instances: [InstanceState], links: [LinkState]) {
+                numaNodes: UInt16 = 1, instances: [InstanceState], links: [LinkState]) {
         self.cluster = cluster
         self.host = host
         self.pid = pid
         self.uptimeMilliseconds = uptimeMilliseconds
         self.transport = transport
+        self.numaNodes = numaNodes
         self.instances = instances
         self.links = links
     }
@@ -70,11 +130,14 @@ public struct AgentStatus: Sendable, Equatable {
         w.write(pid)
         w.write(uptimeMilliseconds)
         w.write(transport)
+        w.write(numaNodes)
         w.write(UInt32(instances.count))
         for i in instances {
             w.write(i.name)
             w.write(i.attached)
             w.write(i.pid)
+            w.write(i.uid)
+            w.write(i.numaNode)
         }
         w.write(UInt32(links.count))
         for l in links {
@@ -82,6 +145,13 @@ public struct AgentStatus: Sendable, Equatable {
             w.write(l.peerEnd)
             w.write(l.peerHost)
             w.write(l.state)
+            w.write(l.linkID)
+            w.write(l.ringBytes.toLocal)
+            w.write(l.ringBytes.toPeer)
+            w.write(l.numaNodes.toLocal)
+            w.write(l.numaNodes.toPeer)
+            l.sent.encode(to: &w)
+            l.received.encode(to: &w)
         }
     }
 
@@ -91,16 +161,24 @@ public struct AgentStatus: Sendable, Equatable {
         pid = try r.read()
         uptimeMilliseconds = try r.read()
         transport = try r.readString()
-        let instanceCount = try r.readCount(max: 1 << 16, minimumElementSize: 7)
+        numaNodes = try r.read()
+        let instanceCount = try r.readCount(max: 1 << 16, minimumElementSize: 13)
         instances = []
         for _ in 0..<instanceCount {
-            instances.append(InstanceState(name: try r.readString(), attached: try r.readBool(), pid: try r.read()))
+            instances.append(InstanceState(name: try r.readString(), attached: try r.readBool(), pid: try r.read(),
+                                           uid: try r.read(), numaNode: try r.read()))
         }
-        let linkCount = try r.readCount(max: 1 << 20, minimumElementSize: 8)
+        let linkCount = try r.readCount(max: 1 << 20, minimumElementSize: 116)
         links = []
         for _ in 0..<linkCount {
-            links.append(LinkState(localEnd: try r.readString(), peerEnd: try r.readString(),
-                                   peerHost: try r.readString(), state: try r.readString()))
+            var l = LinkState(localEnd: try r.readString(), peerEnd: try r.readString(),
+                              peerHost: try r.readString(), state: try r.readString())
+            l.linkID = try r.read()
+            l.ringBytes = (try r.read(), try r.read())
+            l.numaNodes = (try r.read(), try r.read())
+            l.sent = try DirectionCounters(from: &r)
+            l.received = try DirectionCounters(from: &r)
+            links.append(l)
         }
     }
 }

@@ -19,6 +19,16 @@ public enum ControlMessage: Sendable, Equatable {
     case status(AgentStatus)
     /// A refusal or failure, with a reason the client can print.
     case error(ControlError)
+    /// Become an instance (after HELLO with role `instance`).
+    case attach(Attach)
+    /// The instance was admitted.
+    case attached(Attached)
+    /// Open the link to a peer.
+    case openLink(OpenLink)
+    /// A link is set up (descriptors attached).
+    case linkReady(LinkReady)
+    /// This end closed a link.
+    case closeLink(CloseLink)
 
     /// The protocol version this build speaks.
     public static let protocolVersion: UInt16 = 1
@@ -30,6 +40,7 @@ public enum ControlMessage: Sendable, Equatable {
     /// Message type codes (stable: documented in docs/control-protocol.md).
     public enum Kind: UInt16, Sendable {
         case hello = 1, welcome = 2, statusRequest = 3, status = 4, error = 15
+        case attach = 16, attached = 17, openLink = 18, linkReady = 19, closeLink = 20
     }
 
     var kind: Kind {
@@ -39,6 +50,11 @@ public enum ControlMessage: Sendable, Equatable {
         case .statusRequest: .statusRequest
         case .status: .status
         case .error: .error
+        case .attach: .attach
+        case .attached: .attached
+        case .openLink: .openLink
+        case .linkReady: .linkReady
+        case .closeLink: .closeLink
         }
     }
 
@@ -50,6 +66,11 @@ public enum ControlMessage: Sendable, Equatable {
         case .statusRequest: "STATUS_REQUEST"
         case .status: "STATUS"
         case .error: "ERROR"
+        case .attach: "ATTACH"
+        case .attached: "ATTACHED"
+        case .openLink: "OPEN_LINK"
+        case .linkReady: "LINK_READY"
+        case .closeLink: "CLOSE_LINK"
         }
     }
 
@@ -65,6 +86,11 @@ public enum ControlMessage: Sendable, Equatable {
         case .statusRequest: break
         case .status(let m): m.encode(to: &w)
         case .error(let m): m.encode(to: &w)
+        case .attach(let m): m.encode(to: &w)
+        case .attached(let m): m.encode(to: &w)
+        case .openLink(let m): m.encode(to: &w)
+        case .linkReady(let m): m.encode(to: &w)
+        case .closeLink(let m): m.encode(to: &w)
         }
         return w.bytes
     }
@@ -86,6 +112,11 @@ public enum ControlMessage: Sendable, Equatable {
         case .statusRequest: message = .statusRequest
         case .status: message = .status(try AgentStatus(from: &r))
         case .error: message = .error(try ControlError(from: &r))
+        case .attach: message = .attach(try Attach(from: &r))
+        case .attached: message = .attached(try Attached(from: &r))
+        case .openLink: message = .openLink(try OpenLink(from: &r))
+        case .linkReady: message = .linkReady(try LinkReady(from: &r))
+        case .closeLink: message = .closeLink(try CloseLink(from: &r))
         }
         try r.expectEnd()
         return message
@@ -169,6 +200,8 @@ public struct ControlError: Error, Sendable, Equatable, CustomStringConvertible 
         case peerNotAttached = 8
         case internalError = 9
         case unexpected = 10
+        case notSupported = 11
+        case alreadyOpen = 12
     }
 
     /// The reason code.

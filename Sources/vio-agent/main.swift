@@ -2,6 +2,7 @@ import ArgumentParser
 import Logging
 import VIOAgent
 import VIOTopology
+import VIOLinux
 
 #if canImport(Glibc)
 import Glibc
@@ -46,7 +47,7 @@ struct VIOAgentCommand: ParsableCommand {
             throw ValidationError("unknown --log-level '\(logLevel)'; use one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", "))")
         }
         let loaded = try loadTopology()
-        for warning in loaded.warnings { writeStandardError(warning.description + "\n") }
+        for warning in loaded.warnings { StandardStreams.error(warning.description + "\n") }
         let hostName = try resolveHost(loaded.topology, source: loaded.source)
         let configuration = try AgentConfiguration(
             topology: loaded.topology, source: loaded.source, hostName: hostName,
@@ -92,18 +93,9 @@ do {
     let command = try VIOAgentCommand.parse(Array(CommandLine.arguments.dropFirst()))
     try command.run()
 } catch let error as AgentError {
-    writeStandardError("vio-agent: error: \(error)\n")
+    StandardStreams.error("vio-agent: error: \(error)\n")
     exit(2)
 } catch {
     VIOAgentCommand.exit(withError: error)
 }
 
-/// Writes to fd 2 directly (the C `stderr` global is not concurrency-safe in Swift 6).
-func writeStandardError(_ text: String) {
-    var bytes = Array(text.utf8)[...]
-    while !bytes.isEmpty {
-        let n = bytes.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
-        if n <= 0 { return }
-        bytes = bytes.dropFirst(n)
-    }
-}

@@ -9,17 +9,37 @@ enum StatusPrinter {
             "host:      \(s.host)",
             "socket:    \(socket)",
             "transport: \(s.transport)",
+            "numa:      \(s.numaNodes) node\(s.numaNodes == 1 ? " (rings not bound)" : "s (each ring bound to its reader's node)")",
             "instances: \(s.instances.count) declared, \(s.instances.filter(\.attached).count) attached",
         ]
         for i in s.instances {
-            lines.append("  \(pad(i.name, 16)) \(i.attached ? "attached (pid \(i.pid))" : "detached")")
+            let detail = i.attached ? "attached  pid \(i.pid) uid \(i.uid) node \(i.numaNode)" : "detached"
+            lines.append("  \(pad(i.name, 16)) \(detail)")
         }
         lines.append("links:     \(s.links.count)")
         for l in s.links {
             let route = l.peerHost == s.host ? "local" : "via \(l.peerHost)"
-            lines.append("  \(pad("\(l.localEnd) <-> \(l.peerEnd)", 24)) \(pad(route, 12)) \(l.state)")
+            lines.append("  \(pad("\(l.localEnd) <-> \(l.peerEnd)", 24)) \(pad(route, 10)) \(l.state)")
+            guard l.linkID != 0 else { continue }
+            var rings = "    id \(l.linkID), rings \(bytes(l.ringBytes.toPeer)) to \(l.peerEnd) / \(bytes(l.ringBytes.toLocal)) to \(l.localEnd)"
+            if l.numaNodes.toPeer >= 0 { rings += ", nodes \(l.numaNodes.toPeer)/\(l.numaNodes.toLocal)" }
+            lines.append(rings)
+            lines.append("    \(pad("\(l.localEnd) -> \(l.peerEnd):", 26)) \(counters(l.sent))")
+            lines.append("    \(pad("\(l.peerEnd) -> \(l.localEnd):", 26)) \(counters(l.received))")
         }
         return lines.joined(separator: "\n") + "\n"
+    }
+
+    static func counters(_ c: AgentStatus.DirectionCounters) -> String {
+        "\(c.messages) msgs, \(bytes(c.bytes)), \(c.wakeups) wake-ups, \(c.fullStalls) full stalls, \(c.errors) errors"
+    }
+
+    static func bytes(_ n: UInt64) -> String {
+        for (shift, unit) in [(30, "GiB"), (20, "MiB"), (10, "KiB")] where n >= 1 << shift {
+            let whole = n >> shift, tenth = (n * 10 >> shift) % 10
+            return "\(whole)\(tenth == 0 ? "" : ".\(tenth)") \(unit)"
+        }
+        return "\(n) B"
     }
 
     static func pad(_ text: String, _ width: Int) -> String {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import VIO
 import VIOTopology
+import VIOLinux
 import VIOWire
 
 #if canImport(Glibc)
@@ -87,18 +88,9 @@ do {
     var command = try VIOCtl.parseAsRoot()
     try command.run()
 } catch let failure as FailureMessage {
-    writeStandardError("vioctl: \(failure.description)\n")
+    StandardStreams.error("vioctl: \(failure.description)\n")
     exit(1)
 } catch {
     VIOCtl.exit(withError: error)
 }
 
-/// Writes to fd 2 directly (the C `stderr` global is not concurrency-safe in Swift 6).
-func writeStandardError(_ text: String) {
-    var bytes = Array(text.utf8)[...]
-    while !bytes.isEmpty {
-        let n = bytes.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
-        if n <= 0 { return }
-        bytes = bytes.dropFirst(n)
-    }
-}

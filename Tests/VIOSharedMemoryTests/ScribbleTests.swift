@@ -104,15 +104,16 @@ struct ScribbleTests {
         for (offset, value) in [(RegionLayout.Header.magic, UInt64(0)), (RegionLayout.Header.version, 7),
                                 (RegionLayout.Header.rings + 8, 12345), (RegionLayout.Header.rings, 64),
                                 (RegionLayout.Header.maxMessage, 0)] {
-            let created = try LinkRegion.create(linkID: 9, names: ("x", "y"), capacities: (4096, 4096), maxMessage: 100)
-            created.region.base.storeBytes(of: value, toByteOffset: offset, as: UInt64.self)
-            #expect(throws: LinkError.self, "field at \(offset)") { try LinkRegion.map(fd: created.memoryFile) }
+            let region = try LinkRegion.create(linkID: 9, names: ("x", "y"), capacities: (4096, 4096), maxMessage: 100)
+            region.base.storeBytes(of: value, toByteOffset: offset, as: UInt64.self)
+            let fd = OwnedFileDescriptor(taking: dup(region.memoryFileDescriptor))
+            #expect(throws: LinkError.self, "field at \(offset)") { try LinkRegion.map(fd: fd) }
         }
     }
 
     @Test func sealedRegionCannotBeShrunk() throws {
-        let created = try LinkRegion.create(linkID: 3, names: ("x", "y"), capacities: (4096, 4096), maxMessage: 100)
-        #expect(ftruncate(created.memoryFile.rawValue, 0) == -1)
+        let region = try LinkRegion.create(linkID: 3, names: ("x", "y"), capacities: (4096, 4096), maxMessage: 100)
+        #expect(ftruncate(region.memoryFileDescriptor, 0) == -1)
         #expect(errno == EPERM)
     }
 }

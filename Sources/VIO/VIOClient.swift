@@ -1,0 +1,212 @@
+@_exported import VIOSharedMemory
+import Synchronization
+import VIOLinux
+import VIOWire
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A link to a peer instance: send, claim/commit, receive, close. See ``LinkEndpoint``.
+public typealias Link = LinkEndpoint
+
+/// A database instance attached to its host's `vio-agent`.
+///
+/// Attach once per process and instance name; open a link per peer. Links are shared memory
+/// between the two instances: once open they keep working if the agent restarts (attach
+/// again to open new links). Thread-safe: control calls are serialised internally.
+public final class VIOClient: @unchecked Sendable {
+    /// This instance's name.
+    public let instance: String
+    /// The cluster the agent serves.
+    public let cluster: String
+    /// The agent's host.
+    public let host: String
+    /// Peers the topology lets this instance link to.
+    public let peers: [Peer]
+
+    /// A peer instance from the topology.
+    public struct Peer: Sendable, Equatable {
+        /// Instance name.
+        public var name: String
+        /// Its host.
+        public var host: String
+    }
+
+    private let state: Mutex<ControlState>
+    /// The control socket's fd, readable when an incoming link or a hang-up waits.
+    public let controlDescriptor: Int32
+
+    /// Attaches as `instance` to the agent at `socketPath` (default: see
+    /// ``defaultSocketPath()``), presenting `token` when the topology sets a token file.
+    public static func attach(as instance: String, socketPath: String? = nil, token: [UInt8] = []) throws(VIOError) -> VIOClient {
+        let path: String
+        if let socketPath { path = socketPath } else { path = try defaultSocketPath() }
+        let channel = try AgentChannel(path: path, role: .instance, software: "libvio \(VIOVersion.string)")
+        let attach = Attach(instance: instance, token: token, numaNode: UInt16(CPULocation.currentNode()))
+        let reply = try channel.request(.attach(attach))
+        guard case .attached(let attached) = reply.message else {
+            throw .protocolViolation("expected ATTACHED, got \(reply.message.kindName)")
+        }
+        return VIOClient(channel: channel, attached: attached)
+    }
+
+    /// Attaches with the token read from `tokenFile` (surrounding whitespace removed).
+    public static func attach(as instance: String, socketPath: String? = nil, tokenFile: String) throws(VIOError) -> VIOClient {
+        let token: [UInt8]
+        do { token = try TokenFile.read(tokenFile) } catch { throw .tokenUnreadable(path: tokenFile, reason: error.description) }
+        return try attach(as: instance, socketPath: socketPath, token: token)
+    }
+
+    private init(channel: consuming AgentChannel, attached: Attached) {
+        instance = attached.instance
+        cluster = channel.welcome.cluster
+        host = channel.welcome.host
+        peers = attached.peers.map { Peer(name: $0.name, host: $0.host) }
+        controlDescriptor = channel.descriptor
+        state = Mutex(ControlState(channel: channel))
+    }
+
+    /// Opens the link to `peer`. If the peer is not attached yet, waits up to `timeout` for
+    /// it (`.zero`: fail at once with ``VIOError/refused(_:)`` code `peerNotAttached`; `nil`:
+    /// wait forever). If the peer opened the link first, this returns that link.
+    public func openLink(to peer: String, timeout: Duration? = .zero) throws(VIOError) -> Link {
+        let milliseconds = timeout.map { Self.milliseconds($0) } ?? UInt32.max
+        return try state.withLock { (state) throws(VIOError) -> Link in
+            if let queued = state.takeIncoming(from: peer) { return try adopt(queued) }
+            state.requestCounter &+= 1
+            let id = state.requestCounter
+            let reply = try state.channel.request(.openLink(OpenLink(requestID: id, peer: peer, timeoutMilliseconds: milliseconds)),
+                                                  replyTo: id, queue: &state.incoming)
+            guard case .linkReady(let ready) = reply.message else {
+                throw .protocolViolation("expected LINK_READY, got \(reply.message.kindName)")
+            }
+            if ready.alreadyDelivered {
+                guard let queued = state.takeIncoming(linkID: ready.linkID) else {
+                    throw .refused(ControlError(.alreadyOpen, "the link to '\(peer)' is already open in this process"))
+                }
+                return try adopt(queued)
+            }
+            return try adopt(IncomingLink(ready: ready, descriptors: reply.descriptors))
+        }
+    }
+
+    /// The next link a peer opened to this instance, waiting up to `timeout` (nil: forever).
+    public func acceptLink(timeout: Duration? = nil) throws(VIOError) -> Link {
+        let deadline = Deadline(timeout: timeout)
+        while true {
+            let next = try state.withLock { (state) throws(VIOError) -> IncomingLink? in
+                if !state.incoming.isEmpty { return state.incoming.removeFirst() }
+                try state.channel.collectUnsolicited(into: &state.incoming)
+                return state.incoming.isEmpty ? nil : state.incoming.removeFirst()
+            }
+            if let next { return try adopt(next) }
+            if deadline.isImmediate || deadline.hasPassed { throw .timedOut }
+            do {
+                _ = try Poll.readable(controlDescriptor, timeoutMilliseconds: deadline.remainingMilliseconds)
+            } catch {
+                throw .system(error)
+            }
+        }
+    }
+
+    /// Closes the control connection. Open links keep working until closed.
+    public func detach() {
+        state.withLock { $0.detached = true }
+    }
+
+    /// Builds the endpoint for a LINK_READY and its five descriptors.
+    private func adopt(_ incoming: IncomingLink) throws(VIOError) -> Link {
+        var fds = incoming.descriptors
+        guard fds.count == LinkReady.descriptorCount else {
+            for fd in fds { close(fd) }
+            throw .protocolViolation("LINK_READY carried \(fds.count) descriptors, expected \(LinkReady.descriptorCount)")
+        }
+        let memoryFile = OwnedFileDescriptor(taking: fds.removeFirst())
+        let region: LinkRegion
+        do {
+            region = try LinkRegion.map(fd: memoryFile)
+        } catch {
+            for fd in fds { close(fd) }
+            throw .link(error)
+        }
+        let end = Int(incoming.ready.end)
+        guard region.linkID == incoming.ready.linkID, region.name(ofEnd: end) == instance,
+              region.name(ofEnd: 1 - end) == incoming.ready.peer else {
+            for fd in fds { close(fd) }
+            throw .protocolViolation("link region does not match LINK_READY (id \(incoming.ready.linkID), peer \(incoming.ready.peer))")
+        }
+        let link = LinkEndpoint(region: region, end: end,
+                                dataDoorbell: OwnedFileDescriptor(taking: fds[0]),
+                                spaceDoorbell: OwnedFileDescriptor(taking: fds[1]),
+                                peerDataDoorbell: OwnedFileDescriptor(taking: fds[2]),
+                                peerSpaceDoorbell: OwnedFileDescriptor(taking: fds[3]))
+        // The link keeps the attachment alive: dropping the client while links are in use
+        // must not detach the instance (which would close them).
+        link.onClose = { id in self.notifyClosed(id) }
+        return link
+    }
+
+    private func notifyClosed(_ linkID: UInt64) {
+        state.withLock { state in
+            try? state.channel.send(.closeLink(CloseLink(linkID: linkID)))
+        }
+    }
+
+    private static func milliseconds(_ d: Duration) -> UInt32 {
+        let (s, atto) = d.components
+        guard s >= 0 else { return 0 }
+        let ms = s * 1000 + atto / 1_000_000_000_000_000
+        return UInt32(clamping: min(ms, Int64(UInt32.max - 1)))
+    }
+
+    /// The agent's socket when none is given: `$VIO_CONTROL_SOCKET`, else the only socket in
+    /// `/run/vio` (root) or `$XDG_RUNTIME_DIR/vio` / `/tmp/vio` (other users).
+    public static func defaultSocketPath() throws(VIOError) -> String {
+        if let env = getenv("VIO_CONTROL_SOCKET"), env.pointee != 0 { return String(cString: env) }
+        let directory: String
+        if getuid() == 0 {
+            directory = "/run/vio"
+        } else if let runtime = getenv("XDG_RUNTIME_DIR"), runtime.pointee != 0 {
+            directory = String(cString: runtime) + "/vio"
+        } else {
+            directory = "/tmp/vio"
+        }
+        let sockets = Directories.entries(of: directory).filter { $0.hasSuffix(".sock") }
+        guard sockets.count == 1 else {
+            throw .agentUnreachable(path: directory,
+                reason: sockets.isEmpty ? "no agent socket there" : "several agent sockets (\(sockets.joined(separator: ", "))); name one")
+        }
+        return directory + "/" + sockets[0]
+    }
+}
+
+/// A LINK_READY with its descriptors, not yet turned into an endpoint.
+struct IncomingLink: Sendable {
+    var ready: LinkReady
+    var descriptors: [Int32]
+}
+
+/// What the control connection holds, guarded by the client's mutex.
+struct ControlState: ~Copyable, Sendable {
+    var channel: AgentChannel
+    var incoming: [IncomingLink] = []
+    var requestCounter: UInt32 = 0
+    var detached = false
+
+    mutating func takeIncoming(from peer: String) -> IncomingLink? {
+        guard let index = incoming.firstIndex(where: { $0.ready.peer == peer }) else { return nil }
+        return incoming.remove(at: index)
+    }
+
+    mutating func takeIncoming(linkID: UInt64) -> IncomingLink? {
+        guard let index = incoming.firstIndex(where: { $0.ready.linkID == linkID }) else { return nil }
+        return incoming.remove(at: index)
+    }
+}
+
+/// libvio's version.
+public enum VIOVersion {
+    /// "major.minor.patch".
+    public static let string = "0.1.0"
+}

@@ -1,0 +1,126 @@
+import ArgumentParser
+import VIO
+import VIOLinux
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Self-checking messages: sequence number, checksum, then payload derived from both.
+enum CheckedMessage {
+    static func make(sequence: UInt64, size: Int) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: max(16, size))
+        var x = sequence &* 0x9E37_79B9_7F4A_7C15 | 1
+        for i in 16..<bytes.count {
+            x ^= x << 13; x ^= x >> 7; x ^= x << 17
+            bytes[i] = UInt8(truncatingIfNeeded: x)
+        }
+        let sum = checksum(bytes[16...])
+        withUnsafeBytes(of: sequence.littleEndian) { bytes.replaceSubrange(0..<8, with: $0) }
+        withUnsafeBytes(of: sum.littleEndian) { bytes.replaceSubrange(8..<16, with: $0) }
+        return bytes
+    }
+
+    static func checksum(_ bytes: some Collection<UInt8>) -> UInt64 {
+        var h: UInt64 = 0xCBF2_9CE4_8422_2325
+        for b in bytes { h = (h ^ UInt64(b)) &* 0x100_0000_01B3 }
+        return h
+    }
+
+    /// The sequence number if the message is intact.
+    static func check(_ m: UnsafeRawBufferPointer) -> UInt64? {
+        guard m.count >= 16 else { return nil }
+        let sequence = UInt64(littleEndian: m.loadUnaligned(fromByteOffset: 0, as: UInt64.self))
+        let sum = UInt64(littleEndian: m.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
+        return checksum(m[16...]) == sum ? sequence : nil
+    }
+}
+
+struct Stream: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Send self-checking messages of random sizes (the peer runs 'verify').")
+
+    @OptionGroup var endpoint: Endpoint
+    @Option(help: "Messages to send.") var count = 1000
+    @Option(help: "Largest message in bytes (sizes are random from 16).") var maxSize = 4096
+
+    func run() throws {
+        let (_, link) = try endpoint.connect()
+        var rng = SystemRandomNumberGenerator()
+        do {
+            for sequence in 0..<UInt64(count) {
+                try link.send(CheckedMessage.make(sequence: sequence, size: Int.random(in: 16...maxSize, using: &rng)),
+                              timeout: .seconds(30))
+            }
+        } catch {
+            throw linkFailure(error)
+        }
+        say("sent \(count)")
+        // Wait for the verifier to close first, so nothing is cut short.
+        do { _ = try link.receive(timeout: .seconds(60)) } catch LinkError.peerClosed {} catch {}
+        link.close()
+    }
+}
+
+struct Verify: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Receive and check messages from 'stream': order, content, none missing.")
+
+    @OptionGroup var endpoint: Endpoint
+    @Option(help: "Messages expected.") var count = 1000
+
+    func run() throws {
+        let (_, link) = try endpoint.connect()
+        say("ready")
+        do {
+            for expected in 0..<UInt64(count) {
+                let got = try link.receive(timeout: .seconds(60)) { CheckedMessage.check($0) }
+                guard let got else { throw Failure(code: 3, "message \(expected) is corrupted") }
+                guard got == expected else { throw Failure(code: 3, "message \(got) arrived where \(expected) was expected") }
+            }
+        } catch let error as LinkError {
+            throw linkFailure(error)
+        }
+        say("verified \(count)")
+        link.close()
+    }
+}
+
+struct Hold: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Open the link, print 'ready', then block in receive and report how the link ends.")
+
+    @OptionGroup var endpoint: Endpoint
+
+    func run() throws {
+        let (_, link) = try endpoint.connect()
+        say("ready")
+        let start = MonotonicClock.nanoseconds()
+        do {
+            while true { _ = try link.receive() }
+        } catch {
+            let ms = Double(MonotonicClock.nanoseconds() - start) / 1e6
+            say("link ended after \(Int(ms)) ms: \(error)")
+            throw Failure(code: 3, "link failed: \(error)")
+        }
+    }
+}
+
+struct Scribble: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Misbehave: open the link, then write garbage into the ring the peer reads.")
+
+    @OptionGroup var endpoint: Endpoint
+
+    func run() throws {
+        let (_, link) = try endpoint.connect()
+        let ring = link.region.ringBase(1 - link.end)
+        // A tail far beyond anything the ring can hold, then wake the peer.
+        ring.storeBytes(of: UInt64(1) << 40, toByteOffset: RegionLayout.Ring.tail, as: UInt64.self)
+        try? link.send([0], timeout: .zero)
+        say("scribbled")
+        do {
+            while true { _ = try link.receive(timeout: .seconds(10)) }
+        } catch {
+            say("link ended: \(error)")
+        }
+    }
+}
