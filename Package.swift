@@ -83,7 +83,7 @@ let package = Package(
         .testTarget(name: "VIOWireTests", dependencies: ["VIOWire"]),
         .testTarget(name: "VIOSharedMemoryTests", dependencies: ["VIOSharedMemory", "VIOLinux"]),
         .testTarget(name: "VIOLinuxTests", dependencies: ["VIOLinux", "CIBVerbs", "VIOTransport"]),
-        .testTarget(name: "VIOToolsTests", dependencies: ["VIOLinux"]),
+        .testTarget(name: "VIOToolsTests", dependencies: ["VIO", "VIOLinux", "VIOWire"]),
     ]
 )
 

@@ -52,20 +52,28 @@ public struct UnixSocket: ~Copyable, Sendable {
     }
 
     /// Binds and listens at `path`, replacing a stale socket file left by a dead agent.
-    /// `mode` sets the socket file's permissions.
+    /// The socket is bound under a temporary name and renamed into place once listening, so
+    /// a client never finds a path that refuses connections. `mode` sets its permissions.
     public static func listen(path: String, mode: mode_t = 0o660, backlog: Int32 = 128) throws(SystemError) -> UnixSocket {
-        var addr = try address(path)
+        let temporary = "\(path).\(getpid()).tmp"
+        var addr = try address(temporary)
         let fd = try newSocket()
-        unlink(path)
-        _ = try retryingSyscall("bind", detail: path) {
+        unlink(temporary)
+        _ = try retryingSyscall("bind", detail: temporary) {
             withUnsafePointer(to: &addr) {
                 $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
                     bind(fd.rawValue, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
                 }
             }
         }
-        _ = try retryingSyscall("chmod", detail: path) { chmod(path, mode) }
-        _ = try retryingSyscall("listen", detail: path) { Glibc.listen(fd.rawValue, backlog) }
+        do {
+            _ = try retryingSyscall("chmod", detail: temporary) { chmod(temporary, mode) }
+            _ = try retryingSyscall("listen", detail: temporary) { Glibc.listen(fd.rawValue, backlog) }
+            _ = try retryingSyscall("rename", detail: path) { rename(temporary, path) }
+        } catch {
+            unlink(temporary)
+            throw error
+        }
         return UnixSocket(fd)
     }
 

@@ -86,7 +86,8 @@ public final class LinkEndpoint: @unchecked Sendable {
         notify?(region.linkID)
     }
 
-    private func wakePeer() {
+    /// Rings both of the peer's doorbells, so a sleeping peer re-reads the region.
+    public func wakePeer() {
         EventDescriptor.ring(peerDataDoorbell.rawValue)
         EventDescriptor.ring(peerSpaceDoorbell.rawValue)
     }

@@ -8,22 +8,31 @@ import Glibc
 
 /// Self-checking messages: sequence number, checksum, then payload derived from both.
 enum CheckedMessage {
+    /// `[sequence u64][checksum u64][payload]`, payload from a xorshift seeded by the sequence.
     static func make(sequence: UInt64, size: Int) -> [UInt8] {
         var bytes = [UInt8](repeating: 0, count: max(16, size))
         var x = sequence &* 0x9E37_79B9_7F4A_7C15 | 1
-        for i in 16..<bytes.count {
-            x ^= x << 13; x ^= x >> 7; x ^= x << 17
-            bytes[i] = UInt8(truncatingIfNeeded: x)
+        bytes.withUnsafeMutableBytes { raw in
+            var offset = 16
+            while offset < raw.count {
+                x ^= x << 13; x ^= x >> 7; x ^= x << 17
+                let n = min(8, raw.count - offset)
+                withUnsafeBytes(of: x) { raw.baseAddress!.advanced(by: offset).copyMemory(from: $0.baseAddress!, byteCount: n) }
+                offset += 8
+            }
+            let sum = checksum(UnsafeRawBufferPointer(rebasing: raw[16...]))
+            raw.storeBytes(of: sequence.littleEndian, toByteOffset: 0, as: UInt64.self)
+            raw.storeBytes(of: sum.littleEndian, toByteOffset: 8, as: UInt64.self)
         }
-        let sum = checksum(bytes[16...])
-        withUnsafeBytes(of: sequence.littleEndian) { bytes.replaceSubrange(0..<8, with: $0) }
-        withUnsafeBytes(of: sum.littleEndian) { bytes.replaceSubrange(8..<16, with: $0) }
         return bytes
     }
 
-    static func checksum(_ bytes: some Collection<UInt8>) -> UInt64 {
-        var h: UInt64 = 0xCBF2_9CE4_8422_2325
-        for b in bytes { h = (h ^ UInt64(b)) &* 0x100_0000_01B3 }
+    /// FNV-1a over 8-byte words, then the tail bytes.
+    static func checksum(_ bytes: UnsafeRawBufferPointer) -> UInt64 {
+        var h: UInt64 = 0xCBF2_9CE4_8422_2325 ^ UInt64(bytes.count)
+        let words = bytes.count / 8
+        for i in 0..<words { h = (h ^ bytes.loadUnaligned(fromByteOffset: i * 8, as: UInt64.self)) &* 0x100_0000_01B3 }
+        for i in (words * 8)..<bytes.count { h = (h ^ UInt64(bytes[i])) &* 0x100_0000_01B3 }
         return h
     }
 
@@ -32,7 +41,7 @@ enum CheckedMessage {
         guard m.count >= 16 else { return nil }
         let sequence = UInt64(littleEndian: m.loadUnaligned(fromByteOffset: 0, as: UInt64.self))
         let sum = UInt64(littleEndian: m.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
-        return checksum(m[16...]) == sum ? sequence : nil
+        return checksum(UnsafeRawBufferPointer(rebasing: m[16...])) == sum ? sequence : nil
     }
 }
 
@@ -66,6 +75,7 @@ struct Verify: ParsableCommand {
 
     @OptionGroup var endpoint: Endpoint
     @Option(help: "Messages expected.") var count = 1000
+    @Option(help: "Keep the link open this long after verifying (to inspect it), in milliseconds.") var lingerMs = 0
 
     func run() throws {
         let (_, link) = try endpoint.connect()
@@ -80,6 +90,7 @@ struct Verify: ParsableCommand {
             throw linkFailure(error)
         }
         say("verified \(count)")
+        if lingerMs > 0 { usleep(UInt32(lingerMs) * 1000) }
         link.close()
     }
 }
@@ -113,9 +124,10 @@ struct Scribble: ParsableCommand {
     func run() throws {
         let (_, link) = try endpoint.connect()
         let ring = link.region.ringBase(1 - link.end)
-        // A tail far beyond anything the ring can hold, then wake the peer.
+        // A tail far beyond anything the ring can hold (after our last send, which would
+        // rewrite it), then wake the peer.
         ring.storeBytes(of: UInt64(1) << 40, toByteOffset: RegionLayout.Ring.tail, as: UInt64.self)
-        try? link.send([0], timeout: .zero)
+        link.wakePeer()
         say("scribbled")
         do {
             while true { _ = try link.receive(timeout: .seconds(10)) }

@@ -1,4 +1,5 @@
 import Foundation
+import VIOLinux
 
 /// Runs the built `vio-agent` and `vioctl` as real processes.
 enum Tools {
@@ -81,7 +82,8 @@ final class RunningAgent {
         logFile = err
         try p.run()
         let deadline = Date().addingTimeInterval(20)
-        while !FileManager.default.fileExists(atPath: socket) {
+        // Connectable, not merely present: a killed agent leaves its socket file behind.
+        while (try? UnixSocket.connect(path: socket)) == nil {
             guard p.isRunning, Date() < deadline else {
                 throw AgentDidNotStart(stderr: Tools.contents(err))
             }
@@ -100,5 +102,149 @@ final class RunningAgent {
 
     deinit {
         if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+    }
+}
+
+/// A background tool process (e.g. `vio-probe`) whose output can be awaited line by line.
+final class ToolProcess {
+    let process: Process
+    let stdoutFile: String
+    var pid: Int32 { process.processIdentifier }
+
+    init(_ tool: String, _ arguments: [String], environment: [String: String] = [:]) throws {
+        let (p, out, _) = Tools.process(tool, arguments, environment: environment)
+        process = p
+        stdoutFile = out
+        try p.run()
+    }
+
+    var output: String { Tools.contents(stdoutFile) }
+
+    /// Waits until stdout contains `text`; false on exit or timeout (a liveness bound).
+    @discardableResult
+    func waitFor(_ text: String, timeout: TimeInterval = 30) -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if output.contains(text) { return true }
+            if !process.isRunning { return output.contains(text) }
+            usleep(2_000)
+        }
+        return false
+    }
+
+    /// Waits for exit; returns the status (or -1 if still running after `timeout`).
+    func finish(timeout: TimeInterval = 60) -> Int32 {
+        let deadline = Date().addingTimeInterval(timeout)
+        while process.isRunning && Date() < deadline { usleep(2_000) }
+        if process.isRunning { return -1 }
+        return process.terminationStatus
+    }
+
+    func kill(_ signal: Int32 = SIGKILL) { Foundation.kill(pid, signal) }
+
+    deinit {
+        if process.isRunning { Foundation.kill(pid, SIGKILL) }
+    }
+}
+
+/// A scratch directory holding a test topology and the agent serving it.
+final class FabricFixture {
+    let directory = Tools.scratchDirectory()
+    let agent: RunningAgent
+    var socket: String { agent.socket }
+    var topology: String { directory + "/topology.yaml" }
+
+    /// `instances`/`links` are YAML list bodies (already indented by two spaces).
+    init(instances: String, links: String) throws {
+        let text = """
+            cluster: test
+            version: 1
+            hosts:
+              - { name: local, address: 127.0.0.1, transport: tcp }
+            instances:
+            \(instances)
+            links:
+            \(links)
+            """
+        try text.replacingOccurrences(of: "DIR", with: directory).write(toFile: directory + "/topology.yaml", atomically: true, encoding: .utf8)
+        agent = try RunningAgent(arguments: ["--topology", directory + "/topology.yaml"], socket: directory + "/agent.sock")
+    }
+
+    /// The standard fixture: db1-db2, db1-secure (token), db2-db3 (small ring), other-user (uid 65534).
+    static func standard() throws -> FabricFixture {
+        let fixture = try FabricFixture(instances: """
+              - { name: db1, host: local }
+              - { name: db2, host: local }
+              - { name: db3, host: local }
+              - { name: secure, host: local, token_file: DIR/secure.token }
+              - { name: other-user, host: local, uid: 65534 }
+            """, links: """
+              - between: [db1, db2]
+              - between: [db1, secure]
+              - { between: [db2, db3], ring_size: 4KiB }
+              - between: [db1, other-user]
+            """)
+        try "correct-horse\n".write(toFile: fixture.directory + "/secure.token", atomically: true, encoding: .utf8)
+        try "wrong-horse\n".write(toFile: fixture.directory + "/wrong.token", atomically: true, encoding: .utf8)
+        return fixture
+    }
+
+    /// Starts `vio-probe` against this agent.
+    func probe(_ arguments: [String]) throws -> ToolProcess {
+        try ToolProcess("vio-probe", arguments + ["--socket", socket])
+    }
+
+    /// Runs `vio-probe` to completion.
+    func runProbe(_ arguments: [String]) throws -> Tools.Result {
+        try Tools.run("vio-probe", arguments + ["--socket", socket])
+    }
+
+    func status() throws -> String {
+        try Tools.run("vioctl", ["status", "--socket", socket]).stdout
+    }
+
+    /// Open file descriptors of the agent.
+    var agentDescriptors: Int {
+        (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(agent.process.processIdentifier)/fd").count) ?? -1
+    }
+
+    /// Link regions the agent has mapped.
+    var agentLinkMappings: Int {
+        // /proc files report size 0: read to end of file, not one chunk.
+        let data = FileHandle(forReadingAtPath: "/proc/\(agent.process.processIdentifier)/maps")?.readDataToEndOfFile() ?? Data()
+        let maps = String(decoding: data, as: UTF8.self)
+        return maps.split(separator: "\n").filter { $0.contains("vio-link-") }.count
+    }
+
+    /// utime + stime of the agent in clock ticks.
+    var agentCPUTicks: Int {
+        let stat = (try? String(contentsOfFile: "/proc/\(agent.process.processIdentifier)/stat", encoding: .utf8)) ?? ""
+        let fields = stat.split(separator: ")").last?.split(separator: " ") ?? []
+        return fields.count > 13 ? (Int(fields[11]) ?? 0) + (Int(fields[12]) ?? 0) : -1
+    }
+
+    /// Waits until `vioctl status` shows `text` (liveness bound).
+    func waitForStatus(_ text: String, timeout: TimeInterval = 10) throws -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if try status().contains(text) { return true }
+            usleep(10_000)
+        }
+        return false
+    }
+}
+
+extension Tools {
+    /// Runs a tool as another uid and gid (root only), through setpriv(1).
+    static func runAs(uid: Int, _ tool: String, _ arguments: [String], timeout: TimeInterval = 60) throws -> Result {
+        let (p, out, err) = process(tool, arguments)
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
+        p.arguments = ["--reuid", "\(uid)", "--regid", "\(uid)", "--clear-groups", binDirectory + "/" + tool] + arguments
+        try p.run()
+        let deadline = Date().addingTimeInterval(timeout)
+        while p.isRunning && Date() < deadline { usleep(5_000) }
+        if p.isRunning { p.terminate() }
+        p.waitUntilExit()
+        return Result(status: p.terminationStatus, stdout: contents(out), stderr: contents(err))
     }
 }

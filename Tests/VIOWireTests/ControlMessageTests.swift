@@ -10,7 +10,24 @@ struct ControlMessageTests {
                             instances: [.init(name: "db1", attached: true, pid: 99), .init(name: "db2", attached: false, pid: 0)],
                             links: [.init(localEnd: "db1", peerEnd: "db2", peerHost: "h", state: "open")])),
         .error(ControlError(.undeclaredLink, "no link db1 <-> db9 in the topology")),
+        .attach(Attach(instance: "db1", token: Array("s3cret".utf8), numaNode: 1)),
+        .attached(Attached(instance: "db1", peers: [.init(name: "db2", host: "local"), .init(name: "db3", host: "beta")])),
+        .openLink(OpenLink(requestID: 7, peer: "db2", timeoutMilliseconds: 5000)),
+        .linkReady(LinkReady(requestID: 7, linkID: 42, peer: "db2", end: 1, alreadyDelivered: false)),
+        .closeLink(CloseLink(linkID: 42)),
+        .status(linkStatus()),
     ]
+
+    static func linkStatus() -> AgentStatus {
+        var link = AgentStatus.LinkState(localEnd: "a", peerEnd: "b", peerHost: "h", state: "open")
+        link.linkID = 3
+        link.ringBytes = (4096, 8192)
+        link.numaNodes = (0, 1)
+        link.sent = .init(messages: 1, bytes: 2, wakeups: 3, fullStalls: 4, errors: 5)
+        link.received = .init(messages: 6, bytes: 7, wakeups: 8, fullStalls: 9, errors: 10)
+        return AgentStatus(cluster: "c", host: "h", pid: 1, uptimeMilliseconds: 2, transport: "t", numaNodes: 2,
+                           instances: [.init(name: "a", attached: true, pid: 5, uid: 1000, numaNode: 1)], links: [link])
+    }
 
     @Test(arguments: samples)
     func roundTrips(message: ControlMessage) throws {
@@ -57,6 +74,7 @@ struct ControlMessageTests {
         w.write(Int32(1))
         w.write(UInt64(1))
         w.write("t")
+        w.write(UInt16(1))   // NUMA nodes
         w.write(UInt32.max)  // instance count far beyond the bytes present
         #expect(throws: DecodeError.invalid(field: "count", value: "\(UInt32.max)")) { try ControlMessage.decode(w.bytes) }
     }

@@ -1,0 +1,113 @@
+import Foundation
+import Testing
+import VIO
+
+/// libvio used in-process against a real agent.
+@Suite(.serialized)
+struct ClientLibraryTests {
+    @Test func linksOutliveTheAgentAndInstancesReattach() throws {
+        let f = try FabricFixture.standard()
+        let db1 = try VIOClient.attach(as: "db1", socketPath: f.socket)
+        let db2 = try VIOClient.attach(as: "db2", socketPath: f.socket)
+        #expect(db1.peers.map(\.name) == ["db2", "secure", "other-user"])
+        let a = try db1.openLink(to: "db2")
+        let b = try db2.acceptLink(timeout: .seconds(5))
+        try a.send(Array("before".utf8))
+        #expect(try b.receive(timeout: .seconds(5)) == Array("before".utf8))
+
+        _ = f.agent.stop(signal: SIGKILL)
+        // Shared memory does not need the agent.
+        try b.send(Array("after".utf8))
+        #expect(try a.receive(timeout: .seconds(5)) == Array("after".utf8))
+        #expect(throws: VIOError.self) { try db1.openLink(to: "secure") }
+
+        let restarted = try RunningAgent(arguments: ["--topology", f.topology], socket: f.socket)
+        let again1 = try VIOClient.attach(as: "db1", socketPath: restarted.socket)
+        let again2 = try VIOClient.attach(as: "db2", socketPath: restarted.socket)
+        let c = try again2.openLink(to: "db1")
+        let d = try again1.acceptLink(timeout: .seconds(5))
+        try c.send([42])
+        #expect(try d.receive(timeout: .seconds(5)) == [42])
+        // The old link still works too.
+        try a.send([1])
+        #expect(try b.receive(timeout: .seconds(5)) == [1])
+    }
+
+    @Test func openingFromBothSidesGivesOneLink() throws {
+        let f = try FabricFixture.standard()
+        let db1 = try VIOClient.attach(as: "db1", socketPath: f.socket)
+        let db2 = try VIOClient.attach(as: "db2", socketPath: f.socket)
+        let a = try db1.openLink(to: "db2")
+        let b = try db2.openLink(to: "db1")  // already pushed to db2: the same link
+        #expect(a.region.linkID == b.region.linkID)
+        try b.send([9])
+        #expect(try a.receive(timeout: .seconds(5)) == [9])
+        #expect(throws: VIOError.self) { try db1.openLink(to: "db2") }
+    }
+
+    @Test func closeIsSeenByThePeerAndTheLinkCanBeReopened() throws {
+        let f = try FabricFixture.standard()
+        let db1 = try VIOClient.attach(as: "db1", socketPath: f.socket)
+        let db2 = try VIOClient.attach(as: "db2", socketPath: f.socket)
+        let a = try db1.openLink(to: "db2")
+        let b = try db2.acceptLink(timeout: .seconds(5))
+        try a.send([1])
+        a.close()
+        #expect(try b.receive(timeout: .seconds(5)) == [1])
+        #expect(throws: LinkError.peerClosed(peer: "db1")) { try b.receive(timeout: .seconds(5)) }
+        #expect(try f.waitForStatus("db1 <-> db2              local      declared"))
+        let again = try db1.openLink(to: "db2")
+        let accepted = try db2.acceptLink(timeout: .seconds(5))
+        try accepted.send([2])
+        #expect(try again.receive(timeout: .seconds(5)) == [2])
+    }
+
+    @Test func pollerWaitsOnManyLinks() throws {
+        let f = try FabricFixture.standard()
+        let db1 = try VIOClient.attach(as: "db1", socketPath: f.socket)
+        let db2 = try VIOClient.attach(as: "db2", socketPath: f.socket)
+        let secure = try VIOClient.attach(as: "secure", socketPath: f.socket, tokenFile: f.directory + "/secure.token")
+        let toDB2 = try db1.openLink(to: "db2"), toSecure = try db1.openLink(to: "secure")
+        let fromDB1 = try db2.acceptLink(timeout: .seconds(5)), secureEnd = try secure.acceptLink(timeout: .seconds(5))
+        let poller = try LinkPoller(links: [toDB2, toSecure])
+        #expect(try poller.wait(timeout: .milliseconds(20)) == [])
+        for link in [toDB2, toSecure] { link.waitPolicy = .sleep }
+        let sender = Thread {
+            usleep(50_000)
+            try? secureEnd.send([5])
+        }
+        sender.start()
+        #expect(try poller.wait(timeout: .seconds(5)) == [1])
+        #expect(try toSecure.receive(timeout: .zero) == [5])
+        try fromDB1.send([6])
+        #expect(try poller.wait(timeout: .seconds(5)) == [0])
+        #expect(try toDB2.receive(timeout: .zero) == [6])
+        fromDB1.close()
+        #expect(try poller.wait(timeout: .seconds(5)) == [0], "a state change is readable too")
+    }
+
+    @Test func idleLinksCostTheAgentNoCPU() throws {
+        // 21 instances linked all-to-all: 210 links, opened and then left idle.
+        let names = (1...21).map { "i\($0)" }
+        let f = try FabricFixture(
+            instances: names.map { "  - { name: \($0), host: local }" }.joined(separator: "\n"),
+            links: "  - { group: [\(names.joined(separator: ", "))], ring_size: 4KiB }")
+        let clients = try names.map { try VIOClient.attach(as: $0, socketPath: f.socket) }
+        var links: [Link] = []
+        for i in 0..<names.count {
+            for j in (i + 1)..<names.count {
+                links.append(try clients[i].openLink(to: names[j]))
+                links.append(try clients[j].acceptLink(timeout: .seconds(5)))
+            }
+        }
+        #expect(links.count == 420)
+        let open = try f.status().split(separator: "\n").filter { $0.hasSuffix(" open") }.count
+        #expect(open == 210, "\(Tools.contents(f.agent.logFile).suffix(2000))")
+        #expect(f.agentLinkMappings == 210)
+        usleep(200_000)
+        let before = f.agentCPUTicks
+        usleep(2_000_000)
+        let after = f.agentCPUTicks
+        #expect(after - before <= 1, "the agent sleeps in epoll_wait: \(after - before) ticks in 2 s")
+    }
+}
