@@ -15,6 +15,7 @@ struct Ping: ParsableCommand {
     @Option(help: "Untimed round trips first.") var warmup = 1_000
     @Option(help: "Request size in bytes.") var size = 64
     @Option(help: "Idle time between round trips, in microseconds (0: back to back).") var idleUs = 0
+    @Option(help: "Keep the link open this long after the last round trip (to inspect it), in milliseconds.") var lingerMs = 0
 
     func run() throws {
         let (_, link) = try endpoint.connect()
@@ -41,6 +42,7 @@ struct Ping: ParsableCommand {
         let p99 = microseconds(samples[min(samples.count - 1, samples.count * 99 / 100)])
         let low = microseconds(samples[0]), high = microseconds(samples[samples.count - 1])
         say("rtt_us p50=\(p50) p99=\(p99) min=\(low) max=\(high) n=\(samples.count) size=\(size)")
+        if lingerMs > 0 { usleep(UInt32(lingerMs) * 1000) }
         link.close()
     }
 }

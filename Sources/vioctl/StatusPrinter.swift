@@ -36,7 +36,7 @@ enum StatusPrinter {
 
     static func bytes(_ n: UInt64) -> String {
         for (shift, unit) in [(30, "GiB"), (20, "MiB"), (10, "KiB")] where n >= 1 << shift {
-            let whole = n >> shift, tenth = (n * 10 >> shift) % 10
+            let whole = n >> shift, tenth = ((n * 10) >> shift) % 10
             return "\(whole)\(tenth == 0 ? "" : ".\(tenth)") \(unit)"
         }
         return "\(n) B"
