@@ -4,7 +4,7 @@ SHELL := /bin/bash
 export PATH := $(PATH):/opt/swift/usr/bin
 SWIFT ?= swift
 
-.PHONY: deps build release demo test clean microbench
+.PHONY: deps build release demo test clean microbench bench
 
 deps:
 	@bash scripts/install-deps.sh
@@ -26,6 +26,11 @@ test: deps
 
 clean:
 	rm -rf .build
+
+# VIO next to the alternatives (bare ring, UDS, TCP), pinned, several runs; bench/results.json.
+bench: release
+	@command -v python3 >/dev/null || apt-get install -y -qq python3 >/dev/null
+	@bash scripts/bench.sh "$$($(SWIFT) build -c release --show-bin-path)"
 
 # Micro-benchmarks of hot paths (ordo-one/benchmark), in their own build folder.
 microbench: deps

@@ -112,15 +112,15 @@ public final class LinkEndpoint: @unchecked Sendable {
             throw .messageTooLarge(size: bytes.count, maximum: region.maxMessage)
         }
         guard claimed < 0 else { throw .misuse("send while a claim is outstanding; commit or abort it first") }
-        let deadline = Deadline(timeout: timeout)
+        var deadline = PendingDeadline(timeout)
         if abortPending {
-            let p = try reserve(payload: 0, deadline: deadline)
+            let p = try reserve(payload: 0, deadline: &deadline)
             _ = p
             producer.commit(payload: 0, flags: RegionLayout.Record.abort, total: 0)
             abortPending = false
         }
         if bytes.count <= fragmentPayload {
-            let p = try reserve(payload: bytes.count, deadline: deadline)
+            let p = try reserve(payload: bytes.count, deadline: &deadline)
             if let source = bytes.baseAddress { p.copyMemory(from: source, byteCount: bytes.count) }
             producer.commit(payload: bytes.count, flags: RegionLayout.Record.first | RegionLayout.Record.last,
                             total: bytes.count)
@@ -131,7 +131,7 @@ public final class LinkEndpoint: @unchecked Sendable {
             let chunk = min(fragmentPayload, bytes.count - offset)
             let p: UnsafeMutableRawPointer
             do throws(LinkError) {
-                p = try reserve(payload: chunk, deadline: deadline)
+                p = try reserve(payload: chunk, deadline: &deadline)
             } catch {
                 if offset > 0, case .timedOut = error { abortPending = true }
                 if offset > 0, case .wouldBlock = error { abortPending = true }
@@ -163,13 +163,13 @@ public final class LinkEndpoint: @unchecked Sendable {
             throw size > region.maxMessage ? .messageTooLarge(size: size, maximum: region.maxMessage)
                 : .misuse("claim of \(size) bytes exceeds the \(maximumClaim) bytes one record can hold; use send for large messages")
         }
-        let deadline = Deadline(timeout: timeout)
+        var deadline = PendingDeadline(timeout)
         if abortPending {
-            _ = try reserve(payload: 0, deadline: deadline)
+            _ = try reserve(payload: 0, deadline: &deadline)
             producer.commit(payload: 0, flags: RegionLayout.Record.abort, total: 0)
             abortPending = false
         }
-        let p = try reserve(payload: size, deadline: deadline)
+        let p = try reserve(payload: size, deadline: &deadline)
         claimed = size
         return UnsafeMutableRawBufferPointer(start: p, count: size)
     }
@@ -190,7 +190,7 @@ public final class LinkEndpoint: @unchecked Sendable {
         claimed = -1
     }
 
-    private func reserve(payload: Int, deadline: Deadline) throws(LinkError) -> UnsafeMutableRawPointer {
+    private func reserve(payload: Int, deadline: inout PendingDeadline) throws(LinkError) -> UnsafeMutableRawPointer {
         var stalled = false
         while true {
             do {
@@ -201,7 +201,7 @@ public final class LinkEndpoint: @unchecked Sendable {
             if let error = stateError { throw error }
             if !stalled { producer.noteStall(); stalled = true }
             if deadline.isImmediate { throw .wouldBlock }
-            try wait(armed: producer.writerArmed, doorbell: spaceDoorbell.rawValue, deadline: deadline) {
+            try wait(armed: producer.writerArmed, doorbell: spaceDoorbell.rawValue, deadline: &deadline) {
                 self.producer.hasSpace(payload: payload)
             }
         }
@@ -213,7 +213,7 @@ public final class LinkEndpoint: @unchecked Sendable {
     /// record (the bytes are in the ring, valid only during `body`; a misbehaving peer could
     /// change them meanwhile, never their length). A fragmented message is reassembled first.
     public func receive<R>(timeout: Duration? = nil, _ body: (UnsafeRawBufferPointer) -> R) throws(LinkError) -> R {
-        let deadline = Deadline(timeout: timeout)
+        var deadline = PendingDeadline(timeout)
         while true {
             let next: RingRecord?
             do { next = try consumer.next() } catch { throw fail(error) }
@@ -227,7 +227,7 @@ public final class LinkEndpoint: @unchecked Sendable {
                 continue
             }
             if deadline.isImmediate { throw .wouldBlock }
-            try wait(armed: consumer.readerArmed, doorbell: dataDoorbell.rawValue, deadline: deadline) {
+            try wait(armed: consumer.readerArmed, doorbell: dataDoorbell.rawValue, deadline: &deadline) {
                 self.consumer.hasData
             }
         }
@@ -285,27 +285,35 @@ public final class LinkEndpoint: @unchecked Sendable {
     // MARK: Waiting
 
     /// Waits until `ready()` or a state change, per the policy; throws `timedOut` at the deadline.
-    private func wait(armed: UnsafeAtomic<UInt32>, doorbell: Int32, deadline: Deadline,
+    /// The clock is first read after 256 idle spins, so a wait that ends quickly costs none.
+    private func wait(armed: UnsafeAtomic<UInt32>, doorbell: Int32, deadline pending: inout PendingDeadline,
                       ready: () -> Bool) throws(LinkError) {
-        var spinUntil: UInt64 = 0
+        var spinBudget: UInt64 = 0
         switch waitPolicy {
-        case .busyPoll: spinUntil = .max
-        case .spinThenSleep(let ns): spinUntil = MonotonicClock.nanoseconds() &+ ns
+        case .busyPoll: spinBudget = .max
+        case .spinThenSleep(let ns): spinBudget = ns
         case .sleep: break
         }
-        var spins = 0
-        while spinUntil != 0 {
-            if ready() { return }
-            spins &+= 1
-            if spins & 255 == 0 {
-                if region.state.kind != .open { return }
-                let now = MonotonicClock.nanoseconds()
-                if now >= deadline.nanoseconds { throw .timedOut }
-                if now >= spinUntil { break }
+        if spinBudget > 0 {
+            var spinUntil: UInt64 = 0
+            var spins = 0
+            while true {
+                if ready() { return }
+                spins &+= 1
+                if spins & 255 == 0 {
+                    if region.state.kind != .open { return }
+                    let now = MonotonicClock.nanoseconds()
+                    if spinUntil == 0 { spinUntil = spinBudget == .max ? .max : now &+ spinBudget }
+                    if now >= pending.resolved().nanoseconds { throw .timedOut }
+                    if now >= spinUntil { break }
+                }
+                CPULocation.relax()
             }
-            CPULocation.relax()
         }
+        let deadline = pending.resolved()
         while true {
+            // Off the hot path (about to sleep): a full fence makes the re-check below see
+            // any tail the producer published before it could have seen our flag.
             armed.store(1, ordering: .sequentiallyConsistent)
             atomicMemoryFence(ordering: .sequentiallyConsistent)
             if ready() || region.state.kind != .open {

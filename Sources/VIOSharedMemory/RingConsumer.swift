@@ -132,10 +132,9 @@ public final class RingConsumer {
     @inlinable
     public func publishHead() {
         guard publishedHead != head else { return }
-        headIndex.store(head, ordering: .releasing)
+        headIndex.store(head, ordering: .sequentiallyConsistent)
         publishedHead = head
-        atomicMemoryFence(ordering: .sequentiallyConsistent)
-        if writerArmed.load(ordering: .relaxed) != 0,
+        if writerArmed.load(ordering: .sequentiallyConsistent) != 0,
            writerArmed.exchange(0, ordering: .acquiringAndReleasing) != 0 {
             EventDescriptor.ring(spaceDoorbell)
         }

@@ -87,21 +87,22 @@ public final class RingProducer {
     public func commit(payload: Int, flags: UInt16, total: Int) {
         writeHeader(at: tail & mask, length: UInt32(payload), flags: flags, total: UInt64(total))
         tail &+= UInt64(RegionLayout.Record.size(payload: payload))
-        tailIndex.store(tail, ordering: .releasing)
         if flags & RegionLayout.Record.last != 0 {
             bump(0)
         }
         bump(8, by: UInt64(payload))
+        // Sequentially consistent store then load: pairs with the consumer's
+        // store-flag-then-load-tail, so either it sees the new tail or we see its flag (no
+        // lost wake-up). On x86 this is one xchg, cheaper than a release store and a fence.
+        tailIndex.store(tail, ordering: .sequentiallyConsistent)
         wakeReaderIfArmed()
     }
 
-    /// Wakes a consumer that armed its flag before sleeping. The fence orders our tail store
-    /// before the flag load, pairing with the consumer's store-flag-then-load-tail, so either
-    /// it sees the new tail or we see its flag (no lost wake-up).
+    /// Wakes a consumer that armed its flag before sleeping (after a sequentially consistent
+    /// publication of the tail).
     @inlinable
     public func wakeReaderIfArmed() {
-        atomicMemoryFence(ordering: .sequentiallyConsistent)
-        if readerArmed.load(ordering: .relaxed) != 0,
+        if readerArmed.load(ordering: .sequentiallyConsistent) != 0,
            readerArmed.exchange(0, ordering: .acquiringAndReleasing) != 0 {
             EventDescriptor.ring(doorbell)
             bump(16)

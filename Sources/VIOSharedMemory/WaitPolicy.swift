@@ -43,3 +43,30 @@ public struct Deadline: Sendable {
         return Int32(min(UInt64(Int32.max), (nanoseconds - now + 999_999) / 1_000_000))
     }
 }
+
+/// A timeout whose clock reading is taken only when a call actually has to wait, so calls
+/// that complete at once (the common case on a busy link) never read the clock.
+public struct PendingDeadline {
+    private let timeout: Duration?
+    private var deadline: Deadline?
+
+    /// `timeout` from the first wait: nil waits forever, `.zero` never waits.
+    public init(_ timeout: Duration?) {
+        self.timeout = timeout
+        deadline = nil
+    }
+
+    /// Whether the call may not wait at all.
+    public var isImmediate: Bool {
+        guard let timeout else { return false }
+        return timeout <= .zero
+    }
+
+    /// The absolute deadline, fixed at the first call.
+    public mutating func resolved() -> Deadline {
+        if let deadline { return deadline }
+        let d = Deadline(timeout: timeout)
+        deadline = d
+        return d
+    }
+}

@@ -1,0 +1,88 @@
+/* Round trips over TCP loopback or a Unix-domain stream socket, between two processes
+ * pinned to CPUs 0 and 1, blocking reads (what a database's per-peer socket does).
+ *
+ *   socket_pingpong tcp|uds SIZE COUNT [IDLE_US]
+ *
+ * IDLE_US (default 0) sleeps between round trips, so both ends fall asleep as a receiver
+ * on an idle link does.
+ */
+#include "bench_common.h"
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static int read_full(int fd, void *buf, size_t n) {
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = read(fd, (char *)buf + got, n - got);
+        if (r <= 0) return -1;
+        got += (size_t)r;
+    }
+    return 0;
+}
+
+static int write_full(int fd, const void *buf, size_t n) {
+    size_t put = 0;
+    while (put < n) {
+        ssize_t r = write(fd, (const char *)buf + put, n - put);
+        if (r <= 0) return -1;
+        put += (size_t)r;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc != 4 && argc != 5) { fprintf(stderr, "usage: %s tcp|uds SIZE COUNT [IDLE_US]\n", argv[0]); return 2; }
+    unsigned idle_us = argc == 5 ? (unsigned)atoi(argv[4]) : 0;
+    int tcp = strcmp(argv[1], "tcp") == 0;
+    size_t size = (size_t)atoi(argv[2]);
+    size_t count = (size_t)strtoull(argv[3], NULL, 10), warm = count / 10;
+    int a, b;
+    if (tcp) {
+        int l = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+        setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        struct sockaddr_in addr = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        bind(l, (struct sockaddr *)&addr, sizeof(addr));
+        socklen_t len = sizeof(addr);
+        getsockname(l, (struct sockaddr *)&addr, &len);
+        listen(l, 1);
+        a = socket(AF_INET, SOCK_STREAM, 0);
+        if (connect(a, (struct sockaddr *)&addr, sizeof(addr)) != 0) { perror("connect"); return 1; }
+        b = accept(l, NULL, NULL);
+        setsockopt(a, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        setsockopt(b, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        close(l);
+    } else {
+        int sv[2];
+        socketpair(AF_UNIX, SOCK_STREAM, 0, sv);
+        a = sv[0];
+        b = sv[1];
+    }
+    char *buf = calloc(1, size);
+    pid_t child = fork();
+    if (child == 0) {
+        pin(1);
+        close(a);
+        for (size_t i = 0; i < count + warm; i++) {
+            if (read_full(b, buf, size) || write_full(b, buf, size)) _exit(1);
+        }
+        _exit(0);
+    }
+    pin(0);
+    close(b);
+    uint64_t *samples = malloc(sizeof(uint64_t) * count);
+    for (size_t i = 0; i < count + warm; i++) {
+        if (idle_us) usleep(idle_us);
+        uint64_t s = now_ns();
+        if (write_full(a, buf, size) || read_full(a, buf, size)) { fprintf(stderr, "peer failed\n"); return 1; }
+        if (i >= warm) samples[i - warm] = now_ns() - s;
+    }
+    waitpid(child, NULL, 0);
+    report_rtt(samples, count, (int)size);
+    return 0;
+}

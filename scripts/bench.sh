@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# `make bench`: VIO next to the alternatives, in one run, on this machine.
+# Usage: scripts/bench.sh BIN_DIR [RUNS]   (BIN_DIR holds the release vio-agent/vio-probe)
+# Writes bench/results.json and prints a table; docs/performance.md explains every name.
+set -euo pipefail
+bin="${1:?usage: bench.sh BIN_DIR [RUNS]}"
+runs="${2:-${VIO_BENCH_RUNS:-3}}"
+root="$(cd "$(dirname "$0")/.." && pwd)"
+work="$(mktemp -d /tmp/vio-bench.XXXXXX)"
+raw="$work/raw.txt"
+export VIO_CONTROL_SOCKET="$work/agent.sock"
+cleanup() { jobs -p | xargs -r kill -TERM 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+cores=$(nproc)
+if [ "$cores" -lt 2 ]; then echo "bench: needs 2 CPUs to pin the two ends apart; this machine has $cores"; exit 1; fi
+# Every case pins its two busy ends to CPUs 0 and 1: never more busy-pollers than cores.
+
+cc -O2 -Wall -Wextra -o "$work/ring_baseline" "$root/Benchmarks/c/ring_baseline.c" -lpthread
+cc -O2 -Wall -Wextra -o "$work/socket_pingpong" "$root/Benchmarks/c/socket_pingpong.c"
+
+record() { echo "$1 $2" >>"$raw"; }   # record NAME "line printed by the program"
+
+"$bin/vio-agent" --log-level warning 2>"$work/agent.log" &
+for _ in $(seq 1 200); do [ -S "$VIO_CONTROL_SOCKET" ] && break; sleep 0.05; done
+
+vio_pair() {  # vio_pair NAME SERVER_ARGS -- CLIENT_ARGS: one VIO case, server on CPU 1
+  local name="$1"; shift
+  local server=() client=()
+  while [ "$1" != "--" ]; do server+=("$1"); shift; done; shift
+  client=("$@")
+  "$bin/vio-probe" "${server[@]}" --as db2 --cpu 1 >"$work/server.log" &
+  local spid=$!
+  for _ in $(seq 1 500); do grep -q attached "$work/server.log" 2>/dev/null && break; sleep 0.01; done
+  "$bin/vio-probe" "${client[@]}" --as db1 --peer db2 --cpu 0 >"$work/client.log"
+  wait "$spid" || true
+  record "$name" "$(grep -h -E '^(rtt_us|rate) ' "$work/client.log" "$work/server.log" | head -1)"
+}
+
+for run in $(seq 1 "$runs"); do
+  echo "bench: run $run of $runs" >&2
+  record rtt.ring_c.64 "$("$work/ring_baseline" lat 64 300000)"
+  vio_pair rtt.vio.busy.64 echo --wait busy -- ping --wait busy --count 300000
+  vio_pair rtt.vio.spin_sleep.busy.64 echo --wait spin -- ping --wait spin --count 300000
+  vio_pair rtt.vio.spin_sleep.idle.64 echo --wait spin -- ping --wait spin --count 3000 --warmup 100 --idle-us 1000
+  vio_pair rtt.vio.sleep.64 echo --wait sleep -- ping --wait sleep --count 100000
+  record rtt.uds.64 "$("$work/socket_pingpong" uds 64 100000)"
+  record rtt.uds.idle.64 "$("$work/socket_pingpong" uds 64 3000 1000)"
+  record rtt.tcp.64 "$("$work/socket_pingpong" tcp 64 100000)"
+  record rate.ring_c.64 "$("$work/ring_baseline" rate 64 20000000)"
+  vio_pair rate.vio.64 sink --wait busy --count 5000000 -- rate --wait busy --size 64 --count 5000000
+  record bw.ring_c.65536 "$("$work/ring_baseline" rate 65536 200000)"
+  vio_pair bw.vio.65536 sink --wait busy --count 200000 -- rate --wait busy --size 65536 --count 200000
+  vio_pair bw.vio.4194304 sink --wait busy --count 3000 -- rate --wait busy --size 4194304 --count 3000
+done
+
+mkdir -p "$root/bench"
+python3 - "$raw" "$root/bench/results.json" <<'PY'
+import json, re, statistics, sys, platform, os
+raw, out = sys.argv[1], sys.argv[2]
+cases = {}
+for line in open(raw):
+    name, _, text = line.strip().partition(" ")
+    kv = dict(re.findall(r"(\w+)=([\d.]+)", text))
+    cases.setdefault(name, []).append(kv)
+model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "unknown")
+records = []
+for name, runs in cases.items():
+    if name.startswith("rtt."):
+        p50 = [float(r["p50"]) for r in runs if "p50" in r]
+        p99 = [float(r["p99"]) for r in runs if "p99" in r]
+        if not p50: continue
+        records.append({"name": name, "unit": "us", "p50": statistics.median(p50), "p99": statistics.median(p99),
+                        "min": min(p50), "max": max(p50), "runs": len(p50), "value": statistics.median(p50)})
+    elif name.startswith("rate."):
+        v = [float(r["msgs_per_s"]) / 1e6 for r in runs if "msgs_per_s" in r]
+        if not v: continue
+        records.append({"name": name, "unit": "Mmsg/s", "p50": None, "p99": None, "min": min(v), "max": max(v),
+                        "runs": len(v), "value": statistics.median(v)})
+    elif name.startswith("bw."):
+        v = [float(r["gb_per_s"]) for r in runs if "gb_per_s" in r]
+        if not v: continue
+        records.append({"name": name, "unit": "GB/s", "p50": None, "p99": None, "min": min(v), "max": max(v),
+                        "runs": len(v), "value": statistics.median(v)})
+machine = {"cpus": os.cpu_count(), "model": model, "kernel": platform.release()}
+json.dump({"machine": machine, "results": records}, open(out, "w"), indent=2)
+by = {r["name"]: r for r in records}
+def ratio(a, b):
+    return f"{by[a]['value'] / by[b]['value']:.2f}x" if a in by and b in by else "-"
+print(f"machine: {machine['cpus']} CPUs, {model}, Linux {machine['kernel']}")
+print(f"{'name':32} {'unit':7} {'median':>9} {'p99':>8} {'min':>9} {'max':>9}  vs tcp   vs ring_c")
+for r in records:
+    base = "rtt.tcp.64" if r["name"].startswith("rtt.") else None
+    ring = {"rtt": "rtt.ring_c.64", "rate": "rate.ring_c.64", "bw": "bw.ring_c.65536"}[r["name"].split(".")[0]]
+    p99 = f"{r['p99']:.2f}" if r["p99"] is not None else "-"
+    print(f"{r['name']:32} {r['unit']:7} {r['value']:9.2f} {p99:>8} {r['min']:9.2f} {r['max']:9.2f}  "
+          f"{ratio(r['name'], base) if base else '-':>7}  {ratio(r['name'], ring):>7}")
+PY
+echo "bench: wrote bench/results.json"
