@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import VIOLinux
 
 /// The intra-host fabric with real processes: an agent and `vio-probe` instances.
 @Suite(.serialized)
@@ -53,12 +54,15 @@ struct FabricProcessTests {
         #expect(opener.waitFor("ready"))
         #expect(acceptor.waitFor("ready"))
         let (dead, survivor, deadName) = victim == "opener" ? (opener, acceptor, "db1") : (acceptor, opener, "db2")
+        let killedAt = MonotonicClock.nanoseconds()
         dead.kill(SIGKILL)
         #expect(survivor.finish(timeout: 10) == 3)
-        let line = survivor.output.split(separator: "\n").first { $0.hasPrefix("link ended after") } ?? ""
+        let line = survivor.output.split(separator: "\n").first { $0.hasPrefix("link ended at") } ?? ""
         #expect(line.contains("peer gone: instance '\(deadName)'"), "\(survivor.output)")
-        let ms = Int(line.split(separator: " ")[3]) ?? .max
-        #expect(ms < 1000, "liveness bound; the agent reacts to the pidfd at once")
+        let endedAt = UInt64(line.split(separator: " ")[3]) ?? .max
+        let latencyMs = Double(endedAt &- killedAt) / 1e6
+        // Liveness bound only (the agent reacts to the pidfd at once; ~1 ms here).
+        #expect(endedAt >= killedAt && latencyMs < 1000, "detected after \(latencyMs) ms")
     }
 
     @Test func agentResourcesReturnToBaselineAfterKills() throws {
