@@ -26,49 +26,31 @@ public struct RingRecord {
 /// Every index and header read from shared memory is copied into a local and checked before
 /// it is used: a peer that writes garbage gets `corruptRing`, never an out-of-bounds access.
 public final class RingConsumer {
-    @usableFromInline let tailIndex: UnsafeAtomic<UInt64>
-    @usableFromInline let headIndex: UnsafeAtomic<UInt64>
+    @usableFromInline let ring: RingControl
     /// Set before sleeping so the producer rings the doorbell.
-    public let readerArmed: UnsafeAtomic<UInt32>
-    @usableFromInline let writerArmed: UnsafeAtomic<UInt32>
-    @usableFromInline let counters: UnsafeMutableRawPointer
-    @usableFromInline let data: UnsafeMutableRawPointer
-    @usableFromInline let capacity: Int
-    @usableFromInline let mask: UInt64
+    public var readerArmed: UnsafeAtomic<UInt32> { ring.readerArmed }
     @usableFromInline var head: UInt64
     @usableFromInline var cachedTail: UInt64
     @usableFromInline var publishedHead: UInt64
     /// The producer's space doorbell, rung when it waits for room.
     @usableFromInline let spaceDoorbell: Int32
-    @usableFromInline let maximumRecordPayload: Int
     private let region: LinkRegion
 
     /// The consumer of ring `index`; `spaceDoorbell` wakes the producer waiting for room.
     public init(region: LinkRegion, ring index: Int, spaceDoorbell: Int32) {
         self.region = region
-        let ring = region.ringBase(index)
-        func atomic64(_ o: Int) -> UnsafeAtomic<UInt64> { UnsafeAtomic(at: (ring + o).assumingMemoryBound(to: UInt64.AtomicRepresentation.self)) }
-        func atomic32(_ o: Int) -> UnsafeAtomic<UInt32> { UnsafeAtomic(at: (ring + o).assumingMemoryBound(to: UInt32.AtomicRepresentation.self)) }
-        tailIndex = atomic64(RegionLayout.Ring.tail)
-        headIndex = atomic64(RegionLayout.Ring.head)
-        readerArmed = atomic32(RegionLayout.Ring.readerArmed)
-        writerArmed = atomic32(RegionLayout.Ring.writerArmed)
-        counters = ring + RegionLayout.Ring.consumerCounters
-        data = ring + RegionLayout.Ring.data
-        capacity = region.capacity(ofRing: index)
-        mask = UInt64(capacity - 1)
-        head = headIndex.load(ordering: .relaxed)
+        ring = RingControl(region: region, ring: index)
+        head = ring.head.load(ordering: .relaxed)
         publishedHead = head
         cachedTail = head
         self.spaceDoorbell = spaceDoorbell
-        maximumRecordPayload = RegionLayout.maximumRecordPayload(capacity: capacity)
     }
 
     /// Whether a record is waiting (reads the producer's tail when the cache says empty).
     @inlinable
     public var hasData: Bool {
         if head != cachedTail { return true }
-        return tailIndex.load(ordering: .acquiring) != head
+        return ring.tail.load(ordering: .acquiring) != head
     }
 
     /// The next data record, skipping wrap-around padding, or `nil` when the ring is empty.
@@ -76,16 +58,16 @@ public final class RingConsumer {
     public func next() throws(LinkError) -> RingRecord? {
         while true {
             if head == cachedTail {
-                let tail = tailIndex.load(ordering: .acquiring)
-                guard tail &- head <= UInt64(capacity) else {
-                    throw corrupt("producer tail \(tail) is not within \(capacity) bytes ahead of head \(head)")
+                let tail = ring.tail.load(ordering: .acquiring)
+                guard tail &- head <= UInt64(ring.capacity) else {
+                    throw corrupt("producer tail \(tail) is not within \(ring.capacity) bytes ahead of head \(head)")
                 }
                 cachedTail = tail
                 if tail == head { return nil }
             }
             let available = cachedTail &- head
-            let position = head & mask
-            let h = data + Int(position)
+            let position = head & ring.mask
+            let h = ring.data + Int(position)
             let length = UInt64(h.load(fromByteOffset: RegionLayout.Record.length, as: UInt32.self))
             let flags = h.load(fromByteOffset: RegionLayout.Record.flags, as: UInt16.self)
             let reserved = h.load(fromByteOffset: RegionLayout.Record.reserved, as: UInt16.self)
@@ -94,7 +76,7 @@ public final class RingConsumer {
                 throw corrupt("record header at offset \(position) is malformed")
             }
             if flags == RegionLayout.Record.pad {
-                let size = UInt64(capacity) - position
+                let size = UInt64(ring.capacity) - position
                 guard length == size - UInt64(RegionLayout.Record.headerBytes), size <= available else {
                     throw corrupt("padding at offset \(position) has length \(length), expected \(size - 16)")
                 }
@@ -107,7 +89,7 @@ public final class RingConsumer {
                 throw corrupt("record at offset \(position) has flags \(flags)")
             }
             let size = UInt64(RegionLayout.Record.size(payload: Int(length)))
-            guard length <= UInt64(maximumRecordPayload), size <= available, position + size <= UInt64(capacity) else {
+            guard length <= UInt64(ring.maximumRecordPayload), size <= available, position + size <= UInt64(ring.capacity) else {
                 throw corrupt("record at offset \(position) claims \(length) bytes; \(available) are committed")
             }
             return RingRecord(payload: UnsafeRawBufferPointer(start: h + RegionLayout.Record.headerBytes, count: Int(length)),
@@ -123,7 +105,7 @@ public final class RingConsumer {
         head &+= record.size
         bump(8, by: UInt64(record.payload.count))
         if record.flags & RegionLayout.Record.last != 0 { bump(0) }
-        if head == cachedTail || head &- publishedHead >= UInt64(capacity / 4) {
+        if head == cachedTail || head &- publishedHead >= UInt64(ring.capacity / 4) {
             publishHead()
         }
     }
@@ -132,10 +114,10 @@ public final class RingConsumer {
     @inlinable
     public func publishHead() {
         guard publishedHead != head else { return }
-        headIndex.store(head, ordering: .sequentiallyConsistent)
+        ring.head.store(head, ordering: .sequentiallyConsistent)
         publishedHead = head
-        if writerArmed.load(ordering: .sequentiallyConsistent) != 0,
-           writerArmed.exchange(0, ordering: .acquiringAndReleasing) != 0 {
+        if ring.writerArmed.load(ordering: .sequentiallyConsistent) != 0,
+           ring.writerArmed.exchange(0, ordering: .acquiringAndReleasing) != 0 {
             EventDescriptor.ring(spaceDoorbell)
         }
     }
@@ -150,8 +132,5 @@ public final class RingConsumer {
     public func noteWakeup() { bump(16) }
 
     @inlinable
-    func bump(_ offset: Int, by amount: UInt64 = 1) {
-        let counter = UnsafeAtomic<UInt64>(at: (counters + offset).assumingMemoryBound(to: UInt64.AtomicRepresentation.self))
-        counter.store(counter.load(ordering: .relaxed) &+ amount, ordering: .relaxed)
-    }
+    func bump(_ offset: Int, by amount: UInt64 = 1) { RingControl.bump(ring.consumerCounters, offset, by: amount) }
 }

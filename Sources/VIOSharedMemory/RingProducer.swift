@@ -8,42 +8,24 @@ import VIOLinux
 /// store. Records are contiguous: one that does not fit before the end of the data area is
 /// preceded by a PAD record and written at offset 0, so claim/commit can hand out one buffer.
 public final class RingProducer {
-    @usableFromInline let tailIndex: UnsafeAtomic<UInt64>
-    @usableFromInline let headIndex: UnsafeAtomic<UInt64>
-    @usableFromInline let readerArmed: UnsafeAtomic<UInt32>
-    @usableFromInline let counters: UnsafeMutableRawPointer
-    @usableFromInline let data: UnsafeMutableRawPointer
-    @usableFromInline let capacity: Int
-    @usableFromInline let mask: UInt64
+    @usableFromInline let ring: RingControl
     @usableFromInline var tail: UInt64
     @usableFromInline var cachedHead: UInt64
     /// The consumer's data doorbell, rung when it sleeps.
     @usableFromInline let doorbell: Int32
-    /// The writer-armed flag, set while waiting for space.
-    let writerArmed: UnsafeAtomic<UInt32>
     /// Largest payload in one record.
-    public let maximumRecordPayload: Int
+    public var maximumRecordPayload: Int { ring.maximumRecordPayload }
+    var writerArmed: UnsafeAtomic<UInt32> { ring.writerArmed }
     private let region: LinkRegion  // keeps the mapping alive
 
     /// The producer of ring `index` of `region`; `doorbell` is the consumer's data doorbell.
     public init(region: LinkRegion, ring index: Int, doorbell: Int32) {
         self.region = region
-        let ring = region.ringBase(index)
-        func atomic64(_ o: Int) -> UnsafeAtomic<UInt64> { UnsafeAtomic(at: (ring + o).assumingMemoryBound(to: UInt64.AtomicRepresentation.self)) }
-        func atomic32(_ o: Int) -> UnsafeAtomic<UInt32> { UnsafeAtomic(at: (ring + o).assumingMemoryBound(to: UInt32.AtomicRepresentation.self)) }
-        tailIndex = atomic64(RegionLayout.Ring.tail)
-        headIndex = atomic64(RegionLayout.Ring.head)
-        readerArmed = atomic32(RegionLayout.Ring.readerArmed)
-        writerArmed = atomic32(RegionLayout.Ring.writerArmed)
-        counters = ring + RegionLayout.Ring.producerCounters
-        data = ring + RegionLayout.Ring.data
-        capacity = region.capacity(ofRing: index)
-        mask = UInt64(capacity - 1)
+        ring = RingControl(region: region, ring: index)
         // Resume from the published indices (a fresh region has both at 0).
-        tail = tailIndex.load(ordering: .relaxed)
-        cachedHead = headIndex.load(ordering: .relaxed)
+        tail = ring.tail.load(ordering: .relaxed)
+        cachedHead = ring.head.load(ordering: .relaxed)
         self.doorbell = doorbell
-        maximumRecordPayload = RegionLayout.maximumRecordPayload(capacity: capacity)
     }
 
     /// Space for a record of `payload` bytes, or `nil` when the ring is too full right now.
@@ -51,30 +33,30 @@ public final class RingProducer {
     @inlinable
     public func reserve(payload: Int) throws(LinkError) -> UnsafeMutableRawPointer? {
         let size = UInt64(RegionLayout.Record.size(payload: payload))
-        let position = tail & mask
-        let contiguous = UInt64(capacity) - position
+        let position = tail & ring.mask
+        let contiguous = UInt64(ring.capacity) - position
         let needed = size <= contiguous ? size : size + contiguous
-        if UInt64(capacity) - (tail &- cachedHead) < needed {
-            let head = headIndex.load(ordering: .acquiring)
+        if UInt64(ring.capacity) - (tail &- cachedHead) < needed {
+            let head = ring.head.load(ordering: .acquiring)
             // The consumer's head can only be behind our tail, by at most the capacity.
-            guard tail &- head <= UInt64(capacity) else {
-                throw .corruptRing("consumer head \(head) is not within \(capacity) bytes behind tail \(tail)")
+            guard tail &- head <= UInt64(ring.capacity) else {
+                throw .corruptRing("consumer head \(head) is not within \(ring.capacity) bytes behind tail \(tail)")
             }
             cachedHead = head
-            if UInt64(capacity) - (tail &- cachedHead) < needed { return nil }
+            if UInt64(ring.capacity) - (tail &- cachedHead) < needed { return nil }
         }
         if size > contiguous {
             writeHeader(at: position, length: UInt32(contiguous) - UInt32(RegionLayout.Record.headerBytes),
                         flags: RegionLayout.Record.pad, total: 0)
             tail &+= contiguous
-            return data + RegionLayout.Record.headerBytes
+            return ring.data + RegionLayout.Record.headerBytes
         }
-        return data + Int(position) + RegionLayout.Record.headerBytes
+        return ring.data + Int(position) + RegionLayout.Record.headerBytes
     }
 
     @inlinable
     func writeHeader(at position: UInt64, length: UInt32, flags: UInt16, total: UInt64) {
-        let h = data + Int(position)
+        let h = ring.data + Int(position)
         h.storeBytes(of: length, toByteOffset: RegionLayout.Record.length, as: UInt32.self)
         h.storeBytes(of: flags, toByteOffset: RegionLayout.Record.flags, as: UInt16.self)
         h.storeBytes(of: 0, toByteOffset: RegionLayout.Record.reserved, as: UInt16.self)
@@ -85,7 +67,7 @@ public final class RingProducer {
     /// doorbell if it is asleep. `total` is the whole message length on a FIRST record.
     @inlinable
     public func commit(payload: Int, flags: UInt16, total: Int) {
-        writeHeader(at: tail & mask, length: UInt32(payload), flags: flags, total: UInt64(total))
+        writeHeader(at: tail & ring.mask, length: UInt32(payload), flags: flags, total: UInt64(total))
         tail &+= UInt64(RegionLayout.Record.size(payload: payload))
         if flags & RegionLayout.Record.last != 0 {
             bump(0)
@@ -94,7 +76,7 @@ public final class RingProducer {
         // Sequentially consistent store then load: pairs with the consumer's
         // store-flag-then-load-tail, so either it sees the new tail or we see its flag (no
         // lost wake-up). On x86 this is one xchg, cheaper than a release store and a fence.
-        tailIndex.store(tail, ordering: .sequentiallyConsistent)
+        ring.tail.store(tail, ordering: .sequentiallyConsistent)
         wakeReaderIfArmed()
     }
 
@@ -102,8 +84,8 @@ public final class RingProducer {
     /// publication of the tail).
     @inlinable
     public func wakeReaderIfArmed() {
-        if readerArmed.load(ordering: .sequentiallyConsistent) != 0,
-           readerArmed.exchange(0, ordering: .acquiringAndReleasing) != 0 {
+        if ring.readerArmed.load(ordering: .sequentiallyConsistent) != 0,
+           ring.readerArmed.exchange(0, ordering: .acquiringAndReleasing) != 0 {
             EventDescriptor.ring(doorbell)
             bump(16)
         }
@@ -113,18 +95,14 @@ public final class RingProducer {
     public func noteStall() { bump(24) }
 
     @inlinable
-    func bump(_ offset: Int, by amount: UInt64 = 1) {
-        // Single writer: a relaxed load and store, not a read-modify-write.
-        let counter = UnsafeAtomic<UInt64>(at: (counters + offset).assumingMemoryBound(to: UInt64.AtomicRepresentation.self))
-        counter.store(counter.load(ordering: .relaxed) &+ amount, ordering: .relaxed)
-    }
+    func bump(_ offset: Int, by amount: UInt64 = 1) { RingControl.bump(ring.producerCounters, offset, by: amount) }
 
     /// Whether a record of `payload` bytes would fit now (re-reads the head).
     public func hasSpace(payload: Int) -> Bool {
         let size = UInt64(RegionLayout.Record.size(payload: payload))
-        let contiguous = UInt64(capacity) - (tail & mask)
+        let contiguous = UInt64(ring.capacity) - (tail & ring.mask)
         let needed = size <= contiguous ? size : size + contiguous
-        let head = headIndex.load(ordering: .acquiring)
-        return tail &- head <= UInt64(capacity) && UInt64(capacity) - (tail &- head) >= needed
+        let head = ring.head.load(ordering: .acquiring)
+        return tail &- head <= UInt64(ring.capacity) && UInt64(ring.capacity) - (tail &- head) >= needed
     }
 }
