@@ -28,12 +28,23 @@ public final class LinkEndpoint: @unchecked Sendable {
     /// Fragment size used for large messages.
     public let fragmentPayload: Int
 
-    // Receive side: a fragmented message being reassembled.
-    private var assembly: [UInt8] = []
-    private var assemblyTotal = -1
-    // Send side.
-    private var claimed = -1
-    private var abortPending = false
+    /// Per-call state behind a pointer: class stored `var`s would pay Swift's dynamic
+    /// exclusivity checks on every send and receive.
+    private let calls: UnsafeMutablePointer<CallState>
+
+    struct CallState {
+        /// Announced length of the message being reassembled, -1 when none.
+        var assemblyTotal = -1
+        /// Bytes of it received so far.
+        var assembled = 0
+        /// Reassembly buffer, kept between fragmented messages.
+        var assembly: UnsafeMutableRawPointer? = nil
+        var assemblyCapacity = 0
+        /// Bytes of the outstanding claim, -1 when none.
+        var claimed = -1
+        /// A fragmented send timed out part-way: the next send starts with an ABORT record.
+        var abortPending = false
+    }
 
     /// End `end` of `region`. `dataDoorbell`/`spaceDoorbell` are this end's (it sleeps on
     /// them); the peer's are rung when data is written or space is freed.
@@ -50,6 +61,8 @@ public final class LinkEndpoint: @unchecked Sendable {
         self.spaceDoorbell = spaceDoorbell
         self.peerDataDoorbell = peerDataDoorbell
         self.peerSpaceDoorbell = peerSpaceDoorbell
+        calls = .allocate(capacity: 1)
+        calls.initialize(to: CallState())
         maximumClaim = min(producer.maximumRecordPayload, region.maxMessage)
         fragmentPayload = RegionLayout.fragmentPayload(capacity: region.capacity(ofRing: 1 - end))
     }
@@ -72,7 +85,11 @@ public final class LinkEndpoint: @unchecked Sendable {
     }
 
     /// A link released without `close()` is closed, so the peer is told.
-    deinit { close() }
+    deinit {
+        close()
+        calls.pointee.assembly?.deallocate()
+        calls.deallocate()
+    }
 
     /// Called once when this end closes the link (libvio tells the agent).
     public var onClose: (@Sendable (UInt64) -> Void)?
@@ -111,13 +128,13 @@ public final class LinkEndpoint: @unchecked Sendable {
         guard bytes.count <= region.maxMessage else {
             throw .messageTooLarge(size: bytes.count, maximum: region.maxMessage)
         }
-        guard claimed < 0 else { throw .misuse("send while a claim is outstanding; commit or abort it first") }
+        guard calls.pointee.claimed < 0 else { throw .misuse("send while a claim is outstanding; commit or abort it first") }
         var deadline = PendingDeadline(timeout)
-        if abortPending {
+        if calls.pointee.abortPending {
             let p = try reserve(payload: 0, deadline: &deadline)
             _ = p
             producer.commit(payload: 0, flags: RegionLayout.Record.abort, total: 0)
-            abortPending = false
+            calls.pointee.abortPending = false
         }
         if bytes.count <= fragmentPayload {
             let p = try reserve(payload: bytes.count, deadline: &deadline)
@@ -133,8 +150,8 @@ public final class LinkEndpoint: @unchecked Sendable {
             do throws(LinkError) {
                 p = try reserve(payload: chunk, deadline: &deadline)
             } catch {
-                if offset > 0, case .timedOut = error { abortPending = true }
-                if offset > 0, case .wouldBlock = error { abortPending = true }
+                if offset > 0, case .timedOut = error { calls.pointee.abortPending = true }
+                if offset > 0, case .wouldBlock = error { calls.pointee.abortPending = true }
                 throw error
             }
             p.copyMemory(from: bytes.baseAddress! + offset, byteCount: chunk)
@@ -158,36 +175,36 @@ public final class LinkEndpoint: @unchecked Sendable {
     /// ``maximumClaim`` bytes; finish with ``commit(_:)`` or ``abort()``.
     public func claim(_ size: Int, timeout: Duration? = nil) throws(LinkError) -> UnsafeMutableRawBufferPointer {
         if let error = stateError { throw error }
-        guard claimed < 0 else { throw .misuse("claim while another claim is outstanding") }
+        guard calls.pointee.claimed < 0 else { throw .misuse("claim while another claim is outstanding") }
         guard size >= 0, size <= maximumClaim else {
             throw size > region.maxMessage ? .messageTooLarge(size: size, maximum: region.maxMessage)
                 : .misuse("claim of \(size) bytes exceeds the \(maximumClaim) bytes one record can hold; use send for large messages")
         }
         var deadline = PendingDeadline(timeout)
-        if abortPending {
+        if calls.pointee.abortPending {
             _ = try reserve(payload: 0, deadline: &deadline)
             producer.commit(payload: 0, flags: RegionLayout.Record.abort, total: 0)
-            abortPending = false
+            calls.pointee.abortPending = false
         }
         let p = try reserve(payload: size, deadline: &deadline)
-        claimed = size
+        calls.pointee.claimed = size
         return UnsafeMutableRawBufferPointer(start: p, count: size)
     }
 
     /// Publishes the claimed buffer's first `size` bytes as one message.
     public func commit(_ size: Int) throws(LinkError) {
-        guard claimed >= 0 else { throw .misuse("commit without a claim") }
-        guard size >= 0, size <= claimed else { throw .misuse("commit of \(size) bytes exceeds the \(claimed) claimed") }
-        claimed = -1
+        guard calls.pointee.claimed >= 0 else { throw .misuse("commit without a claim") }
+        guard size >= 0, size <= calls.pointee.claimed else { throw .misuse("commit of \(size) bytes exceeds the \(calls.pointee.claimed) claimed") }
+        calls.pointee.claimed = -1
         producer.commit(payload: size, flags: RegionLayout.Record.first | RegionLayout.Record.last, total: size)
     }
 
     /// Bytes of the outstanding claim, 0 when there is none.
-    public var claimedBytes: Int { max(0, claimed) }
+    public var claimedBytes: Int { max(0, calls.pointee.claimed) }
 
     /// Drops the claim; nothing is sent.
     public func abort() {
-        claimed = -1
+        calls.pointee.claimed = -1
     }
 
     private func reserve(payload: Int, deadline: inout PendingDeadline) throws(LinkError) -> UnsafeMutableRawPointer {
@@ -212,13 +229,36 @@ public final class LinkEndpoint: @unchecked Sendable {
     /// Receives the next message and passes it to `body` without copying when it came in one
     /// record (the bytes are in the ring, valid only during `body`; a misbehaving peer could
     /// change them meanwhile, never their length). A fragmented message is reassembled first.
+    @inlinable
     public func receive<R>(timeout: Duration? = nil, _ body: (UnsafeRawBufferPointer) -> R) throws(LinkError) -> R {
+        // Generic only here, inlined into the caller: the core below is not generic, so no
+        // per-call generic metadata lookup happens across the module boundary.
+        let message = try nextMessage(timeout: timeout)
+        defer { finishMessage(message) }
+        return body(message.bytes)
+    }
+
+    /// Receives the next message as a new array.
+    public func receive(timeout: Duration? = nil) throws(LinkError) -> [UInt8] {
+        try receive(timeout: timeout) { Array($0) }
+    }
+
+    /// A message handed out by ``nextMessage(timeout:)``, valid until ``finishMessage(_:)``.
+    public struct PendingMessage {
+        /// The message bytes (in the ring, or in the reassembly buffer).
+        public let bytes: UnsafeRawBufferPointer
+        @usableFromInline let record: RingRecord?
+    }
+
+    /// The next whole message; pass it to ``finishMessage(_:)`` when done with its bytes.
+    /// Prefer ``receive(timeout:_:)``, which pairs the two.
+    public func nextMessage(timeout: Duration? = nil) throws(LinkError) -> PendingMessage {
         var deadline = PendingDeadline(timeout)
         while true {
             let next: RingRecord?
             do { next = try consumer.next() } catch { throw fail(error) }
             if let record = next {
-                if let result = try deliver(record, body) { return result }
+                if let message = try deliver(record) { return message }
                 continue
             }
             if let error = stateError {
@@ -233,50 +273,59 @@ public final class LinkEndpoint: @unchecked Sendable {
         }
     }
 
-    /// Receives the next message as a new array.
-    public func receive(timeout: Duration? = nil) throws(LinkError) -> [UInt8] {
-        try receive(timeout: timeout) { Array($0) }
+    /// Releases a message's space in the ring (or its reassembly buffer).
+    public func finishMessage(_ message: PendingMessage) {
+        if let record = message.record { consumer.release(record) }
     }
 
-    /// Handles one record: returns body's result when a whole message is complete.
-    private func deliver<R>(_ record: RingRecord, _ body: (UnsafeRawBufferPointer) -> R) throws(LinkError) -> R? {
+    /// Handles one record: returns a message when a whole one is available.
+    private func deliver(_ record: RingRecord) throws(LinkError) -> PendingMessage? {
         let first = record.flags & RegionLayout.Record.first != 0
         let last = record.flags & RegionLayout.Record.last != 0
         let length = record.payload.count
         if record.flags == RegionLayout.Record.abort {
-            guard assemblyTotal >= 0 else { throw fail(.corruptRing("abort record outside a fragmented message")) }
-            assembly.removeAll(keepingCapacity: assembly.capacity <= 1 << 20)
-            assemblyTotal = -1
+            guard calls.pointee.assemblyTotal >= 0 else { throw fail(.corruptRing("abort record outside a fragmented message")) }
+            calls.pointee.assemblyTotal = -1
             consumer.release(record)
             return nil
         }
-        if assemblyTotal < 0 {
+        if calls.pointee.assemblyTotal < 0 {
             guard first else { throw fail(.corruptRing("continuation fragment without a first fragment")) }
             if last {
                 guard record.total == length else {
                     throw fail(.corruptRing("single-record message of \(length) bytes claims a total of \(record.total)"))
                 }
-                let result = body(record.payload)
-                consumer.release(record)
-                return result
+                return PendingMessage(bytes: record.payload, record: record)
             }
             guard record.total > length, record.total <= region.maxMessage else {
                 throw fail(.corruptRing("fragmented message claims \(record.total) bytes (maximum \(region.maxMessage))"))
             }
-            assemblyTotal = record.total
-            assembly.removeAll(keepingCapacity: true)
-            assembly.reserveCapacity(record.total)
+            calls.pointee.assemblyTotal = record.total
+            calls.pointee.assembled = 0
+            reserveAssembly(record.total)
         } else if first {
             throw fail(.corruptRing("new message started inside a fragmented one"))
         }
-        guard assembly.count + length <= assemblyTotal, !last || assembly.count + length == assemblyTotal else {
-            throw fail(.corruptRing("fragments add up to more or less than the announced \(assemblyTotal) bytes"))
+        let total = calls.pointee.assemblyTotal, have = calls.pointee.assembled
+        guard have + length <= total, !last || have + length == total else {
+            throw fail(.corruptRing("fragments add up to more or less than the announced \(total) bytes"))
         }
-        assembly.append(contentsOf: record.payload)
+        if let source = record.payload.baseAddress {
+            calls.pointee.assembly!.advanced(by: have).copyMemory(from: source, byteCount: length)
+        }
+        calls.pointee.assembled = have + length
         consumer.release(record)
         guard last else { return nil }
-        assemblyTotal = -1
-        return assembly.withUnsafeBytes { body($0) }
+        calls.pointee.assemblyTotal = -1
+        return PendingMessage(bytes: UnsafeRawBufferPointer(start: calls.pointee.assembly, count: total), record: nil)
+    }
+
+    /// Makes the reassembly buffer hold at least `bytes`; it is kept between messages.
+    private func reserveAssembly(_ bytes: Int) {
+        guard calls.pointee.assemblyCapacity < bytes else { return }
+        calls.pointee.assembly?.deallocate()
+        calls.pointee.assembly = .allocate(byteCount: bytes, alignment: 64)
+        calls.pointee.assemblyCapacity = bytes
     }
 
     /// Whether a message (or part of one) is waiting.

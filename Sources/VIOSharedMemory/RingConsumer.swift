@@ -29,9 +29,8 @@ public final class RingConsumer {
     @usableFromInline let ring: RingControl
     /// Set before sleeping so the producer rings the doorbell.
     public var readerArmed: UnsafeAtomic<UInt32> { ring.readerArmed }
-    @usableFromInline var head: UInt64
-    @usableFromInline var cachedTail: UInt64
-    @usableFromInline var publishedHead: UInt64
+    /// Mutable cursors behind a pointer (no dynamic exclusivity checks; see RingProducer).
+    @usableFromInline let cursor: UnsafeMutablePointer<ConsumerCursor>
     /// The producer's space doorbell, rung when it waits for room.
     @usableFromInline let spaceDoorbell: Int32
     private let region: LinkRegion
@@ -40,33 +39,35 @@ public final class RingConsumer {
     public init(region: LinkRegion, ring index: Int, spaceDoorbell: Int32) {
         self.region = region
         ring = RingControl(region: region, ring: index)
-        head = ring.head.load(ordering: .relaxed)
-        publishedHead = head
-        cachedTail = head
+        let head = ring.head.load(ordering: .relaxed)
+        cursor = .allocate(capacity: 1)
+        cursor.initialize(to: ConsumerCursor(head: head, cachedTail: head, publishedHead: head))
         self.spaceDoorbell = spaceDoorbell
     }
+
+    deinit { cursor.deallocate() }
 
     /// Whether a record is waiting (reads the producer's tail when the cache says empty).
     @inlinable
     public var hasData: Bool {
-        if head != cachedTail { return true }
-        return ring.tail.load(ordering: .acquiring) != head
+        if cursor.pointee.head != cursor.pointee.cachedTail { return true }
+        return ring.tail.load(ordering: .acquiring) != cursor.pointee.head
     }
 
     /// The next data record, skipping wrap-around padding, or `nil` when the ring is empty.
     @inlinable
     public func next() throws(LinkError) -> RingRecord? {
         while true {
-            if head == cachedTail {
+            if cursor.pointee.head == cursor.pointee.cachedTail {
                 let tail = ring.tail.load(ordering: .acquiring)
-                guard tail &- head <= UInt64(ring.capacity) else {
-                    throw corrupt("producer tail \(tail) is not within \(ring.capacity) bytes ahead of head \(head)")
+                guard tail &- cursor.pointee.head <= UInt64(ring.capacity) else {
+                    throw corrupt("producer tail \(tail) is not within \(ring.capacity) bytes ahead of head \(cursor.pointee.head)")
                 }
-                cachedTail = tail
-                if tail == head { return nil }
+                cursor.pointee.cachedTail = tail
+                if tail == cursor.pointee.head { return nil }
             }
-            let available = cachedTail &- head
-            let position = head & ring.mask
+            let available = cursor.pointee.cachedTail &- cursor.pointee.head
+            let position = cursor.pointee.head & ring.mask
             let h = ring.data + Int(position)
             let length = UInt64(h.load(fromByteOffset: RegionLayout.Record.length, as: UInt32.self))
             let flags = h.load(fromByteOffset: RegionLayout.Record.flags, as: UInt16.self)
@@ -80,7 +81,7 @@ public final class RingConsumer {
                 guard length == size - UInt64(RegionLayout.Record.headerBytes), size <= available else {
                     throw corrupt("padding at offset \(position) has length \(length), expected \(size - 16)")
                 }
-                head &+= size
+                cursor.pointee.head &+= size
                 continue
             }
             // Middle fragments carry no flag; the endpoint checks the fragment sequence.
@@ -102,10 +103,10 @@ public final class RingConsumer {
     /// write the shared head line for every message.
     @inlinable
     public func release(_ record: RingRecord) {
-        head &+= record.size
+        cursor.pointee.head &+= record.size
         bump(8, by: UInt64(record.payload.count))
         if record.flags & RegionLayout.Record.last != 0 { bump(0) }
-        if head == cachedTail || head &- publishedHead >= UInt64(ring.capacity / 4) {
+        if cursor.pointee.head == cursor.pointee.cachedTail || cursor.pointee.head &- cursor.pointee.publishedHead >= UInt64(ring.capacity / 4) {
             publishHead()
         }
     }
@@ -113,9 +114,9 @@ public final class RingConsumer {
     /// Makes the consumed space visible to the producer and wakes it if it waits for room.
     @inlinable
     public func publishHead() {
-        guard publishedHead != head else { return }
-        ring.head.store(head, ordering: .sequentiallyConsistent)
-        publishedHead = head
+        guard cursor.pointee.publishedHead != cursor.pointee.head else { return }
+        ring.head.store(cursor.pointee.head, ordering: .sequentiallyConsistent)
+        cursor.pointee.publishedHead = cursor.pointee.head
         if ring.writerArmed.load(ordering: .sequentiallyConsistent) != 0,
            ring.writerArmed.exchange(0, ordering: .acquiringAndReleasing) != 0 {
             EventDescriptor.ring(spaceDoorbell)
@@ -133,4 +134,22 @@ public final class RingConsumer {
 
     @inlinable
     func bump(_ offset: Int, by amount: UInt64 = 1) { RingControl.bump(ring.consumerCounters, offset, by: amount) }
+}
+
+/// The consumer's private cursors.
+@usableFromInline
+struct ConsumerCursor {
+    /// Bytes consumed locally.
+    @usableFromInline var head: UInt64
+    /// Last tail read from the producer.
+    @usableFromInline var cachedTail: UInt64
+    /// Last head made visible to the producer.
+    @usableFromInline var publishedHead: UInt64
+
+    @usableFromInline
+    init(head: UInt64, cachedTail: UInt64, publishedHead: UInt64) {
+        self.head = head
+        self.cachedTail = cachedTail
+        self.publishedHead = publishedHead
+    }
 }
