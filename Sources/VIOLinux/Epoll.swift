@@ -35,6 +35,16 @@ public struct Epoll: ~Copyable, Sendable {
         _ = try retryingSyscall("epoll_ctl(ADD)") { epoll_ctl(fd.rawValue, EPOLL_CTL_ADD, descriptor, &event) }
     }
 
+    /// Watches `descriptor` for one readability event (EPOLLONESHOT), re-arming it if it was
+    /// registered before.
+    public func armOnce(_ descriptor: Int32, token: UInt64) throws(SystemError) {
+        var event = epoll_event()
+        event.events = EPOLLIN.rawValue | EPOLLRDHUP.rawValue | EPOLLONESHOT.rawValue
+        event.data.u64 = token
+        if epoll_ctl(fd.rawValue, EPOLL_CTL_MOD, descriptor, &event) == 0 { return }
+        _ = try retryingSyscall("epoll_ctl(ADD)") { epoll_ctl(fd.rawValue, EPOLL_CTL_ADD, descriptor, &event) }
+    }
+
     /// Stops watching `descriptor`. Closing a descriptor also removes it.
     public func remove(_ descriptor: Int32) {
         _ = epoll_ctl(fd.rawValue, EPOLL_CTL_DEL, descriptor, nil)

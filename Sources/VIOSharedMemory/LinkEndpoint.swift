@@ -409,6 +409,27 @@ public final class LinkEndpoint: @unchecked Sendable {
         }
     }
 
+    /// The descriptor that becomes readable when space may have been freed.
+    public var spaceDoorbellDescriptor: Int32 { spaceDoorbell.rawValue }
+
+    /// Arms the space doorbell before sleeping until `payload` bytes fit; false (not armed)
+    /// when they already fit or the link changed state. Pair with ``disarmSpaceAfterSleep(woken:)``.
+    public func armForSpace(payload: Int) -> Bool {
+        producer.writerArmed.store(1, ordering: .sequentiallyConsistent)
+        atomicMemoryFence(ordering: .sequentiallyConsistent)
+        if producer.hasSpace(payload: payload) || region.state.kind != .open {
+            producer.writerArmed.store(0, ordering: .relaxed)
+            return false
+        }
+        return true
+    }
+
+    /// Clears the flag set by ``armForSpace(payload:)`` and the doorbell's count.
+    public func disarmSpaceAfterSleep(woken: Bool) {
+        producer.writerArmed.store(0, ordering: .relaxed)
+        if woken { EventDescriptor.drain(spaceDoorbell.rawValue) }
+    }
+
     /// Whether a receive would not block: a message waits or the link changed state.
     public var isReadable: Bool { consumer.hasData || region.state.kind != .open }
 

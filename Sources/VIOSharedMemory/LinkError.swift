@@ -21,6 +21,8 @@ public enum LinkError: Error, Sendable, Equatable, CustomStringConvertible {
     case wouldBlock
     /// A system call failed (doorbell, poll).
     case system(SystemError)
+    /// The task awaiting the call was cancelled; the link is unchanged.
+    case cancelled
     /// The call is not valid now (e.g. commit without claim); the link is unchanged.
     case misuse(String)
 
@@ -35,6 +37,7 @@ public enum LinkError: Error, Sendable, Equatable, CustomStringConvertible {
         case .timedOut: return "timed out"
         case .wouldBlock: return "would block"
         case .system(let e): return e.description
+        case .cancelled: return "cancelled"
         case .misuse(let what): return "invalid use: \(what)"
         }
     }

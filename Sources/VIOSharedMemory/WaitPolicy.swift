@@ -35,6 +35,13 @@ public struct Deadline: Sendable {
     /// Whether it has passed.
     public var hasPassed: Bool { nanoseconds != .max && MonotonicClock.nanoseconds() >= nanoseconds }
 
+    /// Time left as a timeout (`nil`: never ends), for handing a deadline to a blocking call.
+    public var remaining: Duration? {
+        if nanoseconds == .max { return nil }
+        let now = MonotonicClock.nanoseconds()
+        return .nanoseconds(Int64(nanoseconds > now ? nanoseconds - now : 0))
+    }
+
     /// Milliseconds left, rounded up, for poll(2); -1 for never.
     public var remainingMilliseconds: Int32 {
         if nanoseconds == .max { return -1 }
