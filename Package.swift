@@ -97,7 +97,7 @@ if ProcessInfo.processInfo.environment["VIO_BENCHMARKS"] != nil {
         .executableTarget(
             name: "HotPaths",
             dependencies: [
-                "VIOWire", "VIOTopology",
+                "VIOWire", "VIOTopology", "VIOSharedMemory",
                 .product(name: "Benchmark", package: "benchmark"),
             ],
             path: "Benchmarks/HotPaths",

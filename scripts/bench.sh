@@ -54,6 +54,61 @@ for run in $(seq 1 "$runs"); do
   vio_pair bw.vio.4194304 sink --wait busy --count 3000 -- rate --wait busy --size 4194304 --count 3000
 done
 
+# UCX shared memory (Debian's ucx-utils), for the same 64 B round trip.
+if ! command -v ucx_perftest >/dev/null; then
+  apt-get install -y -qq ucx-utils >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq ucx-utils >/dev/null 2>&1) || true
+fi
+if command -v ucx_perftest >/dev/null; then
+  for run in $(seq 1 "$runs"); do
+    UCX_TLS=shm taskset -c 1 ucx_perftest -p 13337 >"$work/ucx-server.log" 2>&1 &
+    upid=$!
+    sleep 0.5
+    # ucx_perftest reports one-way latency (half the round trip): doubled here.
+    line=$(UCX_TLS=shm taskset -c 0 ucx_perftest localhost -p 13337 -t tag_lat -s 64 -n 300000 2>&1 | grep '^Final:' || true)
+    wait "$upid" 2>/dev/null || true
+    if [ -n "$line" ]; then
+      # ucx_perftest prints no p99 without its timing queue options: p50 only.
+      record rtt.ucx_shm.64 "$(echo "$line" | awk '{printf "rtt_us p50=%.3f\n", $3*2}')"
+    fi
+  done
+else
+  echo "bench: skipped rtt.ucx_shm.64: ucx-utils could not be installed" >&2
+fi
+
+# What idle links cost the agent: CPU over 10 s and memory, for 1, ~100 and ~1000 links.
+for n in 2 15 46; do
+  topo="$work/idle-$n.yaml"
+  {
+    echo "cluster: idle"; echo "version: 1"
+    echo "hosts: [{ name: local, address: 127.0.0.1, transport: tcp }]"
+    echo "instances:"; for i in $(seq 1 "$n"); do echo "  - { name: i$i, host: local }"; done
+    echo "links:"; echo "  - group: [$(seq -f 'i%g' 1 "$n" | paste -sd, - | sed 's/,/, /g')]"
+  } >"$topo"
+  sock="$work/idle-$n.sock"
+  "$bin/vio-agent" --topology "$topo" --control-socket "$sock" --log-level warning 2>>"$work/agent.log" &
+  apid=$!
+  for _ in $(seq 1 200); do [ -S "$sock" ] && break; sleep 0.05; done
+  rss0=$(awk '/VmRSS/ {print $2}' "/proc/$apid/status")
+  fds0=$(ls "/proc/$apid/fd" | wc -l)
+  "$bin/vio-probe" idle-links --instances "$n" --socket "$sock" >"$work/idle.log" 2>&1 &
+  ipid=$!
+  for _ in $(seq 1 1000); do grep -q ready "$work/idle.log" && break; sleep 0.02; done
+  links=$(sed -n 's/.*links=\([0-9]*\).*/\1/p' "$work/idle.log")
+  sleep 1
+  t0=$(awk '{print $14 + $15}' "/proc/$apid/stat")
+  sleep 10
+  t1=$(awk '{print $14 + $15}' "/proc/$apid/stat")
+  rss1=$(awk '/VmRSS/ {print $2}' "/proc/$apid/status")
+  fds1=$(ls "/proc/$apid/fd" | wc -l)
+  hz=$(getconf CLK_TCK)
+  size=$(( links >= 1000 ? 1000 : (links >= 100 ? 100 : 1) ))
+  record "cpu.agent.idle_links.$size" "$(awk -v d=$((t1 - t0)) -v hz="$hz" -v l="$links" 'BEGIN {printf "cpu percent=%.3f links=%d\n", d / hz / 10 * 100, l}')"
+  if [ "$size" = 1000 ]; then
+    record mem.agent.per_link "$(awk -v a="$rss0" -v b="$rss1" -v l="$links" -v f0="$fds0" -v f1="$fds1" 'BEGIN {printf "mem kib=%.1f fds=%.1f links=%d\n", (b - a) / l, (f1 - f0) / l, l}')"
+  fi
+  kill "$ipid" "$apid" 2>/dev/null; wait "$ipid" "$apid" 2>/dev/null || true
+done
+
 mkdir -p "$root/bench"
 python3 - "$raw" "$root/bench/results.json" <<'PY'
 import json, re, statistics, sys, platform, os
@@ -70,12 +125,23 @@ for name, runs in cases.items():
         p50 = [float(r["p50"]) for r in runs if "p50" in r]
         p99 = [float(r["p99"]) for r in runs if "p99" in r]
         if not p50: continue
-        records.append({"name": name, "unit": "us", "p50": statistics.median(p50), "p99": statistics.median(p99),
+        records.append({"name": name, "unit": "us", "p50": statistics.median(p50),
+                        "p99": statistics.median(p99) if p99 else None,
                         "min": min(p50), "max": max(p50), "runs": len(p50), "value": statistics.median(p50)})
     elif name.startswith("rate."):
         v = [float(r["msgs_per_s"]) / 1e6 for r in runs if "msgs_per_s" in r]
         if not v: continue
         records.append({"name": name, "unit": "Mmsg/s", "p50": None, "p99": None, "min": min(v), "max": max(v),
+                        "runs": len(v), "value": statistics.median(v)})
+    elif name.startswith("cpu."):
+        v = [float(r["percent"]) for r in runs if "percent" in r]
+        if not v: continue
+        records.append({"name": name, "unit": "% core", "p50": None, "p99": None, "min": min(v), "max": max(v),
+                        "runs": len(v), "value": statistics.median(v)})
+    elif name.startswith("mem."):
+        v = [float(r["kib"]) for r in runs if "kib" in r]
+        if not v: continue
+        records.append({"name": name, "unit": "KiB", "p50": None, "p99": None, "min": min(v), "max": max(v),
                         "runs": len(v), "value": statistics.median(v)})
     elif name.startswith("bw."):
         v = [float(r["gb_per_s"]) for r in runs if "gb_per_s" in r]
@@ -91,7 +157,7 @@ print(f"machine: {machine['cpus']} CPUs, {model}, Linux {machine['kernel']}")
 print(f"{'name':32} {'unit':7} {'median':>9} {'p99':>8} {'min':>9} {'max':>9}  vs tcp   vs ring_c")
 for r in records:
     base = "rtt.tcp.64" if r["name"].startswith("rtt.") else None
-    ring = {"rtt": "rtt.ring_c.64", "rate": "rate.ring_c.64", "bw": "bw.ring_c.65536"}[r["name"].split(".")[0]]
+    ring = {"rtt": "rtt.ring_c.64", "rate": "rate.ring_c.64", "bw": "bw.ring_c.65536"}.get(r["name"].split(".")[0], "")
     p99 = f"{r['p99']:.2f}" if r["p99"] is not None else "-"
     print(f"{r['name']:32} {r['unit']:7} {r['value']:9.2f} {p99:>8} {r['min']:9.2f} {r['max']:9.2f}  "
           f"{ratio(r['name'], base) if base else '-':>7}  {ratio(r['name'], ring):>7}")

@@ -14,7 +14,10 @@ public final class LinkEndpoint: @unchecked Sendable {
     /// The instance at the other end.
     public let peerName: String
     /// How blocking calls wait; change it between calls.
-    public var waitPolicy: WaitPolicy = .default
+    public var waitPolicy: WaitPolicy {
+        get { calls.pointee.waitPolicy }
+        set { calls.pointee.waitPolicy = newValue }
+    }
 
     @usableFromInline let producer: RingProducer
     @usableFromInline let consumer: RingConsumer
@@ -44,6 +47,8 @@ public final class LinkEndpoint: @unchecked Sendable {
         var claimed = -1
         /// A fragmented send timed out part-way: the next send starts with an ABORT record.
         var abortPending = false
+        /// How blocking calls wait.
+        var waitPolicy = WaitPolicy.default
     }
 
     /// End `end` of `region`. `dataDoorbell`/`spaceDoorbell` are this end's (it sleeps on

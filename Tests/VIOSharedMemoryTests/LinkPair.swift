@@ -9,19 +9,8 @@ struct LinkPair {
     let region: LinkRegion
 
     init(capacity: Int = 4096, maxMessage: Int = 64 << 20, names: (String, String) = ("a", "b")) throws {
-        region = try LinkRegion.create(linkID: 1, names: names, capacities: (capacity, capacity), maxMessage: maxMessage)
-        // Each end maps its own copy, as two processes would.
-        let fd = OwnedFileDescriptor(taking: dup(region.memoryFileDescriptor))
-        let regionA = try LinkRegion.map(fd: fd)
-        let regionB = try LinkRegion.map(fd: fd)
-        let dataA = try EventDescriptor.create(), spaceA = try EventDescriptor.create()
-        let dataB = try EventDescriptor.create(), spaceB = try EventDescriptor.create()
-        let dataA2 = try dataA.duplicate(), spaceA2 = try spaceA.duplicate()
-        let dataB2 = try dataB.duplicate(), spaceB2 = try spaceB.duplicate()
-        a = LinkEndpoint(region: regionA, end: 0, dataDoorbell: dataA, spaceDoorbell: spaceA,
-                         peerDataDoorbell: dataB2, peerSpaceDoorbell: spaceB2)
-        b = LinkEndpoint(region: regionB, end: 1, dataDoorbell: dataB, spaceDoorbell: spaceB,
-                         peerDataDoorbell: dataA2, peerSpaceDoorbell: spaceA2)
+        (a, b) = try LinkEndpoint.localPair(capacity: capacity, maxMessage: maxMessage, names: names)
+        region = a.region
     }
 }
 
