@@ -11,6 +11,9 @@ let package = Package(
         .executable(name: "vio-agent", targets: ["vio-agent"]),
         .executable(name: "vioctl", targets: ["vioctl"]),
         .executable(name: "vio-probe", targets: ["vio-probe"]),
+        /// libvio.so, the C ABI (include/vio.h), with the Swift runtime linked in statically
+        /// so C and C++ programs load it with no Swift toolchain.
+        .library(name: "vio", type: .dynamic, targets: ["VIOCABI"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -61,6 +64,10 @@ let package = Package(
         /// libvio: what a database instance links to attach and use its links.
         .target(name: "VIO", dependencies: ["VIOWire", "VIOLinux", "VIOSharedMemory"]),
 
+        /// The C ABI: `@_cdecl` functions over libvio, declared in include/vio.h.
+        .target(name: "VIOCABI", dependencies: ["VIO", "VIOLinux"],
+                linkerSettings: [.unsafeFlags(["-static-stdlib"])]),
+
         // MARK: Command-line tools
         .executableTarget(name: "vio-agent", dependencies: [
             "VIOAgent", "VIOTopology", "VIOLinux",
@@ -83,7 +90,8 @@ let package = Package(
         .testTarget(name: "VIOWireTests", dependencies: ["VIOWire"]),
         .testTarget(name: "VIOSharedMemoryTests", dependencies: ["VIOSharedMemory", "VIOLinux"]),
         .testTarget(name: "VIOLinuxTests", dependencies: ["VIOLinux", "CIBVerbs", "VIOTransport"]),
-        .testTarget(name: "VIOToolsTests", dependencies: ["VIO", "VIOLinux", "VIOWire"]),
+        .testTarget(name: "VIOToolsTests", dependencies: ["VIO", "VIOLinux", "VIOWire"],
+                    exclude: ["C"]),
     ]
 )
 

@@ -223,3 +223,13 @@ int vio_shim_uring_wait(vio_shim_uring *r, int64_t timeout_ns, uint64_t *tokens,
     }
     return n;
 }
+
+static __thread char vio_shim_error_buffer[512];
+
+void vio_shim_set_last_error(const char *message) {
+    if (!message) { vio_shim_error_buffer[0] = 0; return; }
+    strncpy(vio_shim_error_buffer, message, sizeof(vio_shim_error_buffer) - 1);
+    vio_shim_error_buffer[sizeof(vio_shim_error_buffer) - 1] = 0;
+}
+
+const char *vio_shim_last_error(void) { return vio_shim_error_buffer; }

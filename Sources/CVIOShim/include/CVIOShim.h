@@ -65,6 +65,11 @@ int vio_shim_signalfd_read(int fd);
 /// getcpu(2): the CPU and NUMA node the calling thread runs on now. Returns 0 or -1.
 int vio_shim_getcpu(unsigned int *cpu, unsigned int *node);
 
+/// A per-thread message buffer for the C ABI's vio_last_error(): set copies (truncating to
+/// 511 bytes), get returns the calling thread's buffer.
+void vio_shim_set_last_error(const char *message);
+const char *vio_shim_last_error(void);
+
 /// An io_uring used to wait for many descriptors to become readable (liburing inside).
 typedef struct vio_shim_uring vio_shim_uring;
 
