@@ -4,7 +4,7 @@ SHELL := /bin/bash
 export PATH := $(PATH):/opt/swift/usr/bin
 SWIFT ?= swift
 
-.PHONY: deps build release demo test clean microbench bench
+.PHONY: deps build release demo test clean microbench bench install
 
 deps:
 	@bash scripts/install-deps.sh
@@ -23,6 +23,18 @@ demo: release
 test: deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build --disable-xctest
+
+# libvio for C/C++ engines: libvio.so, vio.h and vio.pc under PREFIX, plus the tools.
+# Then: cc app.c $$(PKG_CONFIG_PATH=$(PREFIX)/lib/pkgconfig pkg-config --cflags --libs vio)
+PREFIX ?= /usr/local
+install: release
+	@bin="$$($(SWIFT) build -c release --show-bin-path)"; \
+	install -d "$(PREFIX)/lib/pkgconfig" "$(PREFIX)/include" "$(PREFIX)/bin"; \
+	install -m 0755 "$$bin/libvio.so" "$(PREFIX)/lib/libvio.so"; \
+	install -m 0644 include/vio.h "$(PREFIX)/include/vio.h"; \
+	sed "s|@PREFIX@|$(PREFIX)|" scripts/vio.pc.in > "$(PREFIX)/lib/pkgconfig/vio.pc"; \
+	for t in vio-agent vioctl vio-probe; do install -m 0755 "$$bin/$$t" "$(PREFIX)/bin/$$t"; done; \
+	echo "installed libvio, vio.h, vio.pc and the tools under $(PREFIX)"
 
 clean:
 	rm -rf .build

@@ -54,6 +54,31 @@ struct CABITests {
         return p
     }
 
+    @Test(.enabled(if: FileManager.default.fileExists(atPath: library) && FileManager.default.fileExists(atPath: "/usr/bin/pkg-config"),
+                   "skipped: needs libvio.so and pkg-config"))
+    func pkgConfigFileBuildsAProgram() throws {
+        // Lay out a PREFIX as `make install` does, from the template it uses.
+        let prefix = Tools.scratchDirectory()
+        let fm = FileManager.default
+        for dir in ["lib/pkgconfig", "include"] { try fm.createDirectory(atPath: prefix + "/" + dir, withIntermediateDirectories: true) }
+        try fm.copyItem(atPath: Self.library, toPath: prefix + "/lib/libvio.so")
+        try fm.copyItem(atPath: Tools.repositoryRoot + "/include/vio.h", toPath: prefix + "/include/vio.h")
+        let template = try String(contentsOfFile: Tools.repositoryRoot + "/scripts/vio.pc.in", encoding: .utf8)
+        try template.replacingOccurrences(of: "@PREFIX@", with: prefix)
+            .write(toFile: prefix + "/lib/pkgconfig/vio.pc", atomically: true, encoding: .utf8)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/bin/sh")
+        p.arguments = ["-c", "cc -std=c99 -Wall -Wextra -Werror -o \(prefix)/pp \(Tools.repositoryRoot)/examples/c/pingpong.c $(pkg-config --cflags --libs vio) && \(prefix)/pp"]
+        p.environment = ["PKG_CONFIG_PATH": prefix + "/lib/pkgconfig", "PATH": "/usr/bin:/bin"]
+        let err = Pipe()
+        p.standardError = err
+        try p.run()
+        p.waitUntilExit()
+        let message = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(message.contains("usage:"), "the program built and loaded libvio: \(message)")
+        #expect(p.terminationStatus == 2)
+    }
+
     @Test(.enabled(if: FileManager.default.fileExists(atPath: library), "skipped: libvio.so not built"))
     func misuseGivesDocumentedErrors() throws {
         let f = try FabricFixture.standard()
