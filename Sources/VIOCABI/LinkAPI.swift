@@ -60,23 +60,23 @@ public func vio_link_set_wait(_ link: OpaquePointer?, _ mode: Int32) -> Int32 {
     return Code.ok
 }
 
-/// The handle if it is usable for I/O, else the code to return.
-private func open(_ link: OpaquePointer?, _ call: String) -> Result<LinkHandle, LinkError> {
-    guard let link else { return .failure(.misuse("\(call): NULL link")) }
-    let h = link.link
-    return h.closed ? .failure(.closed) : .success(h)
-}
-
-private func invalidIfMisuse(_ error: LinkError) -> Int32 {
-    if case .misuse(let what) = error, what.hasSuffix("NULL link") { return Code.invalid(what) }
-    return Code.of(error)
+/// Runs `body` with the link's handle borrowed (no reference counting on the hot path), or
+/// returns the code for a NULL or closed link.
+@inline(__always)
+private func withOpenLink(_ link: OpaquePointer?, _ call: StaticString, _ body: (LinkHandle) -> Int32) -> Int32 {
+    guard let link else { return Code.invalid("\(call): NULL link") }
+    return Unmanaged<LinkHandle>.fromOpaque(UnsafeRawPointer(link))._withUnsafeGuaranteedRef { h in
+        if h.closed {
+            LastError.set("\(call): the link is closed")
+            return Code.closed
+        }
+        return body(h)
+    }
 }
 
 @_cdecl("vio_send")
 public func vio_send(_ link: OpaquePointer?, _ data: UnsafeRawPointer?, _ length: Int, _ timeoutMs: Int32) -> Int32 {
-    switch open(link, "vio_send") {
-    case .failure(let e): return invalidIfMisuse(e)
-    case .success(let h):
+    withOpenLink(link, "vio_send") { h in
         guard data != nil || length == 0 else { return Code.invalid("vio_send: NULL data with a non-zero length") }
         return code { () throws(LinkError) in
             try h.link.send(UnsafeRawBufferPointer(start: data, count: length), timeout: duration(timeoutMs))
@@ -87,9 +87,7 @@ public func vio_send(_ link: OpaquePointer?, _ data: UnsafeRawPointer?, _ length
 @_cdecl("vio_claim")
 public func vio_claim(_ link: OpaquePointer?, _ length: Int, _ timeoutMs: Int32,
                       _ buffer: UnsafeMutablePointer<UnsafeMutableRawPointer?>?) -> Int32 {
-    switch open(link, "vio_claim") {
-    case .failure(let e): return invalidIfMisuse(e)
-    case .success(let h):
+    withOpenLink(link, "vio_claim") { h in
         guard let buffer else { return Code.invalid("vio_claim: NULL buffer pointer") }
         return code { () throws(LinkError) in
             buffer.pointee = try h.link.claim(length, timeout: duration(timeoutMs)).baseAddress
@@ -99,17 +97,12 @@ public func vio_claim(_ link: OpaquePointer?, _ length: Int, _ timeoutMs: Int32,
 
 @_cdecl("vio_commit")
 public func vio_commit(_ link: OpaquePointer?, _ length: Int) -> Int32 {
-    switch open(link, "vio_commit") {
-    case .failure(let e): return invalidIfMisuse(e)
-    case .success(let h): return code { () throws(LinkError) in try h.link.commit(length) }
-    }
+    withOpenLink(link, "vio_commit") { h in code { () throws(LinkError) in try h.link.commit(length) } }
 }
 
 @_cdecl("vio_abort")
 public func vio_abort(_ link: OpaquePointer?) -> Int32 {
-    switch open(link, "vio_abort") {
-    case .failure(let e): return invalidIfMisuse(e)
-    case .success(let h):
+    withOpenLink(link, "vio_abort") { h in
         h.link.abort()
         return Code.ok
     }
@@ -124,9 +117,7 @@ private func next(_ h: LinkHandle, _ timeoutMs: Int32) -> Result<LinkEndpoint.Pe
 @_cdecl("vio_recv")
 public func vio_recv(_ link: OpaquePointer?, _ buffer: UnsafeMutableRawPointer?, _ capacity: Int,
                      _ length: UnsafeMutablePointer<Int>?, _ timeoutMs: Int32) -> Int32 {
-    switch open(link, "vio_recv") {
-    case .failure(let e): return invalidIfMisuse(e)
-    case .success(let h):
+    withOpenLink(link, "vio_recv") { h in
         guard let length else { return Code.invalid("vio_recv: NULL length pointer") }
         guard buffer != nil || capacity == 0 else { return Code.invalid("vio_recv: NULL buffer with a non-zero capacity") }
         guard !h.pendingIsZeroCopy else {
@@ -153,9 +144,7 @@ public func vio_recv(_ link: OpaquePointer?, _ buffer: UnsafeMutableRawPointer?,
 @_cdecl("vio_recv_zc")
 public func vio_recv_zc(_ link: OpaquePointer?, _ data: UnsafeMutablePointer<UnsafeRawPointer?>?,
                         _ length: UnsafeMutablePointer<Int>?, _ timeoutMs: Int32) -> Int32 {
-    switch open(link, "vio_recv_zc") {
-    case .failure(let e): return invalidIfMisuse(e)
-    case .success(let h):
+    withOpenLink(link, "vio_recv_zc") { h in
         guard let data, let length else { return Code.invalid("vio_recv_zc: NULL data or length pointer") }
         guard !h.pendingIsZeroCopy else {
             LastError.set("vio_recv_zc: call vio_recv_done for the previous message first")
