@@ -1,0 +1,195 @@
+/// The header every frame between two agents starts with, version 1 (docs/protocol.md).
+///
+/// | offset | size | field |
+/// |---|---|---|
+/// | 0 | 1 | version (1) |
+/// | 1 | 1 | operation type (``FrameType``) |
+/// | 2 | 2 | session control flags (``FrameFlags``) |
+/// | 4 | 4 | session id: the virtual link |
+/// | 8 | 4 | application / destination id: the receiving instance |
+/// | 12 | 4 | payload length (at most ``FrameHeader/maximumPayload``) |
+/// | 16 | 4 | sequence number of this frame within its session |
+/// | 20 | 4 | credit: bytes the sender may still send on this session (ACK frames) |
+///
+/// All integers little-endian; the payload follows the header.
+public struct FrameHeader: Sendable, Equatable {
+    /// The version this build writes and reads.
+    public static let version: UInt8 = 1
+    /// Header size in bytes.
+    public static let size = 24
+    /// The largest payload one frame carries (messages are fragmented above this).
+    public static let maximumPayload = 1 << 20
+
+    /// What the frame is.
+    public var type: FrameType
+    /// Session control bits.
+    public var flags: FrameFlags
+    /// The virtual link.
+    public var session: UInt32
+    /// The destination instance (application id).
+    public var destination: UInt32
+    /// Payload bytes after the header.
+    public var length: UInt32
+    /// Position of this frame in its session, for acknowledgements and loss reports.
+    public var sequence: UInt32
+    /// Credit granted (ACK) or 0.
+    public var credit: UInt32
+
+    /// A header.
+    public init(type: FrameType, flags: FrameFlags = [], session: UInt32 = 0, destination: UInt32 = 0,
+                length: UInt32 = 0, sequence: UInt32 = 0, credit: UInt32 = 0) {
+        self.type = type
+        self.flags = flags
+        self.session = session
+        self.destination = destination
+        self.length = length
+        self.sequence = sequence
+        self.credit = credit
+    }
+
+    /// Appends the 24 header bytes.
+    public func encode(to w: inout ByteWriter) {
+        w.write(Self.version)
+        w.write(type.rawValue)
+        w.write(flags.rawValue)
+        w.write(session)
+        w.write(destination)
+        w.write(length)
+        w.write(sequence)
+        w.write(credit)
+    }
+
+    /// Reads a header, rejecting an unknown version or type, unknown flags, or a length over
+    /// the maximum, so a bad peer can never make the reader allocate or wait for gigabytes.
+    public init(from r: inout ByteReader) throws(DecodeError) {
+        let version = try r.read(UInt8.self)
+        guard version == Self.version else {
+            throw .invalid(field: "frame version", value: "\(version) (this agent speaks \(Self.version))")
+        }
+        let rawType = try r.read(UInt8.self)
+        guard let type = FrameType(rawValue: rawType) else { throw .invalid(field: "frame type", value: "\(rawType)") }
+        let rawFlags = try r.read(UInt16.self)
+        guard rawFlags & ~FrameFlags.all.rawValue == 0 else { throw .invalid(field: "frame flags", value: "\(rawFlags)") }
+        self.type = type
+        flags = FrameFlags(rawValue: rawFlags)
+        session = try r.read()
+        destination = try r.read()
+        length = try r.read()
+        guard length <= UInt32(Self.maximumPayload) else {
+            throw .invalid(field: "frame length", value: "\(length) (maximum \(Self.maximumPayload))")
+        }
+        sequence = try r.read()
+        credit = try r.read()
+    }
+}
+
+/// Operation types. Stable values: they are on the wire.
+public enum FrameType: UInt8, Sendable, CaseIterable {
+    case helloRequest = 1
+    case helloResponse = 2
+    case acknowledgement = 3
+    case data = 4
+    /// Session control: open or close a virtual link (see ``FrameFlags``).
+    case session = 5
+    case serviceUpdate = 6
+    case serviceUpdateAck = 7
+    case healthRequest = 8
+    case healthResponse = 9
+    /// Control, alarm or error report; the payload says which and why.
+    case control = 10
+    case heartbeatRequest = 11
+    case heartbeatResponse = 12
+}
+
+/// Session control bits.
+public struct FrameFlags: OptionSet, Sendable, Hashable {
+    public let rawValue: UInt16
+    public init(rawValue: UInt16) { self.rawValue = rawValue }
+
+    /// Session start (link open).
+    public static let start = FrameFlags(rawValue: 1 << 0)
+    /// The sender will write no more data on this session.
+    public static let dataEnd = FrameFlags(rawValue: 1 << 1)
+    /// Session close.
+    public static let close = FrameFlags(rawValue: 1 << 2)
+    /// More fragments of this message follow.
+    public static let more = FrameFlags(rawValue: 1 << 3)
+    /// The session is refused or reset; the payload says why.
+    public static let reset = FrameFlags(rawValue: 1 << 4)
+
+    /// Every defined bit.
+    public static let all: FrameFlags = [.start, .dataEnd, .close, .more, .reset]
+}
+
+/// One frame: header and payload.
+public struct Frame: Sendable, Equatable {
+    /// The header (its length matches the payload).
+    public var header: FrameHeader
+    /// The payload bytes.
+    public var payload: [UInt8]
+
+    /// A frame; the header's length is set from the payload.
+    public init(_ header: FrameHeader, payload: [UInt8] = []) {
+        var h = header
+        h.length = UInt32(payload.count)
+        self.header = h
+        self.payload = payload
+    }
+
+    /// Header and payload as bytes.
+    public func encoded() -> [UInt8] {
+        var w = ByteWriter(capacity: FrameHeader.size + payload.count)
+        header.encode(to: &w)
+        w.write(raw: payload)
+        return w.bytes
+    }
+}
+
+/// Cuts a byte stream (a TCP channel) into frames. Feed bytes as they arrive; take whole
+/// frames out. A malformed header is an error for the whole channel: after it, nothing more is
+/// decoded (the agent drops that channel and keeps serving the others).
+public struct FrameDecoder: Sendable {
+    private var buffer: [UInt8] = []
+    private var start = 0
+    private var failure: DecodeError?
+
+    /// An empty decoder.
+    public init() {}
+
+    /// Adds received bytes.
+    public mutating func feed<C: Collection>(_ bytes: C) where C.Element == UInt8 {
+        guard failure == nil else { return }
+        if start > 0 && start == buffer.count {
+            buffer.removeAll(keepingCapacity: true)
+            start = 0
+        }
+        buffer.append(contentsOf: bytes)
+    }
+
+    /// The next whole frame, `nil` if more bytes are needed; throws on a malformed header (and
+    /// on every call after it).
+    public mutating func next() throws(DecodeError) -> Frame? {
+        if let failure { throw failure }
+        guard buffer.count - start >= FrameHeader.size else { return nil }
+        var r = ByteReader(Array(buffer[start..<(start + FrameHeader.size)]))
+        let header: FrameHeader
+        do {
+            header = try FrameHeader(from: &r)
+        } catch {
+            failure = error
+            throw error
+        }
+        let total = FrameHeader.size + Int(header.length)
+        guard buffer.count - start >= total else { return nil }
+        let payload = Array(buffer[(start + FrameHeader.size)..<(start + total)])
+        start += total
+        if start > 1 << 16 && start * 2 > buffer.count {
+            buffer.removeFirst(start)
+            start = 0
+        }
+        return Frame(header, payload: payload)
+    }
+
+    /// Bytes received but not yet returned as frames.
+    public var pendingBytes: Int { buffer.count - start }
+}

@@ -1,0 +1,130 @@
+import Testing
+@testable import VIOWire
+
+struct FrameTests {
+    static let samples: [Frame] = [
+        Frame(FrameHeader(type: .helloRequest), payload: Array("h1 v1".utf8)),
+        Frame(FrameHeader(type: .data, flags: [.more], session: 7, destination: 3, sequence: 41), payload: [1, 2, 3]),
+        Frame(FrameHeader(type: .data, session: 7, destination: 3, sequence: 42), payload: []),
+        Frame(FrameHeader(type: .acknowledgement, session: 7, sequence: 42, credit: 1 << 20)),
+        Frame(FrameHeader(type: .session, flags: [.start], session: 9, destination: 4)),
+        Frame(FrameHeader(type: .session, flags: [.close, .reset], session: 9), payload: Array("undeclared link".utf8)),
+        Frame(FrameHeader(type: .heartbeatRequest)),
+    ]
+
+    @Test func headerIsTwentyFourBytesInDocumentedOrder() {
+        let bytes = Frame(FrameHeader(type: .data, flags: [.start, .more], session: 0x0102_0304, destination: 0x0506_0708,
+                                      sequence: 0x0A0B_0C0D, credit: 0x1112_1314), payload: [0xFF]).encoded()
+        #expect(bytes == [1, 4, 0x09, 0x00, 4, 3, 2, 1, 8, 7, 6, 5, 1, 0, 0, 0, 0x0D, 0x0C, 0x0B, 0x0A,
+                          0x14, 0x13, 0x12, 0x11, 0xFF])
+    }
+
+    @Test func framesRoundTripThroughTheDecoderInAnyChunking() throws {
+        let stream = Self.samples.flatMap { $0.encoded() }
+        for chunk in [1, 2, 7, 24, 25, 1000] {
+            var decoder = FrameDecoder()
+            var out: [Frame] = []
+            var offset = 0
+            while offset < stream.count {
+                decoder.feed(stream[offset..<min(stream.count, offset + chunk)])
+                offset += chunk
+                while let f = try decoder.next() { out.append(f) }
+            }
+            #expect(out == Self.samples, "chunk \(chunk)")
+            #expect(decoder.pendingBytes == 0)
+        }
+    }
+
+    @Test func truncatedFrameWaitsForMoreBytes() throws {
+        var decoder = FrameDecoder()
+        let bytes = Self.samples[1].encoded()
+        decoder.feed(bytes.dropLast())
+        #expect(try decoder.next() == nil)
+        decoder.feed(bytes.suffix(1))
+        #expect(try decoder.next() == Self.samples[1])
+    }
+
+    @Test func badHeadersPoisonTheChannel() {
+        var good = Self.samples[1].encoded()
+        func rejects(_ bytes: [UInt8], _ expected: DecodeError) {
+            var decoder = FrameDecoder()
+            decoder.feed(bytes)
+            #expect(throws: expected) { try decoder.next() }
+            decoder.feed(Self.samples[0].encoded())
+            #expect(throws: expected) { try decoder.next() }  // the channel stays failed
+        }
+        good[0] = 9
+        rejects(good, .invalid(field: "frame version", value: "9 (this agent speaks 1)"))
+        good = Self.samples[1].encoded(); good[1] = 200
+        rejects(good, .invalid(field: "frame type", value: "200"))
+        good = Self.samples[1].encoded(); good[3] = 0x80
+        rejects(good, .invalid(field: "frame flags", value: "\(0x8008)"))
+        good = Self.samples[1].encoded(); good[12] = 0xFF; good[13] = 0xFF; good[14] = 0xFF; good[15] = 0x7F
+        rejects(good, .invalid(field: "frame length", value: "\(0x7FFF_FFFF) (maximum \(FrameHeader.maximumPayload))"))
+    }
+
+    /// Fuzz: random streams and mutated valid streams never crash or hang the decoder, and a
+    /// frame that comes out always has a payload of exactly its header's length.
+    @Test func fuzzDecoder() {
+        var rng = SystemRandomNumberGenerator()
+        let valid = Self.samples.flatMap { $0.encoded() }
+        for round in 0..<3000 {
+            var bytes: [UInt8]
+            if round % 3 == 0 {
+                bytes = (0..<Int.random(in: 0..<200, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) }
+            } else {
+                bytes = valid
+                for _ in 0..<Int.random(in: 1...6, using: &rng) {
+                    bytes[Int.random(in: 0..<bytes.count, using: &rng)] = UInt8.random(in: 0...255, using: &rng)
+                }
+                if round % 5 == 0 { bytes = Array(bytes.prefix(Int.random(in: 0..<bytes.count, using: &rng))) }
+            }
+            var decoder = FrameDecoder()
+            decoder.feed(bytes)
+            var frames = 0
+            while let frame = try? decoder.next() {
+                #expect(frame.payload.count == Int(frame.header.length))
+                frames += 1
+                if frames > 100 { break }
+            }
+        }
+    }
+}
+
+struct SessionStateMachineTests {
+    /// Every (state, event) pair: the valid ones go where the table says, the rest are refused
+    /// and leave the state unchanged.
+    @Test(arguments: SessionState.allCases)
+    func everyTransition(from state: SessionState) throws {
+        let valid: [SessionState: [SessionEvent: SessionState]] = [
+            .initial: [.start: .open, .close: .closed],
+            .open: [.writeData: .open, .readData: .open, .writeDataEnd: .writeEnded, .readDataEnd: .readEnded, .close: .closed],
+            .writeEnded: [.readData: .writeEnded, .readDataEnd: .closing, .close: .closed],
+            .readEnded: [.writeData: .readEnded, .writeDataEnd: .closing, .close: .closed],
+            .closing: [.close: .closed],
+            .closed: [:],
+        ]
+        for event in SessionEvent.allCases {
+            #expect(SessionStateMachine.next(state, event) == valid[state]?[event], "\(state) on \(event)")
+        }
+    }
+
+    @Test func aWholeSession() throws {
+        var s = SessionStateMachine()
+        for e: SessionEvent in [.start, .writeData, .readData, .writeDataEnd, .readData, .readDataEnd, .close] {
+            try s.apply(e)
+        }
+        #expect(s.state == .closed)
+    }
+
+    @Test func invalidEventIsRefusedAndStateKept() throws {
+        var s = SessionStateMachine()
+        #expect(throws: InvalidTransition(state: .initial, event: .writeData)) { try s.apply(.writeData) }
+        #expect(s.state == .initial)
+        try s.apply(.start)
+        try s.apply(.writeDataEnd)
+        #expect(throws: InvalidTransition(state: .writeEnded, event: .writeData)) { try s.apply(.writeData) }
+        #expect(s.state == .writeEnded)
+        #expect(InvalidTransition(state: .closed, event: .readData).description == "event 'readData' is not valid in session state 'closed'")
+    }
+}
