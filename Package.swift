@@ -65,8 +65,9 @@ let package = Package(
         .target(name: "VIO", dependencies: ["VIOWire", "VIOLinux", "VIOSharedMemory"]),
 
         /// The C ABI: `@_cdecl` functions over libvio, declared in include/vio.h.
-        .target(name: "VIOCABI", dependencies: ["VIO", "VIOLinux"],
-                linkerSettings: [.unsafeFlags(["-static-stdlib"])]),
+        .target(name: "VIOCABI", dependencies: ["VIO", "VIOLinux"], exclude: ["exports.map"],
+                linkerSettings: [.unsafeFlags(["-static-stdlib",
+                                               "-Xlinker", "--version-script=Sources/VIOCABI/exports.map"])]),
 
         // MARK: Command-line tools
         .executableTarget(name: "vio-agent", dependencies: [

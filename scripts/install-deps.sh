@@ -4,13 +4,15 @@
 set -euo pipefail
 
 packages=(
-  pkg-config
+  gcc libc6-dev     # the C examples and baselines (tests compile them)
+  pkg-config        # finds the -dev libraries; checks vio.pc
   liburing-dev      # io_uring waits and the agent's I/O
   libibverbs-dev    # RDMA verbs (builds and links; hardware optional)
   librdmacm-dev     # RDMA connection manager
   libnuma-dev       # ring memory placement on multi-node hosts
   iproute2          # network namespaces for multi-host tests
-  procps            # ps/pgrep used by tests and demo
+  procps            # process tools used by tests and demo
+  util-linux        # setpriv (tests run a process as another uid), taskset (bench)
 )
 
 missing=()

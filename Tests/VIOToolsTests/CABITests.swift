@@ -79,6 +79,31 @@ struct CABITests {
         #expect(p.terminationStatus == 2)
     }
 
+    @Test(.enabled(if: FileManager.default.fileExists(atPath: library) && FileManager.default.fileExists(atPath: "/usr/bin/nm"),
+                   "skipped: needs libvio.so and nm"))
+    func libraryExportsExactlyTheHeadersFunctions() throws {
+        let header = try String(contentsOfFile: Tools.repositoryRoot + "/include/vio.h", encoding: .utf8)
+        let declared = Set(header.split(separator: "\n").compactMap { line -> String? in
+            guard !line.hasPrefix(" "), !line.hasPrefix("#"), !line.hasPrefix("typedef"), let open = line.firstIndex(of: "(") else { return nil }
+            let name = line[..<open].split(whereSeparator: { $0 == " " || $0 == "*" }).last.map(String.init)
+            return name?.hasPrefix("vio_") == true ? name : nil
+        })
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/nm")
+        p.arguments = ["-D", "--defined-only", Self.library]
+        let out = Pipe()
+        p.standardOutput = out
+        try p.run()
+        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        let exported = Set(text.split(separator: "\n").compactMap { line -> String? in
+            let fields = line.split(separator: " ")
+            return fields.count == 3 && fields[2].hasPrefix("vio_") ? String(fields[2]) : nil
+        })
+        #expect(declared.count == 28)
+        #expect(exported == declared, "exported but not declared: \(exported.subtracting(declared)); declared but missing: \(declared.subtracting(exported))")
+    }
+
     @Test(.enabled(if: FileManager.default.fileExists(atPath: library), "skipped: libvio.so not built"))
     func misuseGivesDocumentedErrors() throws {
         let f = try FabricFixture.standard()
