@@ -8,7 +8,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <linux/futex.h>
 #include <sched.h>
 #include <pthread.h>
 #include <string.h>
@@ -98,33 +97,6 @@ int vio_shim_pin_thread_to_cpu(int cpu) {
     CPU_ZERO(&set);
     CPU_SET(cpu, &set);
     return pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
-}
-
-int vio_shim_futex_wait(uint32_t *addr, uint32_t expected, int64_t timeout_ns) {
-    struct timespec ts, *tsp = NULL;
-    if (timeout_ns >= 0) {
-        ts.tv_sec = timeout_ns / 1000000000LL;
-        ts.tv_nsec = timeout_ns % 1000000000LL;
-        tsp = &ts;
-    }
-    // Not FUTEX_PRIVATE: the word lives in memory shared between processes.
-    return (int)syscall(SYS_futex, addr, FUTEX_WAIT, expected, tsp, NULL, 0);
-}
-
-int vio_shim_futex_wake(uint32_t *addr, int count) {
-    return (int)syscall(SYS_futex, addr, FUTEX_WAKE, count, NULL, NULL, 0);
-}
-
-uint64_t vio_shim_cycles(void) {
-#if defined(__x86_64__)
-    uint32_t lo, hi;
-    __asm__ __volatile__("rdtsc" : "=a"(lo), "=d"(hi));
-    return ((uint64_t)hi << 32) | lo;
-#else
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-#endif
 }
 
 void vio_shim_cpu_relax(void) {

@@ -45,13 +45,6 @@ int vio_shim_pidfd_open(pid_t pid, unsigned int flags);
 /// Pins the calling thread to one CPU. Returns 0 or an errno value.
 int vio_shim_pin_thread_to_cpu(int cpu);
 
-/// futex(2) FUTEX_WAIT / FUTEX_WAKE on a 32-bit word shared between processes.
-int vio_shim_futex_wait(uint32_t *addr, uint32_t expected, int64_t timeout_ns);
-int vio_shim_futex_wake(uint32_t *addr, int count);
-
-/// The CPU's cycle counter where it has one (x86 rdtsc), else CLOCK_MONOTONIC ns.
-uint64_t vio_shim_cycles(void);
-
 /// A CPU relax hint for spin loops (x86 pause).
 void vio_shim_cpu_relax(void);
 
