@@ -245,8 +245,7 @@ public final class Agent {
         connection.numaNode = Int(request.numaNode)
         attachments[instance.name] = connection
         let peers = configuration.view.links.compactMap { link -> Attached.Peer? in
-            let peer = link.localEnd == instance.name ? link.peerEnd : link.peerEnd == instance.name ? link.localEnd : nil
-            guard let peer else { return nil }
+            guard let peer = configuration.view.peer(of: instance.name, on: link) else { return nil }
             switch link.kind {
             case .local: return Attached.Peer(name: peer, host: configuration.view.host.name)
             case .remote(let host): return Attached.Peer(name: peer, host: host)
@@ -268,10 +267,8 @@ public final class Agent {
     private func openLink(_ request: OpenLink, on connection: ControlConnection) -> Bool {
         let me = connection.instance!
         let view = configuration.view
-        guard let declared = view.links.first(where: {
-            ($0.localEnd == me && $0.peerEnd == request.peer) || ($0.localEnd == request.peer && $0.peerEnd == me)
-        }) else {
-            let mine = view.links.compactMap { $0.localEnd == me ? $0.peerEnd : $0.peerEnd == me ? $0.localEnd : nil }
+        guard let declared = view.link(between: me, and: request.peer) else {
+            let mine = view.links.compactMap { view.peer(of: me, on: $0) }
             return reply(connection, ControlError(.undeclaredLink,
                 "no link between '\(me)' and '\(request.peer)' is declared in \(configuration.topologySource); '\(me)' may link to: \(mine.isEmpty ? "nobody" : mine.joined(separator: ", "))"))
         }
@@ -310,9 +307,8 @@ public final class Agent {
         let me = requester.instance!
         guard let peerConnection = attachments[peer] else { return }
         let view = configuration.view
-        let declared = view.links.first {
-            ($0.localEnd == me && $0.peerEnd == peer) || ($0.localEnd == peer && $0.peerEnd == me)
-        }!
+        // OPEN_LINK checked the declaration before anything reaches here.
+        guard let declared = view.link(between: me, and: peer) else { return }
         // Ring e is read by end e: end 0 (me) reads the ring sized for me.
         let toMe = declared.localEnd == me ? declared.ringSizeToLocal : declared.ringSizeToPeer
         let toPeer = declared.localEnd == me ? declared.ringSizeToPeer : declared.ringSizeToLocal

@@ -13,6 +13,16 @@ public struct HostView: Sendable, Equatable {
     public var services: [Service]
     /// The control socket path this agent listens on.
     public var controlSocket: String
+
+    /// The link between `a` and `b` (in either order) with an end on this host, if declared.
+    public func link(between a: String, and b: String) -> ResolvedLink? {
+        links.first { ($0.localEnd == a && $0.peerEnd == b) || ($0.localEnd == b && $0.peerEnd == a) }
+    }
+
+    /// The other end of `link` when `instance` is one of its ends.
+    public func peer(of instance: String, on link: ResolvedLink) -> String? {
+        link.localEnd == instance ? link.peerEnd : link.peerEnd == instance ? link.localEnd : nil
+    }
 }
 
 /// An instance with its effective settings.

@@ -83,11 +83,6 @@ struct VIOAgentCommand: ParsableCommand {
     }
 }
 
-func environment(_ name: String) -> String? {
-    getenv(name).map { String(cString: $0) }.flatMap { $0.isEmpty ? nil : $0 }
-}
-
-
 
 do {
     let command = try VIOAgentCommand.parse(Array(CommandLine.arguments.dropFirst()))

@@ -70,9 +70,6 @@ struct FailureMessage: Error, CustomStringConvertible {
     init(_ text: String) { description = text }
 }
 
-func environment(_ name: String) -> String? {
-    getenv(name).map { String(cString: $0) }.flatMap { $0.isEmpty ? nil : $0 }
-}
 
 func loadTopologyOrExit(_ path: String?) throws -> (Topology, String) {
     do {

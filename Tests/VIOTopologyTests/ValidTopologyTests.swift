@@ -85,10 +85,10 @@ struct ValidTopologyTests {
             """)
         let v = try #require(t.view(for: "a", controlSocket: "/default.sock"))
         #expect(v.controlSocket == "/run/custom.sock")
-        let xy = try #require(v.links.first { $0.joins("x", "y") })
+        let xy = try #require(v.link(between: "x", and: "y"))
         #expect(xy.ringSizeToLocal == .kibibytes(256))
         #expect(xy.ringSizeToPeer == .kibibytes(64))
-        let xz = try #require(v.links.first { $0.joins("x", "z") })
+        let xz = try #require(v.link(between: "x", and: "z"))
         #expect(xz.ringSizeToLocal == .mebibytes(2) && xz.ringSizeToPeer == .mebibytes(2))
         #expect(xz.maxMessageSize == ByteSize(bytes: 3000))
         #expect(t.instance(named: "x")?.uid == 1000)
@@ -121,8 +121,3 @@ struct ValidTopologyTests {
     }
 }
 
-extension ResolvedLink {
-    func joins(_ a: String, _ b: String) -> Bool {
-        (localEnd == a && peerEnd == b) || (localEnd == b && peerEnd == a)
-    }
-}
