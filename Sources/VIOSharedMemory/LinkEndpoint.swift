@@ -135,12 +135,7 @@ public final class LinkEndpoint: @unchecked Sendable {
         }
         guard calls.pointee.claimed < 0 else { throw .misuse("send while a claim is outstanding; commit or abort it first") }
         var deadline = PendingDeadline(timeout)
-        if calls.pointee.abortPending {
-            let p = try reserve(payload: 0, deadline: &deadline)
-            _ = p
-            producer.commit(payload: 0, flags: RegionLayout.Record.abort, total: 0)
-            calls.pointee.abortPending = false
-        }
+        try flushPendingAbort(&deadline)
         if bytes.count <= fragmentPayload {
             let p = try reserve(payload: bytes.count, deadline: &deadline)
             if let source = bytes.baseAddress { p.copyMemory(from: source, byteCount: bytes.count) }
@@ -186,11 +181,7 @@ public final class LinkEndpoint: @unchecked Sendable {
                 : .misuse("claim of \(size) bytes exceeds the \(maximumClaim) bytes one record can hold; use send for large messages")
         }
         var deadline = PendingDeadline(timeout)
-        if calls.pointee.abortPending {
-            _ = try reserve(payload: 0, deadline: &deadline)
-            producer.commit(payload: 0, flags: RegionLayout.Record.abort, total: 0)
-            calls.pointee.abortPending = false
-        }
+        try flushPendingAbort(&deadline)
         let p = try reserve(payload: size, deadline: &deadline)
         calls.pointee.claimed = size
         return UnsafeMutableRawBufferPointer(start: p, count: size)
@@ -210,6 +201,15 @@ public final class LinkEndpoint: @unchecked Sendable {
     /// Drops the claim; nothing is sent.
     public func abort() {
         calls.pointee.claimed = -1
+    }
+
+    /// Writes the ABORT record owed since a fragmented send timed out part-way, so the
+    /// receiver discards that partial message before anything new.
+    private func flushPendingAbort(_ deadline: inout PendingDeadline) throws(LinkError) {
+        guard calls.pointee.abortPending else { return }
+        _ = try reserve(payload: 0, deadline: &deadline)
+        producer.commit(payload: 0, flags: RegionLayout.Record.abort, total: 0)
+        calls.pointee.abortPending = false
     }
 
     private func reserve(payload: Int, deadline: inout PendingDeadline) throws(LinkError) -> UnsafeMutableRawPointer {

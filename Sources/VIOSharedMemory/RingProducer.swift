@@ -39,7 +39,7 @@ public final class RingProducer {
         let size = UInt64(RegionLayout.Record.size(payload: payload))
         let position = cursor.pointee.tail & ring.mask
         let contiguous = UInt64(ring.capacity) - position
-        let needed = size <= contiguous ? size : size + contiguous
+        let needed = bytesNeeded(size, contiguous: contiguous)
         if UInt64(ring.capacity) - (cursor.pointee.tail &- cursor.pointee.cachedHead) < needed {
             let head = ring.head.load(ordering: .acquiring)
             // The consumer's head can only be behind our cursor.pointee.tail, by at most the capacity.
@@ -56,6 +56,13 @@ public final class RingProducer {
             return ring.data + RegionLayout.Record.headerBytes
         }
         return ring.data + Int(position) + RegionLayout.Record.headerBytes
+    }
+
+    /// Free bytes a record of `size` needs when `contiguous` bytes are left before the end of
+    /// the data area: the record, plus the padding to the end if it does not fit there.
+    @inlinable
+    func bytesNeeded(_ size: UInt64, contiguous: UInt64) -> UInt64 {
+        size <= contiguous ? size : size + contiguous
     }
 
     @inlinable
@@ -104,8 +111,7 @@ public final class RingProducer {
     /// Whether a record of `payload` bytes would fit now (re-reads the head).
     public func hasSpace(payload: Int) -> Bool {
         let size = UInt64(RegionLayout.Record.size(payload: payload))
-        let contiguous = UInt64(ring.capacity) - (cursor.pointee.tail & ring.mask)
-        let needed = size <= contiguous ? size : size + contiguous
+        let needed = bytesNeeded(size, contiguous: UInt64(ring.capacity) - (cursor.pointee.tail & ring.mask))
         let head = ring.head.load(ordering: .acquiring)
         return cursor.pointee.tail &- head <= UInt64(ring.capacity) && UInt64(ring.capacity) - (cursor.pointee.tail &- head) >= needed
     }
