@@ -347,9 +347,7 @@ public final class Agent {
     // MARK: Timers
 
     private func nextTimeoutMilliseconds() -> Int32 {
-        guard let next = pendingOpens.map(\.deadline).min(), next != .max else { return -1 }
-        let now = MonotonicClock.nanoseconds()
-        return next <= now ? 0 : Int32(min(UInt64(Int32.max), (next - now + 999_999) / 1_000_000))
+        Deadline(nanoseconds: pendingOpens.map(\.deadline).min() ?? .max).remainingMilliseconds
     }
 
     private func expirePendingOpens() {

@@ -79,11 +79,8 @@ public final class ReadinessReactor: @unchecked Sendable {
 
     private func loop() {
         while true {
-            let timeout: Int32 = state.withLock { s in
-                guard let next = s.waiters.values.map(\.deadline).min(), next != .max else { return -1 }
-                let now = MonotonicClock.nanoseconds()
-                return next <= now ? 0 : Int32(min(UInt64(Int32.max), (next - now + 999_999) / 1_000_000))
-            }
+            let next = state.withLock { s in s.waiters.values.map(\.deadline).min() ?? .max }
+            let timeout = Deadline(nanoseconds: next).remainingMilliseconds
             let events = (try? epoll.wait(timeoutMilliseconds: timeout)) ?? []
             for event in events {
                 if event.token == Self.wakeupToken {

@@ -205,6 +205,7 @@ public final class LinkEndpoint: @unchecked Sendable {
 
     /// Writes the ABORT record owed since a fragmented send timed out part-way, so the
     /// receiver discards that partial message before anything new.
+    @inline(__always)
     private func flushPendingAbort(_ deadline: inout PendingDeadline) throws(LinkError) {
         guard calls.pointee.abortPending else { return }
         _ = try reserve(payload: 0, deadline: &deadline)

@@ -92,14 +92,9 @@ struct FabricProcessTests {
         let b = try f.probe(["hold", "--as", "db1", "--peer", "db2"])
         #expect(b.waitFor("ready") && a.waitFor("ready"))
         usleep(200_000)  // past the 50 µs spin: both ends now sleep in poll(2)
-        func ticks(_ pid: Int32) -> Int {
-            let data = FileHandle(forReadingAtPath: "/proc/\(pid)/stat")?.readDataToEndOfFile() ?? Data()
-            let fields = String(decoding: data, as: UTF8.self).split(separator: ")").last?.split(separator: " ") ?? []
-            return fields.count > 13 ? (Int(fields[11]) ?? 0) + (Int(fields[12]) ?? 0) : -1
-        }
-        let before = (ticks(a.pid), ticks(b.pid))
+        let before = (Tools.cpuTicks(pid: a.pid), Tools.cpuTicks(pid: b.pid))
         usleep(2_000_000)
-        let after = (ticks(a.pid), ticks(b.pid))
+        let after = (Tools.cpuTicks(pid: a.pid), Tools.cpuTicks(pid: b.pid))
         #expect(after.0 - before.0 <= 1 && after.1 - before.1 <= 1, "idle instances used \(after.0 - before.0) and \(after.1 - before.1) ticks in 2 s")
     }
 

@@ -217,11 +217,7 @@ final class FabricFixture {
     }
 
     /// utime + stime of the agent in clock ticks.
-    var agentCPUTicks: Int {
-        let stat = (try? String(contentsOfFile: "/proc/\(agent.process.processIdentifier)/stat", encoding: .utf8)) ?? ""
-        let fields = stat.split(separator: ")").last?.split(separator: " ") ?? []
-        return fields.count > 13 ? (Int(fields[11]) ?? 0) + (Int(fields[12]) ?? 0) : -1
-    }
+    var agentCPUTicks: Int { Tools.cpuTicks(pid: agent.process.processIdentifier) }
 
     /// Waits until `vioctl status` shows `text` (liveness bound).
     func waitForStatus(_ text: String, timeout: TimeInterval = 10) throws -> Bool {
@@ -235,6 +231,14 @@ final class FabricFixture {
 }
 
 extension Tools {
+    /// utime + stime of a process in clock ticks, -1 if it cannot be read. Fields are counted
+    /// after the ")" closing the command name, which may itself contain spaces.
+    static func cpuTicks(pid: Int32) -> Int {
+        let data = FileHandle(forReadingAtPath: "/proc/\(pid)/stat")?.readDataToEndOfFile() ?? Data()
+        let fields = String(decoding: data, as: UTF8.self).split(separator: ")").last?.split(separator: " ") ?? []
+        return fields.count > 13 ? (Int(fields[11]) ?? 0) + (Int(fields[12]) ?? 0) : -1
+    }
+
     /// Runs a tool as another uid and gid (root only), through setpriv(1).
     static func runAs(uid: Int, _ tool: String, _ arguments: [String], timeout: TimeInterval = 60) throws -> Result {
         let (p, out, err) = process(tool, arguments)
