@@ -18,6 +18,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-atomics", from: "1.2.0"),
+        .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
         .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
@@ -60,6 +61,8 @@ let package = Package(
         .target(name: "VIOAgent", dependencies: [
             "VIOWire", "VIOTopology", "VIOLinux", "VIOSharedMemory", "VIOTransport",
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "Atomics", package: "swift-atomics"),
+            .product(name: "DequeModule", package: "swift-collections"),
         ]),
         /// libvio: what a database instance links to attach and use its links.
         .target(name: "VIO", dependencies: ["VIOWire", "VIOLinux", "VIOSharedMemory"]),

@@ -80,6 +80,13 @@ int vio_shim_accept_cloexec(int sock) {
     return accept4(sock, NULL, NULL, SOCK_CLOEXEC);
 }
 
+int vio_shim_accept_nonblocking(int sock, void *address, unsigned int *length) {
+    socklen_t l = *length;
+    int fd = accept4(sock, (struct sockaddr *)address, &l, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    *length = l;
+    return fd;
+}
+
 int vio_shim_peer_credentials(int sock, pid_t *pid, uid_t *uid, gid_t *gid) {
     struct ucred cred;
     socklen_t l = sizeof(cred);

@@ -128,6 +128,14 @@ public struct AgentChannel: ~Copyable, Sendable {
         }
     }
 
+    /// Another host's agent state, fetched by this agent over the fabric.
+    public func health(of host: String) throws(VIOError) -> AgentStatus {
+        switch try request(.healthRequest(host: host)).message {
+        case .status(let s): return s
+        case let other: throw .protocolViolation("expected STATUS, got \(other.kindName)")
+        }
+    }
+
     private static func receive(on socket: borrowing UnixSocket, wait: Bool) throws(VIOError) -> Reply? {
         let next: UnixSocket.Received?
         do {

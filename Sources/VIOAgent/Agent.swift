@@ -21,7 +21,9 @@ public final class Agent {
     private let startedAt = MonotonicClock.nanoseconds()
     private let admission: Admission
 
-    private let epoll: Epoll
+    private let loop: EventLoop
+    /// The inter-host fabric; nil when this host has no links to other hosts.
+    private var fabric: Fabric?
     private let signals: SignalDescriptor
     private let listener: UnixSocket
     private var connections: [UInt64: ControlConnection] = [:]
@@ -67,11 +69,20 @@ public final class Agent {
             // connect; the socket's mode does not have to encode the topology's uids.
             listener = try UnixSocket.listen(path: path, mode: 0o666)
             try listener.fd.setNonBlocking()
-            epoll = try Epoll()
-            try epoll.add(listener.fd.rawValue, token: Self.listenerToken)
-            try epoll.add(signals.fd.rawValue, token: Self.signalToken)
+            loop = try EventLoop()
+            try loop.epoll.add(listener.fd.rawValue, token: Self.listenerToken)
+            try loop.epoll.add(signals.fd.rawValue, token: Self.signalToken)
         } catch {
             throw .system(error, doing: "cannot set up the control socket \(path)")
+        }
+        if !configuration.view.peers.isEmpty {
+            do {
+                fabric = try Fabric(view: configuration.view, topology: configuration.topology, loop: loop, logger: logger)
+            } catch {
+                unlink(path)
+                throw .system(error, doing: "cannot listen for other agents on \(host.address):\(host.port) (is another agent running, or is the address not on this host?)")
+            }
+            fabric?.delegate = self
         }
     }
 
@@ -84,15 +95,17 @@ public final class Agent {
             "links": "\(view.links.count)", "transport": "\(transport)", "numa_nodes": "\(NUMA.nodeCount)",
         ])
         defer { unlink(view.controlSocket) }
+        var moreWork = false
         while true {
             let events: [Epoll.Event]
             do {
-                events = try epoll.wait(timeoutMilliseconds: nextTimeoutMilliseconds())
+                events = try loop.epoll.wait(timeoutMilliseconds: moreWork ? 0 : nextTimeoutMilliseconds(), maxEvents: 256)
             } catch {
                 throw .system(error, doing: "waiting for control events")
             }
             for event in events {
                 switch event.token {
+                case let token where token & Fabric.tokenFlag != 0: fabric?.handle(event)
                 case Self.listenerToken: acceptAll()
                 case Self.signalToken:
                     if let signal = try? signals.next() {
@@ -108,6 +121,7 @@ public final class Agent {
                 }
             }
             expirePendingOpens()
+            moreWork = fabric?.finishTurn() ?? false
         }
     }
 
@@ -128,7 +142,7 @@ public final class Agent {
                 try socket.fd.setNonBlocking()
                 let token = nextToken
                 nextToken += 1
-                try epoll.add(socket.fd.rawValue, token: token)
+                try loop.epoll.add(socket.fd.rawValue, token: token)
                 connections[token] = ControlConnection(token: token, socket: socket, credentials: credentials)
                 logger.debug("control connection", metadata: ["pid": "\(credentials.pid)", "uid": "\(credentials.uid)"])
             } catch {
@@ -164,11 +178,12 @@ public final class Agent {
     /// Forgets a connection; an attached instance's links are reported gone to their peers.
     private func drop(_ connection: ControlConnection, reason: String?) {
         guard connections.removeValue(forKey: connection.token) != nil else { return }
-        epoll.remove(connection.socket.fd.rawValue)
-        if connection.processDescriptor >= 0 { epoll.remove(connection.processDescriptor) }
+        loop.epoll.remove(connection.socket.fd.rawValue)
+        if connection.processDescriptor >= 0 { loop.epoll.remove(connection.processDescriptor) }
         pendingOpens.removeAll { $0.connection == connection.token }
         guard let name = connection.instance, attachments[name] === connection else { return }
         attachments[name] = nil
+        fabric?.instanceGone(name)
         let gone = links.instanceGone(name)
         logger.info("instance detached", metadata: [
             "instance": "\(name)", "pid": "\(connection.credentials.pid)", "reason": "\(reason ?? "closed")",
@@ -206,6 +221,13 @@ public final class Agent {
             return refuse(ControlError(.unexpected, "the first message must be HELLO, not \(message.kindName)"))
         case (_, .statusRequest):
             return (try? connection.send(.status(status()))) != nil
+        case (_, .healthRequest(let host)):
+            if host == configuration.view.host.name { return (try? connection.send(.status(status()))) != nil }
+            guard let fabric else {
+                return reply(connection, ControlError(.unknownInstance, "host '\(configuration.view.host.name)' has no links to other hosts"))
+            }
+            if let error = fabric.requestHealth(of: host, for: connection.token) { return reply(connection, error) }
+            return true
         case (.ready, .attach(let request)) where connection.role == .instance:
             return attach(request, on: connection)
         case (.attached, .openLink(let request)):
@@ -234,7 +256,7 @@ public final class Agent {
         }
         do {
             let pidfd = try ProcessDescriptor.open(pid: credentials.pid)
-            try epoll.add(pidfd.rawValue, token: connection.token | Self.processFlag)
+            try loop.epoll.add(pidfd.rawValue, token: connection.token | Self.processFlag)
             connection.processDescriptor = pidfd.take()
         } catch {
             // The process may already be gone; the socket hang-up will tell us.
@@ -254,6 +276,7 @@ public final class Agent {
         guard (try? connection.send(.attached(Attached(instance: instance.name, peers: peers)))) != nil else { return false }
         logger.info("instance attached", metadata: ["instance": "\(instance.name)", "pid": "\(credentials.pid)",
                                                     "uid": "\(credentials.uid)", "numa_node": "\(request.numaNode)"])
+        fabric?.instanceAttached(instance.name)
         // Opens that were waiting for this instance complete now.
         let waiting = pendingOpens.filter { $0.peer == instance.name }
         pendingOpens.removeAll { $0.peer == instance.name }
@@ -272,9 +295,13 @@ public final class Agent {
             return reply(connection, ControlError(.undeclaredLink,
                 "no link between '\(me)' and '\(request.peer)' is declared in \(configuration.topologySource); '\(me)' may link to: \(mine.isEmpty ? "nobody" : mine.joined(separator: ", "))"))
         }
-        if case .remote(let host) = declared.kind {
-            return reply(connection, ControlError(.notSupported,
-                "'\(request.peer)' is on host '\(host)': links to other hosts need the inter-host fabric, which this agent does not run yet"))
+        if case .remote = declared.kind {
+            guard let fabric else { return reply(connection, ControlError(.internalError, "no fabric for a remote link")) }
+            if let error = fabric.openLink(instance: me, link: declared, requestID: request.requestID,
+                                           waitMilliseconds: request.timeoutMilliseconds) {
+                return reply(connection, error)
+            }
+            return true
         }
         if let existing = links.open(between: me, request.peer) {
             let ready = LinkReady(requestID: request.requestID, linkID: existing.id, peer: request.peer,
@@ -338,6 +365,7 @@ public final class Agent {
     }
 
     private func closeLink(_ id: UInt64, on connection: ControlConnection) {
+        if let me = connection.instance, let fabric, fabric.closeLink(id: id, by: me) { return }
         guard let me = connection.instance, let link = links.link(id: id), let end = link.end(of: me) else { return }
         link.finish(LinkStateWord(kind: .closed, end: end))
         links.remove(link)
@@ -347,7 +375,8 @@ public final class Agent {
     // MARK: Timers
 
     private func nextTimeoutMilliseconds() -> Int32 {
-        Deadline(nanoseconds: pendingOpens.map(\.deadline).min() ?? .max).remainingMilliseconds
+        let opens = pendingOpens.map(\.deadline).min() ?? .max
+        return Deadline(nanoseconds: min(opens, fabric?.nextTimeoutNanoseconds() ?? .max)).remainingMilliseconds
     }
 
     private func expirePendingOpens() {
@@ -381,6 +410,20 @@ public final class Agent {
             }
             var state = AgentStatus.LinkState(localEnd: declared.localEnd, peerEnd: declared.peerEnd,
                                               peerHost: peerHost, state: "declared")
+            if case .remote = declared.kind {
+                guard let remote = fabric?.link(for: declared) else { return state }
+                state.state = remote.isOpen ? "open" : "opening"
+                state.linkID = remote.id
+                state.ringBytes = (UInt64(remote.region.capacity(ofRing: 0)), UInt64(remote.region.capacity(ofRing: 1)))
+                let toPeer = remote.region.counters(ofRing: 1), toLocal = remote.region.counters(ofRing: 0)
+                state.sent = AgentStatus.DirectionCounters(messages: toPeer.messagesSent, bytes: toPeer.bytesSent,
+                                                           wakeups: toPeer.wakeupsSent, fullStalls: toPeer.fullStalls,
+                                                           errors: toPeer.errors)
+                state.received = AgentStatus.DirectionCounters(messages: toLocal.messagesSent, bytes: toLocal.bytesSent,
+                                                               wakeups: toLocal.wakeupsSent, fullStalls: toLocal.fullStalls,
+                                                               errors: toLocal.errors)
+                return state
+            }
             guard let link = links.any(between: declared.localEnd, declared.peerEnd),
                   let local = link.end(of: declared.localEnd) else { return state }
             state.state = link.stateDescription
@@ -398,9 +441,40 @@ public final class Agent {
                                                            errors: toLocal.errors)
             return state
         }
-        return AgentStatus(cluster: configuration.topology.cluster, host: view.host.name, pid: getpid(),
-                           uptimeMilliseconds: (MonotonicClock.nanoseconds() - startedAt) / 1_000_000,
-                           transport: transport.description, numaNodes: UInt16(NUMA.nodeCount),
-                           instances: instances, links: linkStates)
+        var status = AgentStatus(cluster: configuration.topology.cluster, host: view.host.name, pid: getpid(),
+                                 uptimeMilliseconds: (MonotonicClock.nanoseconds() - startedAt) / 1_000_000,
+                                 transport: transport.description, numaNodes: UInt16(NUMA.nodeCount),
+                                 instances: instances, links: linkStates)
+        status.peerHosts = fabric?.peerStates() ?? []
+        return status
+    }
+}
+
+// MARK: - Fabric
+
+extension Agent: FabricDelegate {
+    func fabricDeliver(_ ready: LinkReady, descriptors: [Int32], to instance: String) -> Bool {
+        guard let connection = attachments[instance] else { return false }
+        return (try? connection.send(.linkReady(ready), descriptors: descriptors)) != nil
+    }
+
+    func fabricRefuse(requestID: UInt32, of instance: String, _ error: ControlError) {
+        guard let connection = attachments[instance] else { return }
+        _ = reply(connection, error)
+    }
+
+    func fabricAttachment(of instance: String) -> (attached: Bool, numaNode: Int) {
+        guard let connection = attachments[instance] else { return (false, 0) }
+        return (true, connection.numaNode)
+    }
+
+    func fabricStatus() -> AgentStatus { status() }
+
+    func fabricHealthReply(to connection: UInt64, _ result: Result<AgentStatus, ControlError>) {
+        guard let c = connections[connection] else { return }
+        switch result {
+        case .success(let status): try? c.send(.status(status))
+        case .failure(let error): try? c.send(.error(error))
+        }
     }
 }

@@ -53,6 +53,7 @@ final class LocalLink {
         case .closed: return "closed by \(who)"
         case .gone: return "\(who) gone"
         case .corrupt: return "corrupt (found by \(who))"
+        case .hostDown: return "peer host down"
         }
     }
 }

@@ -18,6 +18,8 @@ public struct Epoll: ~Copyable, Sendable {
         public var readable: Bool
         /// The peer hung up or an error is pending.
         public var hangUp: Bool
+        /// Writable (registered with `writable: true`): a connect finished or send space freed.
+        public var writable: Bool = false
     }
 
     private let fd: OwnedFileDescriptor
@@ -27,12 +29,24 @@ public struct Epoll: ~Copyable, Sendable {
         fd = OwnedFileDescriptor(taking: try retryingSyscall("epoll_create1") { epoll_create1(Int32(EPOLL_CLOEXEC)) })
     }
 
-    /// Watches `descriptor` for readability and hang-up; events carry `token`.
-    public func add(_ descriptor: Int32, token: UInt64) throws(SystemError) {
-        var event = epoll_event()
-        event.events = EPOLLIN.rawValue | EPOLLRDHUP.rawValue
-        event.data.u64 = token
+    /// Watches `descriptor` for readability and hang-up, and for writability when `writable`;
+    /// events carry `token`.
+    public func add(_ descriptor: Int32, token: UInt64, writable: Bool = false) throws(SystemError) {
+        var event = Self.event(token: token, writable: writable)
         _ = try retryingSyscall("epoll_ctl(ADD)") { epoll_ctl(fd.rawValue, EPOLL_CTL_ADD, descriptor, &event) }
+    }
+
+    /// Changes whether `descriptor` (already added) is watched for writability.
+    public func modify(_ descriptor: Int32, token: UInt64, writable: Bool) throws(SystemError) {
+        var event = Self.event(token: token, writable: writable)
+        _ = try retryingSyscall("epoll_ctl(MOD)") { epoll_ctl(fd.rawValue, EPOLL_CTL_MOD, descriptor, &event) }
+    }
+
+    private static func event(token: UInt64, writable: Bool) -> epoll_event {
+        var event = epoll_event()
+        event.events = EPOLLIN.rawValue | EPOLLRDHUP.rawValue | (writable ? EPOLLOUT.rawValue : 0)
+        event.data.u64 = token
+        return event
     }
 
     /// Watches `descriptor` for one readability event (EPOLLONESHOT), re-arming it if it was
@@ -59,7 +73,8 @@ public struct Epoll: ~Copyable, Sendable {
         return raw[..<Int(n)].map { e in
             Event(token: e.data.u64,
                   readable: e.events & EPOLLIN.rawValue != 0,
-                  hangUp: e.events & (EPOLLHUP.rawValue | EPOLLRDHUP.rawValue | EPOLLERR.rawValue) != 0)
+                  hangUp: e.events & (EPOLLHUP.rawValue | EPOLLRDHUP.rawValue | EPOLLERR.rawValue) != 0,
+                  writable: e.events & EPOLLOUT.rawValue != 0)
         }
     }
 }

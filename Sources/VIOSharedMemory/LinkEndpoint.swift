@@ -86,6 +86,8 @@ public final class LinkEndpoint: @unchecked Sendable {
         case .gone: return s.end == end ? .closed : .peerGone(peer: peerName)
         case .corrupt:
             return .corruptRing(s.end == end ? "detected by this end" : "detected by '\(peerName)'")
+        case .hostDown:
+            return .peerHostDown(peer: peerName, host: region.peerHost, possiblyLost: region.possiblyLost)
         }
     }
 

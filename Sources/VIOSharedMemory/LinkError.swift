@@ -7,8 +7,11 @@ public enum LinkError: Error, Sendable, Equatable, CustomStringConvertible {
     /// The peer's process died (the agent saw it exit). Messages this end sent that the peer
     /// had not received are lost with it.
     case peerGone(peer: String)
-    /// The peer's host is unreachable (inter-host links).
-    case peerHostDown(peer: String, host: String)
+    /// The peer's host is unreachable (inter-host links): its agent stopped answering, the
+    /// network was cut, or the agent restarted. `possiblyLost` messages this end sent were not
+    /// acknowledged by the far agent: they may or may not have been delivered. Reopen the link
+    /// once the host is back.
+    case peerHostDown(peer: String, host: String, possiblyLost: UInt64)
     /// This end closed the link.
     case closed
     /// Shared memory holds values no correct peer writes: the link is unusable.
@@ -30,7 +33,8 @@ public enum LinkError: Error, Sendable, Equatable, CustomStringConvertible {
         switch self {
         case .peerClosed(let p): return "peer '\(p)' closed the link"
         case .peerGone(let p): return "peer gone: instance '\(p)' exited or detached"
-        case .peerHostDown(let p, let h): return "peer host down: '\(h)' (instance '\(p)') is unreachable"
+        case .peerHostDown(let p, let h, let lost):
+            return "peer host down: host '\(h)' of instance '\(p)' is unreachable; \(lost) message(s) sent on this link were not acknowledged and may be lost; reopen the link when the host is back"
         case .closed: return "the link is closed"
         case .corruptRing(let detail): return "corrupt ring: \(detail); the link is closed"
         case .messageTooLarge(let size, let max): return "message of \(size) bytes exceeds the link's maximum of \(max) bytes"

@@ -19,25 +19,29 @@ public final class LinkRegion: @unchecked Sendable {
     public let capacities: (Int, Int)
     /// Instance names of end 0 and end 1.
     public let names: (String, String)
+    /// The far end's host for a link carried by the fabric, empty for a local link.
+    public let peerHost: String
     /// The memfd behind a region this process created (to pass to the ends), else -1.
     /// Owned by the region: closed when it is released.
     public let memoryFileDescriptor: Int32
 
     private init(mapping: consuming SharedMapping, linkID: UInt64, maxMessage: Int,
-                 capacities: (Int, Int), names: (String, String), memoryFile: consuming OwnedFileDescriptor?) {
+                 capacities: (Int, Int), names: (String, String), peerHost: String,
+                 memoryFile: consuming OwnedFileDescriptor?) {
         self.mapping = mapping
         memoryFileDescriptor = memoryFile?.take() ?? -1
         self.linkID = linkID
         self.maxMessage = maxMessage
         self.capacities = capacities
         self.names = names
+        self.peerHost = peerHost
     }
 
     /// Creates and lays out a region in a new sealed memfd. Ring `e` is read by end `e`;
     /// `readerNodes` places each ring's pages on its reader's NUMA node when the host has
     /// more than one.
     public static func create(linkID: UInt64, names: (String, String), capacities: (Int, Int), maxMessage: Int,
-                              readerNodes: (Int, Int) = (0, 0)) throws(SystemError) -> LinkRegion {
+                              readerNodes: (Int, Int) = (0, 0), peerHost: String = "") throws(SystemError) -> LinkRegion {
         for c in [capacities.0, capacities.1] {
             precondition(c >= RegionLayout.minimumCapacity && c <= RegionLayout.maximumCapacity && c & (c - 1) == 0,
                          "ring capacity must be a power of two in range")
@@ -65,13 +69,15 @@ public final class LinkRegion: @unchecked Sendable {
                             toByteOffset: RegionLayout.Header.rings + index * 16, as: UInt64.self)
             base.storeBytes(of: UInt64(capacity), toByteOffset: RegionLayout.Header.rings + index * 16 + 8, as: UInt64.self)
         }
-        for (index, name) in [(0, names.0), (1, names.1)] {
+        for (offset, name) in [(RegionLayout.Header.names, names.0),
+                               (RegionLayout.Header.names + RegionLayout.nameBytes, names.1),
+                               (RegionLayout.Header.peerHost, peerHost)] {
             let bytes = Array(name.utf8.prefix(RegionLayout.nameBytes - 1))
-            (base + RegionLayout.Header.names + index * RegionLayout.nameBytes).copyMemory(from: bytes, byteCount: bytes.count)
+            (base + offset).copyMemory(from: bytes, byteCount: bytes.count)
         }
         // The memfd starts zeroed: indices, flags, counters and the state word are 0 (open).
         return LinkRegion(mapping: mapping, linkID: linkID, maxMessage: maxMessage,
-                          capacities: capacities, names: names, memoryFile: fd)
+                          capacities: capacities, names: names, peerHost: peerHost, memoryFile: fd)
     }
 
     deinit {
@@ -116,18 +122,32 @@ public final class LinkRegion: @unchecked Sendable {
         }
         let maxMessage = u64(RegionLayout.Header.maxMessage)
         guard maxMessage >= 1, maxMessage <= 1 << 40 else { throw corrupt("max message \(maxMessage)") }
-        func name(_ index: Int) -> String {
-            let start = base + RegionLayout.Header.names + index * RegionLayout.nameBytes
+        func name(at offset: Int) -> String {
+            let start = base + offset
             let bytes = UnsafeRawBufferPointer(start: start, count: RegionLayout.nameBytes)
             let used = bytes.prefix { $0 != 0 }
             return String(decoding: used, as: UTF8.self)
         }
         return LinkRegion(mapping: mapping, linkID: u64(RegionLayout.Header.linkID), maxMessage: Int(maxMessage),
-                          capacities: caps, names: (name(0), name(1)), memoryFile: nil)
+                          capacities: caps,
+                          names: (name(at: RegionLayout.Header.names), name(at: RegionLayout.Header.names + RegionLayout.nameBytes)),
+                          peerHost: name(at: RegionLayout.Header.peerHost), memoryFile: nil)
     }
 
     private var stateAtomic: UnsafeAtomic<UInt32> {
         UnsafeAtomic(at: (base + RegionLayout.Header.state).assumingMemoryBound(to: UInt32.AtomicRepresentation.self))
+    }
+
+    /// Messages the far agent never acknowledged, recorded before the state `hostDown`.
+    public var possiblyLost: UInt64 { lostAtomic.load(ordering: .acquiring) }
+
+    private var lostAtomic: UnsafeAtomic<UInt64> {
+        UnsafeAtomic(at: (base + RegionLayout.Header.possiblyLost).assumingMemoryBound(to: UInt64.AtomicRepresentation.self))
+    }
+
+    /// Records the count reported with `hostDown` (the agent, before it sets the state).
+    public func setPossiblyLost(_ count: UInt64) {
+        lostAtomic.store(count, ordering: .releasing)
     }
 
     /// The link's state as last written by an end or the agent.

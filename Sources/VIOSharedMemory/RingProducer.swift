@@ -16,7 +16,16 @@ public final class RingProducer {
     @usableFromInline let doorbell: Int32
     /// Largest payload in one record.
     public var maximumRecordPayload: Int { ring.maximumRecordPayload }
-    var writerArmed: UnsafeAtomic<UInt32> { ring.writerArmed }
+    /// Set before waiting for space so the consumer rings the space doorbell.
+    public var writerArmed: UnsafeAtomic<UInt32> { ring.writerArmed }
+
+    /// Bytes committed and not yet freed by the consumer (re-reads its head): records,
+    /// headers and wrap-around padding.
+    public var usedBytes: Int {
+        let head = ring.head.load(ordering: .acquiring)
+        let used = cursor.pointee.tail &- head
+        return used <= UInt64(ring.capacity) ? Int(used) : ring.capacity
+    }
     private let region: LinkRegion  // keeps the mapping alive
 
     /// The producer of ring `index` of `region`; `doorbell` is the consumer's data doorbell.

@@ -55,6 +55,9 @@ public struct ResolvedLink: Sendable, Equatable {
     public var ringSizeToPeer: ByteSize
     /// Largest message.
     public var maxMessageSize: ByteSize
+    /// The link's number in the topology (1-based position in the expanded link list): both
+    /// agents of a cross-host link derive the same number, the fabric's session id.
+    public var session: UInt32 = 0
 }
 
 /// Another host this one has links to.
@@ -92,6 +95,15 @@ extension Topology {
         return "\(base)/\(host).sock"
     }
 
+    /// What two agents must agree on before carrying links for each other: the cluster and the
+    /// numbered link list (session ids are positions in it), with ring and message sizes.
+    public var fabricIdentity: [String] {
+        [cluster] + links.map { link in
+            let (a, b) = link.endpoints
+            return "\(a)|\(b)|\(link.maxMessageSize?.bytes ?? defaults.maxMessageSize.bytes)"
+        }
+    }
+
     /// Which side of a host pair dials: a host behind NAT always does; otherwise the one whose
     /// name sorts first, so both agents agree without talking.
     public static func dials(_ a: Host, to b: Host) -> Bool {
@@ -109,7 +121,7 @@ extension Topology {
         let local = instances.filter { $0.host == name }
         var links: [ResolvedLink] = []
         var perPeer: [String: Int] = [:]
-        for link in self.links {
+        for (index, link) in self.links.enumerated() {
             let (a, b) = link.endpoints
             guard let ia = byName[a], let ib = byName[b] else { continue }
             let (mine, other): (Instance, Instance)
@@ -118,7 +130,8 @@ extension Topology {
             if case .remote(let h) = kind { perPeer[h, default: 0] += 1 }
             links.append(ResolvedLink(localEnd: mine.name, peerEnd: other.name, kind: kind,
                                       ringSizeToLocal: ring(mine.name, link), ringSizeToPeer: ring(other.name, link),
-                                      maxMessageSize: link.maxMessageSize ?? defaults.maxMessageSize))
+                                      maxMessageSize: link.maxMessageSize ?? defaults.maxMessageSize,
+                                      session: UInt32(index + 1)))
         }
         let peers = hosts.filter { perPeer[$0.name] != nil }.map { peer in
             PeerHost(host: peer, weDial: Self.dials(host, to: peer), channels: min(host.channels, peer.channels),

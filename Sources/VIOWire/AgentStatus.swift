@@ -94,6 +94,64 @@ public struct AgentStatus: Sendable, Equatable {
         }
     }
 
+    /// The fabric towards one other host.
+    public struct PeerHostState: Sendable, Equatable {
+        /// The peer host.
+        public var name: String
+        /// `up`, `connecting`, `down` (with the last reason in ``lastError``).
+        public var state: String
+        /// Whether this agent dials (otherwise it accepts).
+        public var dials: Bool
+        /// Channels up / channels configured.
+        public var channelsUp: UInt16
+        public var channels: UInt16
+        /// Whether the channels are encrypted.
+        public var encrypted: Bool = false
+        /// Last heartbeat round trip, microseconds (0: none yet).
+        public var rttMicroseconds: UInt32 = 0
+        /// Bytes and frames written to / read from the channels.
+        public var bytesSent: UInt64 = 0
+        public var bytesReceived: UInt64 = 0
+        public var framesSent: UInt64 = 0
+        public var framesReceived: UInt64 = 0
+        /// Times a link had data to send but no credit.
+        public var creditStalls: UInt64 = 0
+        /// Channels re-established after a loss.
+        public var reconnects: UInt64 = 0
+        /// Virtual links open through this host.
+        public var linksOpen: UInt32 = 0
+        /// Why the channels last went down, empty if never.
+        public var lastError: String = ""
+
+        /// A peer-host entry.
+        public init(name: String, state: String, dials: Bool, channelsUp: UInt16, channels: UInt16) {
+            self.name = name
+            self.state = state
+            self.dials = dials
+            self.channelsUp = channelsUp
+            self.channels = channels
+        }
+
+        func encode(to w: inout ByteWriter) {
+            w.write(name); w.write(state); w.write(dials); w.write(channelsUp); w.write(channels); w.write(encrypted)
+            w.write(rttMicroseconds)
+            for v in [bytesSent, bytesReceived, framesSent, framesReceived, creditStalls, reconnects] { w.write(v) }
+            w.write(linksOpen)
+            w.write(lastError)
+        }
+
+        init(from r: inout ByteReader) throws(DecodeError) {
+            self.init(name: try r.readString(), state: try r.readString(), dials: try r.readBool(),
+                      channelsUp: try r.read(), channels: try r.read())
+            encrypted = try r.readBool()
+            rttMicroseconds = try r.read()
+            bytesSent = try r.read(); bytesReceived = try r.read(); framesSent = try r.read()
+            framesReceived = try r.read(); creditStalls = try r.read(); reconnects = try r.read()
+            linksOpen = try r.read()
+            lastError = try r.readString()
+        }
+    }
+
     /// Cluster name.
     public var cluster: String
     /// This host.
@@ -110,6 +168,8 @@ public struct AgentStatus: Sendable, Equatable {
     public var instances: [InstanceState]
     /// Links with an end here.
     public var links: [LinkState]
+    /// The fabric towards each other host this one has links to.
+    public var peerHosts: [PeerHostState] = []
 
     /// A status snapshot.
     public init(cluster: String, host: String, pid: Int32, uptimeMilliseconds: UInt64, transport: String,
@@ -153,6 +213,8 @@ public struct AgentStatus: Sendable, Equatable {
             l.sent.encode(to: &w)
             l.received.encode(to: &w)
         }
+        w.write(UInt32(peerHosts.count))
+        for p in peerHosts { p.encode(to: &w) }
     }
 
     init(from r: inout ByteReader) throws(DecodeError) {
@@ -180,5 +242,8 @@ public struct AgentStatus: Sendable, Equatable {
             l.received = try DirectionCounters(from: &r)
             links.append(l)
         }
+        let peerCount = try r.readCount(max: 1 << 16, minimumElementSize: 70)
+        peerHosts = []
+        for _ in 0..<peerCount { peerHosts.append(try PeerHostState(from: &r)) }
     }
 }

@@ -17,6 +17,9 @@ public enum ControlMessage: Sendable, Equatable {
     case statusRequest
     /// The agent's state.
     case status(AgentStatus)
+    /// Asks this agent to fetch another host's state over the fabric (`vioctl health HOST`);
+    /// answered with `status` or `error`.
+    case healthRequest(host: String)
     /// A refusal or failure, with a reason the client can print.
     case error(ControlError)
     /// Become an instance (after HELLO with role `instance`).
@@ -39,7 +42,7 @@ public enum ControlMessage: Sendable, Equatable {
 
     /// Message type codes (stable: documented in docs/control-protocol.md).
     public enum Kind: UInt16, Sendable {
-        case hello = 1, welcome = 2, statusRequest = 3, status = 4, error = 15
+        case hello = 1, welcome = 2, statusRequest = 3, status = 4, healthRequest = 5, error = 15
         case attach = 16, attached = 17, openLink = 18, linkReady = 19, closeLink = 20
     }
 
@@ -49,6 +52,7 @@ public enum ControlMessage: Sendable, Equatable {
         case .welcome: .welcome
         case .statusRequest: .statusRequest
         case .status: .status
+        case .healthRequest: .healthRequest
         case .error: .error
         case .attach: .attach
         case .attached: .attached
@@ -65,6 +69,7 @@ public enum ControlMessage: Sendable, Equatable {
         case .welcome: "WELCOME"
         case .statusRequest: "STATUS_REQUEST"
         case .status: "STATUS"
+        case .healthRequest: "HEALTH_REQUEST"
         case .error: "ERROR"
         case .attach: "ATTACH"
         case .attached: "ATTACHED"
@@ -85,6 +90,7 @@ public enum ControlMessage: Sendable, Equatable {
         case .welcome(let m): m.encode(to: &w)
         case .statusRequest: break
         case .status(let m): m.encode(to: &w)
+        case .healthRequest(let host): w.write(host)
         case .error(let m): m.encode(to: &w)
         case .attach(let m): m.encode(to: &w)
         case .attached(let m): m.encode(to: &w)
@@ -111,6 +117,7 @@ public enum ControlMessage: Sendable, Equatable {
         case .welcome: message = .welcome(try Welcome(from: &r))
         case .statusRequest: message = .statusRequest
         case .status: message = .status(try AgentStatus(from: &r))
+        case .healthRequest: message = .healthRequest(host: try r.readString())
         case .error: message = .error(try ControlError(from: &r))
         case .attach: message = .attach(try Attach(from: &r))
         case .attached: message = .attached(try Attached(from: &r))
@@ -202,6 +209,7 @@ public struct ControlError: Error, Sendable, Equatable, CustomStringConvertible 
         case unexpected = 10
         case notSupported = 11
         case alreadyOpen = 12
+        case peerHostDown = 13
     }
 
     /// The reason code.

@@ -59,6 +59,18 @@ public struct FrameHeader: Sendable, Equatable {
         w.write(credit)
     }
 
+    /// Stores the 24 header bytes at `p` (no allocation: the channel's send path).
+    public func store(to p: UnsafeMutableRawPointer) {
+        p.storeBytes(of: Self.version, toByteOffset: 0, as: UInt8.self)
+        p.storeBytes(of: type.rawValue, toByteOffset: 1, as: UInt8.self)
+        p.storeBytes(of: flags.rawValue.littleEndian, toByteOffset: 2, as: UInt16.self)
+        p.storeBytes(of: session.littleEndian, toByteOffset: 4, as: UInt32.self)
+        p.storeBytes(of: destination.littleEndian, toByteOffset: 8, as: UInt32.self)
+        p.storeBytes(of: length.littleEndian, toByteOffset: 12, as: UInt32.self)
+        p.storeBytes(of: sequence.littleEndian, toByteOffset: 16, as: UInt32.self)
+        p.storeBytes(of: credit.littleEndian, toByteOffset: 20, as: UInt32.self)
+    }
+
     /// Reads a header, rejecting an unknown version or type, unknown flags, or a length over
     /// the maximum, so a bad peer can never make the reader allocate or wait for gigabytes.
     public init(from r: inout ByteReader) throws(DecodeError) {
@@ -145,51 +157,95 @@ public struct Frame: Sendable, Equatable {
     }
 }
 
-/// Cuts a byte stream (a TCP channel) into frames. Feed bytes as they arrive; take whole
-/// frames out. A malformed header is an error for the whole channel: after it, nothing more is
-/// decoded (the agent drops that channel and keeps serving the others).
+/// Cuts a byte stream (a TCP channel) into frames. Bytes are read straight into its buffer
+/// (``fill(_:)``) and frames handed out in place (``nextFrame(_:)``), so a payload is copied
+/// once, from the kernel into this buffer, before it goes to its ring.
+///
+/// A malformed header is an error for the whole channel: after it, nothing more is decoded
+/// (the agent drops that channel and keeps serving the others).
 public struct FrameDecoder: Sendable {
-    private var buffer: [UInt8] = []
+    private var storage: [UInt8]
     private var start = 0
+    private var end = 0
     private var failure: DecodeError?
+    /// Bytes ``fill(_:)`` offers the reader at least.
+    public static let readChunk = 256 * 1024
 
     /// An empty decoder.
-    public init() {}
-
-    /// Adds received bytes.
-    public mutating func feed<C: Collection>(_ bytes: C) where C.Element == UInt8 {
-        guard failure == nil else { return }
-        if start > 0 && start == buffer.count {
-            buffer.removeAll(keepingCapacity: true)
-            start = 0
-        }
-        buffer.append(contentsOf: bytes)
+    public init() {
+        storage = [UInt8](repeating: 0, count: Self.readChunk)
     }
 
-    /// The next whole frame, `nil` if more bytes are needed; throws on a malformed header (and
-    /// on every call after it).
-    public mutating func next() throws(DecodeError) -> Frame? {
+    /// Adds received bytes (copying them).
+    public mutating func feed<C: Collection>(_ bytes: C) where C.Element == UInt8 {
+        guard failure == nil else { return }
+        makeRoom(bytes.count)
+        storage.replaceSubrange(end..<(end + bytes.count), with: bytes)
+        end += bytes.count
+    }
+
+    /// Lets `read` write into the free space (at least ``readChunk`` bytes); it returns how
+    /// many bytes it wrote, or nil. Returns what `read` returned.
+    public mutating func fill<E: Error>(_ read: (UnsafeMutableRawBufferPointer) throws(E) -> Int?) throws(E) -> Int? {
+        makeRoom(Self.readChunk)
+        let at = end
+        // withUnsafeMutableBytes rethrows untyped errors; carry the typed one in a Result.
+        let n = try storage.withUnsafeMutableBytes { raw in
+            Result { () throws(E) in try read(UnsafeMutableRawBufferPointer(rebasing: raw[at...])) }
+        }.get()
+        if let n, n > 0 { end += n }
+        return n
+    }
+
+    /// Makes `count` bytes free after `end`, moving pending bytes to the front or growing.
+    private mutating func makeRoom(_ count: Int) {
+        if start == end { start = 0; end = 0 }
+        if storage.count - end >= count { return }
+        if start > 0 {
+            let pending = end - start
+            storage.withUnsafeMutableBytes { raw in
+                raw.baseAddress!.copyMemory(from: raw.baseAddress! + start, byteCount: pending)
+            }
+            start = 0
+            end = pending
+        }
+        if storage.count - end < count {
+            storage.append(contentsOf: repeatElement(0, count: end + count - storage.count))
+        }
+    }
+
+    /// Passes the next whole frame to `body` (the payload is valid only during the call) and
+    /// returns its result; `nil` when more bytes are needed. Throws on a malformed header
+    /// (and on every call after it).
+    public mutating func nextFrame<R>(_ body: (FrameHeader, UnsafeRawBufferPointer) -> R) throws(DecodeError) -> R? {
         if let failure { throw failure }
-        guard buffer.count - start >= FrameHeader.size else { return nil }
-        var r = ByteReader(Array(buffer[start..<(start + FrameHeader.size)]))
+        guard end - start >= FrameHeader.size else { return nil }
         let header: FrameHeader
         do {
+            var r = ByteReader(Array(storage[start..<(start + FrameHeader.size)]))
             header = try FrameHeader(from: &r)
         } catch {
             failure = error
             throw error
         }
         let total = FrameHeader.size + Int(header.length)
-        guard buffer.count - start >= total else { return nil }
-        let payload = Array(buffer[(start + FrameHeader.size)..<(start + total)])
-        start += total
-        if start > 1 << 16 && start * 2 > buffer.count {
-            buffer.removeFirst(start)
-            start = 0
+        guard end - start >= total else {
+            if storage.count - start < total { makeRoom(total - (end - start)) }
+            return nil
         }
-        return Frame(header, payload: payload)
+        let at = start + FrameHeader.size
+        start += total
+        return storage.withUnsafeBytes { raw in
+            body(header, UnsafeRawBufferPointer(rebasing: raw[at..<(at + Int(header.length))]))
+        }
+    }
+
+    /// The next whole frame as a copy, `nil` if more bytes are needed; throws on a malformed
+    /// header (and on every call after it).
+    public mutating func next() throws(DecodeError) -> Frame? {
+        try nextFrame { header, payload in Frame(header, payload: Array(payload)) }
     }
 
     /// Bytes received but not yet returned as frames.
-    public var pendingBytes: Int { buffer.count - start }
+    public var pendingBytes: Int { end - start }
 }

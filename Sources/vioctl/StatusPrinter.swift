@@ -27,6 +27,15 @@ enum StatusPrinter {
             lines.append("    \(pad("\(l.localEnd) -> \(l.peerEnd):", 26)) \(counters(l.sent))")
             lines.append("    \(pad("\(l.peerEnd) -> \(l.localEnd):", 26)) \(counters(l.received))")
         }
+        if !s.peerHosts.isEmpty {
+            lines.append("peer hosts: \(s.peerHosts.count)")
+            for p in s.peerHosts {
+                let security = p.encrypted ? "encrypted" : "plaintext"
+                lines.append("  \(pad(p.name, 16)) \(pad(p.state, 10)) channels \(p.channelsUp)/\(p.channels) (\(p.dials ? "dials" : "accepts"), \(security)), rtt \(p.rttMicroseconds) us, \(p.linksOpen) links open")
+                lines.append("    sent \(bytes(p.bytesSent)) in \(p.framesSent) frames, received \(bytes(p.bytesReceived)) in \(p.framesReceived) frames, \(p.creditStalls) credit stalls, \(p.reconnects) reconnects")
+                if !p.lastError.isEmpty { lines.append("    last error: \(p.lastError)") }
+            }
+        }
         return lines.joined(separator: "\n") + "\n"
     }
 

@@ -13,7 +13,7 @@ struct VIOCtl: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vioctl",
         abstract: "Operate a VIO fabric: check topology files and read an agent's state.",
-        subcommands: [TopologyCommand.self, StatusCommand.self])
+        subcommands: [TopologyCommand.self, StatusCommand.self, HealthCommand.self])
 }
 
 /// Where to find the agent's control socket, shared by commands that talk to an agent.
@@ -61,6 +61,29 @@ struct StatusCommand: ParsableCommand {
             throw FailureMessage(error.description)
         }
         print(StatusPrinter.render(status, socket: path), terminator: "")
+    }
+}
+
+struct HealthCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "health",
+        abstract: "Ask another host's agent for its state, over the fabric (through the local agent).")
+
+    @Argument(help: ArgumentHelp("The remote host whose agent to ask.", valueName: "host"))
+    var remoteHost: String
+
+    @OptionGroup var location: AgentLocation
+
+    func run() throws {
+        let path = try location.socketPath()
+        let status: AgentStatus
+        do {
+            let channel = try AgentChannel(path: path, role: .observer, software: "vioctl")
+            status = try channel.health(of: remoteHost)
+        } catch {
+            throw FailureMessage(error.description)
+        }
+        print(StatusPrinter.render(status, socket: "(remote, via \(path))"), terminator: "")
     }
 }
 

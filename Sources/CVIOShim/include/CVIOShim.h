@@ -36,6 +36,10 @@ ssize_t vio_shim_recv_with_fds(int sock, void *buf, size_t len, int *fds, int ma
 /// accept4(2) with SOCK_CLOEXEC (accept4 is GNU-only in the headers).
 int vio_shim_accept_cloexec(int sock);
 
+/// accept4(2) with SOCK_CLOEXEC | SOCK_NONBLOCK, storing the peer's address in `address`
+/// (`*length` bytes available, updated).
+int vio_shim_accept_nonblocking(int sock, void *address, unsigned int *length);
+
 /// SO_PEERCRED of a connected Unix socket. Returns 0 or -1 with errno.
 int vio_shim_peer_credentials(int sock, pid_t *pid, uid_t *uid, gid_t *gid);
 

@@ -1,0 +1,590 @@
+import Logging
+import VIOLinux
+import VIOSharedMemory
+import VIOTopology
+import VIOTransport
+import VIOWire
+
+/// What the fabric needs from the rest of the agent: the attached instances and their
+/// control connections.
+protocol FabricDelegate: AnyObject {
+    /// Sends LINK_READY with descriptors to an attached instance; false if it is not attached
+    /// or the send failed.
+    func fabricDeliver(_ ready: LinkReady, descriptors: [Int32], to instance: String) -> Bool
+    /// Answers an OPEN_LINK of `instance` with an error.
+    func fabricRefuse(requestID: UInt32, of instance: String, _ error: ControlError)
+    /// Whether `instance` is attached, and its NUMA node.
+    func fabricAttachment(of instance: String) -> (attached: Bool, numaNode: Int)
+    /// This agent's status, for a far agent's health request.
+    func fabricStatus() -> AgentStatus
+    /// The answer to a `vioctl health` request.
+    func fabricHealthReply(to connection: UInt64, _ result: Result<AgentStatus, ControlError>)
+}
+
+/// The inter-host fabric: keeps K channels to every peer host, carries each cross-host link
+/// over one of them, and runs heartbeats, credits and reconnection.
+///
+/// Runs on the agent's thread, driven by the shared epoll: channel sockets (readable,
+/// writable), each remote link's two agent-side doorbells, and a periodic tick.
+final class Fabric {
+    /// Set on every epoll token the fabric registers.
+    static let tokenFlag: UInt64 = 1 << 61
+    private static let listenerToken = tokenFlag | 1
+    private static let channelKind: UInt64 = 1 << 56
+    private static let dataKind: UInt64 = 2 << 56
+    private static let spaceKind: UInt64 = 3 << 56
+    private static let kindMask: UInt64 = 0xF << 56
+    static let initialBackoffMilliseconds: UInt64 = 50
+    static let maximumBackoffMilliseconds: UInt64 = 1000
+    /// Payload bytes one link may frame per turn, so one busy link cannot starve the others.
+    static let drainBudget = 512 * 1024
+    /// Bytes read from one channel per turn.
+    static let receiveBudget = 4 << 20
+    /// Above this much queued output a channel takes no more data frames until it drains.
+    static let outputHighWater = 4 << 20
+
+    let view: HostView
+    let topology: Topology
+    let logger: Logger
+    let loop: EventLoop
+    weak var delegate: FabricDelegate?
+    let fingerprint: UInt64
+    let heartbeatNanoseconds: UInt64
+    let peerTimeoutNanoseconds: UInt64
+    /// Topology position (1-based) of each instance: the frames' destination id.
+    let instanceIDs: [String: UInt32]
+
+    /// The listening socket, when some peer dials this host.
+    private final class Listener {
+        let socket: TCPSocket
+        init(_ socket: consuming TCPSocket) { self.socket = socket }
+    }
+    private var listener: Listener?
+    var peers: [String: FabricPeer] = [:]
+    var slots: [UInt64: ChannelSlot] = [:]
+    var links: [UInt32: RemoteLink] = [:]
+    var linksByToken: [UInt64: RemoteLink] = [:]
+    /// OPEN_LINKs waiting for their peer host's channels to come up.
+    var waitingForHost: [PendingRemoteOpen] = []
+    /// SESSION starts waiting for a local instance to attach.
+    var waitingForInstance: [WaitingStart] = []
+    /// `vioctl health` requests in flight, by request number.
+    var healthRequests: [UInt32: (connection: UInt64, peer: String, deadline: UInt64)] = [:]
+    private var nextHealthRequest: UInt32 = 1
+    /// Links with more to frame than one turn allowed.
+    var readyLinks: Set<UInt32> = []
+    /// Channels with bytes still buffered after one turn.
+    private var readyChannels: Set<UInt64> = []
+    /// Channels with queued output.
+    var dirty: Set<UInt64> = []
+    /// Links that received data this turn (credit to grant).
+    var received: Set<UInt32> = []
+    private var nextToken: UInt64 = 1
+    var nextLinkID: UInt64 = 1 << 40
+    private var nextTick: UInt64 = 0
+
+    struct PendingRemoteOpen {
+        var instance: String
+        var link: ResolvedLink
+        var requestID: UInt32
+        var waitMilliseconds: UInt32
+        var deadline: UInt64
+    }
+
+    struct WaitingStart {
+        var session: UInt32
+        var open: SessionOpen
+        var peer: String
+        var deadline: UInt64
+    }
+
+    init(view: HostView, topology: Topology, loop: EventLoop, logger: Logger) throws(SystemError) {
+        self.view = view
+        self.topology = topology
+        self.loop = loop
+        self.logger = logger
+        fingerprint = TopologyFingerprint.of(topology.fabricIdentity)
+        heartbeatNanoseconds = UInt64(max(10, topology.defaults.heartbeatIntervalMilliseconds)) * 1_000_000
+        peerTimeoutNanoseconds = UInt64(max(50, topology.defaults.peerTimeoutMilliseconds)) * 1_000_000
+        instanceIDs = Dictionary(topology.instances.enumerated().map { ($1.name, UInt32($0 + 1)) },
+                                 uniquingKeysWith: { a, _ in a })
+        for p in view.peers {
+            peers[p.host.name] = FabricPeer(host: p.host, dials: p.weDial, channels: p.channels)
+        }
+        // Listen only if some peer dials us (a host behind NAT never accepts).
+        if peers.values.contains(where: { !$0.dials }) {
+            let address = try TCPSocket.resolve(view.host.address, port: view.host.port)
+            let socket = try TCPSocket.listen(on: address)
+            try loop.epoll.add(socket.fd.rawValue, token: Self.listenerToken)
+            listener = Listener(socket)
+            logger.info("fabric listening", metadata: ["address": "\(address)"])
+        }
+        nextTick = MonotonicClock.nanoseconds()
+    }
+
+    var isEmpty: Bool { peers.isEmpty }
+
+    // MARK: Events
+
+    /// Handles one epoll event carrying ``tokenFlag``.
+    func handle(_ event: Epoll.Event) {
+        if event.token == Self.listenerToken { acceptAll(); return }
+        switch event.token & Self.kindMask {
+        case Self.channelKind:
+            guard let slot = slots[event.token] else { return }
+            channelEvent(slot, event)
+        case Self.dataKind:
+            guard let link = linksByToken[event.token] else { return }
+            EventDescriptor.drain(link.data1.rawValue)
+            drainLink(link)
+        case Self.spaceKind:
+            guard let link = linksByToken[event.token] else { return }
+            EventDescriptor.drain(link.space1.rawValue)
+            spaceFreed(link)
+        default: break
+        }
+    }
+
+    /// Work left after a batch of events: continue budget-limited links and channels, grant
+    /// credit, and write everything queued. Returns whether more work is ready now.
+    func finishTurn() -> Bool {
+        let now = MonotonicClock.nanoseconds()
+        if now >= nextTick {
+            tick(now)
+            nextTick = now + heartbeatNanoseconds / 4
+        }
+        for token in readyChannels {
+            readyChannels.remove(token)
+            if let slot = slots[token] { receive(on: slot) }
+        }
+        for session in readyLinks {
+            readyLinks.remove(session)
+            if let link = links[session] { drainLink(link) }
+        }
+        for session in received {
+            if let link = links[session] { grantCredit(link) }
+        }
+        received.removeAll(keepingCapacity: true)
+        flushAll()
+        return !readyLinks.isEmpty || !readyChannels.isEmpty
+    }
+
+    /// Milliseconds until the next timer (heartbeats, reconnects, deadlines).
+    func nextTimeoutNanoseconds() -> UInt64 { nextTick }
+
+    private func channelEvent(_ slot: ChannelSlot, _ event: Epoll.Event) {
+        if !slot.channel.isConnected {
+            guard event.writable || event.hangUp else { return }
+            do {
+                try slot.channel.finishConnect()
+            } catch {
+                dropChannel(slot, reason: "cannot connect to \(slot.peer?.name ?? "?"): \(error)")
+                return
+            }
+            sendHello(slot)
+        }
+        if event.writable { dirty.insert(slot.token) }
+        if event.readable || event.hangUp { receive(on: slot) }
+    }
+
+    private func receive(on slot: ChannelSlot) {
+        guard slots[slot.token] != nil else { return }
+        var violation: String?
+        do {
+            let more = try slot.channel.receive(budget: Self.receiveBudget) { header, payload in
+                slot.lastReceived = MonotonicClock.nanoseconds()
+                do throws(ProtocolViolation) {
+                    try handleFrame(header, payload, on: slot)
+                    return slots[slot.token] != nil
+                } catch {
+                    violation = error.description
+                    return false
+                }
+            }
+            if let violation {
+                dropChannel(slot, reason: violation)
+            } else if more, slots[slot.token] != nil {
+                readyChannels.insert(slot.token)
+            }
+        } catch {
+            dropChannel(slot, reason: "\(error)")
+        }
+    }
+
+    // MARK: Channels
+
+    private func acceptAll() {
+        while let listener {
+            var address = TCPSocket.Address()
+            let accepted: TCPSocket?
+            do { accepted = try listener.socket.accept(peer: &address) } catch {
+                logger.warning("fabric accept failed: \(error)")
+                return
+            }
+            guard let socket = accepted else { return }
+            let channel = TCPChannel(accepted: socket, peer: "\(address)")
+            let slot = ChannelSlot(token: newToken(Self.channelKind), channel: channel, peer: nil, index: -1,
+                                   now: MonotonicClock.nanoseconds())
+            register(slot)
+            logger.debug("fabric connection accepted", metadata: ["from": "\(address)"])
+        }
+    }
+
+    private func newToken(_ kind: UInt64) -> UInt64 {
+        defer { nextToken += 1 }
+        return Self.tokenFlag | kind | nextToken
+    }
+
+    private func register(_ slot: ChannelSlot) {
+        slots[slot.token] = slot
+        do {
+            try loop.epoll.add(slot.channel.descriptor, token: slot.token, writable: slot.watchingWritable)
+        } catch {
+            dropChannel(slot, reason: "cannot watch the channel: \(error)")
+        }
+    }
+
+    private func dial(_ peer: FabricPeer, index: Int, now: UInt64) {
+        let channel: TCPChannel
+        do {
+            let address = try TCPSocket.resolve(peer.host.address, port: peer.host.port)
+            channel = try TCPChannel.dial(address)
+        } catch {
+            peer.lastError = "cannot dial: \(error)"
+            scheduleRedial(peer, index: index, now: now)
+            return
+        }
+        let slot = ChannelSlot(token: newToken(Self.channelKind), channel: channel, peer: peer, index: index, now: now)
+        peer.slots[index] = slot
+        register(slot)
+    }
+
+    private func scheduleRedial(_ peer: FabricPeer, index: Int, now: UInt64) {
+        peer.nextAttempt[index] = now + peer.backoffMilliseconds * 1_000_000
+        peer.backoffMilliseconds = min(peer.backoffMilliseconds * 2, Self.maximumBackoffMilliseconds)
+    }
+
+    private func sendHello(_ slot: ChannelSlot) {
+        guard let peer = slot.peer else { return }
+        let hello = ChannelHello(cluster: topology.cluster, from: view.host.name, to: peer.name,
+                                 channel: UInt16(slot.index), channels: UInt16(peer.channelCount), fingerprint: fingerprint)
+        send(FrameHeader(type: .helloRequest), hello.encoded(), on: slot)
+    }
+
+    /// Queues a frame on a channel (written at the end of the turn).
+    func send(_ header: FrameHeader, _ payload: [UInt8] = [], on slot: ChannelSlot) {
+        slot.channel.enqueue(header, bytes: payload)
+        slot.lastSent = MonotonicClock.nanoseconds()
+        dirty.insert(slot.token)
+    }
+
+    /// The ready channel a session uses, if its peer host is up.
+    func slot(for link: RemoteLink) -> ChannelSlot? {
+        guard let peer = peers[link.peerHost], peer.isUp, let slot = peer.slots[link.channel], slot.ready else { return nil }
+        return slot
+    }
+
+    /// Writes queued output on every dirty channel; watches for writability where the
+    /// socket did not take everything.
+    private func flushAll() {
+        for token in dirty {
+            guard let slot = slots[token] else { continue }
+            let done: Bool
+            do { done = try slot.channel.flush() } catch {
+                dropChannel(slot, reason: "\(error)")
+                continue
+            }
+            if done != !slot.watchingWritable {
+                slot.watchingWritable = !done
+                try? loop.epoll.modify(slot.channel.descriptor, token: slot.token, writable: !done)
+            }
+            if slot.channel.queuedBytes < Self.outputHighWater / 2, !slot.waitingLinks.isEmpty {
+                readyLinks.formUnion(slot.waitingLinks)
+                slot.waitingLinks.removeAll()
+            }
+        }
+        dirty = dirty.filter { slots[$0]?.watchingWritable ?? false }
+    }
+
+    /// Closes a channel; if it was part of a peer's fabric, that host is down.
+    func dropChannel(_ slot: ChannelSlot, reason: String) {
+        guard slots.removeValue(forKey: slot.token) != nil else { return }
+        loop.epoll.remove(slot.channel.descriptor)
+        dirty.remove(slot.token)
+        readyChannels.remove(slot.token)
+        guard let peer = slot.peer, slot.index >= 0, peer.slots[slot.index] === slot else {
+            logger.warning("fabric channel dropped", metadata: ["reason": "\(reason)"])
+            return
+        }
+        peer.retire(slot)
+        peer.slots[slot.index] = nil
+        logger.warning("fabric channel dropped", metadata: ["peer": "\(peer.name)", "channel": "\(slot.index)",
+                                                           "reason": "\(reason)"])
+        hostDown(peer, reason: reason)
+    }
+
+    /// Every channel to `peer` closes and every link through it reports "peer host down";
+    /// the dialing side reconnects with capped backoff.
+    private func hostDown(_ peer: FabricPeer, reason: String) {
+        let wasUp = peer.isUp
+        peer.isUp = false
+        peer.lastError = reason
+        for case let slot? in peer.slots {
+            peer.retire(slot)
+            slots.removeValue(forKey: slot.token)
+            loop.epoll.remove(slot.channel.descriptor)
+            dirty.remove(slot.token)
+        }
+        peer.slots = Array(repeating: nil, count: peer.channelCount)
+        let now = MonotonicClock.nanoseconds()
+        if peer.dials {
+            for index in 0..<peer.channelCount { scheduleRedial(peer, index: index, now: now) }
+        }
+        let affected = links.values.filter { $0.peerHost == peer.name }
+        for link in affected { linkHostDown(link) }
+        waitingForInstance.removeAll { $0.peer == peer.name }
+        for (id, request) in healthRequests where request.peer == peer.name {
+            healthRequests[id] = nil
+            delegate?.fabricHealthReply(to: request.connection, .failure(ControlError(.peerHostDown,
+                "host '\(peer.name)' went down before answering: \(reason)")))
+        }
+        if wasUp || !affected.isEmpty {
+            logger.error("peer host down", metadata: ["peer": "\(peer.name)", "reason": "\(reason)",
+                                                      "links": "\(affected.count)"])
+        }
+    }
+
+    // MARK: Frames
+
+    private func handleFrame(_ header: FrameHeader, _ payload: UnsafeRawBufferPointer, on slot: ChannelSlot) throws(ProtocolViolation) {
+        guard slot.ready else { return try handshake(header, Array(payload), on: slot) }
+        guard let peer = slot.peer else { return }
+        switch header.type {
+        case .data:
+            guard let link = links[header.session], link.peerHost == peer.name else {
+                return try unknownSession(header, from: peer)
+            }
+            guard link.isOpen else { throw ProtocolViolation("data for session \(header.session) before it was accepted") }
+            guard header.destination == instanceIDs[link.instance] else {
+                throw ProtocolViolation("session \(header.session) carries destination \(header.destination)")
+            }
+            try link.receive(header, payload)
+            received.insert(link.session)
+        case .acknowledgement:
+            guard let link = links[header.session], link.peerHost == peer.name else {
+                return try unknownSession(header, from: peer)
+            }
+            try acknowledged(link, header, Array(payload))
+        case .session:
+            try sessionFrame(header, Array(payload), from: peer)
+        case .heartbeatRequest:
+            send(FrameHeader(type: .heartbeatResponse, sequence: header.sequence), Array(payload), on: slot)
+        case .heartbeatResponse:
+            if payload.count == 8 {
+                let sent = UInt64(littleEndian: payload.loadUnaligned(as: UInt64.self))
+                let now = MonotonicClock.nanoseconds()
+                if now >= sent { peer.rttMicroseconds = UInt32(min((now - sent) / 1000, UInt64(UInt32.max))) }
+            }
+        case .healthRequest:
+            guard let status = delegate?.fabricStatus() else { return }
+            send(FrameHeader(type: .healthResponse, sequence: header.sequence), status.encodedPayload(), on: slot)
+        case .healthResponse:
+            guard let request = healthRequests.removeValue(forKey: header.sequence) else { return }
+            do {
+                let status = try AgentStatus(decodingPayload: Array(payload))
+                delegate?.fabricHealthReply(to: request.connection, .success(status))
+            } catch {
+                throw ProtocolViolation("malformed health response: \(error)")
+            }
+        case .control:
+            logger.warning("peer agent reports", metadata: ["peer": "\(peer.name)",
+                                                            "message": "\(String(decoding: payload, as: UTF8.self))"])
+        case .serviceUpdate:
+            // Proxy services are not carried yet; say so rather than pretend.
+            send(FrameHeader(type: .control, session: header.session),
+                 Array("service updates are not supported by \(view.host.name)".utf8), on: slot)
+        case .serviceUpdateAck:
+            break
+        case .helloRequest, .helloResponse:
+            throw ProtocolViolation("HELLO on an established channel")
+        }
+    }
+
+    /// A frame for a session that is not open here: legal for a declared link (a close
+    /// crossed it), a protocol violation otherwise.
+    private func unknownSession(_ header: FrameHeader, from peer: FabricPeer) throws(ProtocolViolation) {
+        let declared = view.links.contains { $0.session == header.session && $0.kind == .remote(host: peer.name) }
+        guard declared else {
+            throw ProtocolViolation("frame for session \(header.session), which is not a link between \(view.host.name) and \(peer.name)")
+        }
+        logger.debug("frame for a closed session dropped", metadata: ["session": "\(header.session)", "type": "\(header.type)"])
+    }
+
+    private func handshake(_ header: FrameHeader, _ payload: [UInt8], on slot: ChannelSlot) throws(ProtocolViolation) {
+        switch header.type {
+        case .helloRequest where slot.peer == nil:
+            let hello: ChannelHello
+            do { hello = try ChannelHello(decoding: payload) } catch { throw ProtocolViolation("malformed HELLO: \(error)") }
+            func refuse(_ why: String) -> ProtocolViolation {
+                send(FrameHeader(type: .control), Array(why.utf8), on: slot)
+                try? slot.channel.flush()
+                return ProtocolViolation("refused HELLO from \(hello.from): \(why)")
+            }
+            guard hello.cluster == topology.cluster else { throw refuse("cluster '\(hello.cluster)' is not '\(topology.cluster)'") }
+            guard hello.to == view.host.name else { throw refuse("this is host '\(view.host.name)', not '\(hello.to)'") }
+            guard let peer = peers[hello.from] else {
+                throw refuse("host '\(hello.from)' has no links to '\(view.host.name)' in the topology")
+            }
+            guard !peer.dials else { throw refuse("'\(view.host.name)' dials '\(peer.name)', not the other way (nat roles)") }
+            guard hello.fingerprint == fingerprint else {
+                throw refuse("the topologies differ (link tables do not match); give both agents the same file")
+            }
+            guard Int(hello.channels) == peer.channelCount, Int(hello.channel) < peer.channelCount else {
+                throw refuse("channel \(hello.channel) of \(hello.channels); expected \(peer.channelCount) channels")
+            }
+            let index = Int(hello.channel)
+            if let old = peer.slots[index] {
+                // The far agent restarted or lost the channel before we noticed.
+                dropChannel(old, reason: "host '\(peer.name)' reconnected channel \(index)")
+            }
+            slot.peer = peer
+            slot.index = index
+            slot.ready = true
+            peer.slots[index] = slot
+            send(FrameHeader(type: .helloResponse), Array(view.host.name.utf8), on: slot)
+            channelReady(peer)
+        case .helloResponse where slot.peer != nil:
+            slot.ready = true
+            channelReady(slot.peer!)
+        case .control:
+            throw ProtocolViolation("the far agent refused the channel: \(String(decoding: payload, as: UTF8.self))")
+        default:
+            throw ProtocolViolation("expected HELLO, got \(header.type)")
+        }
+    }
+
+    private func channelReady(_ peer: FabricPeer) {
+        guard peer.readyCount == peer.channelCount, !peer.isUp else { return }
+        peer.isUp = true
+        peer.backoffMilliseconds = Self.initialBackoffMilliseconds
+        if peer.wasUp { peer.reconnects &+= 1 }
+        peer.wasUp = true
+        logger.info("peer host up", metadata: ["peer": "\(peer.name)", "channels": "\(peer.channelCount)",
+                                               "role": "\(peer.dials ? "dialer" : "acceptor")"])
+        let starting = waitingForHost.filter { $0.link.kind == .remote(host: peer.name) }
+        waitingForHost.removeAll { $0.link.kind == .remote(host: peer.name) }
+        for pending in starting {
+            startSession(instance: pending.instance, link: pending.link, requestID: pending.requestID,
+                         waitMilliseconds: pending.waitMilliseconds, deadline: pending.deadline)
+        }
+    }
+
+    // MARK: Timers
+
+    private func tick(_ now: UInt64) {
+        // Slots may be stamped after `now` was read: never let a difference wrap.
+        func since(_ t: UInt64) -> UInt64 { now > t ? now - t : 0 }
+        for peer in peers.values {
+            if peer.dials {
+                for index in 0..<peer.channelCount where peer.slots[index] == nil && now >= peer.nextAttempt[index] {
+                    dial(peer, index: index, now: now)
+                }
+            }
+        }
+        for slot in Array(slots.values) {
+            if !slot.ready {
+                if since(slot.createdAt) > peerTimeoutNanoseconds {
+                    dropChannel(slot, reason: slot.channel.isConnected ? "no HELLO within the peer timeout"
+                                                                        : "connect timed out")
+                }
+                continue
+            }
+            if since(slot.lastReceived) > peerTimeoutNanoseconds {
+                dropChannel(slot, reason: "no frames for \(since(slot.lastReceived) / 1_000_000) ms (peer timeout)")
+                continue
+            }
+            if since(slot.lastSent) >= heartbeatNanoseconds {
+                var stamp = now.littleEndian
+                let bytes = withUnsafeBytes(of: &stamp) { Array($0) }
+                send(FrameHeader(type: .heartbeatRequest), bytes, on: slot)
+            }
+        }
+        expireWaits(now)
+        // Acknowledge deliveries that no credit grant carried.
+        for link in links.values where link.isOpen && link.deliveredMessages != link.acknowledgedDelivered {
+            grantCredit(link, force: true)
+        }
+        for (id, request) in healthRequests where request.deadline <= now {
+            healthRequests[id] = nil
+            delegate?.fabricHealthReply(to: request.connection, .failure(ControlError(.peerHostDown,
+                "host '\(request.peer)' did not answer the health request in time")))
+        }
+    }
+
+    // MARK: Health
+
+    /// Asks `host`'s agent for its status; the answer goes to the delegate.
+    func requestHealth(of host: String, for connection: UInt64) -> ControlError? {
+        guard let peer = peers[host] else {
+            return ControlError(.unknownInstance, "'\(host)' is not a host this one has links to; known: \(peers.keys.sorted().joined(separator: ", "))")
+        }
+        guard peer.isUp, let slot = peer.slots[0], slot.ready else {
+            return ControlError(.peerHostDown, "host '\(host)' is down: \(peer.lastError.isEmpty ? "not connected yet" : peer.lastError)")
+        }
+        let id = nextHealthRequest
+        nextHealthRequest &+= 1
+        healthRequests[id] = (connection, host, MonotonicClock.nanoseconds() + 2_000_000_000)
+        send(FrameHeader(type: .healthRequest, sequence: id), on: slot)
+        return nil
+    }
+
+    // MARK: Status
+
+    /// Per-peer-host state for `vioctl status`.
+    func peerStates() -> [AgentStatus.PeerHostState] {
+        view.peers.compactMap { peers[$0.host.name] }.map { peer in
+            var s = AgentStatus.PeerHostState(name: peer.name,
+                                              state: peer.isUp ? "up" : peer.slots.contains { $0 != nil } ? "connecting" : "down",
+                                              dials: peer.dials, channelsUp: UInt16(peer.readyCount),
+                                              channels: UInt16(peer.channelCount))
+            let totals = peer.totals
+            s.rttMicroseconds = peer.rttMicroseconds
+            s.bytesSent = totals.bytesSent; s.bytesReceived = totals.bytesReceived
+            s.framesSent = totals.framesSent; s.framesReceived = totals.framesReceived
+            s.creditStalls = peer.creditStalls + links.values.filter { $0.peerHost == peer.name }.reduce(0) { $0 + $1.creditStalls }
+            s.reconnects = peer.reconnects
+            s.linksOpen = UInt32(links.values.filter { $0.peerHost == peer.name && $0.isOpen }.count)
+            s.lastError = peer.lastError
+            return s
+        }
+    }
+
+    /// The open link carrying `declared`, for status.
+    func link(for declared: ResolvedLink) -> RemoteLink? {
+        guard let link = links[declared.session], link.instance == declared.localEnd else { return nil }
+        return link
+    }
+
+    // MARK: Link registration
+
+    func register(_ link: RemoteLink) throws(SystemError) {
+        let data = Self.tokenFlag | Self.dataKind | UInt64(link.session)
+        let space = Self.tokenFlag | Self.spaceKind | UInt64(link.session)
+        try loop.epoll.add(link.data1.rawValue, token: data)
+        try loop.epoll.add(link.space1.rawValue, token: space)
+        links[link.session] = link
+        linksByToken[data] = link
+        linksByToken[space] = link
+    }
+
+    func unregister(_ link: RemoteLink) {
+        guard links[link.session] === link else { return }
+        loop.epoll.remove(link.data1.rawValue)
+        loop.epoll.remove(link.space1.rawValue)
+        links[link.session] = nil
+        linksByToken[Self.tokenFlag | Self.dataKind | UInt64(link.session)] = nil
+        linksByToken[Self.tokenFlag | Self.spaceKind | UInt64(link.session)] = nil
+        readyLinks.remove(link.session)
+        if let peer = peers[link.peerHost] { peer.creditStalls &+= link.creditStalls }
+    }
+}

@@ -1,0 +1,86 @@
+import VIOLinux
+import VIOTopology
+import VIOTransport
+import VIOWire
+
+/// One physical channel as the fabric tracks it.
+final class ChannelSlot {
+    let token: UInt64
+    let channel: any FabricChannel
+    /// The peer host, once known (an accepted channel learns it from HELLO).
+    var peer: FabricPeer?
+    /// Which of the peer's channels this is.
+    var index: Int
+    /// HELLO exchanged: frames other than HELLO may flow.
+    var ready = false
+    /// Watching for writability (connect pending or output backed up).
+    var watchingWritable: Bool
+    /// Dial or accept time, for the handshake timeout.
+    let createdAt: UInt64
+    var lastReceived: UInt64
+    var lastSent: UInt64
+    /// Links waiting for this channel's output to drain before they may queue more.
+    var waitingLinks: Set<UInt32> = []
+
+    init(token: UInt64, channel: any FabricChannel, peer: FabricPeer?, index: Int, now: UInt64) {
+        self.token = token
+        self.channel = channel
+        self.peer = peer
+        self.index = index
+        watchingWritable = !channel.isConnected
+        createdAt = now
+        lastReceived = now
+        lastSent = now
+    }
+}
+
+/// The fabric towards one other host: its K channels, reconnection, and statistics.
+final class FabricPeer {
+    let host: Host
+    /// Whether this agent dials (otherwise it only accepts).
+    let dials: Bool
+    let channelCount: Int
+    var slots: [ChannelSlot?]
+    /// When each missing channel may be dialed again.
+    var nextAttempt: [UInt64]
+    var backoffMilliseconds: UInt64 = Fabric.initialBackoffMilliseconds
+    var wasUp = false
+    var isUp = false
+    var rttMicroseconds: UInt32 = 0
+    var reconnects: UInt64 = 0
+    var lastError = ""
+    /// Counters of channels already closed, so status totals survive reconnects.
+    var retired = ChannelCounters()
+    var creditStalls: UInt64 = 0
+
+    init(host: Host, dials: Bool, channels: Int) {
+        self.host = host
+        self.dials = dials
+        channelCount = max(1, channels)
+        slots = Array(repeating: nil, count: channelCount)
+        nextAttempt = Array(repeating: 0, count: channelCount)
+    }
+
+    var name: String { host.name }
+    var readyCount: Int { slots.reduce(0) { $0 + (($1?.ready ?? false) ? 1 : 0) } }
+
+    /// The channel a session's frames travel on: fixed per session so a link stays in order.
+    static func channelIndex(session: UInt32, channels: Int) -> Int { Int(session % UInt32(channels)) }
+
+    /// Traffic totals over current and closed channels.
+    var totals: ChannelCounters {
+        var t = retired
+        for slot in slots.compactMap({ $0 }) {
+            let c = slot.channel.counters
+            t.bytesSent &+= c.bytesSent; t.bytesReceived &+= c.bytesReceived
+            t.framesSent &+= c.framesSent; t.framesReceived &+= c.framesReceived
+        }
+        return t
+    }
+
+    func retire(_ slot: ChannelSlot) {
+        let c = slot.channel.counters
+        retired.bytesSent &+= c.bytesSent; retired.bytesReceived &+= c.bytesReceived
+        retired.framesSent &+= c.framesSent; retired.framesReceived &+= c.framesReceived
+    }
+}

@@ -1,0 +1,392 @@
+import VIOLinux
+import VIOSharedMemory
+import VIOTopology
+import VIOTransport
+import VIOWire
+
+/// Session life of cross-host links: open, accept, data and credit, close, reset.
+extension Fabric {
+    // MARK: Opening
+
+    /// OPEN_LINK for a link to another host. Returns an error to send now, or nil when the
+    /// answer comes later (LINK_READY or an error through the delegate).
+    func openLink(instance: String, link declared: ResolvedLink, requestID: UInt32, waitMilliseconds: UInt32) -> ControlError? {
+        guard case .remote(let host) = declared.kind, let peer = peers[host] else {
+            return ControlError(.internalError, "no fabric peer for the link")
+        }
+        if let existing = links[declared.session] {
+            guard existing.isOpen else {
+                return ControlError(.alreadyOpen, "an open of the link to '\(declared.peerEnd)' is already in progress")
+            }
+            let ready = LinkReady(requestID: requestID, linkID: existing.id, peer: declared.peerEnd, end: 0,
+                                  alreadyDelivered: true)
+            _ = delegate?.fabricDeliver(ready, descriptors: [], to: instance)
+            return nil
+        }
+        let deadline = waitMilliseconds == UInt32.max ? UInt64.max
+            : MonotonicClock.nanoseconds() + UInt64(waitMilliseconds) * 1_000_000
+        guard peer.isUp else {
+            if waitMilliseconds == 0 {
+                return ControlError(.peerHostDown,
+                    "host '\(host)' of instance '\(declared.peerEnd)' is not connected (\(peer.lastError.isEmpty ? "connecting" : peer.lastError)); open with a timeout to wait for it")
+            }
+            waitingForHost.append(PendingRemoteOpen(instance: instance, link: declared, requestID: requestID,
+                                                    waitMilliseconds: waitMilliseconds, deadline: deadline))
+            return nil
+        }
+        startSession(instance: instance, link: declared, requestID: requestID, waitMilliseconds: waitMilliseconds,
+                     deadline: deadline)
+        return nil
+    }
+
+    /// Creates the instance's side of the link and sends SESSION start.
+    func startSession(instance: String, link declared: ResolvedLink, requestID: UInt32, waitMilliseconds: UInt32,
+                      deadline: UInt64) {
+        guard case .remote(let host) = declared.kind, let peer = peers[host] else { return }
+        let link: RemoteLink
+        do {
+            link = try makeLink(declared, peer: peer, phase: .opening(requestID: requestID, deadline: deadline))
+        } catch {
+            delegate?.fabricRefuse(requestID: requestID, of: instance,
+                                   ControlError(.internalError, "the agent could not create the link: \(error)"))
+            return
+        }
+        guard let slot = slot(for: link) else { return }
+        link.granted = UInt64(link.window)
+        let open = SessionOpen(from: instance, to: declared.peerEnd, window: UInt32(link.window),
+                               maxFramePayload: UInt32(link.maxFramePayload), waitMilliseconds: waitMilliseconds)
+        send(sessionHeader(.session, [.start], link), open.encoded(), on: slot)
+    }
+
+    private func makeLink(_ declared: ResolvedLink, peer: FabricPeer, phase: RemoteLink.Phase) throws(SystemError) -> RemoteLink {
+        let node = delegate?.fabricAttachment(of: declared.localEnd).numaNode ?? 0
+        let link = try RemoteLink(id: nextLinkID, declared: declared, peerHost: peer.name,
+                                  channel: FabricPeer.channelIndex(session: declared.session, channels: peer.channelCount),
+                                  numaNode: node, phase: phase)
+        nextLinkID += 1
+        try register(link)
+        return link
+    }
+
+    func sessionHeader(_ type: FrameType, _ flags: FrameFlags, _ link: RemoteLink) -> FrameHeader {
+        FrameHeader(type: type, flags: flags, session: link.session, destination: instanceIDs[link.peer] ?? 0)
+    }
+
+    /// SESSION frames: start, close (with data end), reset.
+    func sessionFrame(_ header: FrameHeader, _ payload: [UInt8], from peer: FabricPeer) throws(ProtocolViolation) {
+        let session = header.session
+        guard let declared = view.links.first(where: { $0.session == session && $0.kind == .remote(host: peer.name) }) else {
+            throw ProtocolViolation("session \(session) is not a link between \(view.host.name) and \(peer.name)")
+        }
+        if header.flags.contains(.start) {
+            let open: SessionOpen
+            do { open = try SessionOpen(decoding: payload) } catch { throw ProtocolViolation("malformed SESSION start: \(error)") }
+            guard open.from == declared.peerEnd, open.to == declared.localEnd else {
+                throw ProtocolViolation("session \(session) is \(declared.peerEnd) -> \(declared.localEnd), not \(open.from) -> \(open.to)")
+            }
+            if let existing = links[session] {
+                if case .opening(let requestID, _) = existing.phase {
+                    // Both ends opened at once: each start accepts the other.
+                    accept(existing, open, requestID: requestID, acknowledge: true)
+                    return
+                }
+                // The far side lost the old session before we heard of it.
+                existing.finish(LinkStateWord(kind: .gone, end: 1))
+                unregister(existing)
+            }
+            waitingForInstance.removeAll { $0.session == session }
+            if delegate?.fabricAttachment(of: declared.localEnd).attached == true {
+                acceptNew(declared, open, peer: peer)
+            } else if open.waitMilliseconds == 0 {
+                reset(session: session, declared: declared, peer: peer, .notAttached,
+                      "instance '\(declared.localEnd)' is not attached to the agent on '\(view.host.name)'")
+            } else {
+                let deadline = open.waitMilliseconds == UInt32.max ? UInt64.max
+                    : MonotonicClock.nanoseconds() + UInt64(open.waitMilliseconds) * 1_000_000
+                waitingForInstance.append(WaitingStart(session: session, open: open, peer: peer.name, deadline: deadline))
+            }
+            return
+        }
+        if header.flags.contains(.reset) {
+            let reset: SessionReset
+            do { reset = try SessionReset(decoding: payload) } catch { throw ProtocolViolation("malformed SESSION reset: \(error)") }
+            waitingForInstance.removeAll { $0.session == session }
+            guard let link = links[session] else { return }
+            if case .opening(let requestID, _) = link.phase {
+                unregister(link)
+                link.finish(LinkStateWord(kind: .closed, end: 1))
+                let code: ControlError.Code = reset.reason == .notAttached ? .peerNotAttached : .undeclaredLink
+                delegate?.fabricRefuse(requestID: requestID, of: link.instance, ControlError(code, reset.message))
+                return
+            }
+            let kind: LinkStateWord.Kind = switch reset.reason {
+            case .gone: .gone
+            case .corrupt: .corrupt
+            default: .closed
+            }
+            link.finish(LinkStateWord(kind: kind, end: 1))
+            unregister(link)
+            logger.info("link reset by the far agent", metadata: ["link": "\(link.instance) <-> \(link.peer)",
+                                                                  "reason": "\(reset.message)"])
+            return
+        }
+        if header.flags.contains(.close) {
+            guard let link = links[session] else { return }
+            do {
+                if header.flags.contains(.dataEnd) { try link.machine.apply(.readDataEnd) }
+                try link.machine.apply(.close)
+            } catch {
+                throw ProtocolViolation("session \(session): \(error)")
+            }
+            link.closeReceived = true
+            finishRemoteClose(link)
+            return
+        }
+        throw ProtocolViolation("SESSION frame without start, close or reset")
+    }
+
+    /// Accepts a start for a link whose instance is attached here.
+    private func acceptNew(_ declared: ResolvedLink, _ open: SessionOpen, peer: FabricPeer) {
+        let link: RemoteLink
+        do {
+            link = try makeLink(declared, peer: peer, phase: .open)
+        } catch {
+            reset(session: declared.session, declared: declared, peer: peer, .refused, "the far agent could not create the link: \(error)")
+            return
+        }
+        link.granted = UInt64(link.window)
+        let ready = LinkReady(requestID: 0, linkID: link.id, peer: declared.peerEnd, end: 0, alreadyDelivered: false)
+        guard delegate?.fabricDeliver(ready, descriptors: link.descriptors, to: declared.localEnd) == true else {
+            unregister(link)
+            reset(session: declared.session, declared: declared, peer: peer, .notAttached,
+                  "instance '\(declared.localEnd)' could not take the link")
+            return
+        }
+        accept(link, open, requestID: nil, acknowledge: true)
+    }
+
+    /// The session is open: record the far side's window and tell our instance.
+    private func accept(_ link: RemoteLink, _ open: SessionOpen, requestID: UInt32?, acknowledge: Bool) {
+        link.sendCredit = Int(open.window)
+        link.peerMaxFramePayload = Int(open.maxFramePayload)
+        link.phase = .open
+        try? link.machine.apply(.start)
+        if acknowledge, let slot = slot(for: link) {
+            let mine = SessionOpen(from: link.instance, to: link.peer, window: UInt32(link.window),
+                                   maxFramePayload: UInt32(link.maxFramePayload))
+            send(sessionHeader(.acknowledgement, [.start], link), mine.encoded(), on: slot)
+        }
+        if let requestID {
+            let ready = LinkReady(requestID: requestID, linkID: link.id, peer: link.peer, end: 0, alreadyDelivered: false)
+            guard delegate?.fabricDeliver(ready, descriptors: link.descriptors, to: link.instance) == true else {
+                link.finish(LinkStateWord(kind: .gone, end: 0))
+                sendReset(link, .gone, "instance '\(link.instance)' went away while the link opened")
+                unregister(link)
+                return
+            }
+        }
+        logger.info("link open", metadata: ["id": "\(link.id)", "ends": "\(link.instance) <-> \(link.peer)@\(link.peerHost)",
+                                            "session": "\(link.session)", "channel": "\(link.channel)"])
+        readyLinks.insert(link.session)
+    }
+
+    private func reset(session: UInt32, declared: ResolvedLink, peer: FabricPeer, _ reason: SessionReset.Reason, _ message: String) {
+        let index = FabricPeer.channelIndex(session: session, channels: peer.channelCount)
+        guard peer.isUp, let slot = peer.slots[index] else { return }
+        send(FrameHeader(type: .session, flags: .reset, session: session, destination: instanceIDs[declared.peerEnd] ?? 0),
+             SessionReset(reason, message).encoded(), on: slot)
+    }
+
+    func sendReset(_ link: RemoteLink, _ reason: SessionReset.Reason, _ message: String) {
+        guard let slot = slot(for: link) else { return }
+        send(sessionHeader(.session, .reset, link), SessionReset(reason, message).encoded(), on: slot)
+    }
+
+    // MARK: Data and credit
+
+    /// ACK frames: acceptance of our start, or credit and delivered-message counts.
+    func acknowledged(_ link: RemoteLink, _ header: FrameHeader, _ payload: [UInt8]) throws(ProtocolViolation) {
+        if header.flags.contains(.start) {
+            let open: SessionOpen
+            do { open = try SessionOpen(decoding: payload) } catch { throw ProtocolViolation("malformed acceptance: \(error)") }
+            if case .opening(let requestID, _) = link.phase {
+                accept(link, open, requestID: requestID, acknowledge: false)
+            }
+            return
+        }
+        guard payload.count == 8 else { throw ProtocolViolation("acknowledgement of \(payload.count) bytes") }
+        let delivered = payload.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
+        guard delivered >= link.acknowledgedMessages else { throw ProtocolViolation("acknowledged count went backwards") }
+        link.acknowledgedMessages = delivered
+        link.sendCredit += Int(header.credit)
+        guard link.sendCredit <= link.region.capacity(ofRing: 1) * 2 + FrameHeader.maximumPayload * 2 else {
+            throw ProtocolViolation("session \(link.session): credit beyond any ring")
+        }
+        if header.credit > 0 { drainLink(link) }
+    }
+
+    /// Frames what the instance wrote, as far as credit and the channel allow; handles the
+    /// instance closing its end.
+    func drainLink(_ link: RemoteLink) {
+        guard link.isOpen, let slot = slot(for: link) else { return }
+        if slot.channel.queuedBytes >= Self.outputHighWater {
+            slot.waitingLinks.insert(link.session)
+            return
+        }
+        let result = link.drain(budget: Self.drainBudget) { header, prefix, payload in
+            var h = header
+            h.destination = instanceIDs[link.peer] ?? 0
+            slot.channel.enqueue(h, prefix: prefix, payload: payload)
+        }
+        slot.lastSent = MonotonicClock.nanoseconds()
+        dirty.insert(slot.token)
+        switch result {
+        case .empty:
+            let state = link.region.state
+            if state.kind != .open && state.end == 0 {
+                instanceEnded(link, state)
+            } else if !link.armForData() {
+                readyLinks.insert(link.session)
+            }
+        case .needCredit:
+            break  // the far agent's next ACK resumes it
+        case .budgetSpent:
+            readyLinks.insert(link.session)
+        case .corrupt(let why):
+            logger.warning("instance wrote a corrupt ring", metadata: ["link": "\(link.instance) <-> \(link.peer)", "detail": "\(why)"])
+            link.finish(LinkStateWord(kind: .corrupt, end: 1))
+            sendReset(link, .corrupt, "the ring of '\(link.instance)' on '\(view.host.name)' is corrupt: \(why)")
+            unregister(link)
+        }
+    }
+
+    /// The instance closed (or broke) its end and everything it sent is framed.
+    private func instanceEnded(_ link: RemoteLink, _ state: LinkStateWord) {
+        switch state.kind {
+        case .closed:
+            try? link.machine.apply(.writeDataEnd)
+            try? link.machine.apply(.close)
+            if let slot = slot(for: link) { send(sessionHeader(.session, [.dataEnd, .close], link), on: slot) }
+        case .corrupt:
+            sendReset(link, .corrupt, "'\(link.instance)' found its ring corrupt")
+        default:
+            sendReset(link, .gone, "instance '\(link.instance)' is gone")
+        }
+        logger.info("link closed", metadata: ["id": "\(link.id)", "by": "\(link.instance)"])
+        unregister(link)
+    }
+
+    /// The instance freed ring space: move backlog in, grant credit, finish a pending close.
+    func spaceFreed(_ link: RemoteLink) {
+        link.producer.writerArmed.store(0, ordering: .relaxed)
+        if link.closeReceived {
+            finishRemoteClose(link)
+            return
+        }
+        link.flushBacklog()
+        grantCredit(link)
+    }
+
+    /// Grants the far agent the credit that became free (at least a quarter of the window,
+    /// or anything when `force`, with the delivered-message count); otherwise arms the space
+    /// doorbell so the instance's reads bring us back.
+    func grantCredit(_ link: RemoteLink, force: Bool = false) {
+        guard link.isOpen, let slot = slot(for: link) else { return }
+        while true {
+            if !link.backlog.isEmpty { link.flushBacklog() }
+            let grantable = link.grantable
+            if grantable >= link.window / 4 || force {
+                let credit = max(0, grantable)
+                link.granted += UInt64(credit)
+                link.acknowledgedDelivered = link.deliveredMessages
+                var delivered = link.deliveredMessages.littleEndian
+                let bytes = withUnsafeBytes(of: &delivered) { Array($0) }
+                var header = sessionHeader(.acknowledgement, [], link)
+                header.credit = UInt32(credit)
+                send(header, bytes, on: slot)
+                return
+            }
+            if link.armForSpace() { return }
+        }
+    }
+
+    /// Applies a close from the far end once everything it sent is in the ring.
+    private func finishRemoteClose(_ link: RemoteLink) {
+        guard link.flushBacklog() else {
+            _ = link.armForSpace()
+            return
+        }
+        link.finish(LinkStateWord(kind: .closed, end: 1))
+        unregister(link)
+        logger.info("link closed", metadata: ["id": "\(link.id)", "by": "\(link.peer)@\(link.peerHost)"])
+    }
+
+    /// The peer host is down: the link reports it with the count of unacknowledged messages.
+    func linkHostDown(_ link: RemoteLink) {
+        if case .opening(let requestID, _) = link.phase {
+            delegate?.fabricRefuse(requestID: requestID, of: link.instance,
+                                   ControlError(.peerHostDown, "host '\(link.peerHost)' went down while the link opened"))
+        }
+        link.region.setPossiblyLost(link.unacknowledgedMessages)
+        link.finish(LinkStateWord(kind: .hostDown, end: 1))
+        unregister(link)
+    }
+
+    // MARK: Instances
+
+    /// Starts waiting for `instance` complete now.
+    func instanceAttached(_ instance: String) {
+        let starting = waitingForInstance.filter { start in
+            view.links.first { $0.session == start.session }?.localEnd == instance
+        }
+        waitingForInstance.removeAll { w in starting.contains { $0.session == w.session } }
+        for start in starting {
+            guard let peer = peers[start.peer], peer.isUp,
+                  let declared = view.links.first(where: { $0.session == start.session }) else { continue }
+            acceptNew(declared, start.open, peer: peer)
+        }
+    }
+
+    /// `instance` exited or detached: its links are reset for the far ends.
+    func instanceGone(_ instance: String) {
+        waitingForHost.removeAll { $0.instance == instance }
+        for link in links.values where link.instance == instance {
+            link.finish(LinkStateWord(kind: .gone, end: 0))
+            sendReset(link, .gone, "instance '\(instance)' on '\(view.host.name)' exited or detached")
+            unregister(link)
+        }
+    }
+
+    /// CLOSE_LINK from the instance: frame what it sent before, then the close.
+    func closeLink(id: UInt64, by instance: String) -> Bool {
+        guard let link = links.values.first(where: { $0.id == id && $0.instance == instance }) else { return id >= 1 << 40 }
+        drainLink(link)
+        return true
+    }
+
+    /// Opens and starts whose deadline passed.
+    func expireWaits(_ now: UInt64) {
+        let expired = waitingForHost.filter { $0.deadline <= now }
+        waitingForHost.removeAll { $0.deadline <= now }
+        for pending in expired {
+            guard case .remote(let host) = pending.link.kind else { continue }
+            delegate?.fabricRefuse(requestID: pending.requestID, of: pending.instance, ControlError(.peerHostDown,
+                "host '\(host)' did not come up before the timeout (\(peers[host]?.lastError ?? "no channel"))"))
+        }
+        for start in waitingForInstance where start.deadline <= now {
+            if let peer = peers[start.peer], let declared = view.links.first(where: { $0.session == start.session }) {
+                reset(session: start.session, declared: declared, peer: peer, .notAttached,
+                      "instance '\(declared.localEnd)' did not attach to the agent on '\(view.host.name)' in time")
+            }
+        }
+        waitingForInstance.removeAll { $0.deadline <= now }
+        for link in Array(links.values) {
+            guard case .opening(let requestID, let deadline) = link.phase, deadline <= now else { continue }
+            delegate?.fabricRefuse(requestID: requestID, of: link.instance, ControlError(.peerNotAttached,
+                "instance '\(link.peer)' on host '\(link.peerHost)' did not accept the link before the timeout; is it running?"))
+            sendReset(link, .cancelled, "'\(link.instance)' stopped waiting")
+            link.finish(LinkStateWord(kind: .closed, end: 0))
+            unregister(link)
+        }
+    }
+}

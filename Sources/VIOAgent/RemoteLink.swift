@@ -1,0 +1,328 @@
+import Atomics
+import DequeModule
+import VIOLinux
+import VIOSharedMemory
+import VIOTopology
+import VIOWire
+
+/// A frame from the far agent that breaks the protocol: the channel that carried it is dropped.
+struct ProtocolViolation: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// One virtual link to an instance on another host, as this agent carries it.
+///
+/// The local instance sees an ordinary link region: it is end 0, and this agent plays end 1
+/// under the far instance's name. The agent drains ring 1 (what the instance sends) into data
+/// frames, and writes data frames from the far agent into ring 0. Credit is counted in ring
+/// bytes (``RegionLayout/Record/size(payload:)`` per frame): the far agent grants it from the
+/// space in its instance's ring, so a stopped reader backs up only its own link.
+final class RemoteLink {
+    enum Phase {
+        /// SESSION start sent; waiting for the far agent's acceptance.
+        case opening(requestID: UInt32, deadline: UInt64)
+        /// Data flows.
+        case open
+    }
+
+    let id: UInt64
+    let declared: ResolvedLink
+    var session: UInt32 { declared.session }
+    var instance: String { declared.localEnd }
+    var peer: String { declared.peerEnd }
+    let peerHost: String
+    /// The channel (index) this link's frames travel on: fixed, so the link stays in order.
+    let channel: Int
+    let region: LinkRegion
+    let data0: OwnedFileDescriptor, space0: OwnedFileDescriptor
+    let data1: OwnedFileDescriptor, space1: OwnedFileDescriptor
+    /// Writes ring 0 (the instance reads it).
+    let producer: RingProducer
+    /// Reads ring 1 (the instance writes it).
+    let consumer: RingConsumer
+    var phase: Phase
+    var machine = SessionStateMachine()
+
+    // Outbound: instance → far agent.
+    /// Ring bytes the far instance's ring may still take.
+    var sendCredit = 0
+    /// Largest data payload the far agent takes in one frame.
+    var peerMaxFramePayload = 1024
+    var sendSequence: UInt32 = 0
+    /// Inside a message the instance is sending in several records.
+    var outboundInMessage = false
+    /// Bytes of the current record already framed (a record larger than a frame).
+    var outboundRecordOffset = 0
+    /// Whole messages the far agent acknowledged as delivered into its instance's ring.
+    var acknowledgedMessages: UInt64 = 0
+    /// Times a record waited for credit.
+    var creditStalls: UInt64 = 0
+    var stalledOnCredit = false
+
+    // Inbound: far agent → instance.
+    /// Credit granted in total, and credit the far agent used.
+    var granted: UInt64 = 0
+    var creditUsed: UInt64 = 0
+    var receiveSequence: UInt32 = 0
+    var inboundInMessage = false
+    var inboundRemaining = 0
+    /// Frames that arrived while the ring had no contiguous room (bounded by the credit).
+    var backlog = Deque<BackloggedRecord>()
+    var backlogBytes = 0
+    /// Whole messages written into ring 0, and the count last acknowledged.
+    var deliveredMessages: UInt64 = 0
+    var acknowledgedDelivered: UInt64 = 0
+    /// The far end closed: set the state once the backlog is in the ring.
+    var closeReceived = false
+
+    struct BackloggedRecord {
+        var bytes: [UInt8]
+        var flags: UInt16
+        var total: Int
+    }
+
+    init(id: UInt64, declared: ResolvedLink, peerHost: String, channel: Int, numaNode: Int, phase: Phase) throws(SystemError) {
+        self.id = id
+        self.declared = declared
+        self.peerHost = peerHost
+        self.channel = channel
+        self.phase = phase
+        // Ring 0 is read by the instance (sized for it), ring 1 by this agent (sized for the
+        // far instance: the agent forwards as fast as credit allows).
+        region = try LinkRegion.create(linkID: id, names: (declared.localEnd, declared.peerEnd),
+                                       capacities: (declared.ringSizeToLocal.bytes, declared.ringSizeToPeer.bytes),
+                                       maxMessage: declared.maxMessageSize.bytes, readerNodes: (numaNode, numaNode),
+                                       peerHost: peerHost)
+        data0 = try EventDescriptor.create(); space0 = try EventDescriptor.create()
+        data1 = try EventDescriptor.create(); space1 = try EventDescriptor.create()
+        producer = RingProducer(region: region, ring: 0, doorbell: data0.rawValue)
+        consumer = RingConsumer(region: region, ring: 1, spaceDoorbell: space0.rawValue)
+    }
+
+    /// The descriptors LINK_READY carries to the instance (it is end 0).
+    var descriptors: [Int32] {
+        [region.memoryFileDescriptor, data0.rawValue, space0.rawValue, data1.rawValue, space1.rawValue]
+    }
+
+    /// Credit this agent grants for the whole ring.
+    var window: Int { region.capacity(ofRing: 0) }
+    /// Largest data payload accepted in one frame: one fragment of ring 0.
+    var maxFramePayload: Int { min(RegionLayout.fragmentPayload(capacity: window), FrameHeader.maximumPayload - 8) }
+
+    var isOpen: Bool { if case .open = phase { return true } else { return false } }
+
+    /// Records `state` and wakes the instance so its blocked calls see it.
+    func finish(_ state: LinkStateWord) {
+        if region.setState(state) {
+            EventDescriptor.ring(data0.rawValue)
+            EventDescriptor.ring(space0.rawValue)
+        }
+    }
+
+    /// Messages the instance sent that the far agent did not acknowledge.
+    var unacknowledgedMessages: UInt64 {
+        let sent = region.counters(ofRing: 1).messagesSent
+        return sent > acknowledgedMessages ? sent - acknowledgedMessages : 0
+    }
+
+    // MARK: Outbound
+
+    /// Why draining stopped.
+    enum DrainResult {
+        /// Ring 1 is empty.
+        case empty
+        /// The next record needs more credit than the far agent granted.
+        case needCredit
+        /// The byte budget ran out; more is waiting.
+        case budgetSpent
+        /// The instance wrote something no correct libvio writes.
+        case corrupt(String)
+    }
+
+    /// Frames what the instance wrote, up to `budget` payload bytes and the credit, handing
+    /// each frame to `emit` (header, optional 8-byte message-length prefix, payload).
+    func drain(budget: Int, emit: (FrameHeader, UnsafeRawBufferPointer, UnsafeRawBufferPointer) -> Void) -> DrainResult {
+        var spent = 0
+        while spent < budget {
+            let next: RingRecord?
+            do { next = try consumer.next() } catch { return .corrupt("\(error)") }
+            guard let record = next else { return .empty }
+            let first = record.flags & RegionLayout.Record.first != 0
+            let last = record.flags & RegionLayout.Record.last != 0
+            if record.flags == RegionLayout.Record.abort {
+                guard outboundInMessage else { return .corrupt("abort record outside a fragmented message") }
+                let cost = RegionLayout.Record.size(payload: 0)
+                guard sendCredit >= cost else { return stall() }
+                sendCredit -= cost
+                emit(header(flags: .reset), UnsafeRawBufferPointer(start: nil, count: 0), UnsafeRawBufferPointer(start: nil, count: 0))
+                outboundInMessage = false
+                consumer.release(record)
+                continue
+            }
+            if outboundRecordOffset == 0 {
+                if first == outboundInMessage {
+                    return .corrupt(first ? "new message inside a fragmented one" : "continuation without a first fragment")
+                }
+                if first && (last ? record.total != record.payload.count
+                                  : record.total <= record.payload.count || record.total > region.maxMessage) {
+                    return .corrupt("message claims \(record.total) bytes in a \(record.payload.count)-byte record")
+                }
+            }
+            // One record may need several frames when the far agent's frames are smaller.
+            let length = record.payload.count
+            while true {
+                let startsMessage = first && outboundRecordOffset == 0
+                let wholeInOneFrame = first && last && length <= peerMaxFramePayload
+                let prefixBytes = startsMessage && !wholeInOneFrame ? 8 : 0
+                let chunk = min(peerMaxFramePayload - prefixBytes, length - outboundRecordOffset)
+                let cost = RegionLayout.Record.size(payload: chunk)
+                guard sendCredit >= cost else { return stall() }
+                sendCredit -= cost
+                let endsRecord = outboundRecordOffset + chunk == length
+                var total = UInt64(record.total).littleEndian
+                withUnsafeBytes(of: &total) { prefix in
+                    emit(header(flags: last && endsRecord ? [] : .more),
+                         UnsafeRawBufferPointer(rebasing: prefix[..<prefixBytes]),
+                         UnsafeRawBufferPointer(rebasing: record.payload[outboundRecordOffset..<(outboundRecordOffset + chunk)]))
+                }
+                spent += chunk + FrameHeader.size
+                outboundRecordOffset += chunk
+                if endsRecord { break }
+            }
+            outboundRecordOffset = 0
+            outboundInMessage = !last
+            stalledOnCredit = false
+            consumer.release(record)
+        }
+        return .budgetSpent
+    }
+
+    private func stall() -> DrainResult {
+        if !stalledOnCredit { creditStalls &+= 1; stalledOnCredit = true }
+        return .needCredit
+    }
+
+    private func header(flags: FrameFlags) -> FrameHeader {
+        defer { sendSequence &+= 1 }
+        return FrameHeader(type: .data, flags: flags, session: session, sequence: sendSequence)
+    }
+
+    /// Sets ring 1's reader flag before the agent sleeps; false (not armed) when records or a
+    /// state change are already there.
+    func armForData() -> Bool {
+        consumer.readerArmed.store(1, ordering: .sequentiallyConsistent)
+        atomicMemoryFence(ordering: .sequentiallyConsistent)
+        if consumer.hasData || region.state.kind != .open {
+            consumer.readerArmed.store(0, ordering: .relaxed)
+            return false
+        }
+        return true
+    }
+
+    // MARK: Inbound
+
+    /// Takes one data frame from the far agent into ring 0 (or the backlog when the ring has
+    /// no contiguous room). Throws for anything a correct agent never sends.
+    func receive(_ frame: FrameHeader, _ payload: UnsafeRawBufferPointer) throws(ProtocolViolation) {
+        guard frame.sequence == receiveSequence else {
+            throw ProtocolViolation("session \(session): frame \(frame.sequence) arrived, \(receiveSequence) expected")
+        }
+        receiveSequence &+= 1
+        if frame.flags.contains(.reset) {
+            guard inboundInMessage, payload.isEmpty else { throw ProtocolViolation("session \(session): stray abort") }
+            inboundInMessage = false
+            try spend(RegionLayout.Record.size(payload: 0))
+            write(UnsafeRawBufferPointer(start: nil, count: 0), flags: RegionLayout.Record.abort, total: 0)
+            return
+        }
+        var data = payload
+        var flags: UInt16 = 0
+        var total = 0
+        let more = frame.flags.contains(.more)
+        if !inboundInMessage {
+            flags = RegionLayout.Record.first
+            if more {
+                guard payload.count >= 8 else { throw ProtocolViolation("session \(session): fragment without a length") }
+                total = Int(truncatingIfNeeded: UInt64(littleEndian: payload.loadUnaligned(as: UInt64.self)))
+                data = UnsafeRawBufferPointer(rebasing: payload[8...])
+                guard total > data.count, total <= region.maxMessage else {
+                    throw ProtocolViolation("session \(session): message of \(total) bytes (maximum \(region.maxMessage))")
+                }
+                inboundRemaining = total - data.count
+                inboundInMessage = true
+            } else {
+                flags |= RegionLayout.Record.last
+                total = data.count
+            }
+        } else {
+            guard data.count <= inboundRemaining, more || data.count == inboundRemaining else {
+                throw ProtocolViolation("session \(session): fragments do not add up to the announced length")
+            }
+            inboundRemaining -= data.count
+            if !more {
+                flags = RegionLayout.Record.last
+                inboundInMessage = false
+            }
+        }
+        guard data.count <= maxFramePayload else {
+            throw ProtocolViolation("session \(session): \(data.count)-byte frame exceeds the \(maxFramePayload) granted")
+        }
+        try spend(RegionLayout.Record.size(payload: data.count))
+        write(data, flags: flags, total: total)
+    }
+
+    private func spend(_ cost: Int) throws(ProtocolViolation) {
+        guard creditUsed + UInt64(cost) <= granted else {
+            throw ProtocolViolation("session \(session): the far agent sent beyond its credit")
+        }
+        creditUsed += UInt64(cost)
+    }
+
+    private func write(_ data: UnsafeRawBufferPointer, flags: UInt16, total: Int) {
+        if backlog.isEmpty, commit(data, flags: flags, total: total) { return }
+        backlog.append(BackloggedRecord(bytes: Array(data), flags: flags, total: total))
+        backlogBytes += RegionLayout.Record.size(payload: data.count)
+    }
+
+    private func commit(_ data: UnsafeRawBufferPointer, flags: UInt16, total: Int) -> Bool {
+        // A corrupt head (the instance scribbled) reads as "no room": the frames wait in the
+        // backlog, bounded by the credit, until the link is torn down.
+        guard let p = try? producer.reserve(payload: data.count) else { return false }
+        if let source = data.baseAddress { p.copyMemory(from: source, byteCount: data.count) }
+        producer.commit(payload: data.count, flags: flags, total: total)
+        if flags & RegionLayout.Record.last != 0 { deliveredMessages &+= 1 }
+        return true
+    }
+
+    /// Moves backlogged frames into the ring as room appears; true when the backlog is empty.
+    @discardableResult
+    func flushBacklog() -> Bool {
+        while let first = backlog.first {
+            let done = first.bytes.withUnsafeBytes { commit($0, flags: first.flags, total: first.total) }
+            guard done else { return false }
+            backlogBytes -= RegionLayout.Record.size(payload: first.bytes.count)
+            backlog.removeFirst()
+        }
+        return true
+    }
+
+    /// Credit that can be granted now: the window minus what is in the ring, in the backlog
+    /// and still in flight.
+    var grantable: Int {
+        let outstanding = Int(granted - creditUsed)
+        return window - producer.usedBytes - backlogBytes - outstanding
+    }
+
+    /// Sets ring 0's writer flag so the instance rings when it frees space; false (not
+    /// armed) when a quarter of the window is already grantable.
+    func armForSpace() -> Bool {
+        producer.writerArmed.store(1, ordering: .sequentiallyConsistent)
+        atomicMemoryFence(ordering: .sequentiallyConsistent)
+        if grantable >= window / 4 && backlog.isEmpty {
+            producer.writerArmed.store(0, ordering: .relaxed)
+            return false
+        }
+        return true
+    }
+}

@@ -1,0 +1,92 @@
+import VIOLinux
+import VIOWire
+
+/// What a physical channel between two agents offers; the multiplexer sizes its frames and
+/// reports status from it, and never looks at the channel's kind otherwise.
+public struct ChannelCapabilities: Sendable, Equatable {
+    /// Transport name for status output (`tcp`, `rdma`).
+    public var transport: String
+    /// Largest frame payload the channel carries.
+    public var maximumFramePayload: Int
+    /// Whether bytes are encrypted and authenticated on the wire.
+    public var encrypted: Bool
+
+    /// Capabilities.
+    public init(transport: String, maximumFramePayload: Int, encrypted: Bool) {
+        self.transport = transport
+        self.maximumFramePayload = maximumFramePayload
+        self.encrypted = encrypted
+    }
+}
+
+/// Why a channel stopped working. The agent drops the channel and logs this.
+public enum ChannelError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// A system call failed (connect refused, reset by peer, ...).
+    case system(SystemError)
+    /// The peer closed its end.
+    case closedByPeer
+    /// The peer sent something this agent cannot accept.
+    case protocolViolation(String)
+
+    public var description: String {
+        switch self {
+        case .system(let e): return e.description
+        case .closedByPeer: return "the peer closed the connection"
+        case .protocolViolation(let why): return "protocol violation: \(why)"
+        }
+    }
+}
+
+/// One physical channel to another agent: a reliable, ordered carrier of frames. TCP
+/// connections implement it now; RDMA RC queue pairs plug in behind the same calls.
+///
+/// Used by one thread (the agent's loop). Sending is two-step so the multiplexer can batch
+/// frames from many links into one system call: ``enqueue(_:payload:)`` then ``flush()``.
+public protocol FabricChannel: AnyObject {
+    /// The descriptor the agent's loop watches (readable: frames may have arrived;
+    /// writable: queued bytes may be sent or a connect finished).
+    var descriptor: Int32 { get }
+    /// What this channel offers.
+    var capabilities: ChannelCapabilities { get }
+    /// Whether the connection is established (a dialed channel starts connecting).
+    var isConnected: Bool { get }
+    /// Completes a pending connect once the descriptor is writable; throws why it failed.
+    func finishConnect() throws(ChannelError)
+    /// Queues one frame whose payload is `prefix` followed by `payload` (the length is set
+    /// from them); nothing is written until ``flush()``.
+    func enqueue(_ header: FrameHeader, prefix: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer)
+    /// Bytes queued and not yet written.
+    var queuedBytes: Int { get }
+    /// Writes queued frames; returns true when all went out (false: wait for writability).
+    func flush() throws(ChannelError) -> Bool
+    /// Reads what has arrived and passes each whole frame to `body`, in order, until no more
+    /// bytes are pending, `budget` bytes were read, or `body` returns false. The payload is
+    /// valid only during the call. Returns true when it stopped early (call again without
+    /// waiting). Throws at end of stream, on errors and on malformed frames.
+    func receive(budget: Int, _ body: (FrameHeader, UnsafeRawBufferPointer) -> Bool) throws(ChannelError) -> Bool
+    /// Counters since the channel was created.
+    var counters: ChannelCounters { get }
+}
+
+/// Per-channel traffic counters.
+public struct ChannelCounters: Sendable, Equatable {
+    public var bytesSent: UInt64 = 0
+    public var bytesReceived: UInt64 = 0
+    public var framesSent: UInt64 = 0
+    public var framesReceived: UInt64 = 0
+
+    /// Zero counters.
+    public init() {}
+}
+
+extension FabricChannel {
+    /// Queues one frame with a single-part payload.
+    public func enqueue(_ header: FrameHeader, payload: UnsafeRawBufferPointer) {
+        enqueue(header, prefix: UnsafeRawBufferPointer(start: nil, count: 0), payload: payload)
+    }
+
+    /// Queues one frame with its payload in an array.
+    public func enqueue(_ header: FrameHeader, bytes: [UInt8] = []) {
+        bytes.withUnsafeBytes { enqueue(header, payload: $0) }
+    }
+}

@@ -1,0 +1,170 @@
+/// Payloads of the inter-agent frames that carry more than a header (docs/protocol.md).
+/// Each is little-endian, strings 16-bit-length-prefixed UTF-8, and decoding rejects
+/// trailing bytes: a frame is either understood completely or refused.
+
+/// HELLO_REQUEST: the dialing agent introduces one channel.
+public struct ChannelHello: Sendable, Equatable {
+    /// Cluster name; both agents must run the same one.
+    public var cluster: String
+    /// The dialing host.
+    public var from: String
+    /// The host it means to reach.
+    public var to: String
+    /// Which of the `channels` channels this is.
+    public var channel: UInt16
+    /// Channels the dialer keeps to this host.
+    public var channels: UInt16
+    /// ``TopologyFingerprint`` of the dialer's links, so two agents with different link
+    /// tables (and so different session ids) never talk.
+    public var fingerprint: UInt64
+
+    /// A hello.
+    public init(cluster: String, from: String, to: String, channel: UInt16, channels: UInt16, fingerprint: UInt64) {
+        self.cluster = cluster
+        self.from = from
+        self.to = to
+        self.channel = channel
+        self.channels = channels
+        self.fingerprint = fingerprint
+    }
+
+    /// The payload bytes.
+    public func encoded() -> [UInt8] {
+        var w = ByteWriter()
+        w.write(cluster); w.write(from); w.write(to)
+        w.write(channel); w.write(channels); w.write(fingerprint)
+        return w.bytes
+    }
+
+    /// Decodes a payload.
+    public init(decoding bytes: [UInt8]) throws(DecodeError) {
+        var r = ByteReader(bytes)
+        cluster = try r.readString(); from = try r.readString(); to = try r.readString()
+        channel = try r.read(); channels = try r.read(); fingerprint = try r.read()
+        try r.expectEnd()
+    }
+}
+
+/// SESSION start, and the acknowledgement that accepts it: what the sender's ring can take.
+public struct SessionOpen: Sendable, Equatable {
+    /// The instance on the sending agent's host.
+    public var from: String
+    /// The instance on the receiving agent's host.
+    public var to: String
+    /// Credit the sender grants for the other direction: bytes its instance's ring can take,
+    /// counted as ring records (16-byte header, payload rounded up to 16).
+    public var window: UInt32
+    /// Largest data payload the sender accepts in one frame (fits one record of its ring).
+    public var maxFramePayload: UInt32
+    /// How long the opener waits for the peer instance to attach (0: not at all,
+    /// `UInt32.max`: forever).
+    public var waitMilliseconds: UInt32
+
+    /// A session-open payload.
+    public init(from: String, to: String, window: UInt32, maxFramePayload: UInt32, waitMilliseconds: UInt32 = 0) {
+        self.from = from
+        self.to = to
+        self.window = window
+        self.maxFramePayload = maxFramePayload
+        self.waitMilliseconds = waitMilliseconds
+    }
+
+    /// The payload bytes.
+    public func encoded() -> [UInt8] {
+        var w = ByteWriter()
+        w.write(from); w.write(to); w.write(window); w.write(maxFramePayload); w.write(waitMilliseconds)
+        return w.bytes
+    }
+
+    /// Decodes a payload.
+    public init(decoding bytes: [UInt8]) throws(DecodeError) {
+        var r = ByteReader(bytes)
+        from = try r.readString(); to = try r.readString()
+        window = try r.read(); maxFramePayload = try r.read(); waitMilliseconds = try r.read()
+        try r.expectEnd()
+        guard maxFramePayload >= 64, maxFramePayload <= UInt32(FrameHeader.maximumPayload) else {
+            throw .invalid(field: "max frame payload", value: "\(maxFramePayload)")
+        }
+    }
+}
+
+/// SESSION reset: why a session ends abnormally or is refused.
+public struct SessionReset: Sendable, Equatable {
+    /// What happened (stable values).
+    public enum Reason: UInt8, Sendable {
+        /// The instance at the sender's end closed the link (orderly; data before it counts).
+        case closed = 1
+        /// The instance at the sender's end exited or detached.
+        case gone = 2
+        /// The sender found the instance's ring corrupt.
+        case corrupt = 3
+        /// The destination instance is not attached (and the opener did not wait).
+        case notAttached = 4
+        /// The opener gave up waiting.
+        case cancelled = 5
+        /// The link is not declared on the receiving side.
+        case refused = 6
+    }
+
+    /// What happened.
+    public var reason: Reason
+    /// A sentence for logs and errors.
+    public var message: String
+
+    /// A reset payload.
+    public init(_ reason: Reason, _ message: String) {
+        self.reason = reason
+        self.message = message
+    }
+
+    /// The payload bytes.
+    public func encoded() -> [UInt8] {
+        var w = ByteWriter()
+        w.write(reason.rawValue); w.write(message)
+        return w.bytes
+    }
+
+    /// Decodes a payload.
+    public init(decoding bytes: [UInt8]) throws(DecodeError) {
+        var r = ByteReader(bytes)
+        let raw = try r.read(UInt8.self)
+        guard let reason = Reason(rawValue: raw) else { throw .invalid(field: "reset reason", value: "\(raw)") }
+        self.reason = reason
+        message = try r.readString()
+        try r.expectEnd()
+    }
+}
+
+/// A stable 64-bit FNV-1a hash of the parts of a topology both agents must agree on (the
+/// cluster and its link list, which numbers the sessions). Not a security measure.
+public enum TopologyFingerprint {
+    /// The fingerprint of `parts`, in order.
+    public static func of(_ parts: [String]) -> UInt64 {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for part in parts {
+            for byte in part.utf8 {
+                hash ^= UInt64(byte)
+                hash &*= 0x0000_0100_0000_01B3
+            }
+            hash ^= 0xFF
+            hash &*= 0x0000_0100_0000_01B3
+        }
+        return hash
+    }
+}
+
+extension AgentStatus {
+    /// The status as a HEALTH_RESPONSE payload.
+    public func encodedPayload() -> [UInt8] {
+        var w = ByteWriter()
+        encode(to: &w)
+        return w.bytes
+    }
+
+    /// Decodes a HEALTH_RESPONSE payload.
+    public init(decodingPayload bytes: [UInt8]) throws(DecodeError) {
+        var r = ByteReader(bytes)
+        try self.init(from: &r)
+        try r.expectEnd()
+    }
+}
