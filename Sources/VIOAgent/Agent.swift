@@ -32,6 +32,8 @@ public final class Agent {
     private var pendingOpens: [PendingOpen] = []
     private var nextToken: UInt64 = 16
 
+    /// Scheduling priority the agent asks for when it carries cross-host links.
+    static let fabricNice: Int32 = -10
     private static let listenerToken: UInt64 = 1
     private static let signalToken: UInt64 = 2
     /// Set on epoll tokens of pidfds; the rest of the token is the connection's.
@@ -76,6 +78,12 @@ public final class Agent {
             throw .system(error, doing: "cannot set up the control socket \(path)")
         }
         if !configuration.view.peers.isEmpty {
+            // Cross-host links and heartbeats run on this thread: when instances oversubscribe
+            // the cores, a normal-priority agent can be starved past the peer timeout. Raise
+            // the priority where allowed (root or CAP_SYS_NICE); otherwise run as is.
+            if setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, Self.fabricNice) != 0 {
+                logger.debug("could not raise the agent's priority (nice \(Self.fabricNice)); running at the default")
+            }
             do {
                 fabric = try Fabric(view: configuration.view, topology: configuration.topology, loop: loop, logger: logger)
             } catch {
@@ -102,6 +110,11 @@ public final class Agent {
                 events = try loop.epoll.wait(timeoutMilliseconds: moreWork ? 0 : nextTimeoutMilliseconds(), maxEvents: 256)
             } catch {
                 throw .system(error, doing: "waiting for control events")
+            }
+            let turnStart = MonotonicClock.nanoseconds()
+            defer {
+                let took = MonotonicClock.nanoseconds() - turnStart
+                if took > 200_000_000 { logger.warning("slow agent turn", metadata: ["ms": "\(took / 1_000_000)", "events": "\(events.count)"]) }
             }
             for event in events {
                 switch event.token {

@@ -37,9 +37,9 @@ final class Fabric {
     static let initialBackoffMilliseconds: UInt64 = 50
     static let maximumBackoffMilliseconds: UInt64 = 1000
     /// Payload bytes one link may frame per turn, so one busy link cannot starve the others.
-    static let drainBudget = 512 * 1024
+    static let drainBudget = 256 * 1024
     /// Bytes read from one channel per turn.
-    static let receiveBudget = 4 << 20
+    static let receiveBudget = 1 << 20
     /// Above this much queued output a channel takes no more data frames until it drains.
     static let outputHighWater = 4 << 20
 

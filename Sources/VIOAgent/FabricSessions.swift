@@ -347,10 +347,16 @@ extension Fabric {
         }
     }
 
-    /// `instance` exited or detached: its links are reset for the far ends.
+    /// `instance` exited or detached: its links are reset for the far ends. A link it closed
+    /// in order first is still drained: what it sent before closing is delivered.
     func instanceGone(_ instance: String) {
         waitingForHost.removeAll { $0.instance == instance }
         for link in links.values where link.instance == instance {
+            let state = link.region.state
+            if link.isOpen && state.kind == .closed && state.end == 0 {
+                drainLink(link)
+                continue
+            }
             link.finish(LinkStateWord(kind: .gone, end: 0))
             sendReset(link, .gone, "instance '\(instance)' on '\(view.host.name)' exited or detached")
             unregister(link)

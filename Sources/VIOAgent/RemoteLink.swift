@@ -281,7 +281,11 @@ final class RemoteLink {
 
     private func write(_ data: UnsafeRawBufferPointer, flags: UInt16, total: Int) {
         if backlog.isEmpty, commit(data, flags: flags, total: total) { return }
-        backlog.append(BackloggedRecord(bytes: Array(data), flags: flags, total: total))
+        let copy = [UInt8](unsafeUninitializedCapacity: data.count) { buffer, initialized in
+            if let source = data.baseAddress { UnsafeMutableRawPointer(buffer.baseAddress!).copyMemory(from: source, byteCount: data.count) }
+            initialized = data.count
+        }
+        backlog.append(BackloggedRecord(bytes: copy, flags: flags, total: total))
         backlogBytes += RegionLayout.Record.size(payload: data.count)
     }
 

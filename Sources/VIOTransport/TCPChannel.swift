@@ -7,8 +7,7 @@ import VIOWire
 public final class TCPChannel: FabricChannel {
     private let socket: TCPSocket
     private var connected: Bool
-    private var output: [UInt8] = []
-    private var outputStart = 0
+    private let output = ByteQueue()
     private var decoder = FrameDecoder()
     public private(set) var counters = ChannelCounters()
     public let capabilities = ChannelCapabilities(transport: "tcp", maximumFramePayload: FrameHeader.maximumPayload,
@@ -54,43 +53,24 @@ public final class TCPChannel: FabricChannel {
     public func enqueue(_ header: FrameHeader, prefix: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer) {
         var h = header
         h.length = UInt32(prefix.count + payload.count)
-        let at = output.count
-        output.append(contentsOf: repeatElement(0, count: FrameHeader.size))
-        output.withUnsafeMutableBytes { h.store(to: $0.baseAddress! + at) }
-        if prefix.count > 0 { output.append(contentsOf: prefix) }
-        if payload.count > 0 { output.append(contentsOf: payload) }
+        h.store(to: output.extend(by: FrameHeader.size))
+        output.append(prefix)
+        output.append(payload)
         counters.framesSent &+= 1
     }
 
-    public var queuedBytes: Int { output.count - outputStart }
+    public var queuedBytes: Int { output.count }
 
     public func flush() throws(ChannelError) -> Bool {
-        guard connected else { return queuedBytes == 0 }
-        while outputStart < output.count {
+        guard connected else { return output.count == 0 }
+        while output.count > 0 {
             let written: Int?
-            let start = outputStart
-            let result = output.withUnsafeBytes { raw in
-                Result { () throws(SystemError) in try socket.write(UnsafeRawBufferPointer(rebasing: raw[start...])) }
-            }
-            switch result {
-            case .success(let n): written = n
-            case .failure(let error): throw .system(error)
-            }
-            guard let n = written else { break }
-            outputStart += n
+            do { written = try socket.write(output.bytes) } catch { throw .system(error) }
+            guard let n = written else { return false }
+            output.consume(n)
             counters.bytesSent &+= UInt64(n)
         }
-        if outputStart == output.count {
-            // Keep the capacity: the next batch reuses it.
-            output.removeAll(keepingCapacity: true)
-            outputStart = 0
-            return true
-        }
-        if outputStart > 1 << 20 {
-            output.removeFirst(outputStart)
-            outputStart = 0
-        }
-        return false
+        return true
     }
 
     public func receive(budget: Int, _ body: (FrameHeader, UnsafeRawBufferPointer) -> Bool) throws(ChannelError) -> Bool {

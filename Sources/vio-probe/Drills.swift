@@ -100,10 +100,14 @@ struct Hold: ParsableCommand {
         abstract: "Open the link, print 'ready', then block in receive and report how the link ends.")
 
     @OptionGroup var endpoint: Endpoint
+    @Flag(help: "Never read: a stopped consumer, for head-of-line and flow-control drills.") var stall = false
 
     func run() throws {
         let (_, link) = try endpoint.connect()
         say("ready")
+        if stall {
+            while true { sleep(60) }
+        }
         do {
             while true { _ = try link.receive() }
         } catch {

@@ -1,0 +1,62 @@
+import Foundation
+import Synchronization
+import VIOLinux
+
+/// Several hosts on one machine: one agent per host, all on 127.0.0.1 with their own fabric
+/// port and control socket. Exercises the inter-host fabric without root or namespaces (the
+/// namespace cluster in scripts/netns-cluster.sh covers real veth links).
+final class LoopbackCluster {
+    let directory = Tools.scratchDirectory()
+    var topology: String { directory + "/topology.yaml" }
+    let hosts: [String]
+    let ports: [String: Int]
+    private(set) var agents: [String: RunningAgent] = [:]
+
+    /// Ports are spread per test process and per cluster so consecutive tests never collide.
+    private static let counter = Mutex(0)
+
+    /// `hostLines` are extra per-host YAML fields by host name (e.g. `nat: behind`).
+    init(hosts: [String], hostFields: [String: String] = [:], instances: String, links: String,
+         defaults: String = "  ring_size: 256KiB\n  heartbeat_interval_ms: 100\n  peer_timeout_ms: 800\n",
+         start: [String]? = nil) throws {
+        self.hosts = hosts
+        let n = Self.counter.withLock { c -> Int in c += 1; return c }
+        let base = 20000 + Int(getpid() % 1000) * 40 + (n % 8) * 5
+        ports = Dictionary(uniqueKeysWithValues: hosts.enumerated().map { ($1, base + $0) })
+        var text = "cluster: loopback\nversion: 1\ndefaults:\n\(defaults)hosts:\n"
+        for h in hosts {
+            let extra = hostFields[h].map { ", \($0)" } ?? ""
+            text += "  - { name: \(h), address: 127.0.0.1, port: \(ports[h]!), control_socket: \(directory)/\(h).sock\(extra) }\n"
+        }
+        text += "instances:\n\(instances)\nlinks:\n\(links)\n"
+        try text.write(toFile: topology, atomically: true, encoding: .utf8)
+        for h in start ?? hosts { try startAgent(h) }
+    }
+
+    func socket(_ host: String) -> String { "\(directory)/\(host).sock" }
+
+    func startAgent(_ host: String) throws {
+        agents[host] = try RunningAgent(arguments: ["--topology", topology, "--host", host], socket: socket(host))
+    }
+
+    /// Starts `vio-probe` on `host`'s agent.
+    func probe(_ host: String, _ arguments: [String]) throws -> ToolProcess {
+        try ToolProcess("vio-probe", arguments + ["--socket", socket(host)])
+    }
+
+    func status(_ host: String) throws -> String {
+        try Tools.run("vioctl", ["status", "--socket", socket(host)]).stdout
+    }
+
+    /// Waits until `vioctl status` on `host` contains `text` (a liveness bound).
+    func waitForStatus(_ host: String, _ text: String, timeout: TimeInterval = 20) throws -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if try status(host).contains(text) { return true }
+            usleep(20_000)
+        }
+        return false
+    }
+
+    func log(_ host: String) -> String { agents[host].map { Tools.contents($0.logFile) } ?? "" }
+}
