@@ -202,6 +202,9 @@ final class Fabric {
                 }
             }
             if let violation {
+                // Tell the far agent why before closing (best effort: the socket may be full).
+                slot.channel.enqueue(FrameHeader(type: .control), bytes: Array("closing the channel: \(violation)".utf8))
+                _ = try? slot.channel.flush()
                 dropChannel(slot, reason: violation)
             } else if more, slots[slot.token] != nil {
                 readyChannels.insert(slot.token)
@@ -313,7 +316,7 @@ final class Fabric {
         dirty.remove(slot.token)
         readyChannels.remove(slot.token)
         guard let peer = slot.peer, slot.index >= 0, peer.slots[slot.index] === slot else {
-            logger.warning("fabric channel dropped", metadata: ["reason": "\(reason)"])
+            logger.warning("fabric connection dropped", metadata: ["from": "\(slot.channel.peerDescription)", "reason": "\(reason)"])
             return
         }
         peer.retire(slot)

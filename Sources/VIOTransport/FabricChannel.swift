@@ -48,6 +48,8 @@ public protocol FabricChannel: AnyObject {
     var descriptor: Int32 { get }
     /// What this channel offers.
     var capabilities: ChannelCapabilities { get }
+    /// The far end's address, for logs.
+    var peerDescription: String { get }
     /// Whether the connection is established (a dialed channel starts connecting).
     var isConnected: Bool { get }
     /// Completes a pending connect once the descriptor is writable; throws why it failed.

@@ -39,6 +39,7 @@ public final class TCPChannel: FabricChannel {
     }
 
     public var descriptor: Int32 { socket.fd.rawValue }
+    public var peerDescription: String { peerAddress }
     public var isConnected: Bool { connected }
 
     public func finishConnect() throws(ChannelError) {

@@ -1,5 +1,6 @@
 import ArgumentParser
 import VIOTopology
+import VIOWire
 
 #if canImport(Glibc)
 import Glibc
@@ -9,7 +10,20 @@ struct TopologyCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "topology",
         abstract: "Check and show topology files.",
-        subcommands: [Check.self, Show.self])
+        subcommands: [Check.self, Show.self, Fingerprint.self])
+
+    struct Fingerprint: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Print the fabric fingerprint agents compare in HELLO (hex): equal on every host, or their channels are refused.")
+
+        @Argument(help: ArgumentHelp("The topology file. Default: the embedded single-host topology.", valueName: "file"))
+        var file: String?
+
+        func run() throws {
+            let (t, _) = try loadTopologyOrExit(file)
+            print(String(TopologyFingerprint.of(t.fabricIdentity), radix: 16))
+        }
+    }
 
     struct Check: ParsableCommand {
         static let configuration = CommandConfiguration(

@@ -128,3 +128,53 @@ struct SessionStateMachineTests {
         #expect(InvalidTransition(state: .closed, event: .readData).description == "event 'readData' is not valid in session state 'closed'")
     }
 }
+
+/// The payloads of fabric frames: round trips, and refusal of anything malformed.
+struct FabricMessageTests {
+    @Test func payloadsRoundTrip() throws {
+        let hello = ChannelHello(cluster: "c", from: "h1", to: "h2", channel: 1, channels: 2, fingerprint: 0xDEAD_BEEF)
+        #expect(try ChannelHello(decoding: hello.encoded()) == hello)
+        let open = SessionOpen(from: "a1", to: "b1", window: 1 << 20, maxFramePayload: 262_128, waitMilliseconds: 500)
+        #expect(try SessionOpen(decoding: open.encoded()) == open)
+        let reset = SessionReset(.gone, "instance 'a1' exited")
+        #expect(try SessionReset(decoding: reset.encoded()) == reset)
+    }
+
+    @Test func malformedPayloadsAreRefused() {
+        let open = SessionOpen(from: "a1", to: "b1", window: 4096, maxFramePayload: 1024).encoded()
+        #expect(throws: DecodeError.self) { try SessionOpen(decoding: open + [0]) }
+        #expect(throws: DecodeError.self) { try SessionOpen(decoding: Array(open.dropLast())) }
+        let huge = SessionOpen(from: "a", to: "b", window: 1, maxFramePayload: UInt32(FrameHeader.maximumPayload + 1)).encoded()
+        #expect(throws: DecodeError.self) { try SessionOpen(decoding: huge) }
+        #expect(throws: DecodeError.self) { try SessionReset(decoding: [99, 0, 0]) }
+        #expect(throws: DecodeError.self) { try ChannelHello(decoding: [1, 2, 3]) }
+    }
+
+    /// Frames read in place: the payload handed out is exactly what was sent, across reads
+    /// that split frames anywhere and a buffer that must grow for a 1 MiB payload.
+    @Test func inPlaceDecodingAcrossArbitraryReads() throws {
+        let frames = [Frame(FrameHeader(type: .data, session: 7, sequence: 0), payload: Array(repeating: 0xAB, count: 100)),
+                      Frame(FrameHeader(type: .data, session: 7, sequence: 1),
+                            payload: (0..<FrameHeader.maximumPayload).map { UInt8(truncatingIfNeeded: $0 &* 31) }),
+                      Frame(FrameHeader(type: .heartbeatRequest), payload: [])]
+        let stream = frames.flatMap { $0.encoded() }
+        var decoder = FrameDecoder()
+        var offset = 0
+        var seen: [Frame] = []
+        var chunk = 1
+        while offset < stream.count {
+            let n = try decoder.fill { buffer -> Int? in
+                let count = min(chunk, buffer.count, stream.count - offset)
+                stream[offset..<(offset + count)].withUnsafeBytes { buffer.copyMemory(from: $0) }
+                return count
+            }
+            offset += n ?? 0
+            chunk = chunk * 3 + 1
+            while let frame = try decoder.nextFrame({ header, payload in Frame(header, payload: Array(payload)) }) {
+                seen.append(frame)
+            }
+        }
+        #expect(seen == frames)
+        #expect(decoder.pendingBytes == 0)
+    }
+}

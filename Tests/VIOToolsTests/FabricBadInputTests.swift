@@ -1,0 +1,110 @@
+import Foundation
+import Testing
+import VIOLinux
+import VIOWire
+
+/// Garbage on the fabric port: the agent drops that connection with a logged reason and keeps
+/// carrying every other link.
+@Suite(.serialized)
+struct FabricBadInputTests {
+    /// A blocking TCP connection to 127.0.0.1:`port` that sends `bytes`, then reads until the
+    /// agent closes it (or 5 s pass). Returns what the agent sent and whether it closed.
+    static func exchange(port: Int, _ bytes: [UInt8]) -> (reply: [UInt8], closed: Bool) {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard connected == 0 else { return ([], false) }
+        var timeout = timeval(tv_sec: 5, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        _ = bytes.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        var reply: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = recv(fd, &buffer, buffer.count, 0)
+            if n == 0 { return (reply, true) }
+            if n < 0 { return (reply, errno == ECONNRESET) }
+            reply += buffer[..<n]
+        }
+    }
+
+    static func frame(_ header: FrameHeader, _ payload: [UInt8] = []) -> [UInt8] {
+        Frame(header, payload: payload).encoded()
+    }
+
+    @Test func badFramesDropOnlyTheirConnection() throws {
+        let cluster = try LoopbackCluster(hosts: ["alpha", "beta", "gamma"], hostFields: ["gamma": "nat: behind"],
+                                          instances: """
+              - { name: a1, host: alpha }
+              - { name: b1, host: beta }
+              - { name: g1, host: gamma }
+            """, links: """
+              - between: [a1, b1]
+              - between: [b1, g1]
+            """, start: ["alpha", "beta"])
+        #expect(try cluster.waitForStatus("alpha", "channels 2/2"))
+        let port = cluster.ports["beta"]!
+        let gammaHello = Self.frame(FrameHeader(type: .helloRequest), ChannelHello(
+            cluster: "loopback", from: "gamma", to: "beta", channel: 0, channels: 2,
+            fingerprint: 0).encoded())
+        var badVersion = Self.frame(FrameHeader(type: .heartbeatRequest))
+        badVersion[0] = 9
+        var oversized = Self.frame(FrameHeader(type: .data))
+        oversized.replaceSubrange(12..<16, with: [0xFF, 0xFF, 0xFF, 0x7F])
+        var random = (0..<256).map { _ in UInt8.random(in: 0...255) }
+        random[0] = 0x7F
+        let cases: [(String, [UInt8], String)] = [
+            ("random bytes", random, "invalid frame version: 127"),
+            ("unknown version", badVersion, "invalid frame version: 9 (this agent speaks 1)"),
+            ("oversized length", oversized, "invalid frame length: 2147483647 (maximum 1048576)"),
+            ("data before HELLO", Self.frame(FrameHeader(type: .data, session: 1), [1, 2, 3]), "expected HELLO, got data"),
+            ("unknown frame type", [1, 99] + [UInt8](repeating: 0, count: 22), "invalid frame type: 99"),
+            ("wrong topology", gammaHello, "the topologies differ"),
+        ]
+        for (name, bytes, reason) in cases {
+            let (_, closed) = Self.exchange(port: port, bytes)
+            #expect(closed, "\(name): the agent keeps the connection")
+            #expect(cluster.log("beta").contains(reason), "\(name): \(cluster.log("beta"))")
+        }
+        // A truncated frame and silence: dropped when the handshake time (the peer timeout) ends.
+        let (_, closed) = Self.exchange(port: port, Array(badVersion.prefix(10)))
+        #expect(closed)
+        #expect(cluster.log("beta").contains("no HELLO within the peer timeout"))
+        // The real channels to alpha survived all of it and still carry the link.
+        let echo = try cluster.probe("beta", ["echo", "--as", "b1"])
+        #expect(echo.waitFor("attached"))
+        let ping = try cluster.probe("alpha", ["ping", "--as", "a1", "--peer", "b1", "--count", "200", "--warmup", "0"])
+        #expect(ping.finish() == 0, "\(ping.output)")
+        #expect(echo.finish() == 0)
+        let status = try cluster.status("beta")
+        #expect(status.contains("alpha            up") && status.contains(" 0 reconnects"), "\(status)")
+    }
+
+    /// A channel that completes HELLO and then sends a frame for a session that is no link
+    /// between the two hosts is dropped with that reason.
+    @Test func frameForAnUndeclaredSessionDropsTheChannel() throws {
+        let cluster = try LoopbackCluster(hosts: ["beta", "gamma"], hostFields: ["gamma": "nat: behind"],
+                                          instances: """
+              - { name: b1, host: beta }
+              - { name: g1, host: gamma }
+            """, links: "  - between: [b1, g1]", start: ["beta"])
+        // The fingerprint both agents compute from the same file.
+        let status = try cluster.status("beta")
+        #expect(status.contains("gamma"))
+        let fingerprint = try Tools.run("vioctl", ["topology", "fingerprint", cluster.topology]).stdout
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        let hello = Self.frame(FrameHeader(type: .helloRequest), ChannelHello(
+            cluster: "loopback", from: "gamma", to: "beta", channel: 0, channels: 2,
+            fingerprint: UInt64(fingerprint, radix: 16) ?? 0).encoded())
+        let (reply, closed) = Self.exchange(port: cluster.ports["beta"]!, hello + Self.frame(FrameHeader(type: .data, session: 999)))
+        #expect(closed)
+        #expect(reply.count >= FrameHeader.size && reply[1] == FrameType.helloResponse.rawValue, "HELLO was accepted first")
+        #expect(cluster.log("beta").contains("frame for session 999, which is not a link between beta and gamma"),
+                "\(cluster.log("beta"))")
+    }
+}
