@@ -55,12 +55,15 @@ struct Stream: ParsableCommand {
     func run() throws {
         let (_, link) = try endpoint.connect()
         var rng = SystemRandomNumberGenerator()
+        var sent = 0
         do {
             for sequence in 0..<UInt64(count) {
                 try link.send(CheckedMessage.make(sequence: sequence, size: Int.random(in: 16...maxSize, using: &rng)),
                               timeout: .seconds(30))
+                sent += 1
             }
         } catch {
+            say("sent \(sent) before the link failed")
             throw linkFailure(error)
         }
         say("sent \(count)")
@@ -80,13 +83,16 @@ struct Verify: ParsableCommand {
     func run() throws {
         let (_, link) = try endpoint.connect()
         say("ready")
+        var verified = 0
         do {
             for expected in 0..<UInt64(count) {
                 let got = try link.receive(timeout: .seconds(60)) { CheckedMessage.check($0) }
                 guard let got else { throw Failure(code: 3, "message \(expected) is corrupted") }
                 guard got == expected else { throw Failure(code: 3, "message \(got) arrived where \(expected) was expected") }
+                verified += 1
             }
         } catch let error as LinkError {
+            say("verified \(verified) before the link failed")
             throw linkFailure(error)
         }
         say("verified \(count)")

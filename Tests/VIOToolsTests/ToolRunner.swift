@@ -36,7 +36,8 @@ enum Tools {
     static func process(_ tool: String, _ arguments: [String], environment: [String: String] = [:])
         -> (Process, stdout: String, stderr: String) {
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: binDirectory + "/" + tool)
+        // A bare name is one of our tools; an absolute path is a system program.
+        p.executableURL = URL(fileURLWithPath: tool.hasPrefix("/") ? tool : binDirectory + "/" + tool)
         p.arguments = arguments
         var env = ProcessInfo.processInfo.environment
         env["VIO_CONTROL_SOCKET"] = nil

@@ -1,0 +1,146 @@
+import Foundation
+import Testing
+import VIOLinux
+
+/// The namespace cluster of scripts/netns-cluster.sh: one agent per namespace, joined by veth
+/// pairs and a bridge, addresses from 198.18.0.0/15 inside the namespaces only.
+final class NetnsCluster {
+    struct SetupFailed: Error, CustomStringConvertible { var description: String }
+
+    static let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("scripts/netns-cluster.sh").path
+    static let topology = URL(fileURLWithPath: script).deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("topologies/four-hosts.yaml").path
+    static var available: Bool { getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/sbin/ip") }
+
+    let prefix = "vt\(getpid() % 10000)"
+    let directory = Tools.scratchDirectory()
+
+    init(hosts: Int) throws {
+        _ = try run("down", prefix)
+        let up = try run("up", prefix, "\(hosts)")
+        guard up.status == 0 else { throw SetupFailed(description: "netns up: \(up.stderr)") }
+        // Agents are started here rather than by the script's `start`: Foundation's Process
+        // would wait for the script's background children before reporting its exit.
+        for i in 1...hosts { try startAgent("h\(i)") }
+    }
+
+    private(set) var agents: [String: ToolProcess] = [:]
+
+    func startAgent(_ host: String) throws {
+        agents[host] = try ToolProcess("/usr/sbin/ip", ["netns", "exec", "\(prefix)-\(host)", Tools.binDirectory + "/vio-agent",
+                                                        "--topology", Self.topology, "--host", host,
+                                                        "--control-socket", socket(host)])
+        let deadline = Date().addingTimeInterval(20)
+        while (try? UnixSocket.connect(path: socket(host))) == nil {
+            guard Date() < deadline else { throw SetupFailed(description: "agent \(host) did not start") }
+            usleep(10_000)
+        }
+    }
+
+    deinit {
+        for agent in agents.values { agent.kill() }
+        _ = try? run("down", prefix)
+    }
+
+    @discardableResult
+    func run(_ arguments: String...) throws -> Tools.Result {
+        try Tools.run("/bin/bash", [Self.script] + arguments, environment: ["VIO_BIN": Tools.binDirectory])
+    }
+
+    func ip(_ host: String, _ arguments: String...) throws -> Tools.Result {
+        try Tools.run("/usr/sbin/ip", ["-n", "\(prefix)-\(host)"] + arguments)
+    }
+
+    func socket(_ host: String) -> String { "\(directory)/\(host).sock" }
+
+    func probe(_ host: String, _ arguments: [String]) throws -> ToolProcess {
+        try ToolProcess("vio-probe", arguments + ["--socket", socket(host)])
+    }
+
+    func status(_ host: String) throws -> String {
+        try Tools.run("vioctl", ["status", "--socket", socket(host)]).stdout
+    }
+
+    func waitForStatus(_ host: String, _ text: String, timeout: TimeInterval = 20) throws -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if try status(host).contains(text) { return true }
+            usleep(20_000)
+        }
+        return false
+    }
+
+    /// Established TCP connections in `host`'s namespace, counted by peer address.
+    func connectionsByPeer(_ host: String) throws -> [String: Int] {
+        let out = try Tools.run("/usr/sbin/ip", ["netns", "exec", "\(prefix)-\(host)", "ss", "-Htn", "state", "established"]).stdout
+        var counts: [String: Int] = [:]
+        for line in out.split(separator: "\n") {
+            let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+            guard let peer = fields.last?.split(separator: ":").first else { continue }
+            counts[String(peer), default: 0] += 1
+        }
+        return counts
+    }
+}
+
+@Suite(.serialized, .enabled(if: NetnsCluster.available, "skipped: needs root and iproute2 (network namespaces)"))
+struct NetnsClusterTests {
+    /// topologies/four-hosts.yaml over veth: K = 2 connections per peer host before and after
+    /// all 8 instances open their 28 links, and every message arrives intact and in order.
+    @Test func fourHostsAllToAllOverVeth() throws {
+        let cluster = try NetnsCluster(hosts: 4)
+        for h in ["h1", "h2", "h3", "h4"] {
+            #expect(try cluster.waitForStatus(h, "channels 2/2"), "\(h): \((try? cluster.status(h)) ?? "")")
+        }
+        let before = try cluster.connectionsByPeer("h1")
+        #expect(before == ["198.18.0.2": 2, "198.18.0.3": 2, "198.18.0.4": 2], "\(before)")
+        let names = ["h1a", "h1b", "h2a", "h2b", "h3a", "h3b", "h4a", "h4b"]
+        let meshes = try names.map { try cluster.probe(String($0.prefix(2)), ["mesh", "--sleep", "--as", $0, "--count", "6", "--max-size", "8388608"]) }
+        for (name, mesh) in zip(names, meshes) {
+            #expect(mesh.finish(timeout: 240) == 0, "\(name): \(mesh.output)")
+            #expect(mesh.output.contains("mesh verified 7 links"))
+        }
+        for h in ["h1", "h2", "h3", "h4"] {
+            let counts = try cluster.connectionsByPeer(h)
+            #expect(counts.count == 3 && counts.values.allSatisfy { $0 == 2 }, "\(h): \(counts)")
+        }
+        // h4 is behind NAT: it listens nowhere.
+        let listening = try Tools.run("/usr/sbin/ip", ["netns", "exec", "\(cluster.prefix)-h4", "ss", "-Htln"]).stdout
+        #expect(!listening.contains(":7300"), "\(listening)")
+    }
+
+    /// Cutting h2's veth: both ends of a link through it report "peer host down" within the
+    /// timeout; every message the sender wrote is either delivered or counted as possibly
+    /// lost; after the link is restored the agents reconnect and the link reopens.
+    @Test func cutAndRestoreTheNetwork() throws {
+        let cluster = try NetnsCluster(hosts: 4)
+        #expect(try cluster.waitForStatus("h1", "h2               up"))
+        let verifier = try cluster.probe("h2", ["verify", "--as", "h2a", "--count", "100000000"])
+        #expect(verifier.waitFor("attached"))
+        let streamer = try cluster.probe("h1", ["stream", "--as", "h1a", "--peer", "h2a", "--count", "100000000", "--max-size", "2000"])
+        #expect(verifier.waitFor("ready"))
+        usleep(500_000)
+        #expect(try cluster.ip("h2", "link", "set", "eth0", "down").status == 0)
+        #expect(streamer.finish(timeout: 10) == 3, "\(streamer.output)")
+        #expect(verifier.finish(timeout: 10) == 3, "\(verifier.output)")
+        func number(_ text: String, before marker: String) -> Int? {
+            guard let range = text.range(of: marker) else { return nil }
+            return Int(text[..<range.lowerBound].split(whereSeparator: { !$0.isNumber }).last ?? "")
+        }
+        let sent = number(streamer.output, before: " before the link failed") ?? -1
+        let lost = number(streamer.output, before: " message(s) sent on this link were not acknowledged") ?? -1
+        let verified = number(verifier.output, before: " before the link failed") ?? -1
+        #expect(streamer.output.contains("peer host down: host 'h2' of instance 'h2a'"), "\(streamer.output)")
+        #expect(verifier.output.contains("peer host down: host 'h1' of instance 'h1a'"), "\(verifier.output)")
+        #expect(sent > 0 && verified > 0 && verified <= sent, "sent \(sent), verified \(verified)")
+        #expect(sent - verified <= lost, "sent \(sent), delivered \(verified), reported possibly lost \(lost)")
+        #expect(try cluster.ip("h2", "link", "set", "eth0", "up").status == 0)
+        #expect(try cluster.waitForStatus("h1", "h2               up"), "\((try? cluster.status("h1")) ?? "")")
+        let echo = try cluster.probe("h2", ["echo", "--as", "h2a"])
+        #expect(echo.waitFor("attached"))
+        let ping = try cluster.probe("h1", ["ping", "--as", "h1a", "--peer", "h2a", "--count", "100", "--warmup", "0"])
+        #expect(ping.finish() == 0, "\(ping.output)")
+        #expect(echo.finish() == 0)
+    }
+}
