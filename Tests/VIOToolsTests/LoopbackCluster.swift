@@ -58,5 +58,16 @@ final class LoopbackCluster {
         return false
     }
 
+    /// Waits until `host` shows `peers` peer hosts up with all their channels.
+    func waitForAllPeersUp(_ host: String, _ peers: Int, timeout: TimeInterval = 20) throws -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            let up = try status(host).split(separator: "\n").filter { $0.contains(" up ") && $0.contains("channels 2/2") }
+            if up.count == peers { return true }
+            usleep(20_000)
+        }
+        return false
+    }
+
     func log(_ host: String) -> String { agents[host].map { Tools.contents($0.logFile) } ?? "" }
 }
