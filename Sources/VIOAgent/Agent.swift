@@ -405,6 +405,18 @@ public final class Agent {
 
     // MARK: Status
 
+    /// Ring sizes and per-direction counters of a link whose local end reads ring `localRing`.
+    private static func recordTraffic(of region: LinkRegion, localRing: Int, into state: inout AgentStatus.LinkState) {
+        func counters(_ ring: Int) -> AgentStatus.DirectionCounters {
+            let c = region.counters(ofRing: ring)
+            return AgentStatus.DirectionCounters(messages: c.messagesSent, bytes: c.bytesSent, wakeups: c.wakeupsSent,
+                                                 fullStalls: c.fullStalls, errors: c.errors)
+        }
+        state.ringBytes = (UInt64(region.capacity(ofRing: localRing)), UInt64(region.capacity(ofRing: 1 - localRing)))
+        state.sent = counters(1 - localRing)
+        state.received = counters(localRing)
+    }
+
     /// The current state, for `vioctl status`.
     func status() -> AgentStatus {
         let view = configuration.view
@@ -427,31 +439,17 @@ public final class Agent {
                 guard let remote = fabric?.link(for: declared) else { return state }
                 state.state = remote.isOpen ? "open" : "opening"
                 state.linkID = remote.id
-                state.ringBytes = (UInt64(remote.region.capacity(ofRing: 0)), UInt64(remote.region.capacity(ofRing: 1)))
-                let toPeer = remote.region.counters(ofRing: 1), toLocal = remote.region.counters(ofRing: 0)
-                state.sent = AgentStatus.DirectionCounters(messages: toPeer.messagesSent, bytes: toPeer.bytesSent,
-                                                           wakeups: toPeer.wakeupsSent, fullStalls: toPeer.fullStalls,
-                                                           errors: toPeer.errors)
-                state.received = AgentStatus.DirectionCounters(messages: toLocal.messagesSent, bytes: toLocal.bytesSent,
-                                                               wakeups: toLocal.wakeupsSent, fullStalls: toLocal.fullStalls,
-                                                               errors: toLocal.errors)
+                // The instance is end 0 of a fabric link's region: it reads ring 0.
+                Self.recordTraffic(of: remote.region, localRing: 0, into: &state)
                 return state
             }
             guard let link = links.any(between: declared.localEnd, declared.peerEnd),
                   let local = link.end(of: declared.localEnd) else { return state }
             state.state = link.stateDescription
             state.linkID = link.id
-            let peerEnd = 1 - local
-            state.ringBytes = (UInt64(link.region.capacity(ofRing: local)), UInt64(link.region.capacity(ofRing: peerEnd)))
             let nodes = [Int16(link.nodes.0), Int16(link.nodes.1)]
-            state.numaNodes = multiNode ? (nodes[local], nodes[peerEnd]) : (-1, -1)
-            let toPeer = link.region.counters(ofRing: peerEnd), toLocal = link.region.counters(ofRing: local)
-            state.sent = AgentStatus.DirectionCounters(messages: toPeer.messagesSent, bytes: toPeer.bytesSent,
-                                                       wakeups: toPeer.wakeupsSent, fullStalls: toPeer.fullStalls,
-                                                       errors: toPeer.errors)
-            state.received = AgentStatus.DirectionCounters(messages: toLocal.messagesSent, bytes: toLocal.bytesSent,
-                                                           wakeups: toLocal.wakeupsSent, fullStalls: toLocal.fullStalls,
-                                                           errors: toLocal.errors)
+            state.numaNodes = multiNode ? (nodes[local], nodes[1 - local]) : (-1, -1)
+            Self.recordTraffic(of: link.region, localRing: local, into: &state)
             return state
         }
         var status = AgentStatus(cluster: configuration.topology.cluster, host: view.host.name, pid: getpid(),

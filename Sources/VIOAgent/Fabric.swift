@@ -169,7 +169,7 @@ final class Fabric {
         return !readyLinks.isEmpty || !readyChannels.isEmpty
     }
 
-    /// Milliseconds until the next timer (heartbeats, reconnects, deadlines).
+    /// When the next tick is due (heartbeats, reconnects, deadlines), monotonic nanoseconds.
     func nextTimeoutNanoseconds() -> UInt64 { nextTick }
 
     private func channelEvent(_ slot: ChannelSlot, _ event: Epoll.Event) {
@@ -428,10 +428,9 @@ final class Fabric {
         case .helloRequest where slot.peer == nil:
             let hello: ChannelHello
             do { hello = try ChannelHello(decoding: payload) } catch { throw ProtocolViolation("malformed HELLO: \(error)") }
+            // The violation path tells the dialer the reason in a control frame before closing.
             func refuse(_ why: String) -> ProtocolViolation {
-                send(FrameHeader(type: .control), Array(why.utf8), on: slot)
-                try? slot.channel.flush()
-                return ProtocolViolation("refused HELLO from \(hello.from): \(why)")
+                ProtocolViolation("refused HELLO from \(hello.from): \(why)")
             }
             guard hello.cluster == topology.cluster else { throw refuse("cluster '\(hello.cluster)' is not '\(topology.cluster)'") }
             guard hello.to == view.host.name else { throw refuse("this is host '\(view.host.name)', not '\(hello.to)'") }

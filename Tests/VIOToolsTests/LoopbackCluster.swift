@@ -5,7 +5,7 @@ import VIOLinux
 /// Several hosts on one machine: one agent per host, all on 127.0.0.1 with their own fabric
 /// port and control socket. Exercises the inter-host fabric without root or namespaces (the
 /// namespace cluster in scripts/netns-cluster.sh covers real veth links).
-final class LoopbackCluster {
+final class LoopbackCluster: AgentCluster {
     let directory = Tools.scratchDirectory()
     var topology: String { directory + "/topology.yaml" }
     let hosts: [String]
@@ -37,36 +37,6 @@ final class LoopbackCluster {
 
     func startAgent(_ host: String) throws {
         agents[host] = try RunningAgent(arguments: ["--topology", topology, "--host", host], socket: socket(host))
-    }
-
-    /// Starts `vio-probe` on `host`'s agent.
-    func probe(_ host: String, _ arguments: [String]) throws -> ToolProcess {
-        try ToolProcess("vio-probe", arguments + ["--socket", socket(host)])
-    }
-
-    func status(_ host: String) throws -> String {
-        try Tools.run("vioctl", ["status", "--socket", socket(host)]).stdout
-    }
-
-    /// Waits until `vioctl status` on `host` contains `text` (a liveness bound).
-    func waitForStatus(_ host: String, _ text: String, timeout: TimeInterval = 20) throws -> Bool {
-        let deadline = Date().addingTimeInterval(timeout)
-        while Date() < deadline {
-            if try status(host).contains(text) { return true }
-            usleep(20_000)
-        }
-        return false
-    }
-
-    /// Waits until `host` shows `peers` peer hosts up with all their channels.
-    func waitForAllPeersUp(_ host: String, _ peers: Int, timeout: TimeInterval = 20) throws -> Bool {
-        let deadline = Date().addingTimeInterval(timeout)
-        while Date() < deadline {
-            let up = try status(host).split(separator: "\n").filter { $0.contains(" up ") && $0.contains("channels 2/2") }
-            if up.count == peers { return true }
-            usleep(20_000)
-        }
-        return false
     }
 
     func log(_ host: String) -> String { agents[host].map { Tools.contents($0.logFile) } ?? "" }

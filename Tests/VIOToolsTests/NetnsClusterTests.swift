@@ -4,7 +4,7 @@ import VIOLinux
 
 /// The namespace cluster of scripts/netns-cluster.sh: one agent per namespace, joined by veth
 /// pairs and a bridge, addresses from 198.18.0.0/15 inside the namespaces only.
-final class NetnsCluster {
+final class NetnsCluster: AgentCluster {
     struct SetupFailed: Error, CustomStringConvertible { var description: String }
 
     static let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
@@ -53,34 +53,6 @@ final class NetnsCluster {
     }
 
     func socket(_ host: String) -> String { "\(directory)/\(host).sock" }
-
-    func probe(_ host: String, _ arguments: [String]) throws -> ToolProcess {
-        try ToolProcess("vio-probe", arguments + ["--socket", socket(host)])
-    }
-
-    func status(_ host: String) throws -> String {
-        try Tools.run("vioctl", ["status", "--socket", socket(host)]).stdout
-    }
-
-    func waitForStatus(_ host: String, _ text: String, timeout: TimeInterval = 20) throws -> Bool {
-        let deadline = Date().addingTimeInterval(timeout)
-        while Date() < deadline {
-            if try status(host).contains(text) { return true }
-            usleep(20_000)
-        }
-        return false
-    }
-
-    /// Waits until `host` shows `peers` peer hosts up with all their channels.
-    func waitForAllPeersUp(_ host: String, _ peers: Int, timeout: TimeInterval = 20) throws -> Bool {
-        let deadline = Date().addingTimeInterval(timeout)
-        while Date() < deadline {
-            let up = try status(host).split(separator: "\n").filter { $0.contains(" up ") && $0.contains("channels 2/2") }
-            if up.count == peers { return true }
-            usleep(20_000)
-        }
-        return false
-    }
 
     /// Established TCP connections in `host`'s namespace, counted by peer address.
     func connectionsByPeer(_ host: String) throws -> [String: Int] {
