@@ -109,6 +109,9 @@ for n in 2 15 46; do
   kill "$ipid" "$apid" 2>/dev/null; wait "$ipid" "$apid" 2>/dev/null || true
 done
 
+# Across hosts: two network-namespace hosts, VIO next to direct TCP over the same veth (root only).
+bash "$root/scripts/bench-hosts.sh" "$bin" "$raw" "$runs"
+
 mkdir -p "$root/bench"
 python3 - "$raw" "$root/bench/results.json" <<'PY'
 import json, re, statistics, sys, platform, os
@@ -121,7 +124,15 @@ for line in open(raw):
 model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "unknown")
 records = []
 for name, runs in cases.items():
-    if name.startswith("rtt."):
+    if name.startswith("fanout."):
+        v = [float(r["gb_per_s"]) for r in runs if "gb_per_s" in r]
+        if not v: continue
+        mid = sorted(runs, key=lambda r: float(r.get("gb_per_s", 0)))[len(runs) // 2]
+        records.append({"name": name, "unit": "GB/s", "p50": None, "p99": None, "min": min(v), "max": max(v),
+                        "runs": len(v), "value": statistics.median(v),
+                        "app_cpu_s": float(mid.get("app_cpu_s", 0)), "agent_cpu_s": float(mid.get("agent_cpu_s", 0)),
+                        "sockets_per_host": int(float(mid.get("sockets_per_host", 0)))})
+    elif name.startswith("rtt.") or name.startswith("xrtt."):
         p50 = [float(r["p50"]) for r in runs if "p50" in r]
         p99 = [float(r["p99"]) for r in runs if "p99" in r]
         if not p50: continue
@@ -143,7 +154,7 @@ for name, runs in cases.items():
         if not v: continue
         records.append({"name": name, "unit": "KiB", "p50": None, "p99": None, "min": min(v), "max": max(v),
                         "runs": len(v), "value": statistics.median(v)})
-    elif name.startswith("bw."):
+    elif name.startswith("bw.") or name.startswith("xbw."):
         v = [float(r["gb_per_s"]) for r in runs if "gb_per_s" in r]
         if not v: continue
         records.append({"name": name, "unit": "GB/s", "p50": None, "p99": None, "min": min(v), "max": max(v),
@@ -156,10 +167,15 @@ def ratio(a, b):
 print(f"machine: {machine['cpus']} CPUs, {model}, Linux {machine['kernel']}")
 print(f"{'name':32} {'unit':7} {'median':>9} {'p99':>8} {'min':>9} {'max':>9}  vs tcp   vs ring_c")
 for r in records:
-    base = "rtt.tcp.64" if r["name"].startswith("rtt.") else None
+    base = {"rtt": "rtt.tcp.64", "xrtt": "xrtt.tcp.64", "xbw": "xbw.tcp.65536",
+            "fanout": "fanout.tcp.64conns"}.get(r["name"].split(".")[0])
     ring = {"rtt": "rtt.ring_c.64", "rate": "rate.ring_c.64", "bw": "bw.ring_c.65536"}.get(r["name"].split(".")[0], "")
     p99 = f"{r['p99']:.2f}" if r["p99"] is not None else "-"
     print(f"{r['name']:32} {r['unit']:7} {r['value']:9.2f} {p99:>8} {r['min']:9.2f} {r['max']:9.2f}  "
           f"{ratio(r['name'], base) if base else '-':>7}  {ratio(r['name'], ring):>7}")
+for r in records:
+    if r["name"].startswith("fanout."):
+        print(f"{r['name']:32} sockets per host {r['sockets_per_host']}, app CPU {r['app_cpu_s']:.2f} s, "
+              f"agent CPU {r['agent_cpu_s']:.2f} s (both agents, whole run)")
 PY
 echo "bench: wrote bench/results.json"

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# The cross-host cases of `make bench`: two network-namespace hosts joined by veth and a bridge
+# (scripts/netns-cluster.sh), VIO next to direct TCP over the same veth, in one run.
+# Usage: scripts/bench-hosts.sh BIN_DIR RAW_FILE RUNS   (appends "NAME line" records to RAW_FILE)
+#
+#   xrtt.{vio.sleep,tcp}.64         64 B round trip a1 <-> b1
+#   xbw.{vio,tcp}.65536             64 KiB one-way stream a1 -> b1
+#   fanout.vio.64links              8 instances per host, all 64 cross-host links streaming at
+#                                   once through the two agents (K = 2 channels)
+#   fanout.tcp.64conns              the same workload on 64 direct TCP connections
+# Needs root (network namespaces); prints "skipped" otherwise.
+set -euo pipefail
+bin="${1:?usage: bench-hosts.sh BIN_DIR RAW_FILE RUNS}"
+raw="${2:?}"
+runs="${3:-3}"
+root="$(cd "$(dirname "$0")/.." && pwd)"
+if [ "$(id -u)" != 0 ] || ! command -v ip >/dev/null; then
+  echo "bench: skipped the cross-host cases: needs root and iproute2 (network namespaces)" >&2
+  exit 0
+fi
+work="$(mktemp -d /tmp/vio-bench-hosts.XXXXXX)"
+prefix="vb$$"
+cleanup() {
+  for p in "$work"/*.pid; do [ -f "$p" ] && kill -9 "$(cat "$p")" 2>/dev/null || true; done
+  bash "$root/scripts/netns-cluster.sh" down "$prefix" >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+record() { echo "$1 $2" >>"$raw"; }
+
+cc -O2 -Wall -Wextra -o "$work/socket_pingpong" "$root/Benchmarks/c/socket_pingpong.c"
+cc -O2 -Wall -Wextra -o "$work/tcp_fanout" "$root/Benchmarks/c/tcp_fanout.c" -lpthread
+
+# Eight instances per host, every a-instance linked to every b-instance: 64 cross-host links.
+topo="$work/fanout.yaml"
+{
+  echo "cluster: bench-hosts"; echo "version: 1"
+  echo "defaults: { ring_size: 1MiB, port: 7300, transport: tcp, channels: 2 }"
+  echo "hosts:"; echo "  - { name: alpha, address: 198.18.0.1 }"; echo "  - { name: beta, address: 198.18.0.2 }"
+  echo "instances:"
+  for i in $(seq 1 8); do echo "  - { name: a$i, host: alpha }"; echo "  - { name: b$i, host: beta }"; done
+  echo "links:"
+  for i in $(seq 1 8); do for j in $(seq 1 8); do echo "  - between: [a$i, b$j]"; done; done
+} >"$topo"
+
+bash "$root/scripts/netns-cluster.sh" up "$prefix" 2
+for h in 1 2; do
+  name=$([ $h = 1 ] && echo alpha || echo beta)
+  ip netns exec "$prefix-h$h" "$bin/vio-agent" --topology "$topo" --host "$name" \
+    --control-socket "$work/$name.sock" --log-level warning 2>>"$work/agent-$name.log" &
+  echo $! >"$work/$name.pid"
+done
+for name in alpha beta; do
+  for _ in $(seq 1 200); do [ -S "$work/$name.sock" ] && break; sleep 0.05; done
+done
+agent_ticks() { awk '{print $14 + $15}' "/proc/$(cat "$work/alpha.pid")/stat" "/proc/$(cat "$work/beta.pid")/stat" | paste -sd+ | bc; }
+command -v bc >/dev/null || apt-get install -y -qq bc >/dev/null 2>&1 || true
+hz=$(getconf CLK_TCK)
+
+probe_pair() {  # probe_pair NAME SERVER_ARGS -- CLIENT_ARGS (server attaches to beta, client to alpha)
+  local name="$1"; shift
+  local server=() client=()
+  while [ "$1" != "--" ]; do server+=("$1"); shift; done; shift
+  client=("$@")
+  "$bin/vio-probe" "${server[@]}" --socket "$work/beta.sock" >"$work/server.log" 2>&1 &
+  local spid=$!
+  for _ in $(seq 1 500); do grep -q -E 'attached|open' "$work/server.log" 2>/dev/null && break; sleep 0.01; done
+  "$bin/vio-probe" "${client[@]}" --socket "$work/alpha.sock" >"$work/client.log" 2>&1 || true
+  wait "$spid" || true
+  record "$name" "$(grep -h -E '^(rtt_us|rate|fanout links)' "$work/client.log" "$work/server.log" | head -1)"
+}
+
+for run in $(seq 1 "$runs"); do
+  [ -n "${VIO_BENCH_ONLY_FANOUT:-}" ] && { echo skip; } || true
+  echo "bench: cross-host run $run of $runs" >&2
+  probe_pair xrtt.vio.sleep.64 echo --as b1 --wait sleep --cpu 1 -- ping --as a1 --peer b1 --wait sleep --cpu 0 --count 20000
+  record xrtt.tcp.64 "$("$work/socket_pingpong" tcpns 64 20000 "$prefix-h2" "$prefix-h1" 198.18.0.2)"
+  probe_pair xbw.vio.65536 sink --as b1 --wait sleep --count 30000 -- rate --as a1 --peer b1 --wait sleep --size 65536 --count 30000
+  record xbw.tcp.65536 "$("$work/socket_pingpong" tcpns 65536 30000 "$prefix-h2" "$prefix-h1" 198.18.0.2 stream | sed 's/^bw /rate /')"
+
+  # 64 links at once: receivers on beta, senders on alpha, agents' CPU over the run.
+  t0=$(agent_ticks)
+  "$bin/vio-probe" fanout --as "$(seq -f 'b%g' 1 8 | paste -sd,)" --role receive --socket "$work/beta.sock" >"$work/fan-rx.log" 2>&1 &
+  rpid=$!
+  "$bin/vio-probe" fanout --as "$(seq -f 'a%g' 1 8 | paste -sd,)" --role send --size 16384 --seconds 5 --socket "$work/alpha.sock" >"$work/fan-tx.log" 2>&1 &
+  tpid=$!
+  sleep 2
+  sockets=$(ip netns exec "$prefix-h1" ss -tnH state established "( sport = :7300 or dport = :7300 )" | wc -l)
+  wait "$tpid" || true; wait "$rpid" || true
+  t1=$(agent_ticks)
+  tx_cpu=$(sed -n 's/.*fanout sent.*cpu_s=\([0-9.]*\).*/\1/p' "$work/fan-tx.log")
+  line=$(grep -h '^fanout links' "$work/fan-rx.log" || true)
+  if [ -n "$line" ]; then
+    record fanout.vio.64links "$line app_cpu_s=$(awk -v a="${tx_cpu:-0}" -v l="$line" 'BEGIN {match(l, /cpu_s=[0-9.]+/); print a + substr(l, RSTART + 6, RLENGTH - 6)}') agent_cpu_s=$(awk -v d=$((t1 - t0)) -v hz="$hz" 'BEGIN {printf "%.2f", d / hz}') sockets_per_host=$sockets"
+  else
+    echo "bench: fanout.vio failed: $(cat "$work/fan-rx.log" "$work/fan-tx.log" | tail -4)" >&2
+  fi
+  record fanout.tcp.64conns "$("$work/tcp_fanout" "$prefix-h2" "$prefix-h1" 198.18.0.2 64 16384 5 | sed 's/cpu_s=/app_cpu_s=/')"
+done
