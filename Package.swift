@@ -35,6 +35,8 @@ let package = Package(
         // liburing is used only from C, behind an opaque handle: its copy of the io_uring
         // structs clashes with the kernel header swift-system imports.
         .target(name: "CVIOShim", dependencies: ["CURing"]),
+        // TLS 1.3 over the system's OpenSSL (libssl-dev), behind opaque handles.
+        .target(name: "CVIOTLS", linkerSettings: [.linkedLibrary("ssl"), .linkedLibrary("crypto")]),
 
         // MARK: Platform-neutral layers
         /// Byte layouts shared by processes and hosts: frame header, control messages.
@@ -53,13 +55,15 @@ let package = Package(
             "VIOLinux",
             .product(name: "Atomics", package: "swift-atomics"),
         ]),
-        /// Physical channels between agents: TCP, RDMA.
+        /// Agent identity and the secure channel: Ed25519 key files, TLS 1.3 sessions.
+        .target(name: "VIOSecurity", dependencies: ["CVIOTLS"]),
+        /// Physical channels between agents: TCP (plain or TLS), RDMA.
         .target(name: "VIOTransport", dependencies: [
-            "VIOWire", "VIOLinux", "CIBVerbs", "CRDMACM",
+            "VIOWire", "VIOLinux", "VIOSecurity", "CIBVerbs", "CRDMACM",
         ]),
         /// The per-host daemon as a library (admission, link set-up, multiplexer).
         .target(name: "VIOAgent", dependencies: [
-            "VIOWire", "VIOTopology", "VIOLinux", "VIOSharedMemory", "VIOTransport",
+            "VIOWire", "VIOTopology", "VIOLinux", "VIOSharedMemory", "VIOTransport", "VIOSecurity",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Atomics", package: "swift-atomics"),
             .product(name: "DequeModule", package: "swift-collections"),
@@ -79,7 +83,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "vioctl", dependencies: [
-            "VIO", "VIOTopology", "VIOWire", "VIOLinux",
+            "VIO", "VIOTopology", "VIOWire", "VIOLinux", "VIOSecurity",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 

@@ -10,6 +10,8 @@ packages=(
   libibverbs-dev    # RDMA verbs (builds and links; hardware optional)
   librdmacm-dev     # RDMA connection manager
   libnuma-dev       # ring memory placement on multi-node hosts
+  libssl-dev        # TLS 1.3 between agents (OpenSSL)
+  tcpdump           # the test that captures a channel and looks for plaintext
   iproute2          # network namespaces for multi-host tests
   procps            # process tools used by tests and demo
   util-linux        # setpriv (tests run a process as another uid), taskset (bench)

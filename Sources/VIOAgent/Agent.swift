@@ -1,5 +1,6 @@
 import Logging
 import VIOLinux
+import VIOSecurity
 import VIOSharedMemory
 import VIOTopology
 import VIOTransport
@@ -59,6 +60,7 @@ public final class Agent {
         } catch {
             throw .transportUnavailable("host '\(host.name)': \(error.description)")
         }
+        let tls = try Self.loadIdentity(configuration)
         let path = configuration.view.controlSocket
         if let probe = try? UnixSocket.connect(path: path) {
             _ = consume probe
@@ -85,13 +87,37 @@ public final class Agent {
                 logger.debug("could not raise the agent's priority (nice \(Self.fabricNice)); running at the default")
             }
             do {
-                fabric = try Fabric(view: configuration.view, topology: configuration.topology, loop: loop, logger: logger)
+                fabric = try Fabric(view: configuration.view, topology: configuration.topology, loop: loop, logger: logger,
+                                    tls: tls)
             } catch {
                 unlink(path)
                 throw .system(error, doing: "cannot listen for other agents on \(host.address):\(host.port) (is another agent running, or is the address not on this host?)")
             }
             fabric?.delegate = self
         }
+    }
+
+    /// Loads this host's private key when some of its host pairs are encrypted, and checks it
+    /// is the key the topology declares for the host.
+    private static func loadIdentity(_ configuration: AgentConfiguration) throws(AgentError) -> TLSContext? {
+        let view = configuration.view
+        let encrypted = view.peers.filter { $0.security == .tls }
+        guard !encrypted.isEmpty else { return nil }
+        let path = configuration.resolvedKeyFile
+        let context: TLSContext
+        do { context = try TLSContext(keyPath: path) } catch {
+            throw .security("host '\(view.host.name)' encrypts its channels to \(encrypted.map(\.host.name).joined(separator: ", ")), but its key cannot be used: \(error)")
+        }
+        guard let declared = view.host.key else {
+            throw .security("host '\(view.host.name)' has no key in the topology (\(view.host.location))")
+        }
+        guard declared.bytes == context.publicKey else {
+            throw .security("the key in \(path) is not host '\(view.host.name)''s: the topology (\(view.host.location)) says \(declared), the file holds \(HostKey(bytes: context.publicKey)!); pass the right file with --key-file or fix the topology")
+        }
+        // OpenSSL writes to the sockets itself (without MSG_NOSIGNAL): a peer that vanishes
+        // must give EPIPE, not kill the agent.
+        signal(SIGPIPE, SIG_IGN)
+        return context
     }
 
     /// Serves until SIGTERM, SIGINT or SIGHUP, then removes the control socket.

@@ -8,6 +8,14 @@ public struct AgentConfiguration: Sendable {
     public var topologySource: String
     /// This agent's host, resolved from the topology.
     public var view: HostView
+    /// The private key file given on the command line; `nil`: the host's `key_file`, else
+    /// ``Topology/defaultKeyFile(host:)``.
+    public var keyFile: String?
+
+    /// The private key file this agent uses.
+    public var resolvedKeyFile: String {
+        keyFile ?? view.host.keyFile ?? Topology.defaultKeyFile(host: view.host.name)
+    }
 
     /// Resolves `hostName` in `topology`; `controlSocket` overrides the topology's path.
     public init(topology: Topology, source: String, hostName: String, controlSocket: String?,

@@ -13,6 +13,8 @@ public enum AgentError: Error, Sendable, CustomStringConvertible {
     case transportUnavailable(String)
     /// A system call failed while setting up or serving.
     case system(SystemError, doing: String)
+    /// The agent's key is missing, unsafe, or not the one the topology gives its host.
+    case security(String)
 
     public var description: String {
         switch self {
@@ -26,6 +28,8 @@ public enum AgentError: Error, Sendable, CustomStringConvertible {
             return reason
         case .system(let error, let doing):
             return "\(doing): \(error)"
+        case .security(let reason):
+            return reason
         }
     }
 }

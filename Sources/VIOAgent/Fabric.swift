@@ -1,5 +1,6 @@
 import Logging
 import VIOLinux
+import VIOSecurity
 import VIOSharedMemory
 import VIOTopology
 import VIOTransport
@@ -53,6 +54,14 @@ final class Fabric {
     let peerTimeoutNanoseconds: UInt64
     /// Topology position (1-based) of each instance: the frames' destination id.
     let instanceIDs: [String: UInt32]
+    /// This agent's TLS identity, when some peer host's channels are encrypted.
+    let tls: TLSContext?
+    /// Hosts that may connect over TLS, and their keys (an accepted channel's proven key
+    /// indexes this list).
+    let acceptedKeys: [(host: String, key: [UInt8])]
+    /// Whether some host may connect in plaintext.
+    let acceptsPlaintext: Bool
+    let rekey: TCPChannel.RekeyPolicy
 
     /// The listening socket, when some peer dials this host.
     private final class Listener {
@@ -98,18 +107,26 @@ final class Fabric {
         var deadline: UInt64
     }
 
-    init(view: HostView, topology: Topology, loop: EventLoop, logger: Logger) throws(SystemError) {
+    init(view: HostView, topology: Topology, loop: EventLoop, logger: Logger, tls: TLSContext?) throws(SystemError) {
         self.view = view
         self.topology = topology
         self.loop = loop
         self.logger = logger
+        self.tls = tls
+        let accepting = view.peers.filter { !$0.weDial }
+        acceptedKeys = accepting.compactMap { p in
+            p.security == .tls ? p.host.key.map { (p.host.name, $0.bytes) } : nil
+        }
+        acceptsPlaintext = accepting.contains { $0.security == .plaintext }
+        rekey = TCPChannel.RekeyPolicy(bytes: UInt64(topology.defaults.rekeyAfter.bytes),
+                                       nanoseconds: UInt64(topology.defaults.rekeyIntervalSeconds) * 1_000_000_000)
         fingerprint = TopologyFingerprint.of(topology.fabricIdentity)
         heartbeatNanoseconds = UInt64(max(10, topology.defaults.heartbeatIntervalMilliseconds)) * 1_000_000
         peerTimeoutNanoseconds = UInt64(max(50, topology.defaults.peerTimeoutMilliseconds)) * 1_000_000
         instanceIDs = Dictionary(topology.instances.enumerated().map { ($1.name, UInt32($0 + 1)) },
                                  uniquingKeysWith: { a, _ in a })
         for p in view.peers {
-            peers[p.host.name] = FabricPeer(host: p.host, dials: p.weDial, channels: p.channels)
+            peers[p.host.name] = FabricPeer(host: p.host, dials: p.weDial, channels: p.channels, security: p.security)
         }
         // Listen only if some peer dials us (a host behind NAT never accepts).
         if peers.values.contains(where: { !$0.dials }) {
@@ -212,6 +229,8 @@ final class Fabric {
         } catch {
             dropChannel(slot, reason: "\(error)")
         }
+        // Output that waited for the peer's handshake bytes can go now.
+        if slots[slot.token] != nil, slot.channel.queuedBytes > 0 { dirty.insert(slot.token) }
     }
 
     // MARK: Channels
@@ -225,7 +244,8 @@ final class Fabric {
                 return
             }
             guard let socket = accepted else { return }
-            let channel = TCPChannel(accepted: socket, peer: "\(address)")
+            let channel = TCPChannel(accepted: socket, peer: "\(address)", tls: acceptedKeys.isEmpty ? nil : tls,
+                                     allowedKeys: acceptedKeys.map(\.key), rekey: rekey, plaintextAllowed: acceptsPlaintext)
             let slot = ChannelSlot(token: newToken(Self.channelKind), channel: channel, peer: nil, index: -1,
                                    now: MonotonicClock.nanoseconds())
             register(slot)
@@ -251,7 +271,11 @@ final class Fabric {
         let channel: TCPChannel
         do {
             let address = try TCPSocket.resolve(peer.host.address, port: peer.host.port)
-            channel = try TCPChannel.dial(address)
+            if peer.security == .tls, let tls, let key = peer.host.key {
+                channel = try TCPChannel.dial(address, tls: (tls, key.bytes, rekey))
+            } else {
+                channel = try TCPChannel.dial(address)
+            }
         } catch {
             peer.lastError = "cannot dial: \(error)"
             scheduleRedial(peer, index: index, now: now)
@@ -438,6 +462,13 @@ final class Fabric {
                 throw refuse("host '\(hello.from)' has no links to '\(view.host.name)' in the topology")
             }
             guard !peer.dials else { throw refuse("'\(view.host.name)' dials '\(peer.name)', not the other way (nat roles)") }
+            if let proven = slot.channel.authenticatedPeer {
+                guard acceptedKeys[proven].host == peer.name else {
+                    throw refuse("the channel proved the key of host '\(acceptedKeys[proven].host)', not of '\(peer.name)'")
+                }
+            } else if peer.security == .tls {
+                throw refuse("the pair \(view.host.name)–\(peer.name) is encrypted (security: tls), but this channel is not authenticated")
+            }
             guard hello.fingerprint == fingerprint else {
                 throw refuse("the topologies differ (link tables do not match); give both agents the same file")
             }
@@ -557,6 +588,11 @@ final class Fabric {
             s.reconnects = peer.reconnects
             s.linksOpen = UInt32(links.values.filter { $0.peerHost == peer.name && $0.isOpen }.count)
             s.lastError = peer.lastError
+            s.keyUpdates = totals.keyUpdates
+            let live = peer.slots.compactMap { $0 }.filter(\.ready)
+            s.encrypted = !live.isEmpty && live.allSatisfy { $0.channel.capabilities.encrypted }
+            s.security = live.compactMap { ($0.channel as? TCPChannel)?.securityDescription }.first
+                ?? (peer.security == .tls ? "tls" : "plaintext")
             return s
         }
     }

@@ -53,9 +53,13 @@ final class FabricPeer {
     var retired = ChannelCounters()
     var creditStalls: UInt64 = 0
 
-    init(host: Host, dials: Bool, channels: Int) {
+    /// How the channels to this host are protected.
+    let security: Security
+
+    init(host: Host, dials: Bool, channels: Int, security: Security) {
         self.host = host
         self.dials = dials
+        self.security = security
         channelCount = max(1, channels)
         slots = Array(repeating: nil, count: channelCount)
         nextAttempt = Array(repeating: 0, count: channelCount)
@@ -74,6 +78,7 @@ final class FabricPeer {
             let c = slot.channel.counters
             t.bytesSent &+= c.bytesSent; t.bytesReceived &+= c.bytesReceived
             t.framesSent &+= c.framesSent; t.framesReceived &+= c.framesReceived
+            t.keyUpdates &+= c.keyUpdates
         }
         return t
     }
@@ -82,5 +87,6 @@ final class FabricPeer {
         let c = slot.channel.counters
         retired.bytesSent &+= c.bytesSent; retired.bytesReceived &+= c.bytesReceived
         retired.framesSent &+= c.framesSent; retired.framesReceived &+= c.framesReceived
+        retired.keyUpdates &+= c.keyUpdates
     }
 }

@@ -136,6 +136,12 @@ public struct TCPSocket: ~Copyable, Sendable {
         try nonBlockingSyscall("read") { Glibc.read(fd.rawValue, buffer.baseAddress, buffer.count) }
     }
 
+    /// Looks at pending input without consuming it: the byte count, 0 at end of stream, nil
+    /// when nothing is pending.
+    public func peek(into buffer: UnsafeMutableRawBufferPointer) throws(SystemError) -> Int? {
+        try nonBlockingSyscall("recv") { recv(fd.rawValue, buffer.baseAddress, buffer.count, Int32(MSG_PEEK)) }
+    }
+
     /// Writes what the socket takes now: the byte count, nil when it takes nothing.
     public func write(_ buffer: UnsafeRawBufferPointer) throws(SystemError) -> Int? {
         try nonBlockingSyscall("send") { send(fd.rawValue, buffer.baseAddress, buffer.count, Int32(MSG_NOSIGNAL)) }

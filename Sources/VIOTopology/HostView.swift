@@ -70,6 +70,8 @@ public struct PeerHost: Sendable, Equatable {
     public var channels: Int
     /// Virtual links carried to this peer.
     public var linkCount: Int
+    /// How the channels to this peer are protected.
+    public var security: Security
 }
 
 #if canImport(Glibc)
@@ -101,7 +103,8 @@ extension Topology {
         [cluster] + links.map { link in
             let (a, b) = link.endpoints
             return "\(a)|\(b)|\(link.maxMessageSize?.bytes ?? defaults.maxMessageSize.bytes)"
-        }
+        } + hosts.map { "\($0.name)|\($0.key?.description ?? "-")" }
+            + hostPairs.map { "\($0.hosts.0)|\($0.hosts.1)|\($0.security.rawValue)" } + ["security|\(defaults.security.rawValue)"]
     }
 
     /// Which side of a host pair dials: a host behind NAT always does; otherwise the one whose
@@ -135,7 +138,7 @@ extension Topology {
         }
         let peers = hosts.filter { perPeer[$0.name] != nil }.map { peer in
             PeerHost(host: peer, weDial: Self.dials(host, to: peer), channels: min(host.channels, peer.channels),
-                     linkCount: perPeer[peer.name]!)
+                     linkCount: perPeer[peer.name]!, security: security(between: host.name, peer.name))
         }
         let services = self.services.filter { s in s.server.host == name || s.listen.contains { $0.host == name } }
         return HostView(host: host,

@@ -14,6 +14,8 @@ public struct Topology: Sendable, Equatable {
     public var links: [Link]
     /// TCP/UDP services carried through the fabric in proxy mode.
     public var services: [Service]
+    /// Per host pair settings (channel security).
+    public var hostPairs: [HostPair] = []
 
     /// The only format version this build reads.
     public static let formatVersion = 1
@@ -40,6 +42,12 @@ public struct Defaults: Sendable, Equatable {
     public var heartbeatIntervalMilliseconds: Int = 200
     /// Silence after which a peer host is declared down, in milliseconds.
     public var peerTimeoutMilliseconds: Int = 1000
+    /// How channels between hosts are protected unless `host_pairs` says otherwise.
+    public var security: Security = .tls
+    /// Bytes sent on an encrypted channel after which its keys are updated.
+    public var rekeyAfter: ByteSize = .gibibytes(1)
+    /// Seconds after which an encrypted channel's keys are updated, whatever the traffic.
+    public var rekeyIntervalSeconds: Int = 3600
 
     /// The built-in defaults.
     public init() {}
@@ -63,6 +71,10 @@ public struct Host: Sendable, Equatable {
     public var channels: Int
     /// The agent's control socket path; `nil` means the built-in default.
     public var controlSocket: String?
+    /// The host's public key, which its agent proves on every encrypted channel.
+    public var key: HostKey?
+    /// Where the host's agent finds its private key; `nil` means ``Topology/defaultKeyFile(host:)``.
+    public var keyFile: String?
     /// Where the host was declared.
     public var location: SourceLocation
 }

@@ -2,10 +2,12 @@ import Yams
 
 /// Section by section decoding of a topology document into the model.
 extension NodeDecoder {
-    static let topLevelKeys = ["cluster", "version", "defaults", "hosts", "instances", "links", "services"]
+    static let topLevelKeys = ["cluster", "version", "defaults", "hosts", "instances", "links", "services", "host_pairs"]
     static let defaultsKeys = ["ring_size", "max_message_size", "port", "transport", "channels",
-                               "heartbeat_interval_ms", "peer_timeout_ms"]
-    static let hostKeys = ["name", "address", "port", "transport", "rdma_device", "nat", "channels", "control_socket"]
+                               "heartbeat_interval_ms", "peer_timeout_ms", "security", "rekey_after", "rekey_interval_s"]
+    static let hostKeys = ["name", "address", "port", "transport", "rdma_device", "nat", "channels", "control_socket",
+                           "key", "key_file"]
+    static let hostPairKeys = ["between", "security"]
     static let instanceKeys = ["name", "host", "uid", "gid", "token_file", "ring_size"]
     static let linkKeys = ["between", "group", "ring_size", "max_message_size"]
     static let serviceKeys = ["name", "protocol", "server", "listen"]
@@ -14,6 +16,7 @@ extension NodeDecoder {
     static let ringSizes = ByteSize.kibibytes(4)...ByteSize.gibibytes(1)
     static let messageSizes = ByteSize(bytes: 1)...ByteSize.gibibytes(1)
     static let maximumGroupSize = 256
+    static let rekeySizes = ByteSize.kibibytes(64)...ByteSize(bytes: 1 << 40)
 
     func decodeTopology(_ root: Node) -> Topology? {
         guard let top = fields(of: root, in: "the topology", allowed: Self.topLevelKeys) else { return nil }
@@ -41,9 +44,12 @@ extension NodeDecoder {
         let services = top["services"].map { node in
             items(of: node, in: "'services'").compactMap(decodeService)
         } ?? []
+        let pairs = top["host_pairs"].map { node in
+            items(of: node, in: "'host_pairs'").compactMap(decodeHostPair)
+        } ?? []
         guard let cluster else { return nil }
         return Topology(cluster: cluster, version: version, defaults: defaults, hosts: hosts,
-                        instances: instances, links: links, services: services)
+                        instances: instances, links: links, services: services, hostPairs: pairs)
     }
 
     private func decodeDefaults(_ node: Node) -> Defaults {
@@ -56,6 +62,9 @@ extension NodeDecoder {
         if let v = f.integer("channels", in: 1...64) { d.channels = v }
         if let v = f.integer("heartbeat_interval_ms", in: 10...60_000) { d.heartbeatIntervalMilliseconds = v }
         if let v = f.integer("peer_timeout_ms", in: 50...600_000) { d.peerTimeoutMilliseconds = v }
+        if let v = f.choice("security", Security.self) { d.security = v }
+        if let v = f.size("rekey_after", powerOfTwo: false, in: Self.rekeySizes) { d.rekeyAfter = v }
+        if let v = f.integer("rekey_interval_s", in: 1...86_400 * 7) { d.rekeyIntervalSeconds = v }
         if d.peerTimeoutMilliseconds <= d.heartbeatIntervalMilliseconds {
             error(at: f.location(of: "peer_timeout_ms"),
                   "peer_timeout_ms (\(d.peerTimeoutMilliseconds)) must be longer than heartbeat_interval_ms (\(d.heartbeatIntervalMilliseconds))",
@@ -84,9 +93,22 @@ extension NodeDecoder {
         if let socket, !socket.hasPrefix("/") {
             error(f["control_socket"], "control_socket '\(socket)' must be an absolute path")
         }
+        var key: HostKey?
+        if let (text, value) = f.scalar("key", required: false) {
+            key = HostKey(text: text)
+            if key == nil {
+                error(value, "'key' of host '\(name ?? "?")' is not an Ed25519 public key",
+                      hint: "paste the line `vioctl keys generate \(name ?? "HOST")` printed: key: ed25519:<44 base64 characters>")
+            }
+        }
+        let keyFile = f.string("key_file")
+        if let keyFile, !keyFile.hasPrefix("/") {
+            error(f["key_file"], "key_file '\(keyFile)' must be an absolute path")
+        }
         guard let name, let address else { return nil }
         return Host(name: name, address: address, port: port, transport: transport, rdmaDevice: rdmaDevice,
-                    nat: nat, channels: channels, controlSocket: socket, location: f.location)
+                    nat: nat, channels: channels, controlSocket: socket, key: key, keyFile: keyFile,
+                    location: f.location)
     }
 
     private func decodeInstance(_ node: Node) -> Instance? {
@@ -145,6 +167,20 @@ extension NodeDecoder {
             }
         }
         return links
+    }
+
+    /// One entry of `host_pairs`: `{ between: [a, b], security: plaintext }`.
+    private func decodeHostPair(_ node: Node) -> HostPair? {
+        guard let f = fields(of: node, in: "a host pair", allowed: Self.hostPairKeys) else { return nil }
+        let security = f.choice("security", Security.self)
+        if f["security"] == nil { error(node, "a host pair needs 'security: tls' or 'security: plaintext'") }
+        guard let pair = f.names("between") else { return nil }
+        guard pair.count == 2, pair[0].0 != pair[1].0 else {
+            error(f["between"], "'between' of a host pair takes two different hosts")
+            return nil
+        }
+        guard let security else { return nil }
+        return HostPair(hosts: (pair[0].0, pair[1].0), security: security, location: location(pair[0].1))
     }
 
     private func decodeService(_ node: Node) -> Service? {

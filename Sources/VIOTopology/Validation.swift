@@ -49,10 +49,52 @@ extension NodeDecoder {
             }
         }
 
+        validateSecurity(t, linkedHosts: linkedHostPairs(t, instanceHost: instanceHost))
+
         for service in t.services {
             for endpoint in [service.server] + service.listen where !hostNames.contains(endpoint.host) {
                 error(at: endpoint.location, "service '\(service.name)' names host '\(endpoint.host)', which is not declared",
                       hint: suggestion(endpoint.host, among: hostNames))
+            }
+        }
+    }
+
+    /// Host pairs that carry at least one link, as sorted name pairs.
+    private func linkedHostPairs(_ t: Topology, instanceHost: [String: String]) -> Set<[String]> {
+        var pairs: Set<[String]> = []
+        for link in t.links {
+            guard let a = instanceHost[link.endpoints.0], let b = instanceHost[link.endpoints.1], a != b else { continue }
+            pairs.insert([a, b].sorted())
+        }
+        return pairs
+    }
+
+    /// Encrypted pairs need both hosts' keys; keys are unique; host_pairs name declared hosts.
+    private func validateSecurity(_ t: Topology, linkedHosts: Set<[String]>) {
+        let hostNames = Set(t.hosts.map(\.name))
+        for pair in t.hostPairs {
+            for name in [pair.hosts.0, pair.hosts.1] where !hostNames.contains(name) {
+                error(at: pair.location, "host pair names host '\(name)', which is not declared",
+                      hint: suggestion(name, among: hostNames))
+            }
+        }
+        var reported: Set<String> = []
+        for pair in linkedHosts.sorted(by: { $0.lexicographicallyPrecedes($1) }) where t.security(between: pair[0], pair[1]) == .tls {
+            for (name, other) in [(pair[0], pair[1]), (pair[1], pair[0])] {
+                guard let host = t.host(named: name), host.key == nil, reported.insert(name).inserted else { continue }
+                error(at: host.location,
+                      "host '\(name)' has no 'key', but its channels to '\(other)' are encrypted (security: tls\(t.hostPairs.contains { $0.joins(name, other) } ? "" : ", the default"))",
+                      hint: "run `vioctl keys generate \(name)` on \(name) and paste the printed 'key:' line under the host, or declare the pair plaintext in 'host_pairs'")
+            }
+        }
+        var owners: [[UInt8]: String] = [:]
+        for host in t.hosts {
+            guard let key = host.key else { continue }
+            if let other = owners[key.bytes] {
+                error(at: host.location, "hosts '\(other)' and '\(host.name)' have the same key",
+                      hint: "every host needs its own key pair: vioctl keys generate \(host.name)")
+            } else {
+                owners[key.bytes] = host.name
             }
         }
     }

@@ -27,12 +27,16 @@ public enum ChannelError: Error, Sendable, Equatable, CustomStringConvertible {
     case closedByPeer
     /// The peer sent something this agent cannot accept.
     case protocolViolation(String)
+    /// The secure channel failed: handshake refused (wrong or unknown key), a record that
+    /// fails its integrity check (changed, replayed, reordered), or a security mismatch.
+    case authentication(String)
 
     public var description: String {
         switch self {
         case .system(let e): return e.description
         case .closedByPeer: return "the peer closed the connection"
         case .protocolViolation(let why): return "protocol violation: \(why)"
+        case .authentication(let why): return "secure channel failed: \(why)"
         }
     }
 }
@@ -59,7 +63,9 @@ public protocol FabricChannel: AnyObject {
     func enqueue(_ header: FrameHeader, prefix: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer)
     /// Bytes queued and not yet written.
     var queuedBytes: Int { get }
-    /// Writes queued frames; returns true when all went out (false: wait for writability).
+    /// Writes queued frames; returns false when the rest waits for writability. True means
+    /// all went out, or the rest waits for input (a handshake in progress): the loop flushes
+    /// again after the next receive when ``queuedBytes`` is not zero.
     func flush() throws(ChannelError) -> Bool
     /// Reads what has arrived and passes each whole frame to `body`, in order, until no more
     /// bytes are pending, `budget` bytes were read, or `body` returns false. The payload is
@@ -68,6 +74,9 @@ public protocol FabricChannel: AnyObject {
     func receive(budget: Int, _ body: (FrameHeader, UnsafeRawBufferPointer) -> Bool) throws(ChannelError) -> Bool
     /// Counters since the channel was created.
     var counters: ChannelCounters { get }
+    /// For an authenticated channel, which of the keys it was allowed to accept the peer
+    /// proved (index); nil until then, and always for unauthenticated channels.
+    var authenticatedPeer: Int? { get }
 }
 
 /// Per-channel traffic counters.
@@ -76,6 +85,8 @@ public struct ChannelCounters: Sendable, Equatable {
     public var bytesReceived: UInt64 = 0
     public var framesSent: UInt64 = 0
     public var framesReceived: UInt64 = 0
+    /// Key updates this end asked for (encrypted channels).
+    public var keyUpdates: UInt64 = 0
 
     /// Zero counters.
     public init() {}

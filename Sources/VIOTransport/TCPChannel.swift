@@ -1,46 +1,101 @@
 import VIOLinux
+import VIOSecurity
 import VIOWire
 
-/// A ``FabricChannel`` over one TCP connection: frames are copied into one output buffer and
-/// written with as few `send` calls as the socket allows; input is read straight into the
-/// frame decoder's buffer.
+/// A ``FabricChannel`` over one TCP connection, in plaintext or inside TLS 1.3: frames are
+/// copied into one output buffer and written with as few `send` calls (or TLS records) as the
+/// socket allows; input is read (or decrypted) straight into the frame decoder's buffer.
 public final class TCPChannel: FabricChannel {
     private let socket: TCPSocket
     private var connected: Bool
     private let output = ByteQueue()
     private var decoder = FrameDecoder()
+    private var security: Security
     public private(set) var counters = ChannelCounters()
-    public let capabilities = ChannelCapabilities(transport: "tcp", maximumFramePayload: FrameHeader.maximumPayload,
-                                                  encrypted: false)
     /// Where the channel goes (dialed) or comes from (accepted), for logs.
     public let peerAddress: String
 
-    /// Starts connecting to `address` (non-blocking; the loop waits for writability).
-    public static func dial(_ address: TCPSocket.Address) throws(ChannelError) -> TCPChannel {
-        do {
-            return TCPChannel(try TCPSocket.connect(to: address), connected: false, peer: "\(address)")
-        } catch {
-            throw .system(error)
+    /// How the bytes of this channel are carried.
+    private enum Security {
+        case plaintext
+        case tls(TLSSession, RekeyPolicy)
+        /// An accepted connection before its first byte says whether it speaks TLS.
+        case undecided(TLSContext?, allowedKeys: [[UInt8]], RekeyPolicy, plaintextAllowed: Bool)
+    }
+
+    /// When an encrypted channel asks for new keys (TLS 1.3 KeyUpdate, both directions).
+    public struct RekeyPolicy: Sendable {
+        /// After this many bytes sent under one key.
+        public var bytes: UInt64
+        /// After this long under one key, in nanoseconds.
+        public var nanoseconds: UInt64
+        var sentSinceUpdate: UInt64 = 0
+        var lastUpdate: UInt64 = MonotonicClock.nanoseconds()
+
+        /// A policy.
+        public init(bytes: UInt64, nanoseconds: UInt64) {
+            self.bytes = bytes
+            self.nanoseconds = nanoseconds
         }
     }
 
-    /// Wraps an accepted connection.
-    public init(accepted socket: consuming TCPSocket, peer: String) {
+    /// Starts connecting to `address` (non-blocking; the loop waits for writability). With
+    /// `tls`, the channel runs TLS 1.3 and the far agent must prove `tls.peerKey`.
+    public static func dial(_ address: TCPSocket.Address,
+                            tls: (context: TLSContext, peerKey: [UInt8], rekey: RekeyPolicy)? = nil) throws(ChannelError) -> TCPChannel {
+        let socket: TCPSocket
+        do { socket = try TCPSocket.connect(to: address) } catch { throw .system(error) }
+        var security = Security.plaintext
+        if let tls {
+            do {
+                let session = try tls.context.session(descriptor: socket.fd.rawValue, dialer: true, allowedKeys: [tls.peerKey])
+                security = .tls(session, tls.rekey)
+            } catch {
+                throw .authentication(error.description)
+            }
+        }
+        return TCPChannel(socket, connected: false, peer: "\(address)", security: security)
+    }
+
+    /// Wraps an accepted connection. If it opens with a TLS handshake, the peer must prove one
+    /// of `allowedKeys` (the channel's ``authenticatedPeer`` then says which); a plaintext
+    /// connection is taken only if `plaintextAllowed`.
+    public init(accepted socket: consuming TCPSocket, peer: String, tls: TLSContext?, allowedKeys: [[UInt8]],
+                rekey: RekeyPolicy, plaintextAllowed: Bool) {
         self.socket = socket
         connected = true
         peerAddress = peer
+        security = .undecided(tls, allowedKeys: allowedKeys, rekey, plaintextAllowed: plaintextAllowed)
         try? self.socket.setNoDelay()
     }
 
-    private init(_ socket: consuming TCPSocket, connected: Bool, peer: String) {
+    private init(_ socket: consuming TCPSocket, connected: Bool, peer: String, security: Security) {
         self.socket = socket
         self.connected = connected
+        self.security = security
         peerAddress = peer
     }
 
     public var descriptor: Int32 { socket.fd.rawValue }
     public var peerDescription: String { peerAddress }
     public var isConnected: Bool { connected }
+
+    public var capabilities: ChannelCapabilities {
+        var encrypted = false
+        if case .tls = security { encrypted = true }
+        return ChannelCapabilities(transport: "tcp", maximumFramePayload: FrameHeader.maximumPayload, encrypted: encrypted)
+    }
+
+    public var authenticatedPeer: Int? {
+        guard case .tls(let session, _) = security, session.isEstablished else { return nil }
+        return session.peerKeyIndex
+    }
+
+    /// The negotiated TLS version and suite, or nil for a plaintext channel.
+    public var securityDescription: String? {
+        guard case .tls(let session, _) = security, session.isEstablished else { return nil }
+        return session.suite
+    }
 
     public func finishConnect() throws(ChannelError) {
         guard !connected else { return }
@@ -64,17 +119,50 @@ public final class TCPChannel: FabricChannel {
 
     public func flush() throws(ChannelError) -> Bool {
         guard connected else { return output.count == 0 }
-        while output.count > 0 {
-            let written: Int?
-            do { written = try socket.write(output.bytes) } catch { throw .system(error) }
-            guard let n = written else { return false }
-            output.consume(n)
-            counters.bytesSent &+= UInt64(n)
+        switch security {
+        case .undecided:
+            // Nothing is sent before the peer's first bytes decide plaintext or TLS.
+            return true
+        case .plaintext:
+            while output.count > 0 {
+                let written: Int?
+                do { written = try socket.write(output.bytes) } catch { throw .system(error) }
+                guard let n = written else { return false }
+                output.consume(n)
+                counters.bytesSent &+= UInt64(n)
+            }
+            return true
+        case .tls(let session, var rekey):
+            defer { if case .tls = security { security = .tls(session, rekey) } }
+            if output.count > 0, session.isEstablished, rekey.isDue(now: MonotonicClock.nanoseconds()) {
+                // Refused only while a partial record waits to be retried: then the next flush.
+                if (try? session.updateKeys()) != nil {
+                    counters.keyUpdates &+= 1
+                    rekey.restart()
+                }
+            }
+            while output.count > 0 {
+                let outcome: TLSSession.Outcome
+                do { outcome = try session.write(output.bytes) } catch { throw .authentication(error.description) }
+                switch outcome {
+                case .bytes(let n):
+                    output.consume(n)
+                    counters.bytesSent &+= UInt64(n)
+                    rekey.sentSinceUpdate &+= UInt64(n)
+                case .wouldBlock:
+                    // Waiting for the peer's handshake bytes is waiting for input, which the
+                    // loop always watches: only a full socket asks for writability.
+                    return !session.wantsWrite
+                case .closed:
+                    throw .closedByPeer
+                }
+            }
+            return true
         }
-        return true
     }
 
     public func receive(budget: Int, _ body: (FrameHeader, UnsafeRawBufferPointer) -> Bool) throws(ChannelError) -> Bool {
+        if case .undecided = security, try !decideSecurity() { return false }
         var read = 0
         while true {
             // Frames already buffered first: a previous call may have stopped early.
@@ -90,16 +178,79 @@ public final class TCPChannel: FabricChannel {
                 if !more { return true }
             }
             if read >= budget { return true }
-            let n: Int?
-            do {
-                n = try decoder.fill { buffer throws(SystemError) in try socket.read(into: buffer) }
-            } catch {
-                throw .system(error)
-            }
-            guard let n else { return false }
+            guard let n = try readSome() else { return false }
             if n == 0 { throw .closedByPeer }
             read += n
-            counters.bytesReceived &+= UInt64(n)
         }
+    }
+
+    /// Reads (or decrypts) into the decoder: the byte count, 0 at end of stream, nil when
+    /// nothing is pending.
+    private func readSome() throws(ChannelError) -> Int? {
+        switch security {
+        case .undecided:
+            return nil
+        case .plaintext:
+            let n: Int?
+            do { n = try decoder.fill { buffer throws(SystemError) in try socket.read(into: buffer) } } catch { throw .system(error) }
+            if let n { counters.bytesReceived &+= UInt64(n) }
+            return n
+        case .tls(let session, _):
+            let n: Int?
+            do {
+                n = try decoder.fill { buffer throws(SecurityError) -> Int? in
+                    switch try session.read(into: buffer) {
+                    case .bytes(let n): return n
+                    case .wouldBlock: return nil
+                    case .closed: return 0
+                    }
+                }
+            } catch {
+                throw .authentication(error.description)
+            }
+            if let n { counters.bytesReceived &+= UInt64(n) }
+            return n
+        }
+    }
+
+    /// Looks at an accepted connection's first byte: 0x16 opens a TLS handshake record.
+    /// Returns false while nothing has arrived.
+    private func decideSecurity() throws(ChannelError) -> Bool {
+        guard case .undecided(let context, let keys, let rekey, let plaintextAllowed) = security else { return true }
+        var first: UInt8 = 0
+        let n: Int?
+        do { n = try withUnsafeMutableBytes(of: &first) { buffer throws(SystemError) in try socket.peek(into: buffer) } } catch {
+            throw .system(error)
+        }
+        guard let n else { return false }
+        if n == 0 { throw .closedByPeer }
+        if first == Self.tlsHandshakeRecord {
+            guard let context else {
+                throw .authentication("the peer opened a TLS handshake, but every host pair of this host is plaintext in the topology")
+            }
+            do {
+                security = .tls(try context.session(descriptor: socket.fd.rawValue, dialer: false, allowedKeys: keys), rekey)
+            } catch {
+                throw .authentication(error.description)
+            }
+        } else {
+            guard plaintextAllowed else {
+                throw .authentication("the peer sent plaintext, but every host pair of this host is encrypted (security: tls); check that both agents run the same topology")
+            }
+            security = .plaintext
+        }
+        return true
+    }
+
+    /// The content type of a TLS handshake record, the first byte a TLS client sends.
+    static let tlsHandshakeRecord: UInt8 = 0x16
+}
+
+extension TCPChannel.RekeyPolicy {
+    func isDue(now: UInt64) -> Bool { sentSinceUpdate >= bytes || now &- lastUpdate >= nanoseconds }
+
+    mutating func restart() {
+        sentSinceUpdate = 0
+        lastUpdate = MonotonicClock.nanoseconds()
     }
 }

@@ -122,6 +122,10 @@ public struct AgentStatus: Sendable, Equatable {
         public var linksOpen: UInt32 = 0
         /// Why the channels last went down, empty if never.
         public var lastError: String = ""
+        /// How the channels are protected: the TLS version and suite, or `plaintext`.
+        public var security: String = ""
+        /// TLS key updates this agent asked for on these channels.
+        public var keyUpdates: UInt64 = 0
 
         /// A peer-host entry.
         public init(name: String, state: String, dials: Bool, channelsUp: UInt16, channels: UInt16) {
@@ -138,6 +142,8 @@ public struct AgentStatus: Sendable, Equatable {
             for v in [bytesSent, bytesReceived, framesSent, framesReceived, creditStalls, reconnects] { w.write(v) }
             w.write(linksOpen)
             w.write(lastError)
+            w.write(security)
+            w.write(keyUpdates)
         }
 
         init(from r: inout ByteReader) throws(DecodeError) {
@@ -149,6 +155,8 @@ public struct AgentStatus: Sendable, Equatable {
             framesReceived = try r.read(); creditStalls = try r.read(); reconnects = try r.read()
             linksOpen = try r.read()
             lastError = try r.readString()
+            security = try r.readString()
+            keyUpdates = try r.read()
         }
     }
 

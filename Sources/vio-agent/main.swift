@@ -36,6 +36,12 @@ struct VIOAgentCommand: ParsableCommand {
         """, valueName: "path"))
     var controlSocket: String?
 
+    @Option(name: .long, help: ArgumentHelp("""
+        This host's private key (PEM, mode 0600, made by `vioctl keys generate`), for encrypted \
+        channels. Default: the host's key_file in the topology, else /etc/vio/keys/HOST.key.
+        """, valueName: "path"))
+    var keyFile: String?
+
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
@@ -49,10 +55,11 @@ struct VIOAgentCommand: ParsableCommand {
         let loaded = try loadTopology()
         for warning in loaded.warnings { StandardStreams.error(warning.description + "\n") }
         let hostName = try resolveHost(loaded.topology, source: loaded.source)
-        let configuration = try AgentConfiguration(
+        var configuration = try AgentConfiguration(
             topology: loaded.topology, source: loaded.source, hostName: hostName,
             controlSocket: controlSocket,
             defaultControlSocket: Topology.defaultControlSocket(host: hostName))
+        configuration.keyFile = keyFile
         if check {
             print(TopologyPrinter.render(configuration.view), terminator: "")
             return

@@ -9,10 +9,12 @@ struct Rate: ParsableCommand {
     @OptionGroup var endpoint: Endpoint
     @Option(help: "Messages to send.") var count = 1_000_000
     @Option(help: "Message size in bytes.") var size = 64
+    @Option(help: "Fill messages with this text, repeated (a marker to look for in a capture).") var pattern: String?
 
     func run() throws {
         let (_, link) = try endpoint.connect()
-        let message = [UInt8](repeating: 0x42, count: size)
+        let fill = Array((pattern ?? "B").utf8)
+        let message = (0..<size).map { fill[$0 % fill.count] }
         let outcome = message.withUnsafeBytes { raw in
             Result { () throws(LinkError) in
                 for _ in 0..<count { try link.send(raw, timeout: .seconds(30)) }

@@ -13,7 +13,7 @@ struct VIOCtl: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vioctl",
         abstract: "Operate a VIO fabric: check topology files and read an agent's state.",
-        subcommands: [TopologyCommand.self, StatusCommand.self, HealthCommand.self])
+        subcommands: [TopologyCommand.self, StatusCommand.self, HealthCommand.self, KeysCommand.self])
 }
 
 /// Where to find the agent's control socket, shared by commands that talk to an agent.

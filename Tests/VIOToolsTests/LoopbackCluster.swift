@@ -15,29 +15,50 @@ final class LoopbackCluster: AgentCluster {
     /// Ports are spread per test process and per cluster so consecutive tests never collide.
     private static let counter = Mutex(0)
 
-    /// `hostLines` are extra per-host YAML fields by host name (e.g. `nat: behind`).
+    /// Each host's public key (`ed25519:...`), generated per cluster; the private keys are
+    /// in DIR/HOST.key.
+    private(set) var keys: [String: String] = [:]
+
+    /// `hostFields` are extra per-host YAML fields by host name (e.g. `nat: behind`). Every
+    /// host gets a fresh key pair and the channels are encrypted (the default), unless
+    /// `defaults` says `security: plaintext`.
     init(hosts: [String], hostFields: [String: String] = [:], instances: String, links: String,
          defaults: String = "  ring_size: 256KiB\n  heartbeat_interval_ms: 100\n  peer_timeout_ms: 800\n",
-         start: [String]? = nil) throws {
+         extra: String = "", start: [String]? = nil) throws {
         self.hosts = hosts
+        for h in hosts { keys[h] = try Self.generateKey(at: "\(directory)/\(h).key", host: h) }
         let n = Self.counter.withLock { c -> Int in c += 1; return c }
         let base = 20000 + Int(getpid() % 1000) * 40 + (n % 8) * 5
         ports = Dictionary(uniqueKeysWithValues: hosts.enumerated().map { ($1, base + $0) })
         var text = "cluster: loopback\nversion: 1\ndefaults:\n\(defaults)hosts:\n"
         for h in hosts {
-            let extra = hostFields[h].map { ", \($0)" } ?? ""
-            text += "  - { name: \(h), address: 127.0.0.1, port: \(ports[h]!), control_socket: \(directory)/\(h).sock\(extra) }\n"
+            let more = hostFields[h].map { ", \($0)" } ?? ""
+            text += "  - { name: \(h), address: 127.0.0.1, port: \(ports[h]!), control_socket: \(directory)/\(h).sock, key: \"\(keys[h]!)\"\(more) }\n"
         }
-        text += "instances:\n\(instances)\nlinks:\n\(links)\n"
+        text += "instances:\n\(instances)\nlinks:\n\(links)\n\(extra)"
         try text.write(toFile: topology, atomically: true, encoding: .utf8)
         for h in start ?? hosts { try startAgent(h) }
     }
 
     func socket(_ host: String) -> String { "\(directory)/\(host).sock" }
 
-    func startAgent(_ host: String) throws {
-        agents[host] = try RunningAgent(arguments: ["--topology", topology, "--host", host], socket: socket(host))
+    /// Starts `host`'s agent with its own key (or `keyFile`) and `topology` (default: the cluster's).
+    func startAgent(_ host: String, keyFile: String? = nil, topology: String? = nil) throws {
+        agents[host] = try RunningAgent(arguments: ["--topology", topology ?? self.topology, "--host", host,
+                                                    "--key-file", keyFile ?? "\(directory)/\(host).key"],
+                                        socket: socket(host))
     }
+
+    /// Runs `vioctl keys generate`; returns the public key it printed.
+    static func generateKey(at path: String, host: String) throws -> String {
+        let r = try Tools.run("vioctl", ["keys", "generate", host, "--out", path])
+        guard r.status == 0, let line = r.stdout.split(separator: "\n").first(where: { $0.contains("key: ed25519:") }) else {
+            throw KeyGenerationFailed(output: r.stdout + r.stderr)
+        }
+        return line.split(separator: " ").last.map(String.init) ?? ""
+    }
+
+    struct KeyGenerationFailed: Error { var output: String }
 
     func log(_ host: String) -> String { agents[host].map { Tools.contents($0.logFile) } ?? "" }
 }

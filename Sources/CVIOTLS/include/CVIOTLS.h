@@ -1,0 +1,68 @@
+/* TLS 1.3 between agents, over the system's OpenSSL (libssl3). The Swift side sees opaque
+ * handles and plain return codes; OpenSSL's types stay in tls.c.
+ *
+ * Identity: each agent has an Ed25519 private key (PEM file). Its certificate is generated
+ * in memory at start-up (self-signed, a carrier for the key); the peer is accepted when the
+ * certificate's Ed25519 public key is one the caller allows (from the topology), and TLS 1.3's
+ * CertificateVerify proves it holds the private key. */
+#ifndef CVIOTLS_H
+#define CVIOTLS_H
+#include <stddef.h>
+#include <stdint.h>
+
+#define VIO_TLS_KEY_BYTES 32
+
+typedef struct vio_tls_ctx vio_tls_ctx;
+typedef struct vio_tls vio_tls;
+
+/* Results of vio_tls_read / vio_tls_write / vio_tls_handshake. */
+enum {
+    VIO_TLS_WOULD_BLOCK = 0,   /* try again when the socket is ready */
+    VIO_TLS_CLOSED = -1,       /* the peer closed (close_notify or end of stream) */
+    VIO_TLS_FAILED = -2        /* error: vio_tls_error() says what */
+};
+
+/* Creates an Ed25519 key, writes it as PEM (PKCS#8) to `path` with mode 0600 (the file must
+ * not exist), and returns its public key. 0 on success, -1 with `err` filled. */
+int vio_tls_generate_key(const char *path, uint8_t pub[VIO_TLS_KEY_BYTES], char *err, size_t errlen);
+
+/* Reads the public key of the Ed25519 private key in `path`. */
+int vio_tls_read_public_key(const char *path, uint8_t pub[VIO_TLS_KEY_BYTES], char *err, size_t errlen);
+
+/* Standard base64 of `len` bytes into `out` (needs 4*ceil(len/3)+1 bytes). */
+void vio_tls_base64(const uint8_t *in, size_t len, char *out);
+
+/* A TLS 1.3-only context for both roles, with the private key in `key_path` and a
+ * certificate made from it. NULL with `err` filled on failure. */
+vio_tls_ctx *vio_tls_ctx_new(const char *key_path, char *err, size_t errlen);
+void vio_tls_ctx_free(vio_tls_ctx *ctx);
+
+/* A TLS session on the connected non-blocking socket `fd` (not owned). `allowed` holds
+ * `count` public keys of 32 bytes; the peer must present one of them. Dialers pass the one
+ * host they dialed, acceptors every host that may connect. */
+vio_tls *vio_tls_new(vio_tls_ctx *ctx, int fd, int dialer, const uint8_t *allowed, int count,
+                     char *err, size_t errlen);
+void vio_tls_free(vio_tls *tls);
+
+/* Drives the handshake: 1 done, or one of the codes above. */
+int vio_tls_handshake(vio_tls *tls);
+/* 1 once the handshake is complete. */
+int vio_tls_established(const vio_tls *tls);
+/* Whether the last WOULD_BLOCK waits for the socket to be writable (else readable). */
+int vio_tls_wants_write(const vio_tls *tls);
+/* Reads decrypted bytes: > 0 bytes, or one of the codes above (runs the handshake first). */
+long vio_tls_read(vio_tls *tls, void *buf, size_t len);
+/* Encrypts and sends up to `len` bytes: > 0 bytes taken, or one of the codes above. */
+long vio_tls_write(vio_tls *tls, const void *buf, size_t len);
+/* Bytes already decrypted and buffered inside the session (read them before waiting). */
+int vio_tls_pending(const vio_tls *tls);
+/* Schedules a key update (new traffic keys both ways) with the next write. 1 ok. */
+int vio_tls_key_update(vio_tls *tls);
+/* Index into `allowed` of the key the peer proved, or -1 before/without one. */
+int vio_tls_peer_index(const vio_tls *tls);
+/* The negotiated suite and version, e.g. "TLSv1.3 TLS_AES_128_GCM_SHA256". */
+const char *vio_tls_description(vio_tls *tls, char *out, size_t len);
+/* Why the last call failed (OpenSSL's reason or the key check's). */
+const char *vio_tls_error(const vio_tls *tls);
+
+#endif

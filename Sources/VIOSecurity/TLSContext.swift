@@ -1,0 +1,106 @@
+internal import CVIOTLS
+
+/// TLS 1.3 settings shared by every channel of one agent: its private key and the certificate
+/// made from it. Sessions are created per connection with ``session(descriptor:dialer:allowedKeys:)``.
+///
+/// Used only by the agent's loop thread.
+public final class TLSContext {
+    private let handle: OpaquePointer
+    /// The public key matching the agent's private key.
+    public let publicKey: [UInt8]
+
+    /// Loads the private key at `keyPath` (checking its permissions first).
+    public init(keyPath: String) throws(SecurityError) {
+        publicKey = try KeyFile.publicKey(at: keyPath)
+        var err = [CChar](repeating: 0, count: 256)
+        guard let handle = vio_tls_ctx_new(keyPath, &err, err.count) else { throw SecurityError(KeyFile.text(err)) }
+        self.handle = handle
+    }
+
+    deinit { vio_tls_ctx_free(handle) }
+
+    /// A session on the connected socket `descriptor` (not owned). The peer must prove one of
+    /// `allowedKeys` (32 bytes each): the dialed host's key, or every key that may connect.
+    public func session(descriptor: Int32, dialer: Bool, allowedKeys: [[UInt8]]) throws(SecurityError) -> TLSSession {
+        let flat = allowedKeys.flatMap { $0 }
+        var err = [CChar](repeating: 0, count: 256)
+        guard let tls = vio_tls_new(handle, descriptor, dialer ? 1 : 0, flat, Int32(allowedKeys.count), &err, err.count) else {
+            throw SecurityError(KeyFile.text(err))
+        }
+        return TLSSession(tls)
+    }
+}
+
+/// One TLS 1.3 session over a non-blocking socket: handshake, encrypted reads and writes, key
+/// updates. Records carry an AEAD tag and an implicit sequence number, so a changed, dropped,
+/// reordered or replayed record fails the session.
+public final class TLSSession {
+    private let handle: OpaquePointer
+
+    /// What a read or write did.
+    public enum Outcome: Equatable {
+        /// This many bytes moved.
+        case bytes(Int)
+        /// Nothing now: wait until the socket is readable (or writable, see ``wantsWrite``).
+        case wouldBlock
+        /// The peer closed the session.
+        case closed
+    }
+
+    init(_ handle: OpaquePointer) { self.handle = handle }
+    deinit { vio_tls_free(handle) }
+
+    /// Whether the last ``Outcome/wouldBlock`` waits for writability rather than input.
+    public var wantsWrite: Bool { vio_tls_wants_write(handle) != 0 }
+
+    /// Decrypted bytes into `buffer`; runs the handshake first when it is not done.
+    public func read(into buffer: UnsafeMutableRawBufferPointer) throws(SecurityError) -> Outcome {
+        try outcome(vio_tls_read(handle, buffer.baseAddress, buffer.count))
+    }
+
+    /// Encrypts and sends from `buffer`; runs the handshake first when it is not done.
+    public func write(_ buffer: UnsafeRawBufferPointer) throws(SecurityError) -> Outcome {
+        try outcome(vio_tls_write(handle, buffer.baseAddress, buffer.count))
+    }
+
+    /// Advances the handshake; true once it is complete.
+    public func handshake() throws(SecurityError) -> Bool {
+        let r = vio_tls_handshake(handle)
+        if r == 1 { return true }
+        _ = try outcome(Int(r))
+        return false
+    }
+
+    /// Asks for new traffic keys in both directions, sent with the next write.
+    public func updateKeys() throws(SecurityError) {
+        guard vio_tls_key_update(handle) == 1 else { throw SecurityError("key update failed: \(error)") }
+    }
+
+    /// Whether the handshake is complete (both sides authenticated).
+    public var isEstablished: Bool { vio_tls_established(handle) != 0 }
+
+    /// Which of the allowed keys the peer proved (index), once the handshake is done.
+    public var peerKeyIndex: Int? {
+        let i = Int(vio_tls_peer_index(handle))
+        return i >= 0 ? i : nil
+    }
+
+    /// Protocol version and cipher suite, e.g. "TLSv1.3 TLS_AES_128_GCM_SHA256".
+    public var suite: String {
+        var out = [CChar](repeating: 0, count: 96)
+        _ = vio_tls_description(handle, &out, out.count)
+        return KeyFile.text(out)
+    }
+
+    /// Why the last call failed.
+    public var error: String { String(cString: vio_tls_error(handle)) }
+
+    private func outcome(_ r: Int) throws(SecurityError) -> Outcome {
+        switch Int32(truncatingIfNeeded: r) {
+        case _ where r > 0: return .bytes(r)
+        case Int32(VIO_TLS_WOULD_BLOCK): return .wouldBlock
+        case Int32(VIO_TLS_CLOSED): return .closed
+        default: throw SecurityError(error)
+        }
+    }
+}

@@ -1,0 +1,131 @@
+import Foundation
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A man in the middle on loopback: forwards TCP connections from `listenPort` to
+/// `targetPort`, parsing the TLS records the dialer sends, and tampers with one of them once:
+/// flips a byte in the middle of its ciphertext, or sends it twice (a replay).
+final class TamperingRelay: @unchecked Sendable {
+    enum Tamper: Sendable { case flipByte, replay }
+
+    let listenPort: Int
+    private let targetPort: Int
+    private let tamper: Tamper
+    /// The application-data record (counted over all connections) to tamper with.
+    private let victim: Int
+    private let listener: Int32
+    private let state = Mutex((records: 0, tampered: false, stopped: false))
+
+    init(listenPort: Int, targetPort: Int, tamper: Tamper, afterRecords victim: Int) throws {
+        self.listenPort = listenPort
+        self.targetPort = targetPort
+        self.tamper = tamper
+        self.victim = victim
+        listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var one: Int32 = 1
+        setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        var address = Self.loopback(port: listenPort)
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard bound == 0, listen(listener, 16) == 0 else { throw RelayFailed() }
+        Thread.detachNewThread { [self] in acceptLoop() }
+    }
+
+    struct RelayFailed: Error {}
+
+    /// Whether the tampering happened.
+    var tampered: Bool { state.withLock { $0.tampered } }
+
+    func stop() {
+        state.withLock { $0.stopped = true }
+        shutdown(listener, Int32(SHUT_RDWR))
+        close(listener)
+    }
+
+    private static func loopback(port: Int) -> sockaddr_in {
+        var a = sockaddr_in()
+        a.sin_family = sa_family_t(AF_INET)
+        a.sin_port = in_port_t(UInt16(port).bigEndian)
+        a.sin_addr.s_addr = in_addr_t(0x7F00_0001).bigEndian
+        return a
+    }
+
+    private func acceptLoop() {
+        while true {
+            let client = accept(listener, nil, nil)
+            guard client >= 0 else { return }
+            let server = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            var address = Self.loopback(port: targetPort)
+            let connected = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(server, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            guard connected == 0 else { close(client); close(server); continue }
+            Thread.detachNewThread { [self] in forwardRecords(from: client, to: server) }
+            Thread.detachNewThread { Self.copy(from: server, to: client) }
+        }
+    }
+
+    private static func copy(from a: Int32, to b: Int32) {
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = read(a, &buffer, buffer.count)
+            if n <= 0 || !writeAll(b, buffer[0..<n]) { break }
+        }
+        shutdown(a, Int32(SHUT_RDWR)); shutdown(b, Int32(SHUT_RDWR))
+        close(a)
+    }
+
+    /// Dialer to acceptor, record by record (5-byte header: type, version, length).
+    private func forwardRecords(from a: Int32, to b: Int32) {
+        defer { shutdown(a, Int32(SHUT_RDWR)); shutdown(b, Int32(SHUT_RDWR)); close(a); close(b) }
+        while true {
+            guard var record = Self.readExactly(a, 5) else { return }
+            let length = Int(record[3]) << 8 | Int(record[4])
+            guard let body = Self.readExactly(a, length) else { return }
+            record += body
+            var copies = 1
+            if record[0] == 0x17 {
+                let mine = state.withLock { s -> Bool in
+                    s.records += 1
+                    guard !s.tampered, s.records >= victim else { return false }
+                    s.tampered = true
+                    return true
+                }
+                if mine {
+                    switch tamper {
+                    case .flipByte: record[5 + length / 2] ^= 0x01
+                    case .replay: copies = 2
+                    }
+                }
+            }
+            for _ in 0..<copies where !Self.writeAll(b, record[...]) { return }
+        }
+    }
+
+    private static func readExactly(_ fd: Int32, _ count: Int) -> [UInt8]? {
+        var out = [UInt8](repeating: 0, count: count)
+        var got = 0
+        while got < count {
+            let n = out.withUnsafeMutableBytes { read(fd, $0.baseAddress! + got, count - got) }
+            if n <= 0 { return nil }
+            got += n
+        }
+        return out
+    }
+
+    private static func writeAll(_ fd: Int32, _ bytes: ArraySlice<UInt8>) -> Bool {
+        var put = 0
+        return bytes.withUnsafeBytes { raw in
+            while put < raw.count {
+                let n = send(fd, raw.baseAddress! + put, raw.count - put, Int32(MSG_NOSIGNAL))
+                if n <= 0 { return false }
+                put += n
+            }
+            return true
+        }
+    }
+}
