@@ -32,6 +32,7 @@ let package = Package(
         .systemLibrary(name: "CRDMACM", pkgConfig: "librdmacm",
                        providers: [.apt(["librdmacm-dev"])]),
         .systemLibrary(name: "CNUMA", pkgConfig: "numa", providers: [.apt(["libnuma-dev"])]),
+        .systemLibrary(name: "CACL", pkgConfig: "libacl", providers: [.apt(["libacl1-dev"])]),
         // liburing is used only from C, behind an opaque handle: its copy of the io_uring
         // structs clashes with the kernel header swift-system imports.
         .target(name: "CVIOShim", dependencies: ["CURing"]),
@@ -47,7 +48,7 @@ let package = Package(
         // MARK: Linux layers
         /// Every syscall VIO makes, behind typed wrappers that retry EINTR.
         .target(name: "VIOLinux", dependencies: [
-            "CVIOShim", "CNUMA",
+            "CVIOShim", "CNUMA", "CACL",
             .product(name: "SystemPackage", package: "swift-system"),
         ]),
         /// Shared-memory message rings: layout, producer/consumer, doorbells.

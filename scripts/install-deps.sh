@@ -11,6 +11,7 @@ packages=(
   librdmacm-dev     # RDMA connection manager
   libnuma-dev       # ring memory placement on multi-node hosts
   libssl-dev        # TLS 1.3 between agents (OpenSSL)
+  libacl1-dev       # the control socket's ACL: only the topology's uids may connect
   tcpdump           # the test that captures a channel and looks for plaintext
   iproute2          # network namespaces for multi-host tests
   procps            # process tools used by tests and demo

@@ -27,6 +27,8 @@ public enum VIOError: Error, Sendable, Equatable, CustomStringConvertible {
 
     public var description: String {
         switch self {
+        case .agentUnreachable(let path, let reason) where reason.hasPrefix("permission denied"):
+            return "cannot reach vio-agent at \(path): \(reason)"
         case .agentUnreachable(let path, let reason):
             return "cannot reach vio-agent at \(path): \(reason). Is the agent running? (pass its socket, or set VIO_CONTROL_SOCKET)"
         case .refused(let error): return "agent refused: \(error.message)"
@@ -60,7 +62,9 @@ public struct AgentChannel: ~Copyable, Sendable {
         do {
             socket = try UnixSocket.connect(path: path)
         } catch {
-            throw .agentUnreachable(path: path, reason: error.errno.description)
+            throw error.errno == .permissionDenied
+                ? .agentUnreachable(path: path, reason: "permission denied: the agent admits only the uids its topology gives this host's instances (uid \(getuid()) is not one)")
+                : .agentUnreachable(path: path, reason: error.errno.description)
         }
         do {
             try socket.send(ControlMessage.hello(Hello(role: role, software: software)).encoded())

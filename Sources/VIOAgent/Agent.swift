@@ -69,9 +69,15 @@ public final class Agent {
         do {
             signals = try SignalDescriptor(signals: [SIGTERM, SIGINT, SIGHUP])
             try Directories.create(Directories.parent(of: path))
-            // Admission is decided per connection from SO_PEERCRED, so any local user may
-            // connect; the socket's mode does not have to encode the topology's uids.
-            listener = try UnixSocket.listen(path: path, mode: 0o666)
+            // Only the topology's uids may connect (mode 0600 plus an ACL entry per uid);
+            // admission then checks each connection's SO_PEERCRED against its instance.
+            listener = try UnixSocket.listen(path: path, mode: 0o600)
+            let users = configuration.view.instances.map { $0.instance.uid ?? getuid() }
+            do { try FileAccess.limit(path, toOwnerAnd: users) } catch {
+                logger.warning("cannot limit the control socket to the topology's uids with an ACL; it is open to every local user (admission still checks each connection's uid)",
+                               metadata: ["socket": "\(path)", "error": "\(error)"])
+                _ = chmod(path, 0o666)
+            }
             try listener.fd.setNonBlocking()
             loop = try EventLoop()
             try loop.epoll.add(listener.fd.rawValue, token: Self.listenerToken)

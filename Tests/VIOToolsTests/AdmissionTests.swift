@@ -64,6 +64,24 @@ struct AdmissionTests {
         #expect(r.stdout.contains("uid 65534 may not attach as 'db1'; the topology allows uid 0 (the agent's own)"), "\(r.stdout) \(r.stderr)")
     }
 
+    /// The control socket itself admits only the topology's uids (mode 0600 plus one ACL
+    /// entry per instance uid): any other user cannot even connect.
+    @Test(.enabled(if: getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv"),
+                   "skipped: needs root and setpriv to run a process as another uid"))
+    func controlSocketAdmitsOnlyTheTopologysUIDs() throws {
+        let f = try FabricFixture.standard()
+        var info = stat()
+        #expect(stat(f.socket, &info) == 0)
+        #expect(info.st_mode & 0o077 == 0o060 || info.st_mode & 0o077 == 0, "mode \(String(info.st_mode & 0o777, radix: 8))")
+        #expect(info.st_mode & 0o007 == 0, "others may connect: mode \(String(info.st_mode & 0o777, radix: 8))")
+        let stranger = try Tools.runAs(uid: 4321, "vioctl", ["status", "--socket", f.socket])
+        #expect(stranger.status != 0)
+        #expect(stranger.stderr.contains("permission denied: the agent admits only the uids its topology gives this host's instances (uid 4321 is not one)"),
+                "\(stranger.stderr)")
+        let declared = try Tools.runAs(uid: 65534, "vioctl", ["status", "--socket", f.socket])
+        #expect(declared.status == 0, "\(declared.stderr)")
+    }
+
     @Test func malformedControlMessagesAreRefusedAndTheAgentKeepsServing() throws {
         let f = try FabricFixture.standard()
         func exchange(_ packets: [[UInt8]]) throws -> ControlMessage? {
