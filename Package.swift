@@ -61,6 +61,7 @@ let package = Package(
         /// Physical channels between agents: TCP (plain or TLS), RDMA.
         .target(name: "VIOTransport", dependencies: [
             "VIOWire", "VIOLinux", "VIOSecurity", "CIBVerbs", "CRDMACM",
+            .product(name: "DequeModule", package: "swift-collections"),
         ]),
         /// The per-host daemon as a library (admission, link set-up, multiplexer).
         .target(name: "VIOAgent", dependencies: [

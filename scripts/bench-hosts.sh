@@ -3,9 +3,10 @@
 # (scripts/netns-cluster.sh), VIO next to direct TCP over the same veth, in one run.
 # Usage: scripts/bench-hosts.sh BIN_DIR RAW_FILE RUNS   (appends "NAME line" records to RAW_FILE)
 #
-#   xrtt.{vio.sleep,tcp}.64         64 B round trip a1 <-> b1
-#   xbw.{vio,tcp}.65536             64 KiB one-way stream a1 -> b1
-#   fanout.vio.64links              8 instances per host, all 64 cross-host links streaming at
+#   xrtt.{vio,vio_tls,tcp}.64       64 B round trip a1 <-> b1 (vio: plaintext channels,
+#                                   vio_tls: TLS 1.3, the default; tcp: a direct connection)
+#   xbw.{vio,vio_tls,tcp}.65536     64 KiB one-way stream a1 -> b1
+#   fanout.{vio,vio_tls}.64links    8 instances per host, all 64 cross-host links streaming at
 #                                   once through the two agents (K = 2 channels)
 #   fanout.tcp.64conns              the same workload on 64 direct TCP connections
 # Needs root (network namespaces); prints "skipped" otherwise.
@@ -32,27 +33,46 @@ cc -O2 -Wall -Wextra -o "$work/socket_pingpong" "$root/Benchmarks/c/socket_pingp
 cc -O2 -Wall -Wextra -o "$work/tcp_fanout" "$root/Benchmarks/c/tcp_fanout.c" -lpthread
 
 # Eight instances per host, every a-instance linked to every b-instance: 64 cross-host links.
-topo="$work/fanout.yaml"
-{
-  echo "cluster: bench-hosts"; echo "version: 1"
-  echo "defaults: { ring_size: 1MiB, port: 7300, transport: tcp, channels: 2 }"
-  echo "hosts:"; echo "  - { name: alpha, address: 198.18.0.1 }"; echo "  - { name: beta, address: 198.18.0.2 }"
-  echo "instances:"
-  for i in $(seq 1 8); do echo "  - { name: a$i, host: alpha }"; echo "  - { name: b$i, host: beta }"; done
-  echo "links:"
-  for i in $(seq 1 8); do for j in $(seq 1 8); do echo "  - between: [a$i, b$j]"; done; done
-} >"$topo"
+# Two variants of the file: channels in plaintext, and TLS 1.3 (the default) with fresh keys.
+for name in alpha beta; do
+  "$bin/vioctl" keys generate "$name" --out "$work/$name.key" | sed -n 's/^ *key: //p' >"$work/$name.pub"
+done
+write_topology() {  # write_topology FILE SECURITY
+  {
+    echo "cluster: bench-hosts"; echo "version: 1"
+    echo "defaults: { ring_size: 1MiB, port: 7300, transport: tcp, channels: 2, security: $2 }"
+    echo "hosts:"
+    echo "  - { name: alpha, address: 198.18.0.1, key: \"$(cat "$work/alpha.pub")\" }"
+    echo "  - { name: beta, address: 198.18.0.2, key: \"$(cat "$work/beta.pub")\" }"
+    echo "instances:"
+    for i in $(seq 1 8); do echo "  - { name: a$i, host: alpha }"; echo "  - { name: b$i, host: beta }"; done
+    echo "links:"
+    for i in $(seq 1 8); do for j in $(seq 1 8); do echo "  - between: [a$i, b$j]"; done; done
+  } >"$1"
+}
+write_topology "$work/plaintext.yaml" plaintext
+write_topology "$work/tls.yaml" tls
 
 bash "$root/scripts/netns-cluster.sh" up "$prefix" 2
-for h in 1 2; do
-  name=$([ $h = 1 ] && echo alpha || echo beta)
-  ip netns exec "$prefix-h$h" "$bin/vio-agent" --topology "$topo" --host "$name" \
-    --control-socket "$work/$name.sock" --log-level warning 2>>"$work/agent-$name.log" &
-  echo $! >"$work/$name.pid"
-done
-for name in alpha beta; do
-  for _ in $(seq 1 200); do [ -S "$work/$name.sock" ] && break; sleep 0.05; done
-done
+start_agents() {  # start_agents TOPOLOGY: one agent per namespace, returns when both see the other up
+  for h in 1 2; do
+    local name; name=$([ $h = 1 ] && echo alpha || echo beta)
+    rm -f "$work/$name.sock"
+    ip netns exec "$prefix-h$h" "$bin/vio-agent" --topology "$1" --host "$name" --key-file "$work/$name.key" \
+      --control-socket "$work/$name.sock" --log-level warning 2>>"$work/agent-$name.log" &
+    echo $! >"$work/$name.pid"
+  done
+  for _ in $(seq 1 400); do
+    "$bin/vioctl" status --socket "$work/alpha.sock" 2>/dev/null | grep -q "channels 2/2" && return 0
+    sleep 0.05
+  done
+  echo "bench: agents did not connect: $(tail -3 "$work"/agent-*.log)" >&2
+  return 1
+}
+stop_agents() {
+  for name in alpha beta; do kill "$(cat "$work/$name.pid")" 2>/dev/null || true; done
+  for name in alpha beta; do while kill -0 "$(cat "$work/$name.pid")" 2>/dev/null; do sleep 0.02; done; done
+}
 agent_ticks() { awk '{print $14 + $15}' "/proc/$(cat "$work/alpha.pid")/stat" "/proc/$(cat "$work/beta.pid")/stat" | paste -sd+ | bc; }
 command -v bc >/dev/null || apt-get install -y -qq bc >/dev/null 2>&1 || true
 hz=$(getconf CLK_TCK)
@@ -71,29 +91,32 @@ probe_pair() {  # probe_pair NAME SERVER_ARGS -- CLIENT_ARGS (server attaches to
 }
 
 for run in $(seq 1 "$runs"); do
-  [ -n "${VIO_BENCH_ONLY_FANOUT:-}" ] && { echo skip; } || true
   echo "bench: cross-host run $run of $runs" >&2
-  probe_pair xrtt.vio.sleep.64 echo --as b1 --wait sleep --cpu 1 -- ping --as a1 --peer b1 --wait sleep --cpu 0 --count 20000
+  for security in plaintext tls; do
+    tag=$([ "$security" = tls ] && echo vio_tls || echo vio)
+    start_agents "$work/$security.yaml" || continue
+    probe_pair "xrtt.$tag.sleep.64" echo --as b1 --wait sleep --cpu 1 -- ping --as a1 --peer b1 --wait sleep --cpu 0 --count 20000
+    probe_pair "xbw.$tag.65536" sink --as b1 --wait sleep --count 30000 -- rate --as a1 --peer b1 --wait sleep --size 65536 --count 30000
+    # 64 links at once: receivers on beta, senders on alpha, agents' CPU over the run.
+    t0=$(agent_ticks)
+    "$bin/vio-probe" fanout --as "$(seq -f 'b%g' 1 8 | paste -sd,)" --role receive --socket "$work/beta.sock" >"$work/fan-rx.log" 2>&1 &
+    rpid=$!
+    "$bin/vio-probe" fanout --as "$(seq -f 'a%g' 1 8 | paste -sd,)" --role send --size 16384 --seconds 5 --socket "$work/alpha.sock" >"$work/fan-tx.log" 2>&1 &
+    tpid=$!
+    sleep 2
+    sockets=$(ip netns exec "$prefix-h1" ss -tnH state established "( sport = :7300 or dport = :7300 )" | wc -l)
+    wait "$tpid" || true; wait "$rpid" || true
+    t1=$(agent_ticks)
+    tx_cpu=$(sed -n 's/.*fanout sent.*cpu_s=\([0-9.]*\).*/\1/p' "$work/fan-tx.log")
+    line=$(grep -h '^fanout links' "$work/fan-rx.log" || true)
+    if [ -n "$line" ]; then
+      record "fanout.$tag.64links" "$line app_cpu_s=$(awk -v a="${tx_cpu:-0}" -v l="$line" 'BEGIN {match(l, /cpu_s=[0-9.]+/); print a + substr(l, RSTART + 6, RLENGTH - 6)}') agent_cpu_s=$(awk -v d=$((t1 - t0)) -v hz="$hz" 'BEGIN {printf "%.2f", d / hz}') sockets_per_host=$sockets"
+    else
+      echo "bench: fanout.$tag failed: $(cat "$work/fan-rx.log" "$work/fan-tx.log" | tail -4)" >&2
+    fi
+    stop_agents
+  done
   record xrtt.tcp.64 "$("$work/socket_pingpong" tcpns 64 20000 "$prefix-h2" "$prefix-h1" 198.18.0.2)"
-  probe_pair xbw.vio.65536 sink --as b1 --wait sleep --count 30000 -- rate --as a1 --peer b1 --wait sleep --size 65536 --count 30000
   record xbw.tcp.65536 "$("$work/socket_pingpong" tcpns 65536 30000 "$prefix-h2" "$prefix-h1" 198.18.0.2 stream | sed 's/^bw /rate /')"
-
-  # 64 links at once: receivers on beta, senders on alpha, agents' CPU over the run.
-  t0=$(agent_ticks)
-  "$bin/vio-probe" fanout --as "$(seq -f 'b%g' 1 8 | paste -sd,)" --role receive --socket "$work/beta.sock" >"$work/fan-rx.log" 2>&1 &
-  rpid=$!
-  "$bin/vio-probe" fanout --as "$(seq -f 'a%g' 1 8 | paste -sd,)" --role send --size 16384 --seconds 5 --socket "$work/alpha.sock" >"$work/fan-tx.log" 2>&1 &
-  tpid=$!
-  sleep 2
-  sockets=$(ip netns exec "$prefix-h1" ss -tnH state established "( sport = :7300 or dport = :7300 )" | wc -l)
-  wait "$tpid" || true; wait "$rpid" || true
-  t1=$(agent_ticks)
-  tx_cpu=$(sed -n 's/.*fanout sent.*cpu_s=\([0-9.]*\).*/\1/p' "$work/fan-tx.log")
-  line=$(grep -h '^fanout links' "$work/fan-rx.log" || true)
-  if [ -n "$line" ]; then
-    record fanout.vio.64links "$line app_cpu_s=$(awk -v a="${tx_cpu:-0}" -v l="$line" 'BEGIN {match(l, /cpu_s=[0-9.]+/); print a + substr(l, RSTART + 6, RLENGTH - 6)}') agent_cpu_s=$(awk -v d=$((t1 - t0)) -v hz="$hz" 'BEGIN {printf "%.2f", d / hz}') sockets_per_host=$sockets"
-  else
-    echo "bench: fanout.vio failed: $(cat "$work/fan-rx.log" "$work/fan-tx.log" | tail -4)" >&2
-  fi
   record fanout.tcp.64conns "$("$work/tcp_fanout" "$prefix-h2" "$prefix-h1" 198.18.0.2 64 16384 5 | sed 's/cpu_s=/app_cpu_s=/')"
 done

@@ -173,6 +173,10 @@ for r in records:
     p99 = f"{r['p99']:.2f}" if r["p99"] is not None else "-"
     print(f"{r['name']:32} {r['unit']:7} {r['value']:9.2f} {p99:>8} {r['min']:9.2f} {r['max']:9.2f}  "
           f"{ratio(r['name'], base) if base else '-':>7}  {ratio(r['name'], ring):>7}")
+for kind, unit in (("xrtt", "sleep.64"), ("xbw", "65536"), ("fanout", "64links")):
+    a, b = f"{kind}.vio_tls.{unit}", f"{kind}.vio.{unit}"
+    if a in by and b in by:
+        print(f"{a:32} encrypted / plaintext: {by[a]['value'] / by[b]['value']:.2f}x")
 for r in records:
     if r["name"].startswith("fanout."):
         print(f"{r['name']:32} sockets per host {r['sockets_per_host']}, app CPU {r['app_cpu_s']:.2f} s, "

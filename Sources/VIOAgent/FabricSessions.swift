@@ -233,10 +233,11 @@ extension Fabric {
             slot.waitingLinks.insert(link.session)
             return
         }
-        let result = link.drain(budget: Self.drainBudget) { header, prefix, payload in
+        let result = link.drain(budget: Self.drainBudget) { header, prefix, payload, sentThrough in
             var h = header
             h.destination = instanceIDs[link.peer] ?? 0
-            slot.channel.enqueue(h, prefix: prefix, payload: payload)
+            // The payload stays in the ring until the channel has written it (no copy).
+            slot.channel.enqueue(h, prefix: prefix, payload: payload, loan: PayloadLoan(lender: link, position: sentThrough))
         }
         slot.lastSent = MonotonicClock.nanoseconds()
         dirty.insert(slot.token)

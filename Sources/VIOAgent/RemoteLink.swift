@@ -3,6 +3,7 @@ import DequeModule
 import VIOLinux
 import VIOSharedMemory
 import VIOTopology
+import VIOTransport
 import VIOWire
 
 /// A frame from the far agent that breaks the protocol: the channel that carried it is dropped.
@@ -141,8 +142,10 @@ final class RemoteLink {
     }
 
     /// Frames what the instance wrote, up to `budget` payload bytes and the credit, handing
-    /// each frame to `emit` (header, optional 8-byte message-length prefix, payload).
-    func drain(budget: Int, emit: (FrameHeader, UnsafeRawBufferPointer, UnsafeRawBufferPointer) -> Void) -> DrainResult {
+    /// each frame to `emit` (header, optional 8-byte message-length prefix, the payload in the
+    /// ring, and on a record's last frame the ring position to report to ``sent(through:)``
+    /// once the channel has written it). Records stay in the ring until then.
+    func drain(budget: Int, emit: (FrameHeader, UnsafeRawBufferPointer, UnsafeRawBufferPointer, UInt64?) -> Void) -> DrainResult {
         var spent = 0
         while spent < budget {
             let next: RingRecord?
@@ -155,9 +158,9 @@ final class RemoteLink {
                 let cost = RegionLayout.Record.size(payload: 0)
                 guard sendCredit >= cost else { return stall() }
                 sendCredit -= cost
-                emit(header(flags: .reset), UnsafeRawBufferPointer(start: nil, count: 0), UnsafeRawBufferPointer(start: nil, count: 0))
+                let end = consumer.consume(record)
+                emit(header(flags: .reset), UnsafeRawBufferPointer(start: nil, count: 0), UnsafeRawBufferPointer(start: nil, count: 0), end)
                 outboundInMessage = false
-                consumer.release(record)
                 continue
             }
             if outboundRecordOffset == 0 {
@@ -180,11 +183,13 @@ final class RemoteLink {
                 guard sendCredit >= cost else { return stall() }
                 sendCredit -= cost
                 let endsRecord = outboundRecordOffset + chunk == length
+                // The position is taken (the record consumed) only with its last frame.
+                let end: UInt64? = endsRecord ? consumer.consume(record) : nil
                 var total = UInt64(record.total).littleEndian
                 withUnsafeBytes(of: &total) { prefix in
                     emit(header(flags: last && endsRecord ? [] : .more),
                          UnsafeRawBufferPointer(rebasing: prefix[..<prefixBytes]),
-                         UnsafeRawBufferPointer(rebasing: record.payload[outboundRecordOffset..<(outboundRecordOffset + chunk)]))
+                         UnsafeRawBufferPointer(rebasing: record.payload[outboundRecordOffset..<(outboundRecordOffset + chunk)]), end)
                 }
                 spent += chunk + FrameHeader.size
                 outboundRecordOffset += chunk
@@ -193,7 +198,6 @@ final class RemoteLink {
             outboundRecordOffset = 0
             outboundInMessage = !last
             stalledOnCredit = false
-            consumer.release(record)
         }
         return .budgetSpent
     }
@@ -329,4 +333,10 @@ final class RemoteLink {
         }
         return true
     }
+}
+
+extension RemoteLink: PayloadLender {
+    /// The channel wrote this link's frames through `position`: their ring space goes back
+    /// to the instance (which may be waiting for room).
+    func sent(through position: UInt64) { consumer.publish(through: position) }
 }

@@ -147,6 +147,15 @@ public struct TCPSocket: ~Copyable, Sendable {
         try nonBlockingSyscall("send") { send(fd.rawValue, buffer.baseAddress, buffer.count, Int32(MSG_NOSIGNAL)) }
     }
 
+    /// Writes what the socket takes now from several buffers in order (one `sendmsg`): the
+    /// byte count, nil when it takes nothing.
+    public func write(_ vectors: UnsafeMutableBufferPointer<iovec>) throws(SystemError) -> Int? {
+        var message = msghdr()
+        message.msg_iov = vectors.baseAddress
+        message.msg_iovlen = vectors.count
+        return try nonBlockingSyscall("sendmsg") { sendmsg(fd.rawValue, &message, Int32(MSG_NOSIGNAL)) }
+    }
+
     /// The local address (the port the kernel chose for an ephemeral bind).
     public func localAddress() throws(SystemError) -> Address {
         var address = Address()

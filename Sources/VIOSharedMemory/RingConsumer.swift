@@ -111,6 +111,32 @@ public final class RingConsumer {
         }
     }
 
+    /// Moves past the record returned by ``next()`` without freeing its space: the record stays
+    /// valid and unchanged (the producer cannot reuse it) until ``publish(through:)`` passes
+    /// the returned position. For a consumer that hands records to a socket in place.
+    /// Mixing it with ``release(_:)`` on one ring would free records still in use.
+    @inlinable
+    public func consume(_ record: RingRecord) -> UInt64 {
+        cursor.pointee.head &+= record.size
+        bump(8, by: UInt64(record.payload.count))
+        if record.flags & RegionLayout.Record.last != 0 { bump(0) }
+        return cursor.pointee.head
+    }
+
+    /// Frees every record up to `position` (a value ``consume(_:)`` returned) for the producer,
+    /// and wakes it if it waits for room.
+    @inlinable
+    public func publish(through position: UInt64) {
+        guard position &- cursor.pointee.publishedHead <= UInt64(ring.capacity),
+              position &- cursor.pointee.publishedHead > 0 else { return }
+        ring.head.store(position, ordering: .sequentiallyConsistent)
+        cursor.pointee.publishedHead = position
+        if ring.writerArmed.load(ordering: .sequentiallyConsistent) != 0,
+           ring.writerArmed.exchange(0, ordering: .acquiringAndReleasing) != 0 {
+            EventDescriptor.ring(spaceDoorbell)
+        }
+    }
+
     /// Makes the consumed space visible to the producer and wakes it if it waits for room.
     @inlinable
     public func publishHead() {

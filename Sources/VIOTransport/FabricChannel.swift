@@ -59,8 +59,9 @@ public protocol FabricChannel: AnyObject {
     /// Completes a pending connect once the descriptor is writable; throws why it failed.
     func finishConnect() throws(ChannelError)
     /// Queues one frame whose payload is `prefix` followed by `payload` (the length is set
-    /// from them); nothing is written until ``flush()``.
-    func enqueue(_ header: FrameHeader, prefix: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer)
+    /// from them); nothing is written until ``flush()``. With a `loan`, the channel may send
+    /// `payload` in place rather than copy it, and reports the loan's position once written.
+    func enqueue(_ header: FrameHeader, prefix: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer, loan: PayloadLoan?)
     /// Bytes queued and not yet written.
     var queuedBytes: Int { get }
     /// Writes queued frames; returns false when the rest waits for writability. True means
@@ -95,7 +96,7 @@ public struct ChannelCounters: Sendable, Equatable {
 extension FabricChannel {
     /// Queues one frame with a single-part payload.
     public func enqueue(_ header: FrameHeader, payload: UnsafeRawBufferPointer) {
-        enqueue(header, prefix: UnsafeRawBufferPointer(start: nil, count: 0), payload: payload)
+        enqueue(header, prefix: UnsafeRawBufferPointer(start: nil, count: 0), payload: payload, loan: nil)
     }
 
     /// Queues one frame with its payload in an array.

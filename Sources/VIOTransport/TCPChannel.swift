@@ -2,13 +2,19 @@ import VIOLinux
 import VIOSecurity
 import VIOWire
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// A ``FabricChannel`` over one TCP connection, in plaintext or inside TLS 1.3: frames are
 /// copied into one output buffer and written with as few `send` calls (or TLS records) as the
 /// socket allows; input is read (or decrypted) straight into the frame decoder's buffer.
 public final class TCPChannel: FabricChannel {
     private let socket: TCPSocket
     private var connected: Bool
-    private let output = ByteQueue()
+    private let output = OutputQueue()
+    /// Scratch for one `sendmsg`'s buffer list.
+    private let vectors = UnsafeMutableBufferPointer<iovec>.allocate(capacity: TCPChannel.vectorsPerWrite)
     private var decoder = FrameDecoder()
     private var security: Security
     public private(set) var counters = ChannelCounters()
@@ -76,6 +82,8 @@ public final class TCPChannel: FabricChannel {
         peerAddress = peer
     }
 
+    deinit { vectors.deallocate() }
+
     public var descriptor: Int32 { socket.fd.rawValue }
     public var peerDescription: String { peerAddress }
     public var isConnected: Bool { connected }
@@ -106,12 +114,16 @@ public final class TCPChannel: FabricChannel {
         try? socket.setNoDelay()
     }
 
-    public func enqueue(_ header: FrameHeader, prefix: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer) {
+    public func enqueue(_ header: FrameHeader, prefix: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer, loan: PayloadLoan?) {
         var h = header
         h.length = UInt32(prefix.count + payload.count)
         h.store(to: output.extend(by: FrameHeader.size))
         output.append(prefix)
-        output.append(payload)
+        // TLS encrypts record by record from one buffer: there, a payload in place would cost
+        // a small record and a send per frame header, so it is copied.
+        var inPlace = false
+        if case .plaintext = security { inPlace = true }
+        output.append(payload, loan: loan, inPlace: inPlace)
         counters.framesSent &+= 1
     }
 
@@ -126,7 +138,9 @@ public final class TCPChannel: FabricChannel {
         case .plaintext:
             while output.count > 0 {
                 let written: Int?
-                do { written = try socket.write(output.bytes) } catch { throw .system(error) }
+                do { written = try socket.write(UnsafeMutableBufferPointer(rebasing: vectors[..<output.gather(into: vectors)])) } catch {
+                    throw .system(error)
+                }
                 guard let n = written else { return false }
                 output.consume(n)
                 counters.bytesSent &+= UInt64(n)
@@ -143,7 +157,7 @@ public final class TCPChannel: FabricChannel {
             }
             while output.count > 0 {
                 let outcome: TLSSession.Outcome
-                do { outcome = try session.write(output.bytes) } catch { throw .authentication(error.description) }
+                do { outcome = try session.write(output.front!) } catch { throw .authentication(error.description) }
                 switch outcome {
                 case .bytes(let n):
                     output.consume(n)
@@ -241,6 +255,9 @@ public final class TCPChannel: FabricChannel {
         }
         return true
     }
+
+    /// Buffers handed to one `sendmsg`.
+    static let vectorsPerWrite = 64
 
     /// The content type of a TLS handshake record, the first byte a TLS client sends.
     static let tlsHandshakeRecord: UInt8 = 0x16

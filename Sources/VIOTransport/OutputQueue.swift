@@ -1,0 +1,133 @@
+import DequeModule
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Who lends payload bytes to a channel, and hears when the channel is done with them.
+public protocol PayloadLender: AnyObject {
+    /// The channel has written every frame of this lender up to the one enqueued with
+    /// `position`: bytes lent for them may be reused.
+    func sent(through position: UInt64)
+}
+
+/// A payload lent to a channel with its frame: the bytes stay valid and unchanged until
+/// `lender` hears a position at or past this frame's.
+public struct PayloadLoan {
+    /// Who lent the bytes.
+    public let lender: PayloadLender
+    /// What to report once the frame (and every earlier one) is written; nil when a later
+    /// frame of the same lender reports for this one too (a record cut into several frames).
+    public let position: UInt64?
+
+    /// A loan.
+    public init(lender: PayloadLender, position: UInt64?) {
+        self.lender = lender
+        self.position = position
+    }
+}
+
+/// A channel's pending output: runs of copied bytes (headers, small payloads) and payloads
+/// sent in place from their lender's memory (a link's ring), in order. Copying a large
+/// payload would cost a pass over every byte; handing its address to `sendmsg` costs none.
+final class OutputQueue {
+    /// Payloads at least this large are sent in place when lent; smaller ones are copied.
+    static let lendThreshold = 2048
+
+    private struct Segment {
+        /// Copied bytes at the front of `copied`, or 0 for a lent payload.
+        var copiedCount: Int
+        var lent: UnsafeRawBufferPointer?
+        var loan: PayloadLoan?
+    }
+
+    private let copied = ByteQueue()
+    private var segments = Deque<Segment>()
+    /// Bytes of the first segment already written.
+    private var written = 0
+    /// Bytes queued.
+    private(set) var count = 0
+
+    /// Copies `bytes` to the back.
+    func append(_ bytes: UnsafeRawBufferPointer) {
+        guard bytes.count > 0 else { return }
+        copied.append(bytes)
+        appendCopied(bytes.count)
+    }
+
+    /// Room for `n` copied bytes at the back (the caller fills them).
+    func extend(by n: Int) -> UnsafeMutableRawPointer {
+        let p = copied.extend(by: n)
+        appendCopied(n)
+        return p
+    }
+
+    private func appendCopied(_ n: Int) {
+        count += n
+        if let last = segments.last, last.lent == nil, last.loan == nil {
+            segments[segments.count - 1].copiedCount += n
+        } else {
+            segments.append(Segment(copiedCount: n, lent: nil, loan: nil))
+        }
+    }
+
+    /// Adds a lent `payload` in place when `inPlace` allows and it is large (it stays valid
+    /// until its loan, or a later one of the same lender, is reported), else copies it; the
+    /// loan's position is reported once the payload is written.
+    func append(_ payload: UnsafeRawBufferPointer, loan: PayloadLoan?, inPlace: Bool) {
+        if let loan, inPlace, payload.count >= Self.lendThreshold {
+            segments.append(Segment(copiedCount: 0, lent: payload, loan: loan))
+            count += payload.count
+            return
+        }
+        append(payload)
+        guard let loan, loan.position != nil else { return }
+        if segments.isEmpty {
+            loan.lender.sent(through: loan.position!)
+        } else {
+            segments[segments.count - 1].loan = loan
+        }
+    }
+
+    /// Fills `vectors` with the pending bytes in order; returns how many it used.
+    func gather(into vectors: UnsafeMutableBufferPointer<iovec>) -> Int {
+        var used = 0
+        var copiedOffset = 0
+        for (i, segment) in segments.enumerated() where used < vectors.count {
+            let skip = i == 0 ? written : 0
+            if let lent = segment.lent {
+                vectors[used] = iovec(iov_base: UnsafeMutableRawPointer(mutating: lent.baseAddress! + skip), iov_len: lent.count - skip)
+            } else {
+                let base = copied.bytes.baseAddress! + copiedOffset
+                vectors[used] = iovec(iov_base: UnsafeMutableRawPointer(mutating: base + skip), iov_len: segment.copiedCount - skip)
+                copiedOffset += segment.copiedCount
+            }
+            used += 1
+        }
+        return used
+    }
+
+    /// The first pending run of bytes (for writers that take one buffer at a time).
+    var front: UnsafeRawBufferPointer? {
+        guard let first = segments.first else { return nil }
+        if let lent = first.lent { return UnsafeRawBufferPointer(rebasing: lent[written...]) }
+        return UnsafeRawBufferPointer(start: copied.bytes.baseAddress! + written, count: first.copiedCount - written)
+    }
+
+    /// Drops `n` written bytes from the front, reporting finished loans.
+    func consume(_ n: Int) {
+        var left = n
+        count -= n
+        while left > 0, let first = segments.first {
+            let size = first.lent?.count ?? first.copiedCount
+            let take = min(left, size - written)
+            left -= take
+            written += take
+            guard written == size else { break }
+            if first.lent == nil { copied.consume(size) }
+            segments.removeFirst()
+            written = 0
+            if let loan = first.loan, let position = loan.position { loan.lender.sent(through: position) }
+        }
+    }
+}
