@@ -107,11 +107,18 @@ final class OutputQueue {
         return used
     }
 
-    /// The first pending run of bytes (for writers that take one buffer at a time).
+    /// The longest contiguous run of pending bytes at the front (for writers that take one
+    /// buffer at a time, like TLS, which then cuts full records across frame boundaries):
+    /// a lent payload, or every copied segment up to the next lent one.
     var front: UnsafeRawBufferPointer? {
         guard let first = segments.first else { return nil }
         if let lent = first.lent { return UnsafeRawBufferPointer(rebasing: lent[written...]) }
-        return UnsafeRawBufferPointer(start: copied.bytes.baseAddress! + written, count: first.copiedCount - written)
+        var run = 0
+        for segment in segments {
+            guard segment.lent == nil else { break }
+            run += segment.copiedCount
+        }
+        return UnsafeRawBufferPointer(start: copied.bytes.baseAddress! + written, count: run - written)
     }
 
     /// Drops `n` written bytes from the front, reporting finished loans.

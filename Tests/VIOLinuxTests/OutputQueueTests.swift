@@ -54,6 +54,20 @@ struct OutputQueueTests {
         #expect(q.count == 0)
     }
 
+    @Test func frontJoinsCopiedFramesIntoOneRun() {
+        let q = OutputQueue()
+        let lender = Lender()
+        let payload = [UInt8](repeating: 1, count: 3000)
+        payload.withUnsafeBytes { p in
+            q.append(p, loan: PayloadLoan(lender: lender, position: 1), inPlace: false)
+            q.append(p, loan: PayloadLoan(lender: lender, position: 2), inPlace: false)
+            #expect(q.front?.count == 6000)
+            q.consume(4000)
+            #expect(lender.reported == [1])
+            #expect(q.front?.count == 2000)
+        }
+    }
+
     @Test func aLoanWaitsForItsLastByte() {
         let q = OutputQueue()
         let lender = Lender()
