@@ -69,6 +69,9 @@ struct FabricBadInputTests {
             ("data before HELLO", Self.frame(FrameHeader(type: .data, session: 1), [1, 2, 3]), "expected HELLO, got data"),
             ("unknown frame type", [1, 99] + [UInt8](repeating: 0, count: 22), "invalid frame type: 99"),
             ("wrong topology", gammaHello, "the topologies differ"),
+            // A TLS record header (0x16) followed by garbage: the TLS layer refuses it.
+            ("garbage after a TLS record header", [0x16, 0x03, 0x01, 0x00, 0x20] + (0..<32).map { _ in UInt8.random(in: 0...255) },
+             "secure channel failed"),
         ]
         for (name, bytes, reason) in cases {
             let (_, closed) = Self.exchange(port: port, bytes)
