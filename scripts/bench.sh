@@ -40,6 +40,7 @@ vio_pair() {  # vio_pair NAME SERVER_ARGS -- CLIENT_ARGS: one VIO case, server o
 for run in $(seq 1 "$runs"); do
   echo "bench: run $run of $runs" >&2
   record rtt.ring_c.64 "$("$work/ring_baseline" lat 64 300000)"
+  record rtt.ring_c.sleepsafe.64 "$("$work/ring_baseline" lat 64 300000 sleepsafe)"
   vio_pair rtt.vio.busy.64 echo --wait busy -- ping --wait busy --count 300000
   vio_pair rtt.vio.spin_sleep.busy.64 echo --wait spin -- ping --wait spin --count 300000
   vio_pair rtt.vio.spin_sleep.idle.64 echo --wait spin -- ping --wait spin --count 3000 --warmup 100 --idle-us 1000

@@ -5,17 +5,25 @@
  *
  *   ring_baseline lat  SIZE COUNT    round trips of SIZE bytes (ping-pong on two rings)
  *   ring_baseline rate SIZE COUNT    one-way messages, reports msgs/s and GB/s
+ *   ring_baseline lat  SIZE COUNT sleepsafe
+ *                                    the same, plus what a ring whose reader may sleep must do
+ *                                    on every send (VIO's doorbell protocol): a sequentially
+ *                                    consistent fence after publishing the tail, then a load of
+ *                                    the reader's "armed" flag (never set here)
  */
 #include "bench_common.h"
 #include <stdatomic.h>
 #include <string.h>
 
 #define CAPACITY (1u << 20)
+
+static int sleep_safe;
 #define LINE 64
 
 struct ring {
     _Alignas(LINE) _Atomic uint64_t tail;
     _Alignas(LINE) _Atomic uint64_t head;
+    _Alignas(LINE) _Atomic uint32_t reader_armed;
     _Alignas(LINE) uint8_t data[CAPACITY];
 };
 
@@ -47,6 +55,11 @@ static inline void send_msg(struct producer *p, const void *buf, uint32_t n) {
     memcpy(p->r->data + pos + 16, buf, n);
     p->tail += size;
     atomic_store_explicit(&p->r->tail, p->tail, memory_order_release);
+    if (sleep_safe) {
+        /* Store tail, then load armed: without the fence a sleeping reader could miss it. */
+        atomic_thread_fence(memory_order_seq_cst);
+        if (atomic_load_explicit(&p->r->reader_armed, memory_order_relaxed)) abort();
+    }
 }
 
 static inline uint32_t recv_msg(struct consumer *c, void *buf) {
@@ -100,7 +113,11 @@ static void *sink_thread(void *arg) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 4) { fprintf(stderr, "usage: %s lat|rate SIZE COUNT\n", argv[0]); return 2; }
+    if (argc != 4 && !(argc == 5 && strcmp(argv[4], "sleepsafe") == 0)) {
+        fprintf(stderr, "usage: %s lat|rate SIZE COUNT [sleepsafe]\n", argv[0]);
+        return 2;
+    }
+    sleep_safe = argc == 5;
     msg_size = (uint32_t)atoi(argv[2]);
     count = strtoull(argv[3], NULL, 10);
     ab = aligned_alloc(4096, sizeof(struct ring));
