@@ -208,7 +208,9 @@ final class Fabric {
         guard slots[slot.token] != nil else { return }
         var violation: String?
         do {
-            let more = try slot.channel.receive(budget: Self.receiveBudget) { header, payload in
+            let more = try slot.channel.receive(budget: Self.receiveBudget, place: { header in
+                placement(for: header, on: slot)
+            }) { header, payload in
                 slot.lastReceived = MonotonicClock.nanoseconds()
                 do throws(ProtocolViolation) {
                     try handleFrame(header, payload, on: slot)
@@ -231,6 +233,14 @@ final class Fabric {
         }
         // Output that waited for the peer's handshake bytes can go now.
         if slots[slot.token] != nil, slot.channel.queuedBytes > 0 { dirty.insert(slot.token) }
+    }
+
+    /// Where a large DATA frame's payload can be read straight into its link's ring.
+    private func placement(for header: FrameHeader, on slot: ChannelSlot) -> PayloadPlacement? {
+        guard header.type == .data, let peer = slot.peer, slot.ready, let link = links[header.session],
+              link.peerHost == peer.name, link.channel == slot.index, let destination = link.placement(for: header)
+        else { return nil }
+        return PayloadPlacement(destination: destination, owner: link)
     }
 
     // MARK: Channels

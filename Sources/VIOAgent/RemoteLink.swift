@@ -228,6 +228,9 @@ final class RemoteLink {
 
     /// Takes one data frame from the far agent into ring 0 (or the backlog when the ring has
     /// no contiguous room). Throws for anything a correct agent never sends.
+    /// Ring 0 room reserved for the frame the channel is reading in place.
+    private var placed: UnsafeMutableRawBufferPointer?
+
     func receive(_ frame: FrameHeader, _ payload: UnsafeRawBufferPointer) throws(ProtocolViolation) {
         guard frame.sequence == receiveSequence else {
             throw ProtocolViolation("session \(session): frame \(frame.sequence) arrived, \(receiveSequence) expected")
@@ -273,7 +276,29 @@ final class RemoteLink {
             throw ProtocolViolation("session \(session): \(data.count)-byte frame exceeds the \(maxFramePayload) granted")
         }
         try spend(RegionLayout.Record.size(payload: data.count))
+        if let placed = placed, data.baseAddress == UnsafeRawPointer(placed.baseAddress), data.count == placed.count {
+            // Already in the ring (the channel read it into the reserved record): publish it.
+            self.placed = nil
+            producer.commit(payload: data.count, flags: flags, total: total)
+            if flags & RegionLayout.Record.last != 0 { deliveredMessages &+= 1 }
+            return
+        }
         write(data, flags: flags, total: total)
+    }
+
+    /// Reserves ring 0 room for a data frame that will be read straight into it: only for a
+    /// frame that is next in sequence, carries no length prefix, is within the credit, and
+    /// finds the backlog empty and the ring's room contiguous. Anything else takes the
+    /// buffered path (and ``receive(_:_:)`` judges it).
+    func placement(for frame: FrameHeader) -> UnsafeMutableRawBufferPointer? {
+        placed = nil
+        let length = Int(frame.length)
+        guard isOpen, frame.sequence == receiveSequence, !frame.flags.contains(.reset),
+              inboundInMessage || !frame.flags.contains(.more), backlog.isEmpty, length <= maxFramePayload,
+              creditUsed + UInt64(RegionLayout.Record.size(payload: length)) <= granted,
+              let p = try? producer.reserve(payload: length) else { return nil }
+        placed = UnsafeMutableRawBufferPointer(start: p, count: length)
+        return placed
     }
 
     private func spend(_ cost: Int) throws(ProtocolViolation) {

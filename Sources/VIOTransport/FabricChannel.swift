@@ -72,12 +72,32 @@ public protocol FabricChannel: AnyObject {
     /// bytes are pending, `budget` bytes were read, or `body` returns false. The payload is
     /// valid only during the call. Returns true when it stopped early (call again without
     /// waiting). Throws at end of stream, on errors and on malformed frames.
-    func receive(budget: Int, _ body: (FrameHeader, UnsafeRawBufferPointer) -> Bool) throws(ChannelError) -> Bool
+    ///
+    /// For a large frame that has not fully arrived, the channel may ask `place` where its
+    /// payload should go; given a placement, it reads the payload straight into it and then
+    /// passes the frame to `body` with the placement's memory as the payload.
+    func receive(budget: Int, place: (FrameHeader) -> PayloadPlacement?,
+                 _ body: (FrameHeader, UnsafeRawBufferPointer) -> Bool) throws(ChannelError) -> Bool
     /// Counters since the channel was created.
     var counters: ChannelCounters { get }
     /// For an authenticated channel, which of the keys it was allowed to accept the peer
     /// proved (index); nil until then, and always for unauthenticated channels.
     var authenticatedPeer: Int? { get }
+}
+
+/// Where a frame's payload is received in place: memory of exactly the frame's payload length
+/// (a record reserved in a link's ring), and who owns it, kept alive until the frame is passed on.
+public struct PayloadPlacement {
+    /// The payload's final place.
+    public let destination: UnsafeMutableRawBufferPointer
+    /// The memory's owner.
+    public let owner: AnyObject
+
+    /// A placement.
+    public init(destination: UnsafeMutableRawBufferPointer, owner: AnyObject) {
+        self.destination = destination
+        self.owner = owner
+    }
 }
 
 /// Per-channel traffic counters.
@@ -97,6 +117,11 @@ extension FabricChannel {
     /// Queues one frame with a single-part payload.
     public func enqueue(_ header: FrameHeader, payload: UnsafeRawBufferPointer) {
         enqueue(header, prefix: UnsafeRawBufferPointer(start: nil, count: 0), payload: payload, loan: nil)
+    }
+
+    /// Receives with every payload buffered by the channel (no placement).
+    public func receive(budget: Int, _ body: (FrameHeader, UnsafeRawBufferPointer) -> Bool) throws(ChannelError) -> Bool {
+        try receive(budget: budget, place: { _ in nil }, body)
     }
 
     /// Queues one frame with its payload in an array.

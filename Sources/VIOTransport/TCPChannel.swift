@@ -119,8 +119,8 @@ public final class TCPChannel: FabricChannel {
         h.length = UInt32(prefix.count + payload.count)
         h.store(to: output.extend(by: FrameHeader.size))
         output.append(prefix)
-        // TLS encrypts record by record from one buffer: there, a payload in place would cost
-        // a small record and a send per frame header, so it is copied.
+        // TLS encrypts one buffer at a time, so a payload in place would cost its frame header
+        // a record and a send of its own (measured: 64 KiB frames 0.99 -> 0.81 GB/s): copied.
         var inPlace = false
         if case .plaintext = security { inPlace = true }
         output.append(payload, loan: loan, inPlace: inPlace)
@@ -175,21 +175,53 @@ public final class TCPChannel: FabricChannel {
         }
     }
 
-    public func receive(budget: Int, _ body: (FrameHeader, UnsafeRawBufferPointer) -> Bool) throws(ChannelError) -> Bool {
+    public func receive(budget: Int, place: (FrameHeader) -> PayloadPlacement?,
+                        _ body: (FrameHeader, UnsafeRawBufferPointer) -> Bool) throws(ChannelError) -> Bool {
         if case .undecided = security, try !decideSecurity() { return false }
         var read = 0
         while true {
+            if let p = placing {
+                // A payload being read straight into its place.
+                if p.filled == p.placement.destination.count {
+                    placing = nil
+                    counters.framesReceived &+= 1
+                    if !body(p.header, UnsafeRawBufferPointer(p.placement.destination)) { return true }
+                    continue
+                }
+                if read >= budget { return true }
+                let rest = UnsafeMutableRawBufferPointer(rebasing: p.placement.destination[p.filled...])
+                guard let n = try readSome(into: rest) else { return false }
+                if n == 0 { throw .closedByPeer }
+                placing!.filled += n
+                read += n
+                continue
+            }
             // Frames already buffered first: a previous call may have stopped early.
             while true {
                 let more: Bool?
                 do {
-                    more = try decoder.nextFrame { header, payload in body(header, payload) }
+                    more = try decoder.nextFrame { header, payload in
+                        streaming = Int(header.length) >= Self.streamingFrame
+                        return body(header, payload)
+                    }
                 } catch {
                     throw .protocolViolation("\(error)")
                 }
                 guard let more else { break }
                 counters.framesReceived &+= 1
                 if !more { return true }
+            }
+            // A large frame only partly here: read the rest where it belongs, if it has a place.
+            do {
+                if let (header, _) = try decoder.partialFrame(), Int(header.length) >= Self.placedFrame,
+                   let placement = place(header), placement.destination.count == Int(header.length) {
+                    let moved = decoder.takePartialPayload(into: placement.destination.baseAddress!)
+                    placing = (header, placement, moved)
+                    streaming = Int(header.length) >= Self.streamingFrame
+                    continue
+                }
+            } catch {
+                throw .protocolViolation("\(error)")
             }
             if read >= budget { return true }
             guard let n = try readSome() else { return false }
@@ -198,33 +230,47 @@ public final class TCPChannel: FabricChannel {
         }
     }
 
+    /// A frame being received in place: its header, where its payload goes, bytes there so far.
+    private var placing: (header: FrameHeader, placement: PayloadPlacement, filled: Int)?
+    /// Whether the last frame was large: then reads stop soon after the next header, so the
+    /// next large payload is read in place rather than into the decoder and copied.
+    private var streaming = false
+    /// Frames at least this large are read in place when they have a placement.
+    static let placedFrame = 8 * 1024
+    /// After a frame this large, reads are limited to ``streamingReadLimit``.
+    static let streamingFrame = 32 * 1024
+    static let streamingReadLimit = 4096
+
     /// Reads (or decrypts) into the decoder: the byte count, 0 at end of stream, nil when
     /// nothing is pending.
     private func readSome() throws(ChannelError) -> Int? {
+        try decoder.fill(limit: streaming ? Self.streamingReadLimit : Int.max) { buffer throws(ChannelError) -> Int? in
+            try readSome(into: buffer)
+        }
+    }
+
+    /// Reads (or decrypts) into `buffer`: the byte count, 0 at end of stream, nil when
+    /// nothing is pending.
+    private func readSome(into buffer: UnsafeMutableRawBufferPointer) throws(ChannelError) -> Int? {
+        let n: Int?
         switch security {
         case .undecided:
             return nil
         case .plaintext:
-            let n: Int?
-            do { n = try decoder.fill { buffer throws(SystemError) in try socket.read(into: buffer) } } catch { throw .system(error) }
-            if let n { counters.bytesReceived &+= UInt64(n) }
-            return n
+            do { n = try socket.read(into: buffer) } catch { throw .system(error) }
         case .tls(let session, _):
-            let n: Int?
             do {
-                n = try decoder.fill { buffer throws(SecurityError) -> Int? in
-                    switch try session.read(into: buffer) {
-                    case .bytes(let n): return n
-                    case .wouldBlock: return nil
-                    case .closed: return 0
-                    }
+                switch try session.read(into: buffer) {
+                case .bytes(let count): n = count
+                case .wouldBlock: n = nil
+                case .closed: n = 0
                 }
             } catch {
                 throw .authentication(error.description)
             }
-            if let n { counters.bytesReceived &+= UInt64(n) }
-            return n
         }
+        if let n { counters.bytesReceived &+= UInt64(n) }
+        return n
     }
 
     /// Looks at an accepted connection's first byte: 0x16 opens a TLS handshake record.

@@ -240,6 +240,42 @@ public struct FrameDecoder: Sendable {
         }
     }
 
+    /// The header of a frame whose payload has not fully arrived yet (after ``nextFrame(_:)``
+    /// returned nil), with how many payload bytes are buffered; nil when no header is complete.
+    public mutating func partialFrame() throws(DecodeError) -> (header: FrameHeader, buffered: Int)? {
+        if let failure { throw failure }
+        guard end - start >= FrameHeader.size else { return nil }
+        let header: FrameHeader
+        do {
+            var r = ByteReader(Array(storage[start..<(start + FrameHeader.size)]))
+            header = try FrameHeader(from: &r)
+        } catch {
+            failure = error
+            throw error
+        }
+        let buffered = end - start - FrameHeader.size
+        return buffered < Int(header.length) ? (header, buffered) : nil
+    }
+
+    /// Moves the partial frame's buffered payload to `destination` and forgets the frame: its
+    /// remaining payload bytes are the caller's to read (into the rest of `destination`)
+    /// before any further frame is decoded. Returns the bytes moved.
+    public mutating func takePartialPayload(into destination: UnsafeMutableRawPointer) -> Int {
+        let buffered = end - start - FrameHeader.size
+        storage.withUnsafeBytes { raw in
+            destination.copyMemory(from: raw.baseAddress! + start + FrameHeader.size, byteCount: buffered)
+        }
+        start = 0
+        end = 0
+        return buffered
+    }
+
+    /// Like ``fill(_:)``, but offers `read` at most `limit` bytes: a receiver that places large
+    /// payloads directly reads little past the next header.
+    public mutating func fill<E: Error>(limit: Int, _ read: (UnsafeMutableRawBufferPointer) throws(E) -> Int?) throws(E) -> Int? {
+        try fill { buffer throws(E) in try read(UnsafeMutableRawBufferPointer(rebasing: buffer.prefix(limit))) }
+    }
+
     /// The next whole frame as a copy, `nil` if more bytes are needed; throws on a malformed
     /// header (and on every call after it).
     public mutating func next() throws(DecodeError) -> Frame? {

@@ -178,3 +178,26 @@ struct FabricMessageTests {
         #expect(decoder.pendingBytes == 0)
     }
 }
+
+/// The decoder's support for payloads read in place: a partial frame's header, its buffered
+/// payload handed over, and decoding going on after it.
+@Suite struct FrameDecoderPartialTests {
+    @Test func partialFrameThenTakeThenContinue() throws {
+        var d = FrameDecoder()
+        let payload = (0..<1000).map { UInt8(truncatingIfNeeded: $0) }
+        let frame = Frame(FrameHeader(type: .data, session: 3), payload: payload).encoded()
+        d.feed(frame.prefix(FrameHeader.size + 100))
+        #expect(try d.nextFrame { _, _ in true } == nil)
+        let partial = try #require(try d.partialFrame())
+        #expect(partial.header.session == 3 && partial.header.length == 1000 && partial.buffered == 100)
+        var destination = [UInt8](repeating: 0, count: 1000)
+        let moved = destination.withUnsafeMutableBytes { d.takePartialPayload(into: $0.baseAddress!) }
+        #expect(moved == 100 && Array(destination[..<100]) == Array(payload[..<100]))
+        #expect(d.pendingBytes == 0)
+        // The next frame decodes normally.
+        d.feed(Frame(FrameHeader(type: .heartbeatRequest), payload: [9]).encoded())
+        let next = try #require(try d.next())
+        #expect(next.header.type == .heartbeatRequest && next.payload == [9])
+        #expect(try d.partialFrame() == nil)
+    }
+}
