@@ -126,10 +126,22 @@ struct SecureChannelTests {
         #expect(verify.finish() == 0, "\(verify.output)")
         #expect(verify.output.contains("verified 4000"))
         let status = try cluster.status("alpha")
-        let updates = status.split(separator: "\n").first { $0.contains("key updates") }
-            .flatMap { line in line.split(separator: ",").first { $0.contains("key updates") } }
-            .flatMap { Int($0.split(separator: " ").first ?? "") } ?? 0
-        #expect(updates >= 10, "\(status)")
+        #expect(Self.keyUpdates(status) >= 10, "\(status)")
+    }
+
+    /// Key updates on time alone: an idle pair (heartbeats only) rotates every second, and the
+    /// link still carries traffic afterwards.
+    @Test func keysRotateOnTimeWhileIdle() throws {
+        let cluster = try LoopbackCluster(hosts: ["alpha", "beta"], instances: Self.pair.instances, links: Self.pair.links,
+                                          defaults: "  ring_size: 256KiB\n  heartbeat_interval_ms: 100\n  peer_timeout_ms: 800\n  rekey_interval_s: 1\n")
+        #expect(try cluster.waitForAllPeersUp("alpha", 1))
+        // Two channels, each rotating once a second: at least four updates within a few seconds.
+        #expect(try waitUntil(timeout: 10) { try Self.keyUpdates(cluster.status("alpha")) >= 4 }, "\((try? cluster.status("alpha")) ?? "")")
+        let echo = try cluster.probe("beta", ["echo", "--as", "b1"])
+        #expect(echo.waitFor("attached"))
+        let ping = try cluster.probe("alpha", ["ping", "--as", "a1", "--peer", "b1", "--count", "100", "--warmup", "0"])
+        #expect(ping.finish() == 0, "\(ping.output)")
+        #expect(echo.finish() == 0)
     }
 
     /// `security: plaintext` for a pair: no keys needed, status says plaintext.
@@ -165,6 +177,13 @@ struct SecureChannelTests {
         let wrong = try Tools.run("vio-agent", ["--topology", cluster.topology, "--host", "alpha", "--key-file", cluster.directory + "/beta.key"])
         #expect(wrong.status != 0)
         #expect(wrong.stderr.contains("is not host 'alpha''s"), "\(wrong.stderr)")
+    }
+
+    /// The "N key updates" figure of the first peer host in `vioctl status`.
+    static func keyUpdates(_ status: String) -> Int {
+        status.split(separator: "\n").first { $0.contains("key updates") }
+            .flatMap { line in line.split(separator: ",").first { $0.contains("key updates") } }
+            .flatMap { Int($0.split(separator: " ").first ?? "") } ?? 0
     }
 
     private func waitUntil(timeout: TimeInterval = 20, _ condition: () throws -> Bool) throws -> Bool {
