@@ -212,3 +212,5 @@ void vio_shim_set_last_error(const char *message) {
 }
 
 const char *vio_shim_last_error(void) { return vio_shim_error_buffer; }
+
+int vio_shim_enter_network_namespace(int fd) { return setns(fd, CLONE_NEWNET); }

@@ -19,7 +19,8 @@ final class NetnsCluster: AgentCluster {
     /// four-hosts.yaml with a fresh key pair per host (the file's keys are examples).
     var topology: String { directory + "/four-hosts.yaml" }
 
-    init(hosts: Int) throws {
+    /// `hosts` namespaces; agents from four-hosts.yaml for `start` (default: h1...h4 that exist).
+    init(hosts: Int, start: [String]? = nil) throws {
         // The line after each host's address is its key: replace it with a fresh one.
         var lines = try String(contentsOfFile: Self.topology, encoding: .utf8).split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
         for i in 1...4 {
@@ -33,15 +34,17 @@ final class NetnsCluster: AgentCluster {
         guard up.status == 0 else { throw SetupFailed(description: "netns up: \(up.stderr)") }
         // Agents are started here rather than by the script's `start`: Foundation's Process
         // would wait for the script's background children before reporting its exit.
-        for i in 1...hosts { try startAgent("h\(i)") }
+        for host in start ?? (1...min(hosts, 4)).map({ "h\($0)" }) { try startAgent(host) }
     }
 
     private(set) var agents: [String: ToolProcess] = [:]
 
-    func startAgent(_ host: String) throws {
-        agents[host] = try ToolProcess("/usr/sbin/ip", ["netns", "exec", "\(prefix)-\(host)", Tools.binDirectory + "/vio-agent",
-                                                        "--topology", topology, "--host", host,
-                                                        "--key-file", "\(directory)/\(host).key",
+    /// Starts `host`'s agent in namespace `namespace` (default: the host's own) with
+    /// `topology` and `keyFile` (default: the cluster's).
+    func startAgent(_ host: String, namespace: String? = nil, topology: String? = nil, keyFile: String? = nil) throws {
+        agents[host] = try ToolProcess("/usr/sbin/ip", ["netns", "exec", "\(prefix)-\(namespace ?? host)", Tools.binDirectory + "/vio-agent",
+                                                        "--topology", topology ?? self.topology, "--host", host,
+                                                        "--key-file", keyFile ?? "\(directory)/\(host).key",
                                                         "--control-socket", socket(host)])
         let deadline = Date().addingTimeInterval(20)
         while (try? UnixSocket.connect(path: socket(host))) == nil {
@@ -65,6 +68,9 @@ final class NetnsCluster: AgentCluster {
     }
 
     func socket(_ host: String) -> String { "\(directory)/\(host).sock" }
+
+    /// What `host`'s agent logged.
+    func log(_ host: String) -> String { agents[host].map { Tools.contents($0.stderrFile) } ?? "" }
 
     /// Established TCP connections in `host`'s namespace, counted by peer address.
     func connectionsByPeer(_ host: String) throws -> [String: Int] {
@@ -170,5 +176,55 @@ struct NetnsClusterTests {
         #expect(try captured(to: "h2a", host: "h2", address: "198.18.0.2"), "the plaintext pair must show the marker")
         #expect(!(try captured(to: "h3a", host: "h3", address: "198.18.0.3")), "the encrypted pair leaked the marker")
         #expect(try cluster.status("h1").contains("encrypted TLSv1.3"))
+    }
+
+    /// A relay in a fifth namespace sits between h1 and h3 (an encrypted pair) and flips one
+    /// bit of one TLS record: h3 fails the record's integrity check and drops the channel, the
+    /// link reports the host down, nothing corrupted reaches h3a, and h1 reconnects.
+    @Test func flippedByteOverVethFailsIntegrity() throws {
+        let cluster = try NetnsCluster(hosts: 5, start: ["h2", "h3", "h4"])
+        let relay = try TamperingRelay(listenAddress: "198.18.0.5", listenPort: 7300, targetAddress: "198.18.0.3", targetPort: 7300,
+                                       netns: "\(cluster.prefix)-h5", tamper: .flipByte, afterRecords: 40)
+        defer { relay.stop() }
+        // h1 reaches h3 at the relay's address (addresses are not part of the fingerprint).
+        let copy = try String(contentsOfFile: cluster.topology, encoding: .utf8)
+            .replacingOccurrences(of: "address: 198.18.0.3\n", with: "address: 198.18.0.5\n")
+        try copy.write(toFile: cluster.directory + "/h1-via-relay.yaml", atomically: true, encoding: .utf8)
+        try cluster.startAgent("h1", topology: cluster.directory + "/h1-via-relay.yaml")
+        #expect(try cluster.waitForAllPeersUp("h1", 3), "\((try? cluster.status("h1")) ?? "")")
+        let verify = try cluster.probe("h3", ["verify", "--as", "h3a", "--count", "20000"])
+        #expect(verify.waitFor("attached"))
+        let stream = try cluster.probe("h1", ["stream", "--as", "h1a", "--peer", "h3a", "--count", "20000", "--max-size", "4096"])
+        _ = stream.finish(timeout: 60)
+        _ = verify.finish(timeout: 60)
+        #expect(relay.tampered)
+        #expect(!verify.output.contains("corrupted") && !verify.output.contains("arrived where"), "\(verify.output)")
+        #expect(cluster.log("h3").contains("bad record mac"), "\(cluster.log("h3"))")
+        #expect(try cluster.waitForAllPeersUp("h1", 3), "\((try? cluster.status("h1")) ?? "")")
+    }
+
+    /// A fifth machine runs an agent whose own topology adds it (with its key) and links it to
+    /// h3: h3 refuses the channel because the key is not in its topology, and logs it.
+    @Test func unknownHostOverVethIsRefused() throws {
+        let cluster = try NetnsCluster(hosts: 5)
+        #expect(try cluster.waitForAllPeersUp("h3", 3))
+        let key = try LoopbackCluster.generateKey(at: cluster.directory + "/mallory.key", host: "mallory")
+        let copy = try String(contentsOfFile: cluster.topology, encoding: .utf8)
+            .replacingOccurrences(of: "\ninstances:\n", with: """
+
+              - { name: mallory, address: 198.18.0.5, nat: behind, key: "\(key)" }
+            instances:
+              - { name: m1, host: mallory }
+
+            """)
+            .replacingOccurrences(of: "\nlinks:\n", with: "\nlinks:\n  - between: [m1, h3a]\n")
+        try copy.write(toFile: cluster.directory + "/mallory.yaml", atomically: true, encoding: .utf8)
+        try cluster.startAgent("mallory", namespace: "h5", topology: cluster.directory + "/mallory.yaml",
+                               keyFile: cluster.directory + "/mallory.key")
+        let deadline = Date().addingTimeInterval(20)
+        while Date() < deadline && !cluster.log("h3").contains("presented key \(key)") { usleep(50_000) }
+        #expect(cluster.log("h3").contains("presented key \(key), which the topology does not give any host that may connect"),
+                "\(cluster.log("h3")) / \(cluster.log("mallory"))")
+        #expect(try cluster.waitForAllPeersUp("h3", 3))
     }
 }

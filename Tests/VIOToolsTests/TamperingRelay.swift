@@ -1,38 +1,58 @@
 import Foundation
 import Synchronization
+import VIOLinux
 
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// A man in the middle on loopback: forwards TCP connections from `listenPort` to
-/// `targetPort`, parsing the TLS records the dialer sends, and tampers with one of them once:
+/// A man in the middle: forwards TCP connections from one address to another (on loopback,
+/// or inside a test namespace), parsing the TLS records the dialer sends, and tampers with one of them once:
 /// flips a byte in the middle of its ciphertext, or sends it twice (a replay).
 final class TamperingRelay: @unchecked Sendable {
     enum Tamper: Sendable { case flipByte, replay }
 
     let listenPort: Int
+    private let listenAddress: String
+    private let targetAddress: String
     private let targetPort: Int
     private let tamper: Tamper
     /// The application-data record (counted over all connections) to tamper with.
     private let victim: Int
-    private let listener: Int32
+    private var listener: Int32 = -1
     private let state = Mutex((records: 0, tampered: false, stopped: false))
 
-    init(listenPort: Int, targetPort: Int, tamper: Tamper, afterRecords victim: Int) throws {
+    /// Listens on `listenAddress:listenPort` and forwards to `targetAddress:targetPort`; with
+    /// `netns`, inside that network namespace (the relay's threads enter it before making
+    /// any socket).
+    init(listenAddress: String = "127.0.0.1", listenPort: Int, targetAddress: String = "127.0.0.1", targetPort: Int,
+         netns: String? = nil, tamper: Tamper, afterRecords victim: Int) throws {
+        self.listenAddress = listenAddress
         self.listenPort = listenPort
+        self.targetAddress = targetAddress
         self.targetPort = targetPort
         self.tamper = tamper
         self.victim = victim
-        listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var one: Int32 = 1
-        setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-        var address = Self.loopback(port: listenPort)
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        let ready = DispatchSemaphore(value: 0)
+        let failed = Mutex(false)
+        Thread.detachNewThread { [self] in
+            if let netns {
+                guard (try? NetworkNamespace.enterOnThisThread(netns)) != nil else { failed.withLock { $0 = true }; ready.signal(); return }
+            }
+            let l = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            var one: Int32 = 1
+            setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+            var address = Self.address(listenAddress, port: listenPort)
+            let bound = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(l, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            guard bound == 0, listen(l, 16) == 0 else { failed.withLock { $0 = true }; ready.signal(); return }
+            listener = l
+            ready.signal()
+            acceptLoop()  // threads it starts inherit the namespace
         }
-        guard bound == 0, listen(listener, 16) == 0 else { throw RelayFailed() }
-        Thread.detachNewThread { [self] in acceptLoop() }
+        ready.wait()
+        if failed.withLock({ $0 }) { throw RelayFailed() }
     }
 
     struct RelayFailed: Error {}
@@ -46,11 +66,11 @@ final class TamperingRelay: @unchecked Sendable {
         close(listener)
     }
 
-    private static func loopback(port: Int) -> sockaddr_in {
+    private static func address(_ ip: String, port: Int) -> sockaddr_in {
         var a = sockaddr_in()
         a.sin_family = sa_family_t(AF_INET)
         a.sin_port = in_port_t(UInt16(port).bigEndian)
-        a.sin_addr.s_addr = in_addr_t(0x7F00_0001).bigEndian
+        a.sin_addr.s_addr = inet_addr(ip)
         return a
     }
 
@@ -59,7 +79,7 @@ final class TamperingRelay: @unchecked Sendable {
             let client = accept(listener, nil, nil)
             guard client >= 0 else { return }
             let server = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-            var address = Self.loopback(port: targetPort)
+            var address = Self.address(targetAddress, port: targetPort)
             let connected = withUnsafePointer(to: &address) {
                 $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(server, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
             }

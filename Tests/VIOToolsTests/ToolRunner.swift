@@ -110,12 +110,14 @@ final class RunningAgent {
 final class ToolProcess {
     let process: Process
     let stdoutFile: String
+    let stderrFile: String
     var pid: Int32 { process.processIdentifier }
 
     init(_ tool: String, _ arguments: [String], environment: [String: String] = [:]) throws {
-        let (p, out, _) = Tools.process(tool, arguments, environment: environment)
+        let (p, out, err) = Tools.process(tool, arguments, environment: environment)
         process = p
         stdoutFile = out
+        stderrFile = err
         try p.run()
     }
 

@@ -40,6 +40,9 @@ int vio_shim_accept_cloexec(int sock);
 /// (`*length` bytes available, updated).
 int vio_shim_accept_nonblocking(int sock, void *address, unsigned int *length);
 
+/* setns(fd, CLONE_NEWNET): moves the calling thread into a network namespace (GNU-only). */
+int vio_shim_enter_network_namespace(int fd);
+
 /// SO_PEERCRED of a connected Unix socket. Returns 0 or -1 with errno.
 int vio_shim_peer_credentials(int sock, pid_t *pid, uid_t *uid, gid_t *gid);
 
