@@ -44,14 +44,6 @@ static int write_full(int fd, const void *buf, size_t n) {
     return 0;
 }
 
-static void enter_netns(const char *name) {
-    char path[256];
-    snprintf(path, sizeof(path), "/run/netns/%s", name);
-    int fd = open(path, O_RDONLY);
-    if (fd < 0 || setns(fd, CLONE_NEWNET) != 0) { perror(path); exit(1); }
-    close(fd);
-}
-
 static int across_namespaces(int argc, char **argv) {
     size_t size = (size_t)atoi(argv[2]);
     size_t count = (size_t)strtoull(argv[3], NULL, 10), warm = count / 10;

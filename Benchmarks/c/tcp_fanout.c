@@ -11,7 +11,7 @@
  * where cpu_s is the user+system time of both ends and sockets_per_host the established TCP
  * sockets to port 7398 the client namespace held during the run.
  */
-#define _GNU_SOURCE
+#include "bench_common.h"
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -36,20 +36,6 @@ static size_t size;
 static double seconds;
 static _Atomic uint64_t received;
 static _Atomic uint64_t last_ns;
-
-static uint64_t now_ns(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (uint64_t)t.tv_sec * 1000000000ull + (uint64_t)t.tv_nsec;
-}
-
-static void enter_netns(const char *name) {
-    char path[256];
-    snprintf(path, sizeof(path), "/run/netns/%s", name);
-    int fd = open(path, O_RDONLY);
-    if (fd < 0 || setns(fd, CLONE_NEWNET) != 0) { perror(path); exit(1); }
-    close(fd);
-}
 
 static void *drain(void *arg) {
     int fd = (int)(intptr_t)arg;

@@ -218,16 +218,7 @@ public struct FrameDecoder: Sendable {
     /// returns its result; `nil` when more bytes are needed. Throws on a malformed header
     /// (and on every call after it).
     public mutating func nextFrame<R>(_ body: (FrameHeader, UnsafeRawBufferPointer) -> R) throws(DecodeError) -> R? {
-        if let failure { throw failure }
-        guard end - start >= FrameHeader.size else { return nil }
-        let header: FrameHeader
-        do {
-            var r = ByteReader(Array(storage[start..<(start + FrameHeader.size)]))
-            header = try FrameHeader(from: &r)
-        } catch {
-            failure = error
-            throw error
-        }
+        guard let header = try headerAtStart() else { return nil }
         let total = FrameHeader.size + Int(header.length)
         guard end - start >= total else {
             if storage.count - start < total { makeRoom(total - (end - start)) }
@@ -240,19 +231,24 @@ public struct FrameDecoder: Sendable {
         }
     }
 
-    /// The header of a frame whose payload has not fully arrived yet (after ``nextFrame(_:)``
-    /// returned nil), with how many payload bytes are buffered; nil when no header is complete.
-    public mutating func partialFrame() throws(DecodeError) -> (header: FrameHeader, buffered: Int)? {
+    /// The header at the front of the buffer, nil if incomplete; a malformed one fails the
+    /// decoder for good.
+    private mutating func headerAtStart() throws(DecodeError) -> FrameHeader? {
         if let failure { throw failure }
         guard end - start >= FrameHeader.size else { return nil }
-        let header: FrameHeader
         do {
             var r = ByteReader(Array(storage[start..<(start + FrameHeader.size)]))
-            header = try FrameHeader(from: &r)
+            return try FrameHeader(from: &r)
         } catch {
             failure = error
             throw error
         }
+    }
+
+    /// The header of a frame whose payload has not fully arrived yet (after ``nextFrame(_:)``
+    /// returned nil), with how many payload bytes are buffered; nil when no header is complete.
+    public mutating func partialFrame() throws(DecodeError) -> (header: FrameHeader, buffered: Int)? {
+        guard let header = try headerAtStart() else { return nil }
         let buffered = end - start - FrameHeader.size
         return buffered < Int(header.length) ? (header, buffered) : nil
     }
