@@ -49,7 +49,7 @@ enum {
     VIO_EMSGSIZE = -7,      /* message larger than the link allows, or buffer too small */
     VIO_ECLOSED = -8,       /* this end closed the link (or a second close) */
     VIO_EREFUSED = -9,      /* the agent refused (unknown instance, uid, token, undeclared link...) */
-    VIO_EAGENT = -10,       /* the agent is unreachable or went away */
+    VIO_EAGENT = -10,       /* the agent is unreachable or went away (also: a link to another host whose local agent died) */
     VIO_EPROTO = -11,       /* protocol violation */
     VIO_ESYSTEM = -12,      /* a system call failed */
     VIO_EMISUSE = -13,      /* invalid sequence, e.g. commit without claim */

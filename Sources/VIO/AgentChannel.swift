@@ -83,6 +83,9 @@ public struct AgentChannel: ~Copyable, Sendable {
     /// The socket's descriptor (for polling).
     public var descriptor: Int32 { socket.fd.rawValue }
 
+    /// The agent's process id (SO_PEERCRED at connect time).
+    public var agentProcessID: Int32? { try? socket.peerCredentials().pid }
+
     /// Sends a message that has no reply.
     public func send(_ message: ControlMessage) throws(VIOError) {
         do {

@@ -36,6 +36,8 @@ public final class VIOClient: @unchecked Sendable {
     private let state: Mutex<ControlState>
     /// The control socket's fd, readable when an incoming link or a hang-up waits.
     public let controlDescriptor: Int32
+    /// The agent's exit, which ends every link to another host (they run through it).
+    private let agentExit: ProcessExitWatch?
 
     /// Attaches as `instance` to the agent at `socketPath` (default: see
     /// ``defaultSocketPath()``), presenting `token` when the topology sets a token file.
@@ -64,6 +66,9 @@ public final class VIOClient: @unchecked Sendable {
         host = channel.welcome.host
         peers = attached.peers.map { Peer(name: $0.name, host: $0.host) }
         controlDescriptor = channel.descriptor
+        // Without a pidfd (an agent in another pid namespace), links to other hosts learn of
+        // an agent's death only from their timeouts.
+        agentExit = channel.agentProcessID.flatMap { try? ProcessExitWatch(pid: $0) }
         state = Mutex(ControlState(channel: channel))
     }
 
@@ -141,6 +146,10 @@ public final class VIOClient: @unchecked Sendable {
                                 spaceDoorbell: OwnedFileDescriptor(taking: fds[1]),
                                 peerDataDoorbell: OwnedFileDescriptor(taking: fds[2]),
                                 peerSpaceDoorbell: OwnedFileDescriptor(taking: fds[3]))
+        if !region.peerHost.isEmpty, let agentExit {
+            // The far end of a link to another host is the local agent.
+            link.endWhenProcessExits(descriptor: agentExit.descriptor, owner: agentExit)
+        }
         // The link keeps the attachment alive: dropping the client while links are in use
         // must not detach the instance (which would close them).
         link.onClose = { id in self.notifyClosed(id) }

@@ -54,6 +54,7 @@ enum Code {
         case .peerGone: return peerGone
         case .peerHostDown: return hostDown
         case .closed: return closed
+        case .agentGone: return agent
         case .corruptRing: return corrupt
         case .messageTooLarge: return messageSize
         case .timedOut: return timedOut

@@ -16,6 +16,19 @@ public enum ProcessDescriptor {
     }
 }
 
+/// A pidfd shared by everything that must notice one process's exit (an instance's links to
+/// other hosts watch the local agent with it). Closed when the last holder lets go.
+public final class ProcessExitWatch: Sendable {
+    private let pidfd: OwnedFileDescriptor
+    /// The pidfd: readable once the process has exited.
+    public var descriptor: Int32 { pidfd.rawValue }
+
+    /// Watches `pid` (it must be alive now, or this throws).
+    public init(pid: Int32) throws(SystemError) {
+        pidfd = try ProcessDescriptor.open(pid: pid)
+    }
+}
+
 /// Where the calling thread runs.
 public enum CPULocation {
     /// The NUMA node of the CPU the calling thread runs on (0 when unknown).

@@ -49,6 +49,27 @@ public final class LinkEndpoint: @unchecked Sendable {
         var abortPending = false
         /// How blocking calls wait.
         var waitPolicy = WaitPolicy.default
+        /// The watched process (the local agent) exited: the link is gone.
+        var watchedExited = false
+    }
+
+    /// A process whose exit ends this link: its pidfd (readable once it exits), kept open by
+    /// `owner`. Set for links to other hosts, whose far end is the local agent.
+    private var exitWatch: (descriptor: Int32, owner: AnyObject)?
+
+    /// Makes the link fail with ``LinkError/agentGone(peer:host:)`` once the process behind
+    /// `descriptor` (a pidfd, kept open by `owner`) exits; blocking calls notice it while
+    /// they wait. Call before using the link.
+    public func endWhenProcessExits(descriptor: Int32, owner: AnyObject) {
+        exitWatch = (descriptor, owner)
+    }
+
+    /// Whether the watched process has exited (a zero-timeout poll of its pidfd).
+    private func watchedProcessExited() -> Bool {
+        guard let watch = exitWatch else { return false }
+        if calls.pointee.watchedExited { return true }
+        if (try? Poll.readable(watch.descriptor, timeoutMilliseconds: 0)) == true { calls.pointee.watchedExited = true }
+        return calls.pointee.watchedExited
     }
 
     /// End `end` of `region`. `dataDoorbell`/`spaceDoorbell` are this end's (it sleeps on
@@ -81,7 +102,8 @@ public final class LinkEndpoint: @unchecked Sendable {
     public var stateError: LinkError? {
         let s = region.state
         switch s.kind {
-        case .open: return nil
+        case .open:
+            return calls.pointee.watchedExited ? .agentGone(peer: peerName, host: region.peerHost) : nil
         case .closed: return s.end == end ? .closed : .peerClosed(peer: peerName)
         case .gone: return s.end == end ? .closed : .peerGone(peer: peerName)
         case .corrupt:
@@ -359,6 +381,7 @@ public final class LinkEndpoint: @unchecked Sendable {
                 spins &+= 1
                 if spins & 255 == 0 {
                     if region.state.kind != .open { return }
+                    if spins & 0xFFFF == 0, watchedProcessExited() { throw stateError! }
                     let now = MonotonicClock.nanoseconds()
                     if spinUntil == 0 { spinUntil = spinBudget == .max ? .max : now &+ spinBudget }
                     if now >= pending.resolved().nanoseconds { throw .timedOut }
@@ -382,12 +405,23 @@ public final class LinkEndpoint: @unchecked Sendable {
                 armed.store(0, ordering: .relaxed)
                 throw .timedOut
             }
-            let woke: Bool
-            do { woke = try Poll.readable(doorbell, timeoutMilliseconds: remaining) } catch {
+            var woke = false
+            var exited = false
+            do throws(SystemError) {
+                if let watch = exitWatch {
+                    (woke, exited) = try Poll.readable(doorbell, or: watch.descriptor, timeoutMilliseconds: remaining)
+                } else {
+                    woke = try Poll.readable(doorbell, timeoutMilliseconds: remaining)
+                }
+            } catch {
                 armed.store(0, ordering: .relaxed)
                 throw .system(error)
             }
             armed.store(0, ordering: .relaxed)
+            if exited {
+                calls.pointee.watchedExited = true
+                throw .agentGone(peer: peerName, host: region.peerHost)
+            }
             if woke {
                 EventDescriptor.drain(doorbell)
                 consumer.noteWakeup()

@@ -14,6 +14,9 @@ public enum LinkError: Error, Sendable, Equatable, CustomStringConvertible {
     case peerHostDown(peer: String, host: String, possiblyLost: UInt64)
     /// This end closed the link.
     case closed
+    /// The local agent exited: this link to an instance on another host went through it and
+    /// is gone; messages sent and not yet carried to the far host may be lost.
+    case agentGone(peer: String, host: String)
     /// Shared memory holds values no correct peer writes: the link is unusable.
     case corruptRing(String)
     /// A message larger than the link's maximum.
@@ -36,6 +39,8 @@ public enum LinkError: Error, Sendable, Equatable, CustomStringConvertible {
         case .peerHostDown(let p, let h, let lost):
             return "peer host down: host '\(h)' of instance '\(p)' is unreachable; \(lost) message(s) sent on this link were not acknowledged and may be lost; reopen the link when the host is back"
         case .closed: return "the link is closed"
+        case .agentGone(let p, let h):
+            return "the local vio-agent exited: the link to instance '\(p)' on host '\(h)' went through it and is gone; messages not yet carried there may be lost; attach again once the agent is back"
         case .corruptRing(let detail): return "corrupt ring: \(detail); the link is closed"
         case .messageTooLarge(let size, let max): return "message of \(size) bytes exceeds the link's maximum of \(max) bytes"
         case .timedOut: return "timed out"

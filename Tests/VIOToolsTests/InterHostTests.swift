@@ -112,7 +112,8 @@ struct InterHostTests {
               - { name: b1, host: beta }
             """, links: "  - between: [a1, b1]")
         #expect(try cluster.waitForStatus("alpha", "channels 2/2"))
-        let far = try cluster.probe("beta", ["hold", "--as", "b1"])
+        // b1 busy-polls: its own agent's death must reach it while it spins, too.
+        let far = try cluster.probe("beta", ["hold", "--as", "b1", "--wait", "busy"])
         #expect(far.waitFor("attached"))
         let near = try cluster.probe("alpha", ["hold", "--as", "a1", "--peer", "b1"])
         #expect(near.waitFor("ready"))
@@ -125,7 +126,12 @@ struct InterHostTests {
         #expect(line.contains("0 message(s) sent on this link were not acknowledged"), "\(line)")
         let endedAt = UInt64(line.split(separator: " ")[3]) ?? 0
         #expect(endedAt > killedAt && endedAt - killedAt < 3_000_000_000, "detected after \((endedAt &- killedAt) / 1_000_000) ms")
-        far.kill()
+        // b1's link ran through the agent that died: b1 is told at once, not left waiting.
+        #expect(far.finish(timeout: 10) == 3, "\(far.output)")
+        let farLine = far.output.split(separator: "\n").first { $0.hasPrefix("link ended at") } ?? ""
+        #expect(farLine.contains("the local vio-agent exited: the link to instance 'a1' on host 'alpha' went through it"), "\(far.output)")
+        let farEndedAt = UInt64(farLine.split(separator: " ")[safe: 3] ?? "") ?? 0
+        #expect(farEndedAt > killedAt && farEndedAt - killedAt < 1_000_000_000, "detected after \((farEndedAt &- killedAt) / 1_000_000) ms")
         #expect(try cluster.waitForStatus("alpha", "last error:"))
         try cluster.startAgent("beta")
         #expect(try cluster.waitForStatus("alpha", "1 reconnects"), "\((try? cluster.status("alpha")) ?? "")")
@@ -134,6 +140,29 @@ struct InterHostTests {
         let ping = try cluster.probe("alpha", ["ping", "--as", "a1", "--peer", "b1", "--count", "100", "--warmup", "0"])
         #expect(ping.finish() == 0, "\(ping.output)")
         #expect(echo.finish() == 0)
+    }
+
+    /// An instance asleep on a link to another host learns at once that its own agent died
+    /// (the link's far end is that agent): receive fails with "the local vio-agent exited".
+    @Test func sleepingInstanceLearnsItsAgentDied() throws {
+        let cluster = try LoopbackCluster(hosts: ["alpha", "beta"], instances: """
+              - { name: a1, host: alpha }
+              - { name: b1, host: beta }
+            """, links: "  - between: [a1, b1]")
+        #expect(try cluster.waitForAllPeersUp("alpha", 1))
+        let far = try cluster.probe("beta", ["hold", "--as", "b1", "--wait", "sleep"])
+        #expect(far.waitFor("attached"))
+        let near = try cluster.probe("alpha", ["hold", "--as", "a1", "--peer", "b1"])
+        #expect(near.waitFor("ready") && far.waitFor("ready"))
+        usleep(200_000)  // b1 is asleep in poll now
+        let killedAt = MonotonicClock.nanoseconds()
+        kill(cluster.agents["beta"]!.process.processIdentifier, SIGKILL)
+        #expect(far.finish(timeout: 10) == 3, "\(far.output)")
+        let line = far.output.split(separator: "\n").first { $0.hasPrefix("link ended at") } ?? ""
+        #expect(line.contains("the local vio-agent exited"), "\(far.output)")
+        let endedAt = UInt64(line.split(separator: " ")[safe: 3] ?? "") ?? 0
+        #expect(endedAt > killedAt && endedAt - killedAt < 1_000_000_000, "detected after \((endedAt &- killedAt) / 1_000_000) ms")
+        near.kill()
     }
 
     /// A link opened before the far instance attaches waits for it (with a timeout), and
@@ -155,4 +184,9 @@ struct InterHostTests {
         #expect(opener.output.contains("verified 50"))
         #expect(streamer.finish() == 0)
     }
+}
+
+extension Array {
+    /// The element at `index`, or nil past the end.
+    subscript(safe index: Int) -> Element? { indices.contains(index) ? self[index] : nil }
 }
