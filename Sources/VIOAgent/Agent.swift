@@ -136,13 +136,26 @@ public final class Agent {
         ])
         defer { unlink(view.controlSocket) }
         var moreWork = false
+        var lastActivity: UInt64 = 0
+        // How long the loop keeps polling after activity (topology `agent_poll_us`).
+        let pollNanoseconds = UInt64(view.host.agentPollMicroseconds) * 1000
         while true {
             let events: [Epoll.Event]
+            // Polling (`agent_poll_us`): after activity, look again without sleeping for a
+            // while, yielding the core to anyone runnable, so the next frame or message does
+            // not pay a wake-up.
+            let polling = pollNanoseconds > 0 && MonotonicClock.nanoseconds() &- lastActivity < pollNanoseconds
             do {
-                events = try loop.epoll.wait(timeoutMilliseconds: moreWork ? 0 : nextTimeoutMilliseconds(), maxEvents: 256)
+                events = try loop.epoll.wait(timeoutMilliseconds: moreWork || polling ? 0 : nextTimeoutMilliseconds(), maxEvents: 256)
             } catch {
                 throw .system(error, doing: "waiting for control events")
             }
+            if events.isEmpty && polling && !moreWork {
+                sched_yield()
+                moreWork = fabric?.finishTurn() ?? false
+                continue
+            }
+            if !events.isEmpty { lastActivity = MonotonicClock.nanoseconds() }
             let turnStart = MonotonicClock.nanoseconds()
             defer {
                 let took = MonotonicClock.nanoseconds() - turnStart

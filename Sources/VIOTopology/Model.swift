@@ -48,6 +48,10 @@ public struct Defaults: Sendable, Equatable {
     public var rekeyAfter: ByteSize = .gibibytes(1)
     /// Seconds after which an encrypted channel's keys are updated, whatever the traffic.
     public var rekeyIntervalSeconds: Int = 3600
+    /// How long an agent keeps polling after activity before it sleeps, in microseconds
+    /// (0: it sleeps at once). Polling saves the agent's wake-ups on cross-host round trips
+    /// and costs CPU: for hosts with a core to spare.
+    public var agentPollMicroseconds: Int = 0
 
     /// The built-in defaults.
     public init() {}
@@ -75,6 +79,8 @@ public struct Host: Sendable, Equatable {
     public var key: HostKey?
     /// Where the host's agent finds its private key; `nil` means ``Topology/defaultKeyFile(host:)``.
     public var keyFile: String?
+    /// How long this host's agent polls after activity, in microseconds (see ``Defaults``).
+    public var agentPollMicroseconds: Int
     /// Where the host was declared.
     public var location: SourceLocation
 }

@@ -4,9 +4,10 @@ import Yams
 extension NodeDecoder {
     static let topLevelKeys = ["cluster", "version", "defaults", "hosts", "instances", "links", "services", "host_pairs"]
     static let defaultsKeys = ["ring_size", "max_message_size", "port", "transport", "channels",
-                               "heartbeat_interval_ms", "peer_timeout_ms", "security", "rekey_after", "rekey_interval_s"]
+                               "heartbeat_interval_ms", "peer_timeout_ms", "security", "rekey_after", "rekey_interval_s",
+                               "agent_poll_us"]
     static let hostKeys = ["name", "address", "port", "transport", "rdma_device", "nat", "channels", "control_socket",
-                           "key", "key_file"]
+                           "key", "key_file", "agent_poll_us"]
     static let hostPairKeys = ["between", "security"]
     static let instanceKeys = ["name", "host", "uid", "gid", "token_file", "ring_size"]
     static let linkKeys = ["between", "group", "ring_size", "max_message_size"]
@@ -65,6 +66,7 @@ extension NodeDecoder {
         if let v = f.choice("security", Security.self) { d.security = v }
         if let v = f.size("rekey_after", powerOfTwo: false, in: Self.rekeySizes) { d.rekeyAfter = v }
         if let v = f.integer("rekey_interval_s", in: 1...86_400 * 7) { d.rekeyIntervalSeconds = v }
+        if let v = f.integer("agent_poll_us", in: 0...10_000) { d.agentPollMicroseconds = v }
         if d.peerTimeoutMilliseconds <= d.heartbeatIntervalMilliseconds {
             error(at: f.location(of: "peer_timeout_ms"),
                   "peer_timeout_ms (\(d.peerTimeoutMilliseconds)) must be longer than heartbeat_interval_ms (\(d.heartbeatIntervalMilliseconds))",
@@ -102,13 +104,14 @@ extension NodeDecoder {
             }
         }
         let keyFile = f.string("key_file")
+        let poll = f.integer("agent_poll_us", in: 0...10_000) ?? defaults.agentPollMicroseconds
         if let keyFile, !keyFile.hasPrefix("/") {
             error(f["key_file"], "key_file '\(keyFile)' must be an absolute path")
         }
         guard let name, let address else { return nil }
         return Host(name: name, address: address, port: port, transport: transport, rdmaDevice: rdmaDevice,
                     nat: nat, channels: channels, controlSocket: socket, key: key, keyFile: keyFile,
-                    location: f.location)
+                    agentPollMicroseconds: poll, location: f.location)
     }
 
     private func decodeInstance(_ node: Node) -> Instance? {

@@ -13,6 +13,10 @@ public enum TopologyPrinter {
           channels: \(t.defaults.channels)
           heartbeat_interval_ms: \(t.defaults.heartbeatIntervalMilliseconds)
           peer_timeout_ms: \(t.defaults.peerTimeoutMilliseconds)
+          security: \(t.defaults.security.rawValue)
+          rekey_after: \(t.defaults.rekeyAfter)
+          rekey_interval_s: \(t.defaults.rekeyIntervalSeconds)
+          agent_poll_us: \(t.defaults.agentPollMicroseconds)
         hosts:
 
         """
@@ -31,6 +35,8 @@ public enum TopologyPrinter {
             "  rdma_device: \(h.rdmaDevice ?? "(first found)")",
             "  nat: \(h.nat.rawValue)",
             "  channels: \(h.channels)",
+            "  key: \(h.key?.description ?? "(none)")",
+            "  agent_poll_us: \(h.agentPollMicroseconds)",
             "  control_socket: \(v.controlSocket)",
             "  instances:" + (v.instances.isEmpty ? " []" : ""),
         ]
@@ -58,7 +64,7 @@ public enum TopologyPrinter {
         for p in v.peers {
             lines.append("    - host: \(p.host.name)")
             lines.append("      address: \(p.host.address):\(p.host.port)")
-            lines.append("      channels: \(p.channels) (\(p.weDial ? "this host dials" : "peer dials"))")
+            lines.append("      channels: \(p.channels) (\(p.weDial ? "this host dials" : "peer dials")), security: \(p.security.rawValue)")
             lines.append("      links: \(p.linkCount)")
         }
         lines.append("  services:" + (v.services.isEmpty ? " []" : ""))

@@ -60,10 +60,10 @@ final class TamperingRelay: @unchecked Sendable {
     /// Whether the tampering happened.
     var tampered: Bool { state.withLock { $0.tampered } }
 
+    /// Stops accepting (the accept thread closes the listener as it leaves).
     func stop() {
         state.withLock { $0.stopped = true }
         shutdown(listener, Int32(SHUT_RDWR))
-        close(listener)
     }
 
     private static func address(_ ip: String, port: Int) -> sockaddr_in {
@@ -77,15 +77,33 @@ final class TamperingRelay: @unchecked Sendable {
     private func acceptLoop() {
         while true {
             let client = accept(listener, nil, nil)
-            guard client >= 0 else { return }
+            if client < 0 || state.withLock({ $0.stopped }) {
+                if client >= 0 { close(client) }
+                close(listener)
+                return
+            }
             let server = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
             var address = Self.address(targetAddress, port: targetPort)
             let connected = withUnsafePointer(to: &address) {
                 $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(server, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
             }
             guard connected == 0 else { close(client); close(server); continue }
-            Thread.detachNewThread { [self] in forwardRecords(from: client, to: server) }
-            Thread.detachNewThread { Self.copy(from: server, to: client) }
+            let pair = Connection(client, server)
+            Thread.detachNewThread { [self] in forwardRecords(from: client, to: server); pair.directionEnded() }
+            Thread.detachNewThread { Self.copy(from: server, to: client); pair.directionEnded() }
+        }
+    }
+
+    /// Both sockets of one relayed connection, closed once when both directions have ended
+    /// (closing twice could close a descriptor the test process has reused meanwhile).
+    private final class Connection: @unchecked Sendable {
+        let client: Int32, server: Int32
+        private let ended = Mutex(0)
+        init(_ client: Int32, _ server: Int32) { self.client = client; self.server = server }
+        func directionEnded() {
+            guard ended.withLock({ $0 += 1; return $0 }) == 2 else { return }
+            close(client)
+            close(server)
         }
     }
 
@@ -96,12 +114,11 @@ final class TamperingRelay: @unchecked Sendable {
             if n <= 0 || !writeAll(b, buffer[0..<n]) { break }
         }
         shutdown(a, Int32(SHUT_RDWR)); shutdown(b, Int32(SHUT_RDWR))
-        close(a)
     }
 
     /// Dialer to acceptor, record by record (5-byte header: type, version, length).
     private func forwardRecords(from a: Int32, to b: Int32) {
-        defer { shutdown(a, Int32(SHUT_RDWR)); shutdown(b, Int32(SHUT_RDWR)); close(a); close(b) }
+        defer { shutdown(a, Int32(SHUT_RDWR)); shutdown(b, Int32(SHUT_RDWR)) }
         while true {
             guard var record = Self.readExactly(a, 5) else { return }
             let length = Int(record[3]) << 8 | Int(record[4])
