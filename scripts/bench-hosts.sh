@@ -3,8 +3,10 @@
 # (scripts/netns-cluster.sh), VIO next to direct TCP over the same veth, in one run.
 # Usage: scripts/bench-hosts.sh BIN_DIR RAW_FILE RUNS   (appends "NAME line" records to RAW_FILE)
 #
-#   xrtt.{vio,vio_tls,tcp}.64       64 B round trip a1 <-> b1 (vio: plaintext channels,
-#                                   vio_tls: TLS 1.3, the default; tcp: a direct connection)
+#   xrtt.{vio,vio_tls,vio_poll,tcp}.64
+#                                   64 B round trip a1 <-> b1 (vio: plaintext channels,
+#                                   vio_tls: TLS 1.3, the default; vio_poll: plaintext with
+#                                   agent_poll_us: 100; tcp: a direct connection)
 #   xbw.{vio,vio_tls,tcp}.65536     64 KiB one-way stream a1 -> b1
 #   fanout.{vio,vio_tls}.64links    8 instances per host, all 64 cross-host links streaming at
 #                                   once through the two agents (K = 2 channels)
@@ -37,10 +39,10 @@ cc -O2 -Wall -Wextra -o "$work/tcp_fanout" "$root/Benchmarks/c/tcp_fanout.c" -lp
 for name in alpha beta; do
   "$bin/vioctl" keys generate "$name" --out "$work/$name.key" | sed -n 's/^ *key: //p' >"$work/$name.pub"
 done
-write_topology() {  # write_topology FILE SECURITY
+write_topology() {  # write_topology FILE SECURITY [AGENT_POLL_US]
   {
     echo "cluster: bench-hosts"; echo "version: 1"
-    echo "defaults: { ring_size: 1MiB, port: 7300, transport: tcp, channels: 2, security: $2 }"
+    echo "defaults: { ring_size: 1MiB, port: 7300, transport: tcp, channels: 2, security: $2, agent_poll_us: ${3:-0} }"
     echo "hosts:"
     echo "  - { name: alpha, address: 198.18.0.1, key: \"$(cat "$work/alpha.pub")\" }"
     echo "  - { name: beta, address: 198.18.0.2, key: \"$(cat "$work/beta.pub")\" }"
@@ -52,6 +54,7 @@ write_topology() {  # write_topology FILE SECURITY
 }
 write_topology "$work/plaintext.yaml" plaintext
 write_topology "$work/tls.yaml" tls
+write_topology "$work/poll.yaml" plaintext 100
 
 bash "$root/scripts/netns-cluster.sh" up "$prefix" 2
 start_agents() {  # start_agents TOPOLOGY: one agent per namespace, returns when both see the other up
@@ -116,6 +119,11 @@ for run in $(seq 1 "$runs"); do
     fi
     stop_agents
   done
+  # Agents that poll 100 µs after activity (agent_poll_us) instead of sleeping at once.
+  if start_agents "$work/poll.yaml"; then
+    probe_pair xrtt.vio_poll.sleep.64 echo --as b1 --wait sleep --cpu 1 -- ping --as a1 --peer b1 --wait sleep --cpu 0 --count 20000
+    stop_agents
+  fi
   record xrtt.tcp.64 "$("$work/socket_pingpong" tcpns 64 20000 "$prefix-h2" "$prefix-h1" 198.18.0.2)"
   record xbw.tcp.65536 "$("$work/socket_pingpong" tcpns 65536 30000 "$prefix-h2" "$prefix-h1" 198.18.0.2 stream | sed 's/^bw /rate /')"
   record fanout.tcp.64conns "$("$work/tcp_fanout" "$prefix-h2" "$prefix-h1" 198.18.0.2 64 16384 5 | sed 's/cpu_s=/app_cpu_s=/')"
