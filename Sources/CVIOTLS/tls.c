@@ -1,6 +1,8 @@
 /* TLS 1.3 between agents over OpenSSL; see include/CVIOTLS.h. */
 #include "CVIOTLS.h"
 
+#define VIO_TLS_WRITE_BUFFER (256 * 1024)
+
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -193,7 +195,22 @@ vio_tls *vio_tls_new(vio_tls_ctx *ctx, int fd, int dialer, const uint8_t *allowe
     tls->allowed = malloc((size_t)(count > 0 ? count : 1) * VIO_TLS_KEY_BYTES);
     if (count > 0) memcpy(tls->allowed, allowed, (size_t)count * VIO_TLS_KEY_BYTES);
     tls->ssl = SSL_new(ctx->ssl_ctx);
-    if (!tls->ssl || SSL_set_fd(tls->ssl, fd) != 1 || SSL_set_ex_data(tls->ssl, session_index, tls) != 1) {
+    /* Reads go straight to the socket; writes collect records in a buffer flushed once per
+     * vio_tls_flush, so a batch of frames (and small records) costs one send. */
+    BIO *rbio = BIO_new_socket(fd, BIO_NOCLOSE);
+    BIO *wsock = BIO_new_socket(fd, BIO_NOCLOSE);
+    BIO *wbuf = BIO_new(BIO_f_buffer());
+    BIO *wbio = NULL;
+    if (wbuf && wsock && BIO_set_write_buffer_size(wbuf, VIO_TLS_WRITE_BUFFER) == 1) wbio = BIO_push(wbuf, wsock);
+    if (tls->ssl && rbio && wbio) {
+        SSL_set_bio(tls->ssl, rbio, wbio);  /* the session owns them now */
+    } else {
+        BIO_free(rbio);
+        if (wbio) BIO_free_all(wbio);
+        else { BIO_free(wbuf); BIO_free(wsock); }
+        rbio = wbio = NULL;
+    }
+    if (!tls->ssl || !wbio || SSL_set_ex_data(tls->ssl, session_index, tls) != 1) {
         take_openssl_error(err, errlen, "cannot create a TLS session");
         vio_tls_free(tls);
         return NULL;
@@ -252,6 +269,15 @@ long vio_tls_write(vio_tls *tls, const void *buf, size_t len) {
     errno = 0;
     int r = SSL_write_ex(tls->ssl, buf, len, &put);
     return r == 1 ? (long)put : outcome(tls, r);
+}
+
+int vio_tls_flush(vio_tls *tls) {
+    BIO *wbio = SSL_get_wbio(tls->ssl);
+    errno = 0;
+    if (BIO_flush(wbio) == 1) return 1;
+    if (BIO_should_retry(wbio)) { tls->wants_write = 1; return VIO_TLS_WOULD_BLOCK; }
+    snprintf(tls->error, sizeof tls->error, "socket: %s", errno ? strerror(errno) : "write failed");
+    return VIO_TLS_FAILED;
 }
 
 int vio_tls_pending(const vio_tls *tls) { return SSL_pending(tls->ssl); }

@@ -58,9 +58,19 @@ public final class TLSSession {
         try outcome(vio_tls_read(handle, buffer.baseAddress, buffer.count))
     }
 
-    /// Encrypts and sends from `buffer`; runs the handshake first when it is not done.
+    /// Encrypts from `buffer` into records, sent when the write buffer fills or at
+    /// ``flush()``; runs the handshake first when it is not done.
     public func write(_ buffer: UnsafeRawBufferPointer) throws(SecurityError) -> Outcome {
         try outcome(vio_tls_write(handle, buffer.baseAddress, buffer.count))
+    }
+
+    /// Sends the records ``write(_:)`` buffered; true when all went out (false: wait for
+    /// writability).
+    public func flush() throws(SecurityError) -> Bool {
+        let r = vio_tls_flush(handle)
+        if r == 1 { return true }
+        _ = try outcome(Int(r))
+        return false
     }
 
     /// Advances the handshake; true once it is complete.

@@ -119,9 +119,10 @@ public final class TCPChannel: FabricChannel {
         h.length = UInt32(prefix.count + payload.count)
         h.store(to: output.extend(by: FrameHeader.size))
         output.append(prefix)
-        // TLS encrypts one buffer at a time, so a payload in place would cost its frame header
-        // a record and a send of its own (measured: 64 KiB frames 0.99 -> 0.81 GB/s): copied.
-        var inPlace = false
+        // TLS encrypts one buffer at a time, so a payload in place gives its frame header a
+        // small record of its own; the session's write buffer sends them together, so that
+        // costs less than copying a large payload (64 KiB stream: 0.99 -> 1.07-1.13 GB/s).
+        var inPlace = payload.count >= Self.tlsInPlacePayload
         if case .plaintext = security { inPlace = true }
         output.append(payload, loan: loan, inPlace: inPlace)
         counters.framesSent &+= 1
@@ -171,7 +172,7 @@ public final class TCPChannel: FabricChannel {
                     throw .closedByPeer
                 }
             }
-            return true
+            do { return try session.flush() } catch { throw .authentication(error.description) }
         }
     }
 
@@ -301,6 +302,9 @@ public final class TCPChannel: FabricChannel {
         }
         return true
     }
+
+    /// On a TLS channel, payloads at least this large are encrypted from the ring in place.
+    static let tlsInPlacePayload = 8 * 1024
 
     /// Buffers handed to one `sendmsg`.
     static let vectorsPerWrite = 64

@@ -52,8 +52,11 @@ int vio_tls_established(const vio_tls *tls);
 int vio_tls_wants_write(const vio_tls *tls);
 /* Reads decrypted bytes: > 0 bytes, or one of the codes above (runs the handshake first). */
 long vio_tls_read(vio_tls *tls, void *buf, size_t len);
-/* Encrypts and sends up to `len` bytes: > 0 bytes taken, or one of the codes above. */
+/* Encrypts up to `len` bytes into records, sent when the write buffer fills or at
+ * vio_tls_flush: > 0 bytes taken, or one of the codes above. */
 long vio_tls_write(vio_tls *tls, const void *buf, size_t len);
+/* Sends the records vio_tls_write buffered: 1 all sent, or one of the codes above. */
+int vio_tls_flush(vio_tls *tls);
 /* Bytes already decrypted and buffered inside the session (read them before waiting). */
 int vio_tls_pending(const vio_tls *tls);
 /* Schedules a key update (new traffic keys both ways) with the next write. 1 ok. */
