@@ -165,6 +165,33 @@ struct InterHostTests {
         near.kill()
     }
 
+    /// Agents that poll after activity (`agent_poll_us`) carry links as usual and go back to
+    /// sleep when idle: no CPU burnt once the traffic stops.
+    @Test func pollingAgentsCarryTrafficAndSleepWhenIdle() throws {
+        let cluster = try LoopbackCluster(hosts: ["alpha", "beta"], instances: """
+              - { name: a1, host: alpha }
+              - { name: b1, host: beta }
+            """, links: "  - between: [a1, b1]",
+            defaults: "  ring_size: 256KiB\n  heartbeat_interval_ms: 100\n  peer_timeout_ms: 800\n  agent_poll_us: 500\n")
+        #expect(try cluster.waitForAllPeersUp("alpha", 1))
+        let echo = try cluster.probe("beta", ["echo", "--as", "b1", "--wait", "sleep"])
+        #expect(echo.waitFor("attached"))
+        let ping = try cluster.probe("alpha", ["ping", "--as", "a1", "--peer", "b1", "--count", "2000", "--warmup", "0", "--wait", "sleep"])
+        #expect(ping.finish() == 0, "\(ping.output)")
+        #expect(echo.finish() == 0)
+        func cpuTicks(_ host: String) -> Int {
+            let stat = Tools.contents("/proc/\(cluster.agents[host]!.process.processIdentifier)/stat")
+            let fields = stat.split(separator: ")").last?.split(separator: " ") ?? []
+            return fields.count > 13 ? (Int(fields[11]) ?? 0) + (Int(fields[12]) ?? 0) : -1
+        }
+        usleep(200_000)
+        let before = cpuTicks("alpha") + cpuTicks("beta")
+        sleep(2)
+        let used = cpuTicks("alpha") + cpuTicks("beta") - before
+        // Heartbeats every 100 ms each wake a 500 µs polling window: a few percent at most.
+        #expect(before >= 0 && used <= 20, "two idle polling agents used \(used) ticks in 2 s")
+    }
+
     /// A link opened before the far instance attaches waits for it (with a timeout), and
     /// fails with a clear error without one.
     @Test func openWaitsForTheFarInstance() throws {
