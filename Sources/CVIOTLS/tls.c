@@ -147,10 +147,15 @@ static int verify_peer(int preverified, X509_STORE_CTX *store) {
     return 0;
 }
 
-vio_tls_ctx *vio_tls_ctx_new(const char *key_path, char *err, size_t errlen) {
+vio_tls_ctx *vio_tls_ctx_new(const char *key_path, uint8_t pub[VIO_TLS_KEY_BYTES], char *err, size_t errlen) {
     pthread_once(&session_index_once, make_session_index);
     EVP_PKEY *key = load_key(key_path, err, errlen);
     if (!key) return NULL;
+    if (public_key_of(key, pub) != 0) {
+        snprintf(err, errlen, "cannot read the public key of %s", key_path);
+        EVP_PKEY_free(key);
+        return NULL;
+    }
     X509 *cert = self_signed(key);
     SSL_CTX *c = SSL_CTX_new(TLS_method());
     int ok = cert && c && SSL_CTX_set_min_proto_version(c, TLS1_3_VERSION) == 1 &&

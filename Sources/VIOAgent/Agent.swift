@@ -155,8 +155,8 @@ public final class Agent {
                 moreWork = fabric?.finishTurn() ?? false
                 continue
             }
-            if !events.isEmpty { lastActivity = MonotonicClock.nanoseconds() }
             let turnStart = MonotonicClock.nanoseconds()
+            if !events.isEmpty { lastActivity = turnStart }
             defer {
                 let took = MonotonicClock.nanoseconds() - turnStart
                 if took > 200_000_000 { logger.warning("slow agent turn", metadata: ["ms": "\(took / 1_000_000)", "events": "\(events.count)"]) }

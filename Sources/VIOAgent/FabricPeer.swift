@@ -74,19 +74,11 @@ final class FabricPeer {
     /// Traffic totals over current and closed channels.
     var totals: ChannelCounters {
         var t = retired
-        for slot in slots.compactMap({ $0 }) {
-            let c = slot.channel.counters
-            t.bytesSent &+= c.bytesSent; t.bytesReceived &+= c.bytesReceived
-            t.framesSent &+= c.framesSent; t.framesReceived &+= c.framesReceived
-            t.keyUpdates &+= c.keyUpdates
-        }
+        for slot in slots.compactMap({ $0 }) { t.add(slot.channel.counters) }
         return t
     }
 
     func retire(_ slot: ChannelSlot) {
-        let c = slot.channel.counters
-        retired.bytesSent &+= c.bytesSent; retired.bytesReceived &+= c.bytesReceived
-        retired.framesSent &+= c.framesSent; retired.framesReceived &+= c.framesReceived
-        retired.keyUpdates &+= c.keyUpdates
+        retired.add(slot.channel.counters)
     }
 }

@@ -226,11 +226,11 @@ final class RemoteLink {
 
     // MARK: Inbound
 
-    /// Takes one data frame from the far agent into ring 0 (or the backlog when the ring has
-    /// no contiguous room). Throws for anything a correct agent never sends.
     /// Ring 0 room reserved for the frame the channel is reading in place.
     private var placed: UnsafeMutableRawBufferPointer?
 
+    /// Takes one data frame from the far agent into ring 0 (or the backlog when the ring has
+    /// no contiguous room). Throws for anything a correct agent never sends.
     func receive(_ frame: FrameHeader, _ payload: UnsafeRawBufferPointer) throws(ProtocolViolation) {
         guard frame.sequence == receiveSequence else {
             throw ProtocolViolation("session \(session): frame \(frame.sequence) arrived, \(receiveSequence) expected")
@@ -279,8 +279,7 @@ final class RemoteLink {
         if let placed = placed, data.baseAddress == UnsafeRawPointer(placed.baseAddress), data.count == placed.count {
             // Already in the ring (the channel read it into the reserved record): publish it.
             self.placed = nil
-            producer.commit(payload: data.count, flags: flags, total: total)
-            if flags & RegionLayout.Record.last != 0 { deliveredMessages &+= 1 }
+            publishRecord(payload: data.count, flags: flags, total: total)
             return
         }
         write(data, flags: flags, total: total)
@@ -323,9 +322,15 @@ final class RemoteLink {
         // backlog, bounded by the credit, until the link is torn down.
         guard let p = try? producer.reserve(payload: data.count) else { return false }
         if let source = data.baseAddress { p.copyMemory(from: source, byteCount: data.count) }
-        producer.commit(payload: data.count, flags: flags, total: total)
-        if flags & RegionLayout.Record.last != 0 { deliveredMessages &+= 1 }
+        publishRecord(payload: data.count, flags: flags, total: total)
         return true
+    }
+
+    /// Commits the reserved record (filled by a copy or read in place) and counts a whole
+    /// message delivered.
+    private func publishRecord(payload: Int, flags: UInt16, total: Int) {
+        producer.commit(payload: payload, flags: flags, total: total)
+        if flags & RegionLayout.Record.last != 0 { deliveredMessages &+= 1 }
     }
 
     /// Moves backlogged frames into the ring as room appears; true when the backlog is empty.

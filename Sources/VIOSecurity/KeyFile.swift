@@ -13,7 +13,7 @@ public enum KeyFile {
         var key = [UInt8](repeating: 0, count: Int(VIO_TLS_KEY_BYTES))
         var err = [CChar](repeating: 0, count: 256)
         guard vio_tls_generate_key(path, &key, &err, err.count) == 0 else {
-            throw SecurityError(String(decoding: err.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
+            throw SecurityError(text(err))
         }
         return key
     }

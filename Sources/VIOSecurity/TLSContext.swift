@@ -11,10 +11,12 @@ public final class TLSContext {
 
     /// Loads the private key at `keyPath` (checking its permissions first).
     public init(keyPath: String) throws(SecurityError) {
-        publicKey = try KeyFile.publicKey(at: keyPath)
+        try KeyFile.checkPermissions(keyPath)
+        var key = [UInt8](repeating: 0, count: Int(VIO_TLS_KEY_BYTES))
         var err = [CChar](repeating: 0, count: 256)
-        guard let handle = vio_tls_ctx_new(keyPath, &err, err.count) else { throw SecurityError(KeyFile.text(err)) }
+        guard let handle = vio_tls_ctx_new(keyPath, &key, &err, err.count) else { throw SecurityError(KeyFile.text(err)) }
         self.handle = handle
+        publicKey = key
     }
 
     deinit { vio_tls_ctx_free(handle) }

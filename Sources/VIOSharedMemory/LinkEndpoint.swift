@@ -64,6 +64,9 @@ public final class LinkEndpoint: @unchecked Sendable {
         exitWatch = (descriptor, owner)
     }
 
+    /// The error of a link whose watched process (the local agent) exited.
+    private var agentGone: LinkError { .agentGone(peer: peerName, host: region.peerHost) }
+
     /// Whether the watched process has exited (a zero-timeout poll of its pidfd).
     private func watchedProcessExited() -> Bool {
         guard let watch = exitWatch else { return false }
@@ -103,7 +106,7 @@ public final class LinkEndpoint: @unchecked Sendable {
         let s = region.state
         switch s.kind {
         case .open:
-            return calls.pointee.watchedExited ? .agentGone(peer: peerName, host: region.peerHost) : nil
+            return calls.pointee.watchedExited ? agentGone : nil
         case .closed: return s.end == end ? .closed : .peerClosed(peer: peerName)
         case .gone: return s.end == end ? .closed : .peerGone(peer: peerName)
         case .corrupt:
@@ -381,7 +384,7 @@ public final class LinkEndpoint: @unchecked Sendable {
                 spins &+= 1
                 if spins & 255 == 0 {
                     if region.state.kind != .open { return }
-                    if spins & 0xFFFF == 0, watchedProcessExited() { throw stateError! }
+                    if spins & 0xFFFF == 0, watchedProcessExited() { throw agentGone }
                     let now = MonotonicClock.nanoseconds()
                     if spinUntil == 0 { spinUntil = spinBudget == .max ? .max : now &+ spinBudget }
                     if now >= pending.resolved().nanoseconds { throw .timedOut }
@@ -420,7 +423,7 @@ public final class LinkEndpoint: @unchecked Sendable {
             armed.store(0, ordering: .relaxed)
             if exited {
                 calls.pointee.watchedExited = true
-                throw .agentGone(peer: peerName, host: region.peerHost)
+                throw agentGone
             }
             if woke {
                 EventDescriptor.drain(doorbell)

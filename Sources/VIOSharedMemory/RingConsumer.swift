@@ -103,11 +103,9 @@ public final class RingConsumer {
     /// write the shared head line for every message.
     @inlinable
     public func release(_ record: RingRecord) {
-        cursor.pointee.head &+= record.size
-        bump(8, by: UInt64(record.payload.count))
-        if record.flags & RegionLayout.Record.last != 0 { bump(0) }
-        if cursor.pointee.head == cursor.pointee.cachedTail || cursor.pointee.head &- cursor.pointee.publishedHead >= UInt64(ring.capacity / 4) {
-            publishHead()
+        let head = consume(record)
+        if head == cursor.pointee.cachedTail || head &- cursor.pointee.publishedHead >= UInt64(ring.capacity / 4) {
+            publish(through: head)
         }
     }
 
@@ -131,18 +129,6 @@ public final class RingConsumer {
               position &- cursor.pointee.publishedHead > 0 else { return }
         ring.head.store(position, ordering: .sequentiallyConsistent)
         cursor.pointee.publishedHead = position
-        if ring.writerArmed.load(ordering: .sequentiallyConsistent) != 0,
-           ring.writerArmed.exchange(0, ordering: .acquiringAndReleasing) != 0 {
-            EventDescriptor.ring(spaceDoorbell)
-        }
-    }
-
-    /// Makes the consumed space visible to the producer and wakes it if it waits for room.
-    @inlinable
-    public func publishHead() {
-        guard cursor.pointee.publishedHead != cursor.pointee.head else { return }
-        ring.head.store(cursor.pointee.head, ordering: .sequentiallyConsistent)
-        cursor.pointee.publishedHead = cursor.pointee.head
         if ring.writerArmed.load(ordering: .sequentiallyConsistent) != 0,
            ring.writerArmed.exchange(0, ordering: .acquiringAndReleasing) != 0 {
             EventDescriptor.ring(spaceDoorbell)

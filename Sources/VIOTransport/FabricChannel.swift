@@ -111,6 +111,13 @@ public struct ChannelCounters: Sendable, Equatable {
 
     /// Zero counters.
     public init() {}
+
+    /// Adds another channel's counters to these (totals over several channels).
+    public mutating func add(_ other: ChannelCounters) {
+        bytesSent &+= other.bytesSent; bytesReceived &+= other.bytesReceived
+        framesSent &+= other.framesSent; framesReceived &+= other.framesReceived
+        keyUpdates &+= other.keyUpdates
+    }
 }
 
 extension FabricChannel {

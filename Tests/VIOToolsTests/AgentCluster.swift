@@ -19,22 +19,13 @@ extension AgentCluster {
 
     /// Waits until `vioctl status` on `host` contains `text` (a liveness bound).
     func waitForStatus(_ host: String, _ text: String, timeout: TimeInterval = 20) throws -> Bool {
-        let deadline = Date().addingTimeInterval(timeout)
-        while Date() < deadline {
-            if try status(host).contains(text) { return true }
-            usleep(20_000)
-        }
-        return false
+        try Tools.waitUntil(timeout: timeout) { try status(host).contains(text) }
     }
 
     /// Waits until `host` shows `peers` peer hosts up with both their channels.
     func waitForAllPeersUp(_ host: String, _ peers: Int, timeout: TimeInterval = 20) throws -> Bool {
-        let deadline = Date().addingTimeInterval(timeout)
-        while Date() < deadline {
-            let up = try status(host).split(separator: "\n").filter { $0.contains(" up ") && $0.contains("channels 2/2") }
-            if up.count == peers { return true }
-            usleep(20_000)
+        try Tools.waitUntil(timeout: timeout) {
+            try status(host).split(separator: "\n").filter { $0.contains(" up ") && $0.contains("channels 2/2") }.count == peers
         }
-        return false
     }
 }

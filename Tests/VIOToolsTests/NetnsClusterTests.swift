@@ -221,8 +221,7 @@ struct NetnsClusterTests {
         try copy.write(toFile: cluster.directory + "/mallory.yaml", atomically: true, encoding: .utf8)
         try cluster.startAgent("mallory", namespace: "h5", topology: cluster.directory + "/mallory.yaml",
                                keyFile: cluster.directory + "/mallory.key")
-        let deadline = Date().addingTimeInterval(20)
-        while Date() < deadline && !cluster.log("h3").contains("presented key \(key)") { usleep(50_000) }
+        _ = Tools.waitUntil(timeout: 20, pollMicroseconds: 50_000) { cluster.log("h3").contains("presented key \(key)") }
         #expect(cluster.log("h3").contains("presented key \(key), which the topology does not give any host that may connect"),
                 "\(cluster.log("h3")) / \(cluster.log("mallory"))")
         #expect(try cluster.waitForAllPeersUp("h3", 3))

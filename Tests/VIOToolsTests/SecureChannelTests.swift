@@ -187,11 +187,6 @@ struct SecureChannelTests {
     }
 
     private func waitUntil(timeout: TimeInterval = 20, _ condition: () throws -> Bool) throws -> Bool {
-        let deadline = Date().addingTimeInterval(timeout)
-        while Date() < deadline {
-            if try condition() { return true }
-            usleep(50_000)
-        }
-        return false
+        try Tools.waitUntil(timeout: timeout, pollMicroseconds: 50_000, condition)
     }
 }

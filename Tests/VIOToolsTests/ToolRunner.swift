@@ -52,6 +52,17 @@ enum Tools {
         return (p, out, err)
     }
 
+    /// Polls `condition` every `pollMicroseconds` until it holds (true) or `timeout` passes
+    /// (false): a liveness bound, never a speed test.
+    static func waitUntil(timeout: TimeInterval, pollMicroseconds: UInt32 = 20_000, _ condition: () throws -> Bool) rethrows -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if try condition() { return true }
+            usleep(pollMicroseconds)
+        }
+        return false
+    }
+
     static func contents(_ path: String) -> String {
         (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
     }
@@ -224,12 +235,7 @@ final class FabricFixture {
 
     /// Waits until `vioctl status` shows `text` (liveness bound).
     func waitForStatus(_ text: String, timeout: TimeInterval = 10) throws -> Bool {
-        let deadline = Date().addingTimeInterval(timeout)
-        while Date() < deadline {
-            if try status().contains(text) { return true }
-            usleep(10_000)
-        }
-        return false
+        try Tools.waitUntil(timeout: timeout, pollMicroseconds: 10_000) { try status().contains(text) }
     }
 }
 

@@ -33,8 +33,9 @@ int vio_tls_read_public_key(const char *path, uint8_t pub[VIO_TLS_KEY_BYTES], ch
 void vio_tls_base64(const uint8_t *in, size_t len, char *out);
 
 /* A TLS 1.3-only context for both roles, with the private key in `key_path` and a
- * certificate made from it. NULL with `err` filled on failure. */
-vio_tls_ctx *vio_tls_ctx_new(const char *key_path, char *err, size_t errlen);
+ * certificate made from it; `pub` receives the key's public half. NULL with `err` filled on
+ * failure. */
+vio_tls_ctx *vio_tls_ctx_new(const char *key_path, uint8_t pub[VIO_TLS_KEY_BYTES], char *err, size_t errlen);
 void vio_tls_ctx_free(vio_tls_ctx *ctx);
 
 /* A TLS session on the connected non-blocking socket `fd` (not owned). `allowed` holds
