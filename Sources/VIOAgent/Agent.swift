@@ -139,14 +139,24 @@ public final class Agent {
         var lastActivity: UInt64 = 0
         // How long the loop keeps polling after activity (topology `agent_poll_us`).
         let pollNanoseconds = UInt64(view.host.agentPollMicroseconds) * 1000
+        var events: [Epoll.Event] = []
+        events.reserveCapacity(256)
         while true {
-            let events: [Epoll.Event]
             // Polling (`agent_poll_us`): after activity, look again without sleeping for a
             // while, yielding the core to anyone runnable, so the next frame or message does
             // not pay a wake-up.
             let polling = pollNanoseconds > 0 && MonotonicClock.nanoseconds() &- lastActivity < pollNanoseconds
+            if let fabric, fabric.polling != polling {
+                // Entering: links drained from now on stay unarmed. Leaving: arm them all
+                // before sleeping, and drain any that filled meanwhile.
+                if polling { fabric.polling = true } else if fabric.stopPolling() { moreWork = true }
+            }
+            if polling, fabric?.pollLinks() == true {
+                lastActivity = MonotonicClock.nanoseconds()
+                moreWork = true
+            }
             do {
-                events = try loop.epoll.wait(timeoutMilliseconds: moreWork || polling ? 0 : nextTimeoutMilliseconds(), maxEvents: 256)
+                try loop.epoll.wait(timeoutMilliseconds: moreWork || polling ? 0 : nextTimeoutMilliseconds(), into: &events, maxEvents: 256)
             } catch {
                 throw .system(error, doing: "waiting for control events")
             }

@@ -82,10 +82,17 @@ final class Fabric {
     private var nextHealthRequest: UInt32 = 1
     /// Links with more to frame than one turn allowed.
     var readyLinks: Set<UInt32> = []
+    /// Whether the agent loop is polling (`agent_poll_us`): drained links then stay unarmed,
+    /// so their instances skip the doorbell, and each turn looks at their rings instead.
+    var polling = false
+    /// Links drained empty while polling, not armed: `pollLinks` looks at their rings.
+    var polledLinks: Set<UInt32> = []
     /// Channels with bytes still buffered after one turn.
     private var readyChannels: Set<UInt64> = []
     /// Channels with queued output.
     var dirty: Set<UInt64> = []
+    /// `dirty` as it was when `flushAll` began (kept to reuse its storage).
+    private var flushing: Set<UInt64> = []
     /// Links that received data this turn (credit to grant).
     var received: Set<UInt32> = []
     private var nextToken: UInt64 = 1
@@ -184,6 +191,29 @@ final class Fabric {
         received.removeAll(keepingCapacity: true)
         flushAll()
         return !readyLinks.isEmpty || !readyChannels.isEmpty
+    }
+
+    /// Moves the polled links that have records (or changed state) to the ready set. Returns
+    /// whether any had.
+    func pollLinks() -> Bool {
+        var found = false
+        for session in polledLinks where links[session]?.hasWork ?? true {
+            readyLinks.insert(session)
+            found = true
+        }
+        if found { polledLinks.subtract(readyLinks) }
+        return found
+    }
+
+    /// Leaves polling: arms every polled link's doorbell before the agent sleeps. Returns
+    /// whether one had records after all (drain it rather than sleep).
+    func stopPolling() -> Bool {
+        polling = false
+        for session in polledLinks {
+            if let link = links[session], !link.armForData() { readyLinks.insert(session) }
+        }
+        polledLinks.removeAll(keepingCapacity: true)
+        return !readyLinks.isEmpty
     }
 
     /// When the next tick is due (heartbeats, reconnects, deadlines), monotonic nanoseconds.
@@ -324,7 +354,12 @@ final class Fabric {
     /// Writes queued output on every dirty channel; watches for writability where the
     /// socket did not take everything.
     private func flushAll() {
-        for token in dirty {
+        guard !dirty.isEmpty else { return }
+        // Swap rather than filter: no set is allocated per turn. Channels still waiting for
+        // the socket to take more go back into `dirty`.
+        swap(&dirty, &flushing)
+        defer { flushing.removeAll(keepingCapacity: true) }
+        for token in flushing {
             guard let slot = slots[token] else { continue }
             let done: Bool
             do { done = try slot.channel.flush() } catch {
@@ -339,8 +374,8 @@ final class Fabric {
                 readyLinks.formUnion(slot.waitingLinks)
                 slot.waitingLinks.removeAll()
             }
+            if slot.watchingWritable { dirty.insert(token) }
         }
-        dirty = dirty.filter { slots[$0]?.watchingWritable ?? false }
     }
 
     /// Closes a channel; if it was part of a peer's fabric, that host is down.
@@ -633,6 +668,7 @@ final class Fabric {
         linksByToken[Self.tokenFlag | Self.dataKind | UInt64(link.session)] = nil
         linksByToken[Self.tokenFlag | Self.spaceKind | UInt64(link.session)] = nil
         readyLinks.remove(link.session)
+        polledLinks.remove(link.session)
         if let peer = peers[link.peerHost] { peer.creditStalls &+= link.creditStalls }
     }
 }

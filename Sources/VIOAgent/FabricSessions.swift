@@ -246,6 +246,8 @@ extension Fabric {
             let state = link.region.state
             if state.kind != .open && state.end == 0 {
                 instanceEnded(link, state)
+            } else if polling {
+                polledLinks.insert(link.session)
             } else if !link.armForData() {
                 readyLinks.insert(link.session)
             }
@@ -289,8 +291,8 @@ extension Fabric {
     }
 
     /// Grants the far agent the credit that became free (at least a quarter of the window,
-    /// or anything when `force`, with the delivered-message count); otherwise arms the space
-    /// doorbell so the instance's reads bring us back.
+    /// or anything when `force`, with the delivered-message count); otherwise, when the far
+    /// sender runs short, arms the space doorbell so the instance's reads bring us back.
     func grantCredit(_ link: RemoteLink, force: Bool = false) {
         guard link.isOpen, let slot = slot(for: link) else { return }
         while true {
@@ -307,6 +309,10 @@ extension Fabric {
                 send(header, bytes, on: slot)
                 return
             }
+            // Nothing worth a grant yet. While the far sender still holds half a window of
+            // credit (room for two largest frames), its next frame brings us back here: no
+            // need to have the instance ring on every read it makes.
+            if link.backlog.isEmpty && link.outstandingCredit >= link.window / 2 { return }
             if link.armForSpace() { return }
         }
     }

@@ -212,12 +212,15 @@ final class RemoteLink {
         return FrameHeader(type: .data, flags: flags, session: session, sequence: sendSequence)
     }
 
+    /// Whether ring 1 has records or the link's state changed (what a doorbell would say).
+    var hasWork: Bool { consumer.hasData || region.state.kind != .open }
+
     /// Sets ring 1's reader flag before the agent sleeps; false (not armed) when records or a
     /// state change are already there.
     func armForData() -> Bool {
         consumer.readerArmed.store(1, ordering: .sequentiallyConsistent)
         atomicMemoryFence(ordering: .sequentiallyConsistent)
-        if consumer.hasData || region.state.kind != .open {
+        if hasWork {
             consumer.readerArmed.store(0, ordering: .relaxed)
             return false
         }
@@ -348,9 +351,11 @@ final class RemoteLink {
     /// Credit that can be granted now: the window minus what is in the ring, in the backlog
     /// and still in flight.
     var grantable: Int {
-        let outstanding = Int(granted - creditUsed)
-        return window - producer.usedBytes - backlogBytes - outstanding
+        window - producer.usedBytes - backlogBytes - outstandingCredit
     }
+
+    /// Credit granted to the far agent and not yet used by its frames.
+    var outstandingCredit: Int { Int(granted - creditUsed) }
 
     /// Sets ring 0's writer flag so the instance rings when it frees space; false (not
     /// armed) when a quarter of the window is already grantable.

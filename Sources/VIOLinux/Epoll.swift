@@ -66,15 +66,24 @@ public struct Epoll: ~Copyable, Sendable {
 
     /// Waits up to `timeoutMilliseconds` (-1: forever) for events.
     public func wait(timeoutMilliseconds: Int32, maxEvents: Int = 64) throws(SystemError) -> [Event] {
-        var raw = [epoll_event](repeating: epoll_event(), count: maxEvents)
-        let n = try retryingSyscall("epoll_wait") {
-            epoll_wait(fd.rawValue, &raw, Int32(maxEvents), timeoutMilliseconds)
-        }
-        return raw[..<Int(n)].map { e in
-            Event(token: e.data.u64,
-                  readable: e.events & EPOLLIN.rawValue != 0,
-                  hangUp: e.events & (EPOLLHUP.rawValue | EPOLLRDHUP.rawValue | EPOLLERR.rawValue) != 0,
-                  writable: e.events & EPOLLOUT.rawValue != 0)
+        var events: [Event] = []
+        try wait(timeoutMilliseconds: timeoutMilliseconds, into: &events, maxEvents: maxEvents)
+        return events
+    }
+
+    /// Waits like `wait(timeoutMilliseconds:maxEvents:)`, replacing the contents of `events`:
+    /// a loop that waits often reuses one array instead of allocating one per call.
+    public func wait(timeoutMilliseconds: Int32, into events: inout [Event], maxEvents: Int = 64) throws(SystemError) {
+        events.removeAll(keepingCapacity: true)
+        let fd = self.fd.rawValue
+        try withUnsafeTemporaryAllocation(of: epoll_event.self, capacity: maxEvents) { raw throws(SystemError) in
+            let n = try retryingSyscall("epoll_wait") { epoll_wait(fd, raw.baseAddress, Int32(maxEvents), timeoutMilliseconds) }
+            for e in raw[..<Int(n)] {
+                events.append(Event(token: e.data.u64,
+                                    readable: e.events & EPOLLIN.rawValue != 0,
+                                    hangUp: e.events & (EPOLLHUP.rawValue | EPOLLRDHUP.rawValue | EPOLLERR.rawValue) != 0,
+                                    writable: e.events & EPOLLOUT.rawValue != 0))
+            }
         }
     }
 }

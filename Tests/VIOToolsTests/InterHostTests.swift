@@ -179,6 +179,20 @@ struct InterHostTests {
         let ping = try cluster.probe("alpha", ["ping", "--as", "a1", "--peer", "b1", "--count", "2000", "--warmup", "0", "--wait", "sleep"])
         #expect(ping.finish() == 0, "\(ping.output)")
         #expect(echo.finish() == 0)
+        // Gaps longer than the polling window: each message finds agents that stopped
+        // polling (links they had left unarmed must be armed again, or this hangs).
+        let echo2 = try cluster.probe("beta", ["echo", "--as", "b1", "--wait", "sleep"])
+        #expect(echo2.waitFor("attached"))
+        let gaps = try cluster.probe("alpha", ["ping", "--as", "a1", "--peer", "b1", "--count", "200", "--warmup", "0", "--wait", "sleep", "--idle-us", "1500"])
+        #expect(gaps.finish() == 0, "\(gaps.output)")
+        #expect(echo2.finish() == 0)
+        // A checksummed stream through polling agents: nothing lost, reordered or corrupted.
+        let verifier = try cluster.probe("beta", ["verify", "--as", "b1", "--count", "3000"])
+        #expect(verifier.waitFor("attached"))
+        let streamer = try cluster.probe("alpha", ["stream", "--as", "a1", "--peer", "b1", "--count", "3000", "--max-size", "65536"])
+        #expect(streamer.finish() == 0, "\(streamer.output)")
+        #expect(verifier.finish() == 0, "\(verifier.output)")
+        #expect(verifier.output.contains("verified 3000"), "\(verifier.output)")
         func cpuTicks(_ host: String) -> Int {
             let stat = Tools.contents("/proc/\(cluster.agents[host]!.process.processIdentifier)/stat")
             let fields = stat.split(separator: ")").last?.split(separator: " ") ?? []
