@@ -11,6 +11,10 @@
 #   fanout.{vio,vio_tls}.64links    8 instances per host, all 64 cross-host links streaming at
 #                                   once through the two agents (K = 2 channels)
 #   fanout.tcp.64conns              the same workload on 64 direct TCP connections
+#   xrtt.relay_c.{sleep,poll}.64,   the relay floor (Benchmarks/c/relay_floor.c): two instances,
+#   xbw.relay_c.65536               two relays, rings, doorbells and one TCP connection in C and
+#                                   nothing else; relays sleeping or polling; what any
+#                                   agent-relayed design costs here at the least
 # Needs root (network namespaces); prints "skipped" otherwise.
 set -euo pipefail
 bin="${1:?usage: bench-hosts.sh BIN_DIR RAW_FILE RUNS}"
@@ -33,6 +37,7 @@ record() { echo "$1 $2" >>"$raw"; }
 
 cc -O2 -Wall -Wextra -o "$work/socket_pingpong" "$root/Benchmarks/c/socket_pingpong.c"
 cc -O2 -Wall -Wextra -o "$work/tcp_fanout" "$root/Benchmarks/c/tcp_fanout.c" -lpthread
+cc -O2 -Wall -Wextra -o "$work/relay_floor" "$root/Benchmarks/c/relay_floor.c"
 
 # Eight instances per host, every a-instance linked to every b-instance: 64 cross-host links.
 # Two variants of the file: channels in plaintext, and TLS 1.3 (the default) with fresh keys.
@@ -124,6 +129,9 @@ for run in $(seq 1 "$runs"); do
     probe_pair xrtt.vio_poll.sleep.64 echo --as b1 --wait sleep --cpu 1 -- ping --as a1 --peer b1 --wait sleep --cpu 0 --count 20000
     stop_agents
   fi
+  record xrtt.relay_c.sleep.64 "$("$work/relay_floor" rtt 64 20000 "$prefix-h1" "$prefix-h2" 198.18.0.2 sleep)"
+  record xrtt.relay_c.poll.64 "$("$work/relay_floor" rtt 64 20000 "$prefix-h1" "$prefix-h2" 198.18.0.2 poll)"
+  record xbw.relay_c.65536 "$("$work/relay_floor" stream 65536 30000 "$prefix-h1" "$prefix-h2" 198.18.0.2 sleep | sed 's/^bw /rate /')"
   record xrtt.tcp.64 "$("$work/socket_pingpong" tcpns 64 20000 "$prefix-h2" "$prefix-h1" 198.18.0.2)"
   record xbw.tcp.65536 "$("$work/socket_pingpong" tcpns 65536 30000 "$prefix-h2" "$prefix-h1" 198.18.0.2 stream | sed 's/^bw /rate /')"
   record fanout.tcp.64conns "$("$work/tcp_fanout" "$prefix-h2" "$prefix-h1" 198.18.0.2 64 16384 5 | sed 's/cpu_s=/app_cpu_s=/')"

@@ -178,6 +178,10 @@ for kind, unit in (("xrtt", "sleep.64"), ("xbw", "65536"), ("fanout", "64links")
     a, b = f"{kind}.vio_tls.{unit}", f"{kind}.vio.{unit}"
     if a in by and b in by:
         print(f"{a:32} encrypted / plaintext: {by[a]['value'] / by[b]['value']:.2f}x")
+for a, b in (("xrtt.vio.sleep.64", "xrtt.relay_c.sleep.64"), ("xrtt.vio_poll.sleep.64", "xrtt.relay_c.poll.64"),
+             ("xbw.vio.65536", "xbw.relay_c.65536")):
+    if a in by and b in by:
+        print(f"{a:32} vs the relay floor ({b}): {by[a]['value'] / by[b]['value']:.2f}x")
 for r in records:
     if r["name"].startswith("fanout."):
         print(f"{r['name']:32} sockets per host {r['sockets_per_host']}, app CPU {r['app_cpu_s']:.2f} s, "

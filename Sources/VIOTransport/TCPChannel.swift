@@ -180,6 +180,7 @@ public final class TCPChannel: FabricChannel {
                         _ body: (FrameHeader, UnsafeRawBufferPointer) -> Bool) throws(ChannelError) -> Bool {
         if case .undecided = security, try !decideSecurity() { return false }
         var read = 0
+        drained = false
         while true {
             if let p = placing {
                 // A payload being read straight into its place.
@@ -190,6 +191,7 @@ public final class TCPChannel: FabricChannel {
                     continue
                 }
                 if read >= budget { return true }
+                if drained { return false }
                 let rest = UnsafeMutableRawBufferPointer(rebasing: p.placement.destination[p.filled...])
                 guard let n = try readSome(into: rest) else { return false }
                 if n == 0 { throw .closedByPeer }
@@ -225,11 +227,17 @@ public final class TCPChannel: FabricChannel {
                 throw .protocolViolation("\(error)")
             }
             if read >= budget { return true }
+            if drained { return false }
             guard let n = try readSome() else { return false }
             if n == 0 { throw .closedByPeer }
             read += n
         }
     }
+
+    /// A plaintext read returned less than it was offered: the socket had nothing more, so
+    /// reading again now would only return EAGAIN (epoll reports anything that arrives
+    /// later). Not for TLS, whose session may hold decrypted bytes the socket no longer shows.
+    private var drained = false
 
     /// A frame being received in place: its header, where its payload goes, bytes there so far.
     private var placing: (header: FrameHeader, placement: PayloadPlacement, filled: Int)?
@@ -259,6 +267,7 @@ public final class TCPChannel: FabricChannel {
             return nil
         case .plaintext:
             do { n = try socket.read(into: buffer) } catch { throw .system(error) }
+            if let n, n > 0, n < buffer.count { drained = true }
         case .tls(let session, _):
             do {
                 switch try session.read(into: buffer) {

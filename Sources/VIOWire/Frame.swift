@@ -73,6 +73,30 @@ public struct FrameHeader: Sendable, Equatable {
 
     /// Reads a header, rejecting an unknown version or type, unknown flags, or a length over
     /// the maximum, so a bad peer can never make the reader allocate or wait for gigabytes.
+    /// Decodes the header at the start of `raw` (at least ``size`` bytes) in place: the
+    /// fabric's receive path decodes one per frame and must not allocate for it.
+    public init(decoding raw: UnsafeRawBufferPointer) throws(DecodeError) {
+        precondition(raw.count >= Self.size, "a frame header is \(Self.size) bytes")
+        let version = raw[0]
+        guard version == Self.version else {
+            throw .invalid(field: "frame version", value: "\(version) (this agent speaks \(Self.version))")
+        }
+        guard let type = FrameType(rawValue: raw[1]) else { throw .invalid(field: "frame type", value: "\(raw[1])") }
+        let rawFlags = UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: 2, as: UInt16.self))
+        guard rawFlags & ~FrameFlags.all.rawValue == 0 else { throw .invalid(field: "frame flags", value: "\(rawFlags)") }
+        let length = UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 12, as: UInt32.self))
+        guard length <= UInt32(Self.maximumPayload) else {
+            throw .invalid(field: "frame length", value: "\(length) (maximum \(Self.maximumPayload))")
+        }
+        self.type = type
+        flags = FrameFlags(rawValue: rawFlags)
+        session = UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 4, as: UInt32.self))
+        destination = UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 8, as: UInt32.self))
+        self.length = length
+        sequence = UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 16, as: UInt32.self))
+        credit = UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 20, as: UInt32.self))
+    }
+
     public init(from r: inout ByteReader) throws(DecodeError) {
         let version = try r.read(UInt8.self)
         guard version == Self.version else {
@@ -164,10 +188,12 @@ public struct Frame: Sendable, Equatable {
 /// A malformed header is an error for the whole channel: after it, nothing more is decoded
 /// (the agent drops that channel and keeps serving the others).
 public struct FrameDecoder: Sendable {
-    private var storage: [UInt8]
-    private var start = 0
-    private var end = 0
-    private var failure: DecodeError?
+    // Internal and inlinable where the channel's per-frame calls go through, so those
+    // generic calls are specialized in the caller (no runtime generics per frame).
+    @usableFromInline var storage: [UInt8]
+    @usableFromInline var start = 0
+    @usableFromInline var end = 0
+    @usableFromInline var failure: DecodeError?
     /// Bytes ``fill(_:)`` offers the reader at least.
     public static let readChunk = 256 * 1024
 
@@ -186,6 +212,7 @@ public struct FrameDecoder: Sendable {
 
     /// Lets `read` write into the free space (at least ``readChunk`` bytes); it returns how
     /// many bytes it wrote, or nil. Returns what `read` returned.
+    @inlinable
     public mutating func fill<E: Error>(_ read: (UnsafeMutableRawBufferPointer) throws(E) -> Int?) throws(E) -> Int? {
         makeRoom(Self.readChunk)
         let at = end
@@ -198,7 +225,8 @@ public struct FrameDecoder: Sendable {
     }
 
     /// Makes `count` bytes free after `end`, moving pending bytes to the front or growing.
-    private mutating func makeRoom(_ count: Int) {
+    @usableFromInline
+    mutating func makeRoom(_ count: Int) {
         if start == end { start = 0; end = 0 }
         if storage.count - end >= count { return }
         if start > 0 {
@@ -217,6 +245,7 @@ public struct FrameDecoder: Sendable {
     /// Passes the next whole frame to `body` (the payload is valid only during the call) and
     /// returns its result; `nil` when more bytes are needed. Throws on a malformed header
     /// (and on every call after it).
+    @inlinable
     public mutating func nextFrame<R>(_ body: (FrameHeader, UnsafeRawBufferPointer) -> R) throws(DecodeError) -> R? {
         guard let header = try headerAtStart() else { return nil }
         let total = FrameHeader.size + Int(header.length)
@@ -233,13 +262,20 @@ public struct FrameDecoder: Sendable {
 
     /// The header at the front of the buffer, nil if incomplete; a malformed one fails the
     /// decoder for good.
-    private mutating func headerAtStart() throws(DecodeError) -> FrameHeader? {
+    @usableFromInline
+    mutating func headerAtStart() throws(DecodeError) -> FrameHeader? {
         if let failure { throw failure }
         guard end - start >= FrameHeader.size else { return nil }
-        do {
-            var r = ByteReader(Array(storage[start..<(start + FrameHeader.size)]))
-            return try FrameHeader(from: &r)
-        } catch {
+        let at = start
+        // withUnsafeBytes rethrows untyped errors; carry the typed one in a Result.
+        let decoded = storage.withUnsafeBytes { raw in
+            Result { () throws(DecodeError) in
+                try FrameHeader(decoding: UnsafeRawBufferPointer(rebasing: raw[at..<(at + FrameHeader.size)]))
+            }
+        }
+        switch decoded {
+        case .success(let header): return header
+        case .failure(let error):
             failure = error
             throw error
         }
@@ -268,6 +304,7 @@ public struct FrameDecoder: Sendable {
 
     /// Like ``fill(_:)``, but offers `read` at most `limit` bytes: a receiver that places large
     /// payloads directly reads little past the next header.
+    @inlinable
     public mutating func fill<E: Error>(limit: Int, _ read: (UnsafeMutableRawBufferPointer) throws(E) -> Int?) throws(E) -> Int? {
         try fill { buffer throws(E) in try read(UnsafeMutableRawBufferPointer(rebasing: buffer.prefix(limit))) }
     }

@@ -89,6 +89,23 @@ struct FrameTests {
             }
         }
     }
+
+    /// The in-place header decoding (the receive path's) accepts and refuses exactly what the
+    /// field-by-field reader does, with the same values and errors.
+    @Test func inPlaceHeaderDecodingAgreesWithTheReader() {
+        var rng = SystemRandomNumberGenerator()
+        let valid = Self.samples.map { Array($0.encoded().prefix(FrameHeader.size)) }
+        for round in 0..<5000 {
+            var bytes = valid[round % valid.count]
+            for _ in 0..<Int.random(in: 0...3, using: &rng) {
+                bytes[Int.random(in: 0..<bytes.count, using: &rng)] = UInt8.random(in: 0...255, using: &rng)
+            }
+            var reader = ByteReader(bytes)
+            let expected = Result { () throws(DecodeError) in try FrameHeader(from: &reader) }
+            let actual = bytes.withUnsafeBytes { raw in Result { () throws(DecodeError) in try FrameHeader(decoding: raw) } }
+            #expect(actual == expected, "\(bytes)")
+        }
+    }
 }
 
 struct SessionStateMachineTests {
