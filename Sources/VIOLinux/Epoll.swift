@@ -7,8 +7,9 @@ import Glibc
 
 /// Readiness events from epoll(7), for the agent's control-plane loop.
 ///
-/// The agent's control plane waits on a handful of sockets, pidfds and a signalfd; epoll is
-/// the simplest correct tool for that. The data path never goes through it.
+/// The agent waits on its control sockets, pidfds, a signalfd, its fabric channels and the
+/// doorbells of cross-host links; epoll is the simplest correct tool for that. Links between
+/// instances on one host never go through it.
 public struct Epoll: ~Copyable, Sendable {
     /// What happened to a registered descriptor.
     public struct Event: Sendable {
