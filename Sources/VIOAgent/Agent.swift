@@ -145,14 +145,15 @@ public final class Agent {
             // Polling (`agent_poll_us`): after activity, look again without sleeping for a
             // while, yielding the core to anyone runnable, so the next frame or message does
             // not pay a wake-up.
-            let polling = pollNanoseconds > 0 && MonotonicClock.nanoseconds() &- lastActivity < pollNanoseconds
+            let now = MonotonicClock.nanoseconds()
+            let polling = pollNanoseconds > 0 && now &- lastActivity < pollNanoseconds
             if let fabric, fabric.polling != polling {
                 // Entering: links drained from now on stay unarmed. Leaving: arm them all
                 // before sleeping, and drain any that filled meanwhile.
                 if polling { fabric.polling = true } else if fabric.stopPolling() { moreWork = true }
             }
             if polling, fabric?.pollLinks() == true {
-                lastActivity = MonotonicClock.nanoseconds()
+                lastActivity = now
                 moreWork = true
             }
             do {
@@ -448,6 +449,7 @@ public final class Agent {
     }
 
     private func expirePendingOpens() {
+        guard !pendingOpens.isEmpty else { return }  // every turn: no clock read for nothing
         let now = MonotonicClock.nanoseconds()
         let expired = pendingOpens.filter { $0.deadline <= now }
         pendingOpens.removeAll { $0.deadline <= now }

@@ -209,11 +209,15 @@ final class Fabric {
     /// whether one had records after all (drain it rather than sleep).
     func stopPolling() -> Bool {
         polling = false
+        var found = false
         for session in polledLinks {
-            if let link = links[session], !link.armForData() { readyLinks.insert(session) }
+            if let link = links[session], !link.armForData() {
+                readyLinks.insert(session)
+                found = true
+            }
         }
         polledLinks.removeAll(keepingCapacity: true)
-        return !readyLinks.isEmpty
+        return found
     }
 
     /// When the next tick is due (heartbeats, reconnects, deadlines), monotonic nanoseconds.

@@ -71,9 +71,9 @@ public struct FrameHeader: Sendable, Equatable {
         p.storeBytes(of: credit.littleEndian, toByteOffset: 20, as: UInt32.self)
     }
 
-    /// Reads a header, rejecting an unknown version or type, unknown flags, or a length over
-    /// the maximum, so a bad peer can never make the reader allocate or wait for gigabytes.
-    /// Decodes the header at the start of `raw` (at least ``size`` bytes) in place: the
+    /// Decodes the header at the start of `raw` (at least ``size`` bytes) in place, rejecting
+    /// an unknown version or type, unknown flags, or a length over the maximum, so a bad peer
+    /// can never make the reader allocate or wait for gigabytes. In place because the
     /// fabric's receive path decodes one per frame and must not allocate for it.
     public init(decoding raw: UnsafeRawBufferPointer) throws(DecodeError) {
         precondition(raw.count >= Self.size, "a frame header is \(Self.size) bytes")
@@ -97,25 +97,12 @@ public struct FrameHeader: Sendable, Equatable {
         credit = UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 20, as: UInt32.self))
     }
 
+    /// Reads a header from `r`, with the checks of ``init(decoding:)``.
     public init(from r: inout ByteReader) throws(DecodeError) {
-        let version = try r.read(UInt8.self)
-        guard version == Self.version else {
-            throw .invalid(field: "frame version", value: "\(version) (this agent speaks \(Self.version))")
-        }
-        let rawType = try r.read(UInt8.self)
-        guard let type = FrameType(rawValue: rawType) else { throw .invalid(field: "frame type", value: "\(rawType)") }
-        let rawFlags = try r.read(UInt16.self)
-        guard rawFlags & ~FrameFlags.all.rawValue == 0 else { throw .invalid(field: "frame flags", value: "\(rawFlags)") }
-        self.type = type
-        flags = FrameFlags(rawValue: rawFlags)
-        session = try r.read()
-        destination = try r.read()
-        length = try r.read()
-        guard length <= UInt32(Self.maximumPayload) else {
-            throw .invalid(field: "frame length", value: "\(length) (maximum \(Self.maximumPayload))")
-        }
-        sequence = try r.read()
-        credit = try r.read()
+        let bytes = try r.readBytes(Self.size)
+        self = try bytes.withUnsafeBytes { raw in
+            Result { () throws(DecodeError) in try FrameHeader(decoding: raw) }
+        }.get()
     }
 }
 
