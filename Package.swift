@@ -106,6 +106,7 @@ let package = Package(
         .testTarget(name: "VIOWireTests", dependencies: ["VIOWire"]),
         .testTarget(name: "VIOSharedMemoryTests", dependencies: ["VIOSharedMemory", "VIOLinux"]),
         .testTarget(name: "VIOLinuxTests", dependencies: ["VIOLinux", "CIBVerbs", "VIOTransport"]),
+        .testTarget(name: "VIOAgentTests", dependencies: ["VIOAgent"]),
         .testTarget(name: "VIOToolsTests", dependencies: ["VIO", "VIOLinux", "VIOWire"],
                     exclude: ["C"]),
     ]

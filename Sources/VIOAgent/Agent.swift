@@ -139,13 +139,14 @@ public final class Agent {
         var lastActivity: UInt64 = 0
         // How long the loop keeps polling after activity (topology `agent_poll_us`).
         let pollNanoseconds = UInt64(view.host.agentPollMicroseconds) * 1000
-        var events: [Epoll.Event] = []
-        events.reserveCapacity(256)
+        var events = Epoll.EventBuffer(capacity: 256)
+        // One clock reading per turn: taken after a wait that may have slept, after a yield,
+        // and at the end of a turn with events (which also times the turn).
+        var now = MonotonicClock.nanoseconds()
         while true {
             // Polling (`agent_poll_us`): after activity, look again without sleeping for a
             // while, yielding the core to anyone runnable, so the next frame or message does
             // not pay a wake-up.
-            let now = MonotonicClock.nanoseconds()
             let polling = pollNanoseconds > 0 && now &- lastActivity < pollNanoseconds
             if let fabric, fabric.polling != polling {
                 // Entering: links drained from now on stay unarmed. Leaving: arm them all
@@ -156,23 +157,25 @@ public final class Agent {
                 lastActivity = now
                 moreWork = true
             }
+            let timeout = moreWork || polling ? 0 : nextTimeoutMilliseconds(now: now)
             do {
-                try loop.epoll.wait(timeoutMilliseconds: moreWork || polling ? 0 : nextTimeoutMilliseconds(), into: &events, maxEvents: 256)
+                try loop.epoll.wait(timeoutMilliseconds: timeout, into: &events)
             } catch {
                 throw .system(error, doing: "waiting for control events")
             }
+            if timeout != 0 { now = MonotonicClock.nanoseconds() }
             if events.isEmpty && polling && !moreWork {
                 sched_yield()
+                now = MonotonicClock.nanoseconds()
+                fabric?.now = now
                 moreWork = fabric?.finishTurn() ?? false
                 continue
             }
-            let turnStart = MonotonicClock.nanoseconds()
-            if !events.isEmpty { lastActivity = turnStart }
-            defer {
-                let took = MonotonicClock.nanoseconds() - turnStart
-                if took > 200_000_000 { logger.warning("slow agent turn", metadata: ["ms": "\(took / 1_000_000)", "events": "\(events.count)"]) }
-            }
-            for event in events {
+            let turnStart = now
+            fabric?.now = now
+            if !events.isEmpty { lastActivity = now }
+            for index in 0..<events.count {
+                let event = events[index]
                 switch event.token {
                 case let token where token & Fabric.tokenFlag != 0: fabric?.handle(event)
                 case Self.listenerToken: acceptAll()
@@ -191,6 +194,10 @@ public final class Agent {
             }
             expirePendingOpens()
             moreWork = fabric?.finishTurn() ?? false
+            now = MonotonicClock.nanoseconds()
+            if now &- turnStart > 200_000_000 {
+                logger.warning("slow agent turn", metadata: ["ms": "\((now &- turnStart) / 1_000_000)", "events": "\(events.count)"])
+            }
         }
     }
 
@@ -443,9 +450,10 @@ public final class Agent {
 
     // MARK: Timers
 
-    private func nextTimeoutMilliseconds() -> Int32 {
+    /// Milliseconds from `now` to the next deadline (rounded up; -1: none).
+    private func nextTimeoutMilliseconds(now: UInt64) -> Int32 {
         let opens = pendingOpens.map(\.deadline).min() ?? .max
-        return Deadline(nanoseconds: min(opens, fabric?.nextTimeoutNanoseconds() ?? .max)).remainingMilliseconds
+        return Deadline(nanoseconds: min(opens, fabric?.nextTimeoutNanoseconds() ?? .max)).remainingMilliseconds(at: now)
     }
 
     private func expirePendingOpens() {

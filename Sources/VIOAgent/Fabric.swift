@@ -71,8 +71,7 @@ final class Fabric {
     private var listener: Listener?
     var peers: [String: FabricPeer] = [:]
     var slots: [UInt64: ChannelSlot] = [:]
-    var links: [UInt32: RemoteLink] = [:]
-    var linksByToken: [UInt64: RemoteLink] = [:]
+    var links: SessionTable<RemoteLink>
     /// OPEN_LINKs waiting for their peer host's channels to come up.
     var waitingForHost: [PendingRemoteOpen] = []
     /// SESSION starts waiting for a local instance to attach.
@@ -80,24 +79,25 @@ final class Fabric {
     /// `vioctl health` requests in flight, by request number.
     var healthRequests: [UInt32: (connection: UInt64, peer: String, deadline: UInt64)] = [:]
     private var nextHealthRequest: UInt32 = 1
-    /// Links with more to frame than one turn allowed.
-    var readyLinks: Set<UInt32> = []
+    /// Links with more to frame now (a doorbell rang, or one turn's budget ran out).
+    var readyLinks = WorkList<RemoteLink>(.ready)
     /// Whether the agent loop is polling (`agent_poll_us`): drained links then stay unarmed,
     /// so their instances skip the doorbell, and each turn looks at their rings instead.
     var polling = false
     /// Links drained empty while polling, not armed: `pollLinks` looks at their rings.
-    var polledLinks: Set<UInt32> = []
+    var polledLinks = WorkList<RemoteLink>(.polled)
     /// Channels with bytes still buffered after one turn.
-    private var readyChannels: Set<UInt64> = []
+    private var unreadChannels = WorkList<ChannelSlot>(.unread)
     /// Channels with queued output.
-    var dirty: Set<UInt64> = []
-    /// `dirty` as it was when `flushAll` began (kept to reuse its storage).
-    private var flushing: Set<UInt64> = []
+    var dirty = WorkList<ChannelSlot>(.dirty)
     /// Links that received data this turn (credit to grant).
-    var received: Set<UInt32> = []
+    var received = WorkList<RemoteLink>(.received)
     private var nextToken: UInt64 = 1
     var nextLinkID: UInt64 = 1 << 40
     private var nextTick: UInt64 = 0
+    /// The agent loop's clock reading for the current turn (monotonic nanoseconds): what
+    /// channel activity is stamped with, so the data path reads the clock once per turn.
+    var now: UInt64 = 0
 
     struct PendingRemoteOpen {
         var instance: String
@@ -125,6 +125,7 @@ final class Fabric {
             p.security == .tls ? p.host.key.map { (p.host.name, $0.bytes) } : nil
         }
         acceptsPlaintext = accepting.contains { $0.security == .plaintext }
+        links = SessionTable(largest: view.links.map { Int($0.session) }.max() ?? 0)
         rekey = TCPChannel.RekeyPolicy(bytes: UInt64(topology.defaults.rekeyAfter.bytes),
                                        nanoseconds: UInt64(topology.defaults.rekeyIntervalSeconds) * 1_000_000_000)
         fingerprint = TopologyFingerprint.of(topology.fabricIdentity)
@@ -144,6 +145,7 @@ final class Fabric {
             logger.info("fabric listening", metadata: ["address": "\(address)"])
         }
         nextTick = MonotonicClock.nanoseconds()
+        now = nextTick
     }
 
     var isEmpty: Bool { peers.isEmpty }
@@ -158,11 +160,11 @@ final class Fabric {
             guard let slot = slots[event.token] else { return }
             channelEvent(slot, event)
         case Self.dataKind:
-            guard let link = linksByToken[event.token] else { return }
+            guard let link = links[UInt32(truncatingIfNeeded: event.token)] else { return }
             EventDescriptor.drain(link.data1.rawValue)
             drainLink(link)
         case Self.spaceKind:
-            guard let link = linksByToken[event.token] else { return }
+            guard let link = links[UInt32(truncatingIfNeeded: event.token)] else { return }
             EventDescriptor.drain(link.space1.rawValue)
             spaceFreed(link)
         default: break
@@ -172,37 +174,40 @@ final class Fabric {
     /// Work left after a batch of events: continue budget-limited links and channels, grant
     /// credit, and write everything queued. Returns whether more work is ready now.
     func finishTurn() -> Bool {
-        let now = MonotonicClock.nanoseconds()
         if now >= nextTick {
             tick(now)
             nextTick = now + heartbeatNanoseconds / 4
         }
-        for token in readyChannels {
-            readyChannels.remove(token)
-            if let slot = slots[token] { receive(on: slot) }
+        // Items on a taken list may have closed since they were added: `isLive` says.
+        if !unreadChannels.isEmpty {
+            let unread = unreadChannels.take()
+            for slot in unread where slot.isLive { receive(on: slot) }
+            unreadChannels.recycle(unread)
         }
-        for session in readyLinks {
-            readyLinks.remove(session)
-            if let link = links[session] { drainLink(link) }
+        if !readyLinks.isEmpty {
+            let ready = readyLinks.take()
+            for link in ready where link.isRegistered { drainLink(link) }
+            readyLinks.recycle(ready)
         }
-        for session in received {
-            if let link = links[session] { grantCredit(link) }
+        if !received.isEmpty {
+            let credited = received.take()
+            for link in credited where link.isRegistered { grantCredit(link) }
+            received.recycle(credited)
         }
-        received.removeAll(keepingCapacity: true)
         flushAll()
-        return !readyLinks.isEmpty || !readyChannels.isEmpty
+        return !readyLinks.isEmpty || !unreadChannels.isEmpty
     }
 
-    /// Moves the polled links that have records (or changed state) to the ready set. Returns
-    /// whether any had.
+    /// Moves the polled links that have records (or changed state) to the ready list.
+    /// Returns whether any had.
     func pollLinks() -> Bool {
-        var found = false
-        for session in polledLinks where links[session]?.hasWork ?? true {
-            readyLinks.insert(session)
-            found = true
+        guard polledLinks.items.contains(where: { $0.hasWork }) else { return false }
+        let polled = polledLinks.take()
+        for link in polled where link.isRegistered {
+            if link.hasWork { readyLinks.insert(link) } else { polledLinks.insert(link) }
         }
-        if found { polledLinks.subtract(readyLinks) }
-        return found
+        polledLinks.recycle(polled)
+        return true
     }
 
     /// Leaves polling: arms every polled link's doorbell before the agent sleeps. Returns
@@ -210,13 +215,12 @@ final class Fabric {
     func stopPolling() -> Bool {
         polling = false
         var found = false
-        for session in polledLinks {
-            if let link = links[session], !link.armForData() {
-                readyLinks.insert(session)
-                found = true
-            }
+        let polled = polledLinks.take()
+        for link in polled where link.isRegistered && !link.armForData() {
+            readyLinks.insert(link)
+            found = true
         }
-        polledLinks.removeAll(keepingCapacity: true)
+        polledLinks.recycle(polled)
         return found
     }
 
@@ -234,21 +238,21 @@ final class Fabric {
             }
             sendHello(slot)
         }
-        if event.writable { dirty.insert(slot.token) }
+        if event.writable { dirty.insert(slot) }
         if event.readable || event.hangUp { receive(on: slot) }
     }
 
     private func receive(on slot: ChannelSlot) {
-        guard slots[slot.token] != nil else { return }
+        guard slot.isLive else { return }
         var violation: String?
         do {
             let more = try slot.channel.receive(budget: Self.receiveBudget, place: { header in
                 placement(for: header, on: slot)
             }) { header, payload in
-                slot.lastReceived = MonotonicClock.nanoseconds()
+                slot.lastReceived = now
                 do throws(ProtocolViolation) {
                     try handleFrame(header, payload, on: slot)
-                    return slots[slot.token] != nil
+                    return slot.isLive
                 } catch {
                     violation = error.description
                     return false
@@ -259,20 +263,20 @@ final class Fabric {
                 slot.channel.enqueue(FrameHeader(type: .control), bytes: Array("closing the channel: \(violation)".utf8))
                 _ = try? slot.channel.flush()
                 dropChannel(slot, reason: violation)
-            } else if more, slots[slot.token] != nil {
-                readyChannels.insert(slot.token)
+            } else if more, slot.isLive {
+                unreadChannels.insert(slot)
             }
         } catch {
             dropChannel(slot, reason: "\(error)")
         }
         // Output that waited for the peer's handshake bytes can go now.
-        if slots[slot.token] != nil, slot.channel.queuedBytes > 0 { dirty.insert(slot.token) }
+        if slot.isLive, slot.channel.queuedBytes > 0 { dirty.insert(slot) }
     }
 
     /// Where a large DATA frame's payload can be read straight into its link's ring.
     private func placement(for header: FrameHeader, on slot: ChannelSlot) -> PayloadPlacement? {
         guard header.type == .data, let peer = slot.peer, slot.ready, let link = links[header.session],
-              link.peerHost == peer.name, link.channel == slot.index, let destination = link.placement(for: header)
+              link.host === peer, link.channel == slot.index, let destination = link.placement(for: header)
         else { return nil }
         return PayloadPlacement(destination: destination, owner: link)
     }
@@ -345,13 +349,14 @@ final class Fabric {
     /// Queues a frame on a channel (written at the end of the turn).
     func send(_ header: FrameHeader, _ payload: [UInt8] = [], on slot: ChannelSlot) {
         slot.channel.enqueue(header, bytes: payload)
-        slot.lastSent = MonotonicClock.nanoseconds()
-        dirty.insert(slot.token)
+        slot.lastSent = now
+        dirty.insert(slot)
     }
 
     /// The ready channel a session uses, if its peer host is up.
     func slot(for link: RemoteLink) -> ChannelSlot? {
-        guard let peer = peers[link.peerHost], peer.isUp, let slot = peer.slots[link.channel], slot.ready else { return nil }
+        let peer = link.host
+        guard peer.isUp, let slot = peer.slots[link.channel], slot.ready else { return nil }
         return slot
     }
 
@@ -359,12 +364,10 @@ final class Fabric {
     /// socket did not take everything.
     private func flushAll() {
         guard !dirty.isEmpty else { return }
-        // Swap rather than filter: no set is allocated per turn. Channels still waiting for
-        // the socket to take more go back into `dirty`.
-        swap(&dirty, &flushing)
-        defer { flushing.removeAll(keepingCapacity: true) }
-        for token in flushing {
-            guard let slot = slots[token] else { continue }
+        // Channels still waiting for the socket to take more go back on `dirty`.
+        let flushing = dirty.take()
+        defer { dirty.recycle(flushing) }
+        for slot in flushing where slot.isLive {
             let done: Bool
             do { done = try slot.channel.flush() } catch {
                 dropChannel(slot, reason: "\(error)")
@@ -375,19 +378,20 @@ final class Fabric {
                 try? loop.epoll.modify(slot.channel.descriptor, token: slot.token, writable: !done)
             }
             if slot.channel.queuedBytes < Self.outputHighWater / 2, !slot.waitingLinks.isEmpty {
-                readyLinks.formUnion(slot.waitingLinks)
+                for link in slot.waitingLinks where link.isRegistered { readyLinks.insert(link) }
                 slot.waitingLinks.removeAll()
             }
-            if slot.watchingWritable { dirty.insert(token) }
+            if slot.watchingWritable { dirty.insert(slot) }
         }
     }
 
     /// Closes a channel; if it was part of a peer's fabric, that host is down.
     func dropChannel(_ slot: ChannelSlot, reason: String) {
         guard slots.removeValue(forKey: slot.token) != nil else { return }
+        slot.isLive = false
         loop.epoll.remove(slot.channel.descriptor)
-        dirty.remove(slot.token)
-        readyChannels.remove(slot.token)
+        dirty.remove(slot)
+        unreadChannels.remove(slot)
         guard let peer = slot.peer, slot.index >= 0, peer.slots[slot.index] === slot else {
             logger.warning("fabric connection dropped", metadata: ["from": "\(slot.channel.peerDescription)", "reason": "\(reason)"])
             return
@@ -408,15 +412,17 @@ final class Fabric {
         for case let slot? in peer.slots {
             peer.retire(slot)
             slots.removeValue(forKey: slot.token)
+            slot.isLive = false
             loop.epoll.remove(slot.channel.descriptor)
-            dirty.remove(slot.token)
+            dirty.remove(slot)
+            unreadChannels.remove(slot)
         }
         peer.slots = Array(repeating: nil, count: peer.channelCount)
         let now = MonotonicClock.nanoseconds()
         if peer.dials {
             for index in 0..<peer.channelCount { scheduleRedial(peer, index: index, now: now) }
         }
-        let affected = links.values.filter { $0.peerHost == peer.name }
+        let affected = links.values.filter { $0.host === peer }
         for link in affected { linkHostDown(link) }
         waitingForInstance.removeAll { $0.peer == peer.name }
         for (id, request) in healthRequests where request.peer == peer.name {
@@ -437,17 +443,17 @@ final class Fabric {
         guard let peer = slot.peer else { return }
         switch header.type {
         case .data:
-            guard let link = links[header.session], link.peerHost == peer.name else {
+            guard let link = links[header.session], link.host === peer else {
                 return try unknownSession(header, from: peer)
             }
             guard link.isOpen else { throw ProtocolViolation("data for session \(header.session) before it was accepted") }
-            guard header.destination == instanceIDs[link.instance] else {
+            guard header.destination == link.localID else {
                 throw ProtocolViolation("session \(header.session) carries destination \(header.destination)")
             }
             try link.receive(header, payload)
-            received.insert(link.session)
+            received.insert(link)
         case .acknowledgement:
-            guard let link = links[header.session], link.peerHost == peer.name else {
+            guard let link = links[header.session], link.host === peer else {
                 return try unknownSession(header, from: peer)
             }
             try acknowledged(link, header, Array(payload))
@@ -633,9 +639,9 @@ final class Fabric {
             s.rttMicroseconds = peer.rttMicroseconds
             s.bytesSent = totals.bytesSent; s.bytesReceived = totals.bytesReceived
             s.framesSent = totals.framesSent; s.framesReceived = totals.framesReceived
-            s.creditStalls = peer.creditStalls + links.values.filter { $0.peerHost == peer.name }.reduce(0) { $0 + $1.creditStalls }
+            s.creditStalls = peer.creditStalls + links.values.filter { $0.host === peer }.reduce(0) { $0 + $1.creditStalls }
             s.reconnects = peer.reconnects
-            s.linksOpen = UInt32(links.values.filter { $0.peerHost == peer.name && $0.isOpen }.count)
+            s.linksOpen = UInt32(links.values.filter { $0.host === peer && $0.isOpen }.count)
             s.lastError = peer.lastError
             s.keyUpdates = totals.keyUpdates
             let live = peer.slots.compactMap { $0 }.filter(\.ready)
@@ -660,8 +666,7 @@ final class Fabric {
         try loop.epoll.add(link.data1.rawValue, token: data)
         try loop.epoll.add(link.space1.rawValue, token: space)
         links[link.session] = link
-        linksByToken[data] = link
-        linksByToken[space] = link
+        link.isRegistered = true
     }
 
     func unregister(_ link: RemoteLink) {
@@ -669,10 +674,10 @@ final class Fabric {
         loop.epoll.remove(link.data1.rawValue)
         loop.epoll.remove(link.space1.rawValue)
         links[link.session] = nil
-        linksByToken[Self.tokenFlag | Self.dataKind | UInt64(link.session)] = nil
-        linksByToken[Self.tokenFlag | Self.spaceKind | UInt64(link.session)] = nil
-        readyLinks.remove(link.session)
-        polledLinks.remove(link.session)
-        if let peer = peers[link.peerHost] { peer.creditStalls &+= link.creditStalls }
+        link.isRegistered = false
+        readyLinks.remove(link)
+        polledLinks.remove(link)
+        received.remove(link)
+        link.host.creditStalls &+= link.creditStalls
     }
 }

@@ -4,7 +4,7 @@ import VIOTransport
 import VIOWire
 
 /// One physical channel as the fabric tracks it.
-final class ChannelSlot {
+final class ChannelSlot: WorkListed {
     let token: UInt64
     let channel: any FabricChannel
     /// The peer host, once known (an accepted channel learns it from HELLO).
@@ -20,7 +20,10 @@ final class ChannelSlot {
     var lastReceived: UInt64
     var lastSent: UInt64
     /// Links waiting for this channel's output to drain before they may queue more.
-    var waitingLinks: Set<UInt32> = []
+    var waitingLinks: [RemoteLink] = []
+    /// Still one of the fabric's channels (false once dropped).
+    var isLive = true
+    var lists: WorkLists = []
 
     init(token: UInt64, channel: any FabricChannel, peer: FabricPeer?, index: Int, now: UInt64) {
         self.token = token

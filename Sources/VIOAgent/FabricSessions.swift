@@ -60,7 +60,8 @@ extension Fabric {
 
     private func makeLink(_ declared: ResolvedLink, peer: FabricPeer, phase: RemoteLink.Phase) throws(SystemError) -> RemoteLink {
         let node = delegate?.fabricAttachment(of: declared.localEnd).numaNode ?? 0
-        let link = try RemoteLink(id: nextLinkID, declared: declared, peerHost: peer.name,
+        let link = try RemoteLink(id: nextLinkID, declared: declared, host: peer,
+                                  ids: (instanceIDs[declared.localEnd] ?? 0, instanceIDs[declared.peerEnd] ?? 0),
                                   channel: FabricPeer.channelIndex(session: declared.session, channels: peer.channelCount),
                                   numaNode: node, phase: phase)
         nextLinkID += 1
@@ -69,7 +70,7 @@ extension Fabric {
     }
 
     func sessionHeader(_ type: FrameType, _ flags: FrameFlags, _ link: RemoteLink) -> FrameHeader {
-        FrameHeader(type: type, flags: flags, session: link.session, destination: instanceIDs[link.peer] ?? 0)
+        FrameHeader(type: type, flags: flags, session: link.session, destination: link.peerID)
     }
 
     /// SESSION frames: start, close (with data end), reset.
@@ -187,7 +188,7 @@ extension Fabric {
         }
         logger.info("link open", metadata: ["id": "\(link.id)", "ends": "\(link.instance) <-> \(link.peer)@\(link.peerHost)",
                                             "session": "\(link.session)", "channel": "\(link.channel)"])
-        readyLinks.insert(link.session)
+        readyLinks.insert(link)
     }
 
     private func reset(session: UInt32, declared: ResolvedLink, peer: FabricPeer, _ reason: SessionReset.Reason, _ message: String) {
@@ -230,31 +231,31 @@ extension Fabric {
     func drainLink(_ link: RemoteLink) {
         guard link.isOpen, let slot = slot(for: link) else { return }
         if slot.channel.queuedBytes >= Self.outputHighWater {
-            slot.waitingLinks.insert(link.session)
+            if !slot.waitingLinks.contains(where: { $0 === link }) { slot.waitingLinks.append(link) }
             return
         }
         let result = link.drain(budget: Self.drainBudget) { header, prefix, payload, sentThrough in
             var h = header
-            h.destination = instanceIDs[link.peer] ?? 0
+            h.destination = link.peerID
             // The payload stays in the ring until the channel has written it (no copy).
             slot.channel.enqueue(h, prefix: prefix, payload: payload, loan: PayloadLoan(lender: link, position: sentThrough))
         }
-        slot.lastSent = MonotonicClock.nanoseconds()
-        dirty.insert(slot.token)
+        slot.lastSent = now
+        dirty.insert(slot)
         switch result {
         case .empty:
             let state = link.region.state
             if state.kind != .open && state.end == 0 {
                 instanceEnded(link, state)
             } else if polling {
-                polledLinks.insert(link.session)
+                polledLinks.insert(link)
             } else if !link.armForData() {
-                readyLinks.insert(link.session)
+                readyLinks.insert(link)
             }
         case .needCredit:
             break  // the far agent's next ACK resumes it
         case .budgetSpent:
-            readyLinks.insert(link.session)
+            readyLinks.insert(link)
         case .corrupt(let why):
             logger.warning("instance wrote a corrupt ring", metadata: ["link": "\(link.instance) <-> \(link.peer)", "detail": "\(why)"])
             link.finish(LinkStateWord(kind: .corrupt, end: 1))
@@ -303,10 +304,11 @@ extension Fabric {
                 link.granted += UInt64(credit)
                 link.acknowledgedDelivered = link.deliveredMessages
                 var delivered = link.deliveredMessages.littleEndian
-                let bytes = withUnsafeBytes(of: &delivered) { Array($0) }
                 var header = sessionHeader(.acknowledgement, [], link)
                 header.credit = UInt32(credit)
-                send(header, bytes, on: slot)
+                withUnsafeBytes(of: &delivered) { slot.channel.enqueue(header, payload: $0) }
+                slot.lastSent = now
+                dirty.insert(slot)
                 return
             }
             // Nothing worth a grant yet. While the far sender still holds half a window of

@@ -19,7 +19,7 @@ struct ProtocolViolation: Error, CustomStringConvertible {
 /// frames, and writes data frames from the far agent into ring 0. Credit is counted in ring
 /// bytes (``RegionLayout/Record/size(payload:)`` per frame): the far agent grants it from the
 /// space in its instance's ring, so a stopped reader backs up only its own link.
-final class RemoteLink {
+final class RemoteLink: WorkListed {
     enum Phase {
         /// SESSION start sent; waiting for the far agent's acceptance.
         case opening(requestID: UInt32, deadline: UInt64)
@@ -32,7 +32,12 @@ final class RemoteLink {
     var session: UInt32 { declared.session }
     var instance: String { declared.localEnd }
     var peer: String { declared.peerEnd }
-    let peerHost: String
+    /// The far host, whose channels carry this link.
+    let host: FabricPeer
+    var peerHost: String { host.name }
+    /// Frame destination ids (topology positions): of this link's local instance, checked on
+    /// arriving frames, and of the far instance, stamped on frames sent.
+    let localID: UInt32, peerID: UInt32
     /// The channel (index) this link's frames travel on: fixed, so the link stays in order.
     let channel: Int
     let region: LinkRegion
@@ -44,6 +49,9 @@ final class RemoteLink {
     let consumer: RingConsumer
     var phase: Phase
     var machine = SessionStateMachine()
+    /// In the fabric's session table (false once unregistered).
+    var isRegistered = false
+    var lists: WorkLists = []
 
     // Outbound: instance → far agent.
     /// Ring bytes the far instance's ring may still take.
@@ -83,10 +91,12 @@ final class RemoteLink {
         var total: Int
     }
 
-    init(id: UInt64, declared: ResolvedLink, peerHost: String, channel: Int, numaNode: Int, phase: Phase) throws(SystemError) {
+    init(id: UInt64, declared: ResolvedLink, host: FabricPeer, ids: (local: UInt32, peer: UInt32), channel: Int,
+         numaNode: Int, phase: Phase) throws(SystemError) {
         self.id = id
         self.declared = declared
-        self.peerHost = peerHost
+        self.host = host
+        (localID, peerID) = ids
         self.channel = channel
         self.phase = phase
         // Ring 0 is read by the instance (sized for it), ring 1 by this agent (sized for the
@@ -94,7 +104,7 @@ final class RemoteLink {
         region = try LinkRegion.create(linkID: id, names: (declared.localEnd, declared.peerEnd),
                                        capacities: (declared.ringSizeToLocal.bytes, declared.ringSizeToPeer.bytes),
                                        maxMessage: declared.maxMessageSize.bytes, readerNodes: (numaNode, numaNode),
-                                       peerHost: peerHost)
+                                       peerHost: host.name)
         data0 = try EventDescriptor.create(); space0 = try EventDescriptor.create()
         data1 = try EventDescriptor.create(); space1 = try EventDescriptor.create()
         producer = RingProducer(region: region, ring: 0, doorbell: data0.rawValue)

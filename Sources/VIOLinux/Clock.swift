@@ -46,7 +46,13 @@ public struct Deadline: Sendable {
     /// Milliseconds left, rounded up, for poll(2); -1 for never.
     public var remainingMilliseconds: Int32 {
         if nanoseconds == .max { return -1 }
-        let now = MonotonicClock.nanoseconds()
+        return remainingMilliseconds(at: MonotonicClock.nanoseconds())
+    }
+
+    /// Milliseconds left after `now` (a monotonic reading the caller already has), rounded
+    /// up; -1 for never.
+    public func remainingMilliseconds(at now: UInt64) -> Int32 {
+        if nanoseconds == .max { return -1 }
         guard nanoseconds > now else { return 0 }
         return Int32(min(UInt64(Int32.max), (nanoseconds - now + 999_999) / 1_000_000))
     }

@@ -67,24 +67,46 @@ public struct Epoll: ~Copyable, Sendable {
 
     /// Waits up to `timeoutMilliseconds` (-1: forever) for events.
     public func wait(timeoutMilliseconds: Int32, maxEvents: Int = 64) throws(SystemError) -> [Event] {
-        var events: [Event] = []
-        try wait(timeoutMilliseconds: timeoutMilliseconds, into: &events, maxEvents: maxEvents)
-        return events
+        var buffer = EventBuffer(capacity: maxEvents)
+        try wait(timeoutMilliseconds: timeoutMilliseconds, into: &buffer)
+        return (0..<buffer.count).map { buffer[$0] }
     }
 
-    /// Waits like `wait(timeoutMilliseconds:maxEvents:)`, replacing the contents of `events`:
-    /// a loop that waits often reuses one array instead of allocating one per call.
-    public func wait(timeoutMilliseconds: Int32, into events: inout [Event], maxEvents: Int = 64) throws(SystemError) {
-        events.removeAll(keepingCapacity: true)
-        let fd = self.fd.rawValue
-        try withUnsafeTemporaryAllocation(of: epoll_event.self, capacity: maxEvents) { raw throws(SystemError) in
-            let n = try retryingSyscall("epoll_wait") { epoll_wait(fd, raw.baseAddress, Int32(maxEvents), timeoutMilliseconds) }
-            for e in raw[..<Int(n)] {
-                events.append(Event(token: e.data.u64,
-                                    readable: e.events & EPOLLIN.rawValue != 0,
-                                    hangUp: e.events & (EPOLLHUP.rawValue | EPOLLRDHUP.rawValue | EPOLLERR.rawValue) != 0,
-                                    writable: e.events & EPOLLOUT.rawValue != 0))
-            }
+    /// Waits like `wait(timeoutMilliseconds:maxEvents:)` into `buffer`, up to its capacity:
+    /// a loop that waits often reuses one buffer rather than allocating per call. The buffer
+    /// is empty if the wait throws.
+    public func wait(timeoutMilliseconds: Int32, into buffer: inout EventBuffer) throws(SystemError) {
+        buffer.count = 0
+        let fd = self.fd.rawValue, storage = buffer.storage
+        let n = try retryingSyscall("epoll_wait") {
+            epoll_wait(fd, storage.baseAddress, Int32(storage.count), timeoutMilliseconds)
+        }
+        buffer.count = Int(n)
+    }
+
+    /// Room for the events of one `wait`, allocated once.
+    public struct EventBuffer: ~Copyable {
+        fileprivate let storage: UnsafeMutableBufferPointer<epoll_event>
+        /// Events the last wait returned.
+        public fileprivate(set) var count = 0
+
+        /// A buffer for at most `capacity` events per wait.
+        public init(capacity: Int) {
+            storage = .allocate(capacity: max(1, capacity))
+        }
+
+        deinit { storage.deallocate() }
+
+        /// Whether the last wait returned no events.
+        public var isEmpty: Bool { count == 0 }
+
+        /// Event `index` (below ``count``) of the last wait.
+        public subscript(index: Int) -> Event {
+            let e = storage[index]
+            return Event(token: e.data.u64,
+                         readable: e.events & EPOLLIN.rawValue != 0,
+                         hangUp: e.events & (EPOLLHUP.rawValue | EPOLLRDHUP.rawValue | EPOLLERR.rawValue) != 0,
+                         writable: e.events & EPOLLOUT.rawValue != 0)
         }
     }
 }

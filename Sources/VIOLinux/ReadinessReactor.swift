@@ -78,11 +78,14 @@ public final class ReadinessReactor: @unchecked Sendable {
     }
 
     private func loop() {
+        var events = Epoll.EventBuffer(capacity: 64)
         while true {
             let next = state.withLock { s in s.waiters.values.map(\.deadline).min() ?? .max }
             let timeout = Deadline(nanoseconds: next).remainingMilliseconds
-            let events = (try? epoll.wait(timeoutMilliseconds: timeout)) ?? []
-            for event in events {
+            // A failed wait leaves the buffer empty: the loop then checks deadlines and waits again.
+            try? epoll.wait(timeoutMilliseconds: timeout, into: &events)
+            for index in 0..<events.count {
+                let event = events[index]
                 if event.token == Self.wakeupToken {
                     EventDescriptor.drain(wakeup.rawValue)
                 } else {
