@@ -153,9 +153,11 @@ public final class Agent {
                 // before sleeping, and drain any that filled meanwhile.
                 if polling { fabric.polling = true } else if fabric.stopPolling() { moreWork = true }
             }
-            if polling, fabric?.pollLinks() == true {
+            if polling, let fabric, fabric.pollLinks() {
+                // Frame and send what the instances wrote before looking at epoll: the
+                // message goes out one system call sooner.
                 lastActivity = now
-                moreWork = true
+                moreWork = fabric.finishTurn()
             }
             let timeout = moreWork || polling ? 0 : nextTimeoutMilliseconds(now: now)
             do {

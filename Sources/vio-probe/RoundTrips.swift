@@ -19,6 +19,8 @@ struct Ping: ParsableCommand {
 
     func run() throws {
         let (_, link) = try endpoint.connect()
+        // Options read once: an @Option getter costs a metadata lookup, too much per message.
+        let (size, count, warmup, idleUs) = (self.size, self.count, self.warmup, self.idleUs)
         let request = [UInt8](repeating: 0x5A, count: size)
         var samples: [UInt64] = []
         samples.reserveCapacity(count)
@@ -70,6 +72,7 @@ struct Echo: ParsableCommand {
         let (_, link) = try endpoint.connect()
         say("ready")
         var echoed = 0
+        let count = self.count  // read once: an @Option getter is too slow per message
         while count == 0 || echoed < count {
             let outcome = Result { () throws(LinkError) in try Self.echoOne(link) }
             switch outcome {
