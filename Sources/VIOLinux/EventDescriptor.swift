@@ -43,8 +43,12 @@ public enum Poll {
     /// Waits until `fd` or `other` is readable, or `timeoutMilliseconds` pass (-1: forever).
     /// Returns which were readable.
     public static func readable(_ fd: Int32, or other: Int32, timeoutMilliseconds: Int32) throws(SystemError) -> (Bool, Bool) {
-        var p = [pollfd(fd: fd, events: Int16(POLLIN), revents: 0), pollfd(fd: other, events: Int16(POLLIN), revents: 0)]
-        guard try retryingSyscall("poll", { poll(&p, 2, timeoutMilliseconds) }) > 0 else { return (false, false) }
-        return (p[0].revents != 0, p[1].revents != 0)
+        // On the stack: a sleeping waiter calls this once per wake-up.
+        try withUnsafeTemporaryAllocation(of: pollfd.self, capacity: 2) { p throws(SystemError) in
+            p[0] = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            p[1] = pollfd(fd: other, events: Int16(POLLIN), revents: 0)
+            guard try retryingSyscall("poll", { poll(p.baseAddress, 2, timeoutMilliseconds) }) > 0 else { return (false, false) }
+            return (p[0].revents != 0, p[1].revents != 0)
+        }
     }
 }
