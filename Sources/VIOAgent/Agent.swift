@@ -140,10 +140,11 @@ public final class Agent {
         // How long the loop keeps polling after activity (topology `agent_poll_us`).
         let pollNanoseconds = UInt64(view.host.agentPollMicroseconds) * 1000
         var events = Epoll.EventBuffer(capacity: 256)
-        // One clock reading per turn: taken after a wait that may have slept, after a yield,
-        // and at the end of a turn with events (which also times the turn).
+        // One clock reading per turn, which the fabric stamps its activity with: taken at the
+        // end of every turn (timing it), and again after a wait that may have slept or a yield.
         var now = MonotonicClock.nanoseconds()
         while true {
+            fabric?.now = now
             // Polling (`agent_poll_us`): after activity, look again without sleeping for a
             // while, yielding the core to anyone runnable, so the next frame or message does
             // not pay a wake-up.
@@ -165,7 +166,10 @@ public final class Agent {
             } catch {
                 throw .system(error, doing: "waiting for control events")
             }
-            if timeout != 0 { now = MonotonicClock.nanoseconds() }
+            if timeout != 0 {
+                now = MonotonicClock.nanoseconds()
+                fabric?.now = now
+            }
             if events.isEmpty && polling && !moreWork {
                 sched_yield()
                 now = MonotonicClock.nanoseconds()
@@ -174,7 +178,6 @@ public final class Agent {
                 continue
             }
             let turnStart = now
-            fabric?.now = now
             if !events.isEmpty { lastActivity = now }
             for index in 0..<events.count {
                 let event = events[index]
