@@ -142,9 +142,13 @@ public final class Agent {
         var events = Epoll.EventBuffer(capacity: 256)
         // One clock reading per turn, which the fabric stamps its activity with: taken at the
         // end of every turn (timing it), and again after a wait that may have slept or a yield.
-        var now = MonotonicClock.nanoseconds()
-        while true {
+        var now: UInt64 = 0
+        func readClock() {
+            now = MonotonicClock.nanoseconds()
             fabric?.now = now
+        }
+        readClock()
+        while true {
             // Polling (`agent_poll_us`): after activity, look again without sleeping for a
             // while, yielding the core to anyone runnable, so the next frame or message does
             // not pay a wake-up.
@@ -166,14 +170,10 @@ public final class Agent {
             } catch {
                 throw .system(error, doing: "waiting for control events")
             }
-            if timeout != 0 {
-                now = MonotonicClock.nanoseconds()
-                fabric?.now = now
-            }
+            if timeout != 0 { readClock() }
             if events.isEmpty && polling && !moreWork {
                 sched_yield()
-                now = MonotonicClock.nanoseconds()
-                fabric?.now = now
+                readClock()
                 moreWork = fabric?.finishTurn() ?? false
                 continue
             }
@@ -197,9 +197,9 @@ public final class Agent {
                 default: serve(token: event.token, event: event)
                 }
             }
-            expirePendingOpens()
+            expirePendingOpens(now: now)
             moreWork = fabric?.finishTurn() ?? false
-            now = MonotonicClock.nanoseconds()
+            readClock()
             if now &- turnStart > 200_000_000 {
                 logger.warning("slow agent turn", metadata: ["ms": "\((now &- turnStart) / 1_000_000)", "events": "\(events.count)"])
             }
@@ -461,9 +461,8 @@ public final class Agent {
         return Deadline(nanoseconds: min(opens, fabric?.nextTimeoutNanoseconds() ?? .max)).remainingMilliseconds(at: now)
     }
 
-    private func expirePendingOpens() {
-        guard !pendingOpens.isEmpty else { return }  // every turn: no clock read for nothing
-        let now = MonotonicClock.nanoseconds()
+    private func expirePendingOpens(now: UInt64) {
+        guard !pendingOpens.isEmpty else { return }
         let expired = pendingOpens.filter { $0.deadline <= now }
         pendingOpens.removeAll { $0.deadline <= now }
         for pending in expired {

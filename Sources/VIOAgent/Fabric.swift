@@ -387,11 +387,7 @@ final class Fabric {
 
     /// Closes a channel; if it was part of a peer's fabric, that host is down.
     func dropChannel(_ slot: ChannelSlot, reason: String) {
-        guard slots.removeValue(forKey: slot.token) != nil else { return }
-        slot.isLive = false
-        loop.epoll.remove(slot.channel.descriptor)
-        dirty.remove(slot)
-        unreadChannels.remove(slot)
+        guard forget(slot) else { return }
         guard let peer = slot.peer, slot.index >= 0, peer.slots[slot.index] === slot else {
             logger.warning("fabric connection dropped", metadata: ["from": "\(slot.channel.peerDescription)", "reason": "\(reason)"])
             return
@@ -403,6 +399,18 @@ final class Fabric {
         hostDown(peer, reason: reason)
     }
 
+    /// Takes a channel out of the fabric: the slot table, epoll and the work lists (items
+    /// still on a list taken this turn see `isLive` false). False if it was already out.
+    @discardableResult
+    private func forget(_ slot: ChannelSlot) -> Bool {
+        guard slots.removeValue(forKey: slot.token) != nil else { return false }
+        slot.isLive = false
+        loop.epoll.remove(slot.channel.descriptor)
+        dirty.remove(slot)
+        unreadChannels.remove(slot)
+        return true
+    }
+
     /// Every channel to `peer` closes and every link through it reports "peer host down";
     /// the dialing side reconnects with capped backoff.
     private func hostDown(_ peer: FabricPeer, reason: String) {
@@ -411,11 +419,7 @@ final class Fabric {
         peer.lastError = reason
         for case let slot? in peer.slots {
             peer.retire(slot)
-            slots.removeValue(forKey: slot.token)
-            slot.isLive = false
-            loop.epoll.remove(slot.channel.descriptor)
-            dirty.remove(slot)
-            unreadChannels.remove(slot)
+            forget(slot)
         }
         peer.slots = Array(repeating: nil, count: peer.channelCount)
         let now = MonotonicClock.nanoseconds()

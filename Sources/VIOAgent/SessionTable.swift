@@ -5,8 +5,6 @@
 /// finds nothing.
 struct SessionTable<Link: AnyObject> {
     private var slots: [Link?]
-    /// Links in the table.
-    private(set) var count = 0
 
     /// A table for session ids up to `largest` (it grows if a larger one is stored).
     init(largest: Int) {
@@ -25,7 +23,6 @@ struct SessionTable<Link: AnyObject> {
                 guard newValue != nil else { return }
                 slots += Array(repeating: nil, count: index + 1 - slots.count)
             }
-            count += (newValue != nil ? 1 : 0) - (slots[index] != nil ? 1 : 0)
             slots[index] = newValue
         }
     }

@@ -65,16 +65,9 @@ public struct Epoll: ~Copyable, Sendable {
         _ = epoll_ctl(fd.rawValue, EPOLL_CTL_DEL, descriptor, nil)
     }
 
-    /// Waits up to `timeoutMilliseconds` (-1: forever) for events.
-    public func wait(timeoutMilliseconds: Int32, maxEvents: Int = 64) throws(SystemError) -> [Event] {
-        var buffer = EventBuffer(capacity: maxEvents)
-        try wait(timeoutMilliseconds: timeoutMilliseconds, into: &buffer)
-        return (0..<buffer.count).map { buffer[$0] }
-    }
-
-    /// Waits like `wait(timeoutMilliseconds:maxEvents:)` into `buffer`, up to its capacity:
-    /// a loop that waits often reuses one buffer rather than allocating per call. The buffer
-    /// is empty if the wait throws.
+    /// Waits up to `timeoutMilliseconds` (-1: forever) for events, at most the buffer's
+    /// capacity, into `buffer` (a loop that waits often reuses one rather than allocating per
+    /// call). The buffer is empty if the wait throws.
     public func wait(timeoutMilliseconds: Int32, into buffer: inout EventBuffer) throws(SystemError) {
         buffer.count = 0
         let fd = self.fd.rawValue, storage = buffer.storage
