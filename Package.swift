@@ -107,6 +107,7 @@ let package = Package(
         .testTarget(name: "VIOSharedMemoryTests", dependencies: ["VIOSharedMemory", "VIOLinux"]),
         .testTarget(name: "VIOLinuxTests", dependencies: ["VIOLinux", "CIBVerbs", "VIOTransport"]),
         .testTarget(name: "VIOAgentTests", dependencies: ["VIOAgent"]),
+        .testTarget(name: "VIOSecurityTests", dependencies: ["VIOSecurity", "CVIOTLS"]),
         .testTarget(name: "VIOToolsTests", dependencies: ["VIO", "VIOLinux", "VIOWire"],
                     exclude: ["C"]),
     ]

@@ -1,7 +1,7 @@
 internal import CVIOTLS
 
 /// TLS 1.3 settings shared by every channel of one agent: its private key and the certificate
-/// made from it. Sessions are created per connection with ``session(descriptor:dialer:allowedKeys:)``.
+/// made from it. Sessions are created per connection with ``session(descriptor:dialer:allowedKeys:records:)``.
 ///
 /// Used only by the agent's loop thread.
 public final class TLSContext {
@@ -21,12 +21,23 @@ public final class TLSContext {
 
     deinit { vio_tls_ctx_free(handle) }
 
+    /// Who seals and opens a session's records once OpenSSL has run the handshake.
+    public enum RecordLayer: Sendable {
+        /// VIO's record layer (the default): TLS 1.3 records (RFC 8446 section 5) sealed from
+        /// and opened into the caller's buffers, one AEAD pass per record and no extra copy.
+        case vio
+        /// OpenSSL's own `SSL_read`/`SSL_write`, for checking VIO's records against it.
+        case openSSL
+    }
+
     /// A session on the connected socket `descriptor` (not owned). The peer must prove one of
     /// `allowedKeys` (32 bytes each): the dialed host's key, or every key that may connect.
-    public func session(descriptor: Int32, dialer: Bool, allowedKeys: [[UInt8]]) throws(SecurityError) -> TLSSession {
+    public func session(descriptor: Int32, dialer: Bool, allowedKeys: [[UInt8]],
+                        records: RecordLayer = .vio) throws(SecurityError) -> TLSSession {
         let flat = allowedKeys.flatMap { $0 }
         var err = [CChar](repeating: 0, count: 256)
-        guard let tls = vio_tls_new(handle, descriptor, dialer ? 1 : 0, flat, Int32(allowedKeys.count), &err, err.count) else {
+        guard let tls = vio_tls_new(handle, descriptor, dialer ? 1 : 0, records == .openSSL ? 1 : 0, flat,
+                                    Int32(allowedKeys.count), &err, err.count) else {
             throw SecurityError(KeyFile.text(err))
         }
         return TLSSession(tls)
@@ -34,7 +45,7 @@ public final class TLSContext {
 }
 
 /// One TLS 1.3 session over a non-blocking socket: handshake, encrypted reads and writes, key
-/// updates. Records carry an AEAD tag and an implicit sequence number, so a changed, dropped,
+/// updates. Writes are sealed into a buffer sent at ``flush()`` (or when it fills). Records carry an AEAD tag and an implicit sequence number, so a changed, dropped,
 /// reordered or replayed record fails the session.
 public final class TLSSession {
     private let handle: OpaquePointer
@@ -59,6 +70,10 @@ public final class TLSSession {
     public func read(into buffer: UnsafeMutableRawBufferPointer) throws(SecurityError) -> Outcome {
         try outcome(vio_tls_read(handle, buffer.baseAddress, buffer.count))
     }
+
+    /// Whether the session holds no input and its last socket read came back short: reading
+    /// again before the socket turns readable would only return ``Outcome/wouldBlock``.
+    public var isDrained: Bool { vio_tls_drained(handle) != 0 }
 
     /// Encrypts from `buffer` into records, sent when the write buffer fills or at
     /// ``flush()``; runs the handshake first when it is not done.

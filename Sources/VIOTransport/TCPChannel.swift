@@ -234,9 +234,10 @@ public final class TCPChannel: FabricChannel {
         }
     }
 
-    /// A plaintext read returned less than it was offered: the socket had nothing more, so
-    /// reading again now would only return EAGAIN (epoll reports anything that arrives
-    /// later). Not for TLS, whose session may hold decrypted bytes the socket no longer shows.
+    /// The socket had nothing more at the last read, so reading again now would only return
+    /// EAGAIN (epoll reports anything that arrives later): a plaintext read returned less than
+    /// it was offered, or a TLS session's socket read did and the session holds no input
+    /// (it may hold records the socket no longer shows, so a short TLS read says nothing).
     private var drained = false
 
     /// A frame being received in place: its header, where its payload goes, bytes there so far.
@@ -271,7 +272,9 @@ public final class TCPChannel: FabricChannel {
         case .tls(let session, _):
             do {
                 switch try session.read(into: buffer) {
-                case .bytes(let count): n = count
+                case .bytes(let count):
+                    n = count
+                    if session.isDrained { drained = true }
                 case .wouldBlock: n = nil
                 case .closed: n = 0
                 }

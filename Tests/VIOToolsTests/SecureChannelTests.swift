@@ -109,8 +109,7 @@ struct SecureChannelTests {
         #expect(!verify.output.contains("corrupted") && !verify.output.contains("arrived where"), "\(verify.output)")
         #expect(verify.output.contains("peer host") || verify.output.contains("verified 20000"), "\(verify.output)")
         #expect(cluster.log("beta").contains("secure channel failed"), "\(cluster.log("beta"))")
-        #expect(cluster.log("beta").contains("decryption failed or bad record mac") || cluster.log("beta").contains("bad record mac"),
-                "\(cluster.log("beta"))")
+        #expect(cluster.log("beta").contains("bad record mac"), "\(cluster.log("beta"))")
         // The channel comes back (through the relay, which now forwards untouched).
         #expect(try waitUntil { try cluster.status("alpha").contains("1 reconnects") || cluster.status("alpha").contains("2 reconnects") })
         #expect(try cluster.waitForAllPeersUp("alpha", 1))

@@ -40,8 +40,10 @@ void vio_tls_ctx_free(vio_tls_ctx *ctx);
 
 /* A TLS session on the connected non-blocking socket `fd` (not owned). `allowed` holds
  * `count` public keys of 32 bytes; the peer must present one of them. Dialers pass the one
- * host they dialed, acceptors every host that may connect. */
-vio_tls *vio_tls_new(vio_tls_ctx *ctx, int fd, int dialer, const uint8_t *allowed, int count,
+ * host they dialed, acceptors every host that may connect. OpenSSL runs the handshake; then
+ * VIO's record layer seals and opens the records (RFC 8446 section 5, with the negotiated
+ * keys), or OpenSSL's own when `openssl_records` is set (interoperability tests). */
+vio_tls *vio_tls_new(vio_tls_ctx *ctx, int fd, int dialer, int openssl_records, const uint8_t *allowed, int count,
                      char *err, size_t errlen);
 void vio_tls_free(vio_tls *tls);
 
@@ -60,6 +62,14 @@ long vio_tls_write(vio_tls *tls, const void *buf, size_t len);
 int vio_tls_flush(vio_tls *tls);
 /* Bytes already decrypted and buffered inside the session (read them before waiting). */
 int vio_tls_pending(const vio_tls *tls);
+/* 1 when the session holds no input (decrypted or not) and its last socket read came back
+ * short: reading again before the socket turns readable would only return WOULD_BLOCK. */
+int vio_tls_drained(const vio_tls *tls);
+/* Seals one TLS 1.3 record as the record layer does, from an application traffic secret
+ * (32 or 48 bytes for `suite`) at sequence number `seq`: its size in `out` (len + 22 bytes),
+ * or -1. For known-answer tests against RFC 8448. */
+long vio_tls_seal_with_secret(uint16_t suite, const uint8_t *secret, uint64_t seq, uint8_t type,
+                              const uint8_t *data, size_t len, uint8_t *out);
 /* Schedules a key update (new traffic keys both ways) with the next write. 1 ok. */
 int vio_tls_key_update(vio_tls *tls);
 /* Index into `allowed` of the key the peer proved, or -1 before/without one. */
