@@ -561,10 +561,6 @@ int vio_tls_flush(vio_tls *tls) {
     }
 }
 
-int vio_tls_pending(const vio_tls *tls) {
-    return tls->openssl_records ? SSL_pending(tls->ssl) : (int)tls->plain_len;
-}
-
 /* A whole record waits in `in`. */
 static int record_buffered(const vio_tls *tls) {
     size_t buffered = tls->in_end - tls->in_start;

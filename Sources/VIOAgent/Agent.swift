@@ -120,8 +120,8 @@ public final class Agent {
         guard declared.bytes == context.publicKey else {
             throw .security("the key in \(path) is not host '\(view.host.name)''s: the topology (\(view.host.location)) says \(declared), the file holds \(HostKey(bytes: context.publicKey)!); pass the right file with --key-file or fix the topology")
         }
-        // OpenSSL writes to the sockets itself (without MSG_NOSIGNAL): a peer that vanishes
-        // must give EPIPE, not kill the agent.
+        // Every send passes MSG_NOSIGNAL, but a peer that vanishes must give EPIPE, never kill
+        // the agent, whatever writes to a socket.
         signal(SIGPIPE, SIG_IGN)
         return context
     }

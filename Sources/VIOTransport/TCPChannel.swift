@@ -150,7 +150,8 @@ public final class TCPChannel: FabricChannel {
         case .tls(let session, var rekey):
             defer { if case .tls = security { security = .tls(session, rekey) } }
             if output.count > 0, session.isEstablished, rekey.isDue(now: MonotonicClock.nanoseconds()) {
-                // Refused only while a partial record waits to be retried: then the next flush.
+                // VIO's record layer never refuses; OpenSSL's (tests) may while a partial record
+                // waits to be retried: then the next flush.
                 if (try? session.updateKeys()) != nil {
                     counters.keyUpdates &+= 1
                     rekey.restart()

@@ -108,6 +108,30 @@ import VIOSecurity
         }
     }
 
+    @Test func randomBytesNeverReachTheReader() throws {
+        // Whatever arrives after the handshake, the session fails or waits for more: it never
+        // hands out bytes that were not sealed by the peer. Half the inputs start with a
+        // well-formed header so the AEAD check, not the header check, has to refuse them.
+        var generator = SystemRandomNumberGenerator()
+        for round in 0..<40 {
+            let pair = try SessionPair(dialerRecords: .vio, acceptorRecords: .vio)
+            try pair.handshake()
+            var bytes = (0..<Int.random(in: 1...40000, using: &generator)).map { _ in UInt8.random(in: 0...255, using: &generator) }
+            if round % 2 == 0, bytes.count > 5 {
+                let length = min(bytes.count - 5, 16384 + 256)
+                bytes.replaceSubrange(0..<5, with: [0x17, 0x03, 0x03, UInt8(length >> 8), UInt8(length & 0xff)])
+            }
+            pair.deliver(bytes, to: pair.acceptor)
+            var buffer = [UInt8](repeating: 0, count: 65536)
+            do {
+                let outcome = try buffer.withUnsafeMutableBytes { try pair.acceptor.read(into: $0) }
+                #expect(outcome == .wouldBlock, "round \(round): \(bytes.count) random bytes gave \(outcome)")
+            } catch let error as SecurityError {
+                #expect(!error.description.isEmpty)
+            }
+        }
+    }
+
     @Test func drainedOnlyWhenNothingIsLeftToRead() throws {
         let pair = try SessionPair(dialerRecords: .vio, acceptorRecords: .vio)
         try pair.handshake()

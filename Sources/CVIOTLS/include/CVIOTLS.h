@@ -60,8 +60,6 @@ long vio_tls_read(vio_tls *tls, void *buf, size_t len);
 long vio_tls_write(vio_tls *tls, const void *buf, size_t len);
 /* Sends the records vio_tls_write buffered: 1 all sent, or one of the codes above. */
 int vio_tls_flush(vio_tls *tls);
-/* Bytes already decrypted and buffered inside the session (read them before waiting). */
-int vio_tls_pending(const vio_tls *tls);
 /* 1 when the session holds no input (decrypted or not) and its last socket read came back
  * short: reading again before the socket turns readable would only return WOULD_BLOCK. */
 int vio_tls_drained(const vio_tls *tls);
