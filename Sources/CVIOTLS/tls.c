@@ -42,6 +42,7 @@ struct vio_tls {
     /* The application traffic secrets, from OpenSSL's key log, until the records take them. */
     uint8_t client_secret[VIO_MAX_SECRET], server_secret[VIO_MAX_SECRET];
     int secrets_seen;
+    size_t secret_len;
     /* Ciphertext read from the socket: [in_start, in_end) not yet opened. */
     uint8_t *in;
     size_t in_start, in_end;
@@ -94,7 +95,9 @@ static void keep_traffic_secret(const SSL *ssl, const char *line) {
     if (strncmp(line, "CLIENT_TRAFFIC_SECRET_0 ", 24) == 0) { secret = tls->client_secret; bit = 1; }
     else if (strncmp(line, "SERVER_TRAFFIC_SECRET_0 ", 24) == 0) { secret = tls->server_secret; bit = 2; }
     else return;
-    const char *hex = strrchr(line, ' ') + 1;
+    const char *space = strrchr(line, ' ');
+    if (!space) return;
+    const char *hex = space + 1;
     size_t len = strlen(hex) / 2;
     if (len > VIO_MAX_SECRET) return;
     for (size_t i = 0; i < len; i++) {
@@ -102,6 +105,7 @@ static void keep_traffic_secret(const SSL *ssl, const char *line) {
         if (hi < 0 || lo < 0) return;
         secret[i] = (uint8_t)(hi << 4 | lo);
     }
+    tls->secret_len = len;
     tls->secrets_seen |= bit;
 }
 
@@ -388,7 +392,15 @@ static int step_handshake(vio_tls *tls) {
         const uint8_t *mine = tls->dialer ? tls->client_secret : tls->server_secret;
         const uint8_t *theirs = tls->dialer ? tls->server_secret : tls->client_secret;
         const SSL_CIPHER *suite = SSL_get_current_cipher(tls->ssl);
-        if (vio_records_init(&tls->records, suite ? SSL_CIPHER_get_protocol_id(suite) : 0, mine, theirs, tls->error, sizeof tls->error) != 0) return VIO_TLS_FAILED;
+        if (vio_records_init(&tls->records, suite ? SSL_CIPHER_get_protocol_id(suite) : 0, mine, theirs,
+                             tls->error, sizeof tls->error) != 0) {
+            vio_records_free(&tls->records);
+            return VIO_TLS_FAILED;
+        }
+        if (tls->secret_len != tls->records.hash_len) {
+            vio_records_free(&tls->records);
+            return (int)failed(tls, "the key log gave a traffic secret of the wrong length");
+        }
         tls->records_ready = 1;
         OPENSSL_cleanse(tls->client_secret, sizeof tls->client_secret);
         OPENSSL_cleanse(tls->server_secret, sizeof tls->server_secret);
