@@ -1,11 +1,12 @@
-/* TLS 1.3 between agents over OpenSSL; see include/CVIOTLS.h. */
+/* TLS 1.3 sessions between agents: OpenSSL context and handshake, then VIO's record layer
+ * (records.c); key files and certificates are in identity.c. See include/CVIOTLS.h. */
 #include "CVIOTLS.h"
+#include "identity.h"
 #include "records.h"
 
 #define VIO_TLS_WRITE_BUFFER (256 * 1024)
 
 #include <errno.h>
-#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,7 +16,6 @@
 
 #include <openssl/err.h>
 #include <openssl/evp.h>
-#include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
@@ -109,88 +109,6 @@ static void keep_traffic_secret(const SSL *ssl, const char *line) {
     tls->secrets_seen |= bit;
 }
 
-/* OpenSSL's newest queued reason, or `fallback`. Empties the thread's error queue. */
-static void take_openssl_error(char *out, size_t len, const char *fallback) {
-    unsigned long code = ERR_peek_last_error();
-    if (code != 0) ERR_error_string_n(code, out, len);
-    else snprintf(out, len, "%s", fallback);
-    ERR_clear_error();
-}
-
-static EVP_PKEY *load_key(const char *path, char *err, size_t errlen) {
-    FILE *f = fopen(path, "r");
-    if (!f) { snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno)); return NULL; }
-    EVP_PKEY *key = PEM_read_PrivateKey(f, NULL, NULL, NULL);
-    fclose(f);
-    if (!key) {
-        char why[200];
-        take_openssl_error(why, sizeof why, "not a PEM private key");
-        snprintf(err, errlen, "%s is not a PEM private key (%s)", path, why);
-        return NULL;
-    }
-    if (EVP_PKEY_get_id(key) != EVP_PKEY_ED25519) {
-        snprintf(err, errlen, "%s holds a %s key; VIO agents use Ed25519 keys (vioctl keys generate)", path,
-                 OBJ_nid2sn(EVP_PKEY_get_id(key)));
-        EVP_PKEY_free(key);
-        return NULL;
-    }
-    return key;
-}
-
-static int public_key_of(EVP_PKEY *key, uint8_t pub[VIO_TLS_KEY_BYTES]) {
-    size_t len = VIO_TLS_KEY_BYTES;
-    return EVP_PKEY_get_raw_public_key(key, pub, &len) == 1 && len == VIO_TLS_KEY_BYTES ? 0 : -1;
-}
-
-int vio_tls_generate_key(const char *path, uint8_t pub[VIO_TLS_KEY_BYTES], char *err, size_t errlen) {
-    EVP_PKEY *key = EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
-    if (!key) { take_openssl_error(err, errlen, "key generation failed"); return -1; }
-    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        snprintf(err, errlen, "cannot create %s: %s", path, strerror(errno));
-        EVP_PKEY_free(key);
-        return -1;
-    }
-    FILE *f = fdopen(fd, "w");
-    int ok = f && PEM_write_PrivateKey(f, key, NULL, NULL, 0, NULL, NULL) == 1;
-    if (f) ok = (fclose(f) == 0) && ok; else close(fd);
-    if (!ok || public_key_of(key, pub) != 0) {
-        snprintf(err, errlen, "cannot write %s", path);
-        unlink(path);
-        EVP_PKEY_free(key);
-        return -1;
-    }
-    EVP_PKEY_free(key);
-    return 0;
-}
-
-int vio_tls_read_public_key(const char *path, uint8_t pub[VIO_TLS_KEY_BYTES], char *err, size_t errlen) {
-    EVP_PKEY *key = load_key(path, err, errlen);
-    if (!key) return -1;
-    int r = public_key_of(key, pub);
-    if (r != 0) snprintf(err, errlen, "cannot read the public key of %s", path);
-    EVP_PKEY_free(key);
-    return r;
-}
-
-void vio_tls_base64(const uint8_t *in, size_t len, char *out) { EVP_EncodeBlock((unsigned char *)out, in, (int)len); }
-
-/* The certificate only carries the key: self-signed, long-lived; peers check the key, not
- * the name or the dates (the topology is the trust anchor). */
-static X509 *self_signed(EVP_PKEY *key) {
-    X509 *x = X509_new();
-    if (!x) return NULL;
-    X509_NAME *name = X509_get_subject_name(x);
-    int ok = X509_set_version(x, 2) == 1 && ASN1_INTEGER_set(X509_get_serialNumber(x), 1) == 1 &&
-             X509_gmtime_adj(X509_getm_notBefore(x), -86400) != NULL &&
-             X509_gmtime_adj(X509_getm_notAfter(x), 100L * 365 * 86400) != NULL &&
-             X509_set_pubkey(x, key) == 1 &&
-             X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)"vio-agent", -1, -1, 0) == 1 &&
-             X509_set_issuer_name(x, name) == 1 && X509_sign(x, key, NULL) > 0;
-    if (!ok) { X509_free(x); return NULL; }
-    return x;
-}
-
 /* Accepts the peer's certificate only if its Ed25519 key is one of the session's allowed
  * keys; the reason for a refusal is kept for the agent's log. */
 static int verify_peer(int preverified, X509_STORE_CTX *store) {
@@ -204,7 +122,7 @@ static int verify_peer(int preverified, X509_STORE_CTX *store) {
     }
     EVP_PKEY *key = X509_get0_pubkey(X509_STORE_CTX_get_current_cert(store));
     uint8_t pub[VIO_TLS_KEY_BYTES];
-    if (!key || EVP_PKEY_get_id(key) != EVP_PKEY_ED25519 || public_key_of(key, pub) != 0) {
+    if (!key || EVP_PKEY_get_id(key) != EVP_PKEY_ED25519 || vio_public_key_of(key, pub) != 0) {
         snprintf(tls->error, sizeof tls->error, "the peer's certificate does not carry an Ed25519 key");
         return 0;
     }
@@ -223,14 +141,14 @@ static int verify_peer(int preverified, X509_STORE_CTX *store) {
 
 vio_tls_ctx *vio_tls_ctx_new(const char *key_path, uint8_t pub[VIO_TLS_KEY_BYTES], char *err, size_t errlen) {
     pthread_once(&session_index_once, make_session_index);
-    EVP_PKEY *key = load_key(key_path, err, errlen);
+    EVP_PKEY *key = vio_load_key(key_path, err, errlen);
     if (!key) return NULL;
-    if (public_key_of(key, pub) != 0) {
+    if (vio_public_key_of(key, pub) != 0) {
         snprintf(err, errlen, "cannot read the public key of %s", key_path);
         EVP_PKEY_free(key);
         return NULL;
     }
-    X509 *cert = self_signed(key);
+    X509 *cert = vio_self_signed(key);
     SSL_CTX *c = SSL_CTX_new(TLS_method());
     int ok = cert && c && SSL_CTX_set_min_proto_version(c, TLS1_3_VERSION) == 1 &&
              SSL_CTX_set_max_proto_version(c, TLS1_3_VERSION) == 1 &&
@@ -239,7 +157,7 @@ vio_tls_ctx *vio_tls_ctx_new(const char *key_path, uint8_t pub[VIO_TLS_KEY_BYTES
              SSL_CTX_use_certificate(c, cert) == 1 && SSL_CTX_use_PrivateKey(c, key) == 1 &&
              SSL_CTX_check_private_key(c) == 1;
     if (!ok) {
-        take_openssl_error(err, errlen, "cannot set up TLS");
+        vio_take_openssl_error(err, errlen, "cannot set up TLS");
         SSL_CTX_free(c);
         X509_free(cert);
         EVP_PKEY_free(key);
@@ -294,7 +212,7 @@ vio_tls *vio_tls_new(vio_tls_ctx *ctx, int fd, int dialer, int openssl_records, 
         wbio = NULL;
     }
     if (!tls->ssl || !wbio || !tls->in || !tls->out || SSL_set_ex_data(tls->ssl, session_index, tls) != 1) {
-        take_openssl_error(err, errlen, "cannot create a TLS session");
+        vio_take_openssl_error(err, errlen, "cannot create a TLS session");
         vio_tls_free(tls);
         return NULL;
     }
@@ -329,7 +247,7 @@ static long outcome(vio_tls *tls, int ret) {
         }
         /* fall through */
     default:
-        if (tls->error[0] == 0) take_openssl_error(tls->error, sizeof tls->error, "TLS failure");
+        if (tls->error[0] == 0) vio_take_openssl_error(tls->error, sizeof tls->error, "TLS failure");
         else ERR_clear_error();
         return VIO_TLS_FAILED;
     }
@@ -593,7 +511,7 @@ int vio_tls_key_update(vio_tls *tls) {
         return 1;
     }
     int r = SSL_key_update(tls->ssl, SSL_KEY_UPDATE_REQUESTED);
-    if (r != 1) take_openssl_error(tls->error, sizeof tls->error, "key update refused");
+    if (r != 1) vio_take_openssl_error(tls->error, sizeof tls->error, "key update refused");
     return r;
 }
 
