@@ -363,6 +363,9 @@ static long post_handshake(vio_tls *tls, const uint8_t *msg, size_t len) {
     return 0;
 }
 
+/* The ciphertext length a record header announces. */
+static size_t ciphertext_length(const uint8_t *header) { return (size_t)header[3] << 8 | header[4]; }
+
 /* Opens records from the socket until application bytes reach `buf`. */
 static long read_records(vio_tls *tls, uint8_t *buf, size_t len) {
     for (;;) {
@@ -376,7 +379,7 @@ static long read_records(vio_tls *tls, uint8_t *buf, size_t len) {
         size_t buffered = tls->in_end - tls->in_start;
         if (buffered >= VIO_RECORD_HEADER) {
             const uint8_t *rec = tls->in + tls->in_start;
-            size_t ciphertext = (size_t)rec[3] << 8 | rec[4];
+            size_t ciphertext = ciphertext_length(rec);
             if (rec[0] != 0x17) {
                 char why[96];
                 snprintf(why, sizeof why, "unexpected record type %u after the handshake", rec[0]);
@@ -495,8 +498,7 @@ int vio_tls_flush(vio_tls *tls) {
 static int record_buffered(const vio_tls *tls) {
     size_t buffered = tls->in_end - tls->in_start;
     if (buffered < VIO_RECORD_HEADER) return 0;
-    const uint8_t *rec = tls->in + tls->in_start;
-    return buffered >= VIO_RECORD_HEADER + ((size_t)rec[3] << 8 | rec[4]);
+    return buffered >= VIO_RECORD_HEADER + ciphertext_length(tls->in + tls->in_start);
 }
 
 int vio_tls_drained(const vio_tls *tls) {
