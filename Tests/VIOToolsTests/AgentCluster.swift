@@ -1,4 +1,5 @@
 import Foundation
+import Testing
 
 /// Several agents, one control socket per host: what the loopback and namespace clusters
 /// share for starting instances and reading status.
@@ -20,6 +21,17 @@ extension AgentCluster {
     /// Waits until `vioctl status` on `host` contains `text` (a liveness bound).
     func waitForStatus(_ host: String, _ text: String, timeout: TimeInterval = 20) throws -> Bool {
         try Tools.waitUntil(timeout: timeout) { try status(host).contains(text) }
+    }
+
+    /// Checks that `instance` on `host` can ping `peer` on `peerHost` (100 round trips,
+    /// both probes exiting 0): what tests ask after a link has been broken and restored.
+    func expectRoundTrips(from host: String, _ instance: String, to peerHost: String, _ peer: String,
+                          sourceLocation: SourceLocation = #_sourceLocation) throws {
+        let echo = try probe(peerHost, ["echo", "--as", peer])
+        #expect(echo.waitFor("attached"), sourceLocation: sourceLocation)
+        let ping = try probe(host, ["ping", "--as", instance, "--peer", peer, "--count", "100", "--warmup", "0"])
+        #expect(ping.finish() == 0, "\(ping.output)", sourceLocation: sourceLocation)
+        #expect(echo.finish() == 0, sourceLocation: sourceLocation)
     }
 
     /// Waits until `host` shows `peers` peer hosts up with both their channels.
