@@ -44,6 +44,21 @@ static int write_full(int fd, const void *buf, size_t n) {
     return 0;
 }
 
+/* The client's side of a ping-pong on `a` (after `idle_us` of idle before each request):
+ * times count + warm round trips, waits for the echoing child, prints the RTT report. */
+static int ping_pong(int a, char *buf, size_t size, size_t count, size_t warm, unsigned idle_us, pid_t child) {
+    uint64_t *samples = malloc(sizeof(uint64_t) * count);
+    for (size_t i = 0; i < count + warm; i++) {
+        if (idle_us) usleep(idle_us);
+        uint64_t s = now_ns();
+        if (write_full(a, buf, size) || read_full(a, buf, size)) { fprintf(stderr, "peer failed\n"); return 1; }
+        if (i >= warm) samples[i - warm] = now_ns() - s;
+    }
+    waitpid(child, NULL, 0);
+    report_rtt(samples, count, (int)size);
+    return 0;
+}
+
 static int across_namespaces(int argc, char **argv) {
     size_t size = (size_t)atoi(argv[2]);
     size_t count = (size_t)strtoull(argv[3], NULL, 10), warm = count / 10;
@@ -88,15 +103,7 @@ static int across_namespaces(int argc, char **argv) {
         waitpid(child, NULL, 0);
         return 0;
     }
-    uint64_t *samples = malloc(sizeof(uint64_t) * count);
-    for (size_t i = 0; i < count + warm; i++) {
-        uint64_t s = now_ns();
-        if (write_full(a, buf, size) || read_full(a, buf, size)) { fprintf(stderr, "peer failed\n"); return 1; }
-        if (i >= warm) samples[i - warm] = now_ns() - s;
-    }
-    waitpid(child, NULL, 0);
-    report_rtt(samples, count, (int)size);
-    return 0;
+    return ping_pong(a, buf, size, count, warm, 0, child);
 }
 
 int main(int argc, char **argv) {
@@ -139,14 +146,5 @@ int main(int argc, char **argv) {
     }
     pin(0);
     close(b);
-    uint64_t *samples = malloc(sizeof(uint64_t) * count);
-    for (size_t i = 0; i < count + warm; i++) {
-        if (idle_us) usleep(idle_us);
-        uint64_t s = now_ns();
-        if (write_full(a, buf, size) || read_full(a, buf, size)) { fprintf(stderr, "peer failed\n"); return 1; }
-        if (i >= warm) samples[i - warm] = now_ns() - s;
-    }
-    waitpid(child, NULL, 0);
-    report_rtt(samples, count, (int)size);
-    return 0;
+    return ping_pong(a, buf, size, count, warm, idle_us, child);
 }
