@@ -8,9 +8,10 @@
 #                                   vio_tls: TLS 1.3, the default; vio_poll: plaintext with
 #                                   agent_poll_us: 100; tcp: a direct connection)
 #   xbw.{vio,vio_tls,tcp}.65536     64 KiB one-way stream a1 -> b1
-#   fanout.{vio,vio_tls}.64links    8 instances per host, all 64 cross-host links streaming at
-#                                   once through the two agents (K = 2 channels)
-#   fanout.tcp.64conns              the same workload on 64 direct TCP connections
+#   fanout.{vio,vio_tls}.SIZE       8 instances per host, all 64 cross-host links streaming
+#                                   SIZE-byte messages at once through the two agents (K = 2
+#                                   channels); SIZE 256, 1024, 4096, 16384 (TLS: 1024, 16384)
+#   fanout.tcp.SIZE                 the same workload on 64 direct TCP connections
 #   xrtt.relay_c.{sleep,poll}.64,   the relay floor (Benchmarks/c/relay_floor.c): two instances,
 #   xbw.relay_c.65536               two relays, rings, doorbells and one TCP connection in C and
 #                                   nothing else; relays sleeping or polling; what any
@@ -85,6 +86,31 @@ agent_ticks() { awk '{print $14 + $15}' "/proc/$(cat "$work/alpha.pid")/stat" "/
 command -v bc >/dev/null || apt-get install -y -qq bc >/dev/null 2>&1 || true
 hz=$(getconf CLK_TCK)
 
+# The fan-out at several message sizes: small messages are where a database's requests and
+# replies live, 16 KiB where bulk transfers do. TLS only at a small and a bulk size.
+fanout_sizes="256 1024 4096 16384"
+tls_fanout_sizes="1024 16384"
+fanout_vio() {  # fanout_vio TAG SIZE: 64 links at once, receivers on beta, senders on alpha
+  local tag="$1" size="$2"
+  local t0 t1 rpid tpid sockets tx_cpu line
+  t0=$(agent_ticks)
+  "$bin/vio-probe" fanout --as "$(seq -f 'b%g' 1 8 | paste -sd,)" --role receive --socket "$work/beta.sock" >"$work/fan-rx.log" 2>&1 &
+  rpid=$!
+  "$bin/vio-probe" fanout --as "$(seq -f 'a%g' 1 8 | paste -sd,)" --role send --size "$size" --seconds 5 --socket "$work/alpha.sock" >"$work/fan-tx.log" 2>&1 &
+  tpid=$!
+  sleep 2
+  sockets=$(ip netns exec "$prefix-h1" ss -tnH state established "( sport = :7300 or dport = :7300 )" | wc -l)
+  wait "$tpid" || true; wait "$rpid" || true
+  t1=$(agent_ticks)
+  tx_cpu=$(sed -n 's/.*fanout sent.*cpu_s=\([0-9.]*\).*/\1/p' "$work/fan-tx.log")
+  line=$(grep -h '^fanout links' "$work/fan-rx.log" || true)
+  if [ -n "$line" ]; then
+    record "fanout.$tag.$size" "$line app_cpu_s=$(awk -v a="${tx_cpu:-0}" -v l="$line" 'BEGIN {match(l, /cpu_s=[0-9.]+/); print a + substr(l, RSTART + 6, RLENGTH - 6)}') agent_cpu_s=$(awk -v d=$((t1 - t0)) -v hz="$hz" 'BEGIN {printf "%.2f", d / hz}') sockets_per_host=$sockets"
+  else
+    echo "bench: fanout.$tag.$size failed: $(cat "$work/fan-rx.log" "$work/fan-tx.log" | tail -4)" >&2
+  fi
+}
+
 probe_pair() {  # probe_pair NAME SERVER_ARGS -- CLIENT_ARGS (server attaches to beta, client to alpha)
   local name="$1"; shift
   local server=() client=()
@@ -105,23 +131,9 @@ for run in $(seq 1 "$runs"); do
     start_agents "$work/$security.yaml" || continue
     probe_pair "xrtt.$tag.sleep.64" echo --as b1 --wait sleep --cpu 1 -- ping --as a1 --peer b1 --wait sleep --cpu 0 --count 20000
     probe_pair "xbw.$tag.65536" sink --as b1 --wait sleep --count 30000 -- rate --as a1 --peer b1 --wait sleep --size 65536 --count 30000
-    # 64 links at once: receivers on beta, senders on alpha, agents' CPU over the run.
-    t0=$(agent_ticks)
-    "$bin/vio-probe" fanout --as "$(seq -f 'b%g' 1 8 | paste -sd,)" --role receive --socket "$work/beta.sock" >"$work/fan-rx.log" 2>&1 &
-    rpid=$!
-    "$bin/vio-probe" fanout --as "$(seq -f 'a%g' 1 8 | paste -sd,)" --role send --size 16384 --seconds 5 --socket "$work/alpha.sock" >"$work/fan-tx.log" 2>&1 &
-    tpid=$!
-    sleep 2
-    sockets=$(ip netns exec "$prefix-h1" ss -tnH state established "( sport = :7300 or dport = :7300 )" | wc -l)
-    wait "$tpid" || true; wait "$rpid" || true
-    t1=$(agent_ticks)
-    tx_cpu=$(sed -n 's/.*fanout sent.*cpu_s=\([0-9.]*\).*/\1/p' "$work/fan-tx.log")
-    line=$(grep -h '^fanout links' "$work/fan-rx.log" || true)
-    if [ -n "$line" ]; then
-      record "fanout.$tag.64links" "$line app_cpu_s=$(awk -v a="${tx_cpu:-0}" -v l="$line" 'BEGIN {match(l, /cpu_s=[0-9.]+/); print a + substr(l, RSTART + 6, RLENGTH - 6)}') agent_cpu_s=$(awk -v d=$((t1 - t0)) -v hz="$hz" 'BEGIN {printf "%.2f", d / hz}') sockets_per_host=$sockets"
-    else
-      echo "bench: fanout.$tag failed: $(cat "$work/fan-rx.log" "$work/fan-tx.log" | tail -4)" >&2
-    fi
+    for size in $([ "$security" = tls ] && echo "$tls_fanout_sizes" || echo "$fanout_sizes"); do
+      fanout_vio "$tag" "$size"
+    done
     stop_agents
   done
   # Agents that poll 100 µs after activity (agent_poll_us) instead of sleeping at once.
@@ -134,5 +146,7 @@ for run in $(seq 1 "$runs"); do
   record xbw.relay_c.65536 "$("$work/relay_floor" stream 65536 30000 "$prefix-h1" "$prefix-h2" 198.18.0.2 sleep | sed 's/^bw /rate /')"
   record xrtt.tcp.64 "$("$work/socket_pingpong" tcpns 64 20000 "$prefix-h2" "$prefix-h1" 198.18.0.2)"
   record xbw.tcp.65536 "$("$work/socket_pingpong" tcpns 65536 30000 "$prefix-h2" "$prefix-h1" 198.18.0.2 stream | sed 's/^bw /rate /')"
-  record fanout.tcp.64conns "$("$work/tcp_fanout" "$prefix-h2" "$prefix-h1" 198.18.0.2 64 16384 5 | sed 's/cpu_s=/app_cpu_s=/')"
+  for size in $fanout_sizes; do
+    record "fanout.tcp.$size" "$("$work/tcp_fanout" "$prefix-h2" "$prefix-h1" 198.18.0.2 64 "$size" 5 | sed 's/cpu_s=/app_cpu_s=/')"
+  done
 done

@@ -168,13 +168,16 @@ def ratio(a, b):
 print(f"machine: {machine['cpus']} CPUs, {model}, Linux {machine['kernel']}")
 print(f"{'name':32} {'unit':7} {'median':>9} {'p99':>8} {'min':>9} {'max':>9}  vs tcp   vs ring_c")
 for r in records:
+    kind = r["name"].split(".")[0]
+    # The fan-out is compared with 64 TCP connections at the same message size.
     base = {"rtt": "rtt.tcp.64", "xrtt": "xrtt.tcp.64", "xbw": "xbw.tcp.65536",
-            "fanout": "fanout.tcp.64conns"}.get(r["name"].split(".")[0])
+            "fanout": "fanout.tcp." + r["name"].split(".")[-1]}.get(kind)
     ring = {"rtt": "rtt.ring_c.64", "rate": "rate.ring_c.64", "bw": "bw.ring_c.65536"}.get(r["name"].split(".")[0], "")
     p99 = f"{r['p99']:.2f}" if r["p99"] is not None else "-"
     print(f"{r['name']:32} {r['unit']:7} {r['value']:9.2f} {p99:>8} {r['min']:9.2f} {r['max']:9.2f}  "
           f"{ratio(r['name'], base) if base else '-':>7}  {ratio(r['name'], ring):>7}")
-for kind, unit in (("xrtt", "sleep.64"), ("xbw", "65536"), ("fanout", "64links")):
+for kind, unit in [("xrtt", "sleep.64"), ("xbw", "65536")] + [("fanout", r["name"].split(".")[-1])
+                                                             for r in records if r["name"].startswith("fanout.vio_tls.")]:
     a, b = f"{kind}.vio_tls.{unit}", f"{kind}.vio.{unit}"
     if a in by and b in by:
         print(f"{a:32} encrypted / plaintext: {by[a]['value'] / by[b]['value']:.2f}x")
