@@ -172,7 +172,7 @@ for r in records:
     # The fan-out is compared with 64 TCP connections at the same message size.
     base = {"rtt": "rtt.tcp.64", "xrtt": "xrtt.tcp.64", "xbw": "xbw.tcp.65536",
             "fanout": "fanout.tcp." + r["name"].split(".")[-1]}.get(kind)
-    ring = {"rtt": "rtt.ring_c.64", "rate": "rate.ring_c.64", "bw": "bw.ring_c.65536"}.get(r["name"].split(".")[0], "")
+    ring = {"rtt": "rtt.ring_c.64", "rate": "rate.ring_c.64", "bw": "bw.ring_c.65536"}.get(kind, "")
     p99 = f"{r['p99']:.2f}" if r["p99"] is not None else "-"
     print(f"{r['name']:32} {r['unit']:7} {r['value']:9.2f} {p99:>8} {r['min']:9.2f} {r['max']:9.2f}  "
           f"{ratio(r['name'], base) if base else '-':>7}  {ratio(r['name'], ring):>7}")
