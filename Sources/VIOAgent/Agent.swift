@@ -140,6 +140,8 @@ public final class Agent {
         // How long the loop keeps polling after activity (topology `agent_poll_us`).
         let pollNanoseconds = UInt64(view.host.agentPollMicroseconds) * 1000
         var events = Epoll.EventBuffer(capacity: 256)
+        // Read once: every `self.fabric` in the loop would retain and release it again.
+        let fabric = self.fabric
         // One clock reading per turn, which the fabric stamps its activity with: taken at the
         // end of every turn (timing it), and again after a wait that may have slept or a yield.
         var now: UInt64 = 0
@@ -457,7 +459,7 @@ public final class Agent {
 
     /// Milliseconds from `now` to the next deadline (rounded up; -1: none).
     private func nextTimeoutMilliseconds(now: UInt64) -> Int32 {
-        let opens = pendingOpens.map(\.deadline).min() ?? .max
+        let opens = pendingOpens.isEmpty ? .max : pendingOpens.map(\.deadline).min()!
         return Deadline(nanoseconds: min(opens, fabric?.nextTimeoutNanoseconds() ?? .max)).remainingMilliseconds(at: now)
     }
 

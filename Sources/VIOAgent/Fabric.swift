@@ -366,7 +366,6 @@ final class Fabric {
         guard !dirty.isEmpty else { return }
         // Channels still waiting for the socket to take more go back on `dirty`.
         let flushing = dirty.take()
-        defer { dirty.recycle(flushing) }
         for slot in flushing where slot.isLive {
             let done: Bool
             do { done = try slot.channel.flush() } catch {
@@ -383,6 +382,9 @@ final class Fabric {
             }
             if slot.watchingWritable { dirty.insert(slot) }
         }
+        // Not in a `defer`: there the array is still shared when handed back, and emptying
+        // it would allocate a new buffer every turn.
+        dirty.recycle(flushing)
     }
 
     /// Closes a channel; if it was part of a peer's fabric, that host is down.

@@ -71,22 +71,31 @@ final class OutputQueue {
         }
     }
 
-    /// Adds a lent `payload` in place when `inPlace` allows and it is large (it stays valid
-    /// until its loan, or a later one of the same lender, is reported), else copies it; the
-    /// loan's position is reported once the payload is written.
-    func append(_ payload: UnsafeRawBufferPointer, loan: PayloadLoan?, inPlace: Bool) {
+    /// Adds a frame: `head` bytes written by `fill` (header, and prefix), then `payload`.
+    /// A lent payload goes in place when `inPlace` allows and it is large (it stays valid
+    /// until its loan, or a later one of the same lender, is reported); anything else is
+    /// copied after the head in one reservation. The loan's position is reported once the
+    /// payload is written.
+    func appendFrame(head: Int, _ fill: (UnsafeMutableRawPointer) -> Void, payload: UnsafeRawBufferPointer,
+                     loan: PayloadLoan?, inPlace: Bool) {
         if let loan, inPlace, payload.count >= Self.lendThreshold {
+            fill(extend(by: head))
             segments.append(Segment(copiedCount: 0, lent: payload, loan: loan))
             count += payload.count
             return
         }
-        append(payload)
-        guard let loan, loan.position != nil else { return }
-        if segments.isEmpty {
-            loan.lender.sent(through: loan.position!)
-        } else {
-            segments[segments.count - 1].loan = loan
+        if head + payload.count == 0 {
+            // Nothing to write: the frame is as good as sent.
+            if let loan, let position = loan.position { loan.lender.sent(through: position) }
+            return
         }
+        let p = extend(by: head + payload.count)
+        fill(p)
+        if let source = payload.baseAddress, payload.count > 0 {
+            (p + head).copyMemory(from: source, byteCount: payload.count)
+        }
+        // Not empty: the frame was just added.
+        if let loan, loan.position != nil { segments[segments.count - 1].loan = loan }
     }
 
     /// Fills `vectors` with the pending bytes in order; returns how many it used.

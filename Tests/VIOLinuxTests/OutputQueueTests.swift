@@ -13,6 +13,13 @@ struct OutputQueueTests {
         func sent(through position: UInt64) { reported.append(position) }
     }
 
+    /// Adds a frame whose head is `head` (copied) and whose payload is `payload`.
+    func frame(_ q: OutputQueue, head: [UInt8] = [], _ payload: UnsafeRawBufferPointer, loan: PayloadLoan?, inPlace: Bool) {
+        q.appendFrame(head: head.count, { p in
+            head.withUnsafeBytes { if $0.count > 0 { p.copyMemory(from: $0.baseAddress!, byteCount: $0.count) } }
+        }, payload: payload, loan: loan, inPlace: inPlace)
+    }
+
     func drain(_ q: OutputQueue, step: Int) -> [UInt8] {
         var out: [UInt8] = []
         let vectors = UnsafeMutableBufferPointer<iovec>.allocate(capacity: 8)
@@ -40,11 +47,14 @@ struct OutputQueueTests {
         big.withUnsafeBytes { big in
             small.withUnsafeBytes { small in
                 [UInt8]([1, 2, 3]).withUnsafeBytes { q.append($0) }
-                q.append(big, loan: PayloadLoan(lender: lender, position: 10), inPlace: true)   // lent
-                q.append(small, loan: PayloadLoan(lender: lender, position: 20), inPlace: true) // small: copied
-                q.append(big, loan: PayloadLoan(lender: lender, position: nil), inPlace: true)  // lent, reported later
-                q.append(big, loan: PayloadLoan(lender: lender, position: 30), inPlace: false)  // copied (TLS)
-                expected = [1, 2, 3] + Array(big) + Array(small) + Array(big) + Array(big)
+                frame(q, head: [9, 9], big, loan: PayloadLoan(lender: lender, position: 10), inPlace: true)   // lent
+                frame(q, head: [8], small, loan: PayloadLoan(lender: lender, position: 20), inPlace: true)   // small: copied
+                frame(q, big, loan: PayloadLoan(lender: lender, position: nil), inPlace: true)               // lent, reported later
+                frame(q, head: [7, 7, 7], big, loan: PayloadLoan(lender: lender, position: 30), inPlace: false) // copied (TLS)
+                frame(q, UnsafeRawBufferPointer(start: nil, count: 0), loan: PayloadLoan(lender: lender, position: 5), inPlace: true)
+                #expect(lender.reported == [5])  // an empty frame is sent at once
+                lender.reported = []
+                expected = [1, 2, 3] + [9, 9] + Array(big) + [8] + Array(small) + Array(big) + [7, 7, 7] + Array(big)
                 #expect(q.count == expected.count)
                 #expect(lender.reported.isEmpty)
                 #expect(drain(q, step: step) == expected)
@@ -59,8 +69,8 @@ struct OutputQueueTests {
         let lender = Lender()
         let payload = [UInt8](repeating: 1, count: 3000)
         payload.withUnsafeBytes { p in
-            q.append(p, loan: PayloadLoan(lender: lender, position: 1), inPlace: false)
-            q.append(p, loan: PayloadLoan(lender: lender, position: 2), inPlace: false)
+            frame(q, p, loan: PayloadLoan(lender: lender, position: 1), inPlace: false)
+            frame(q, p, loan: PayloadLoan(lender: lender, position: 2), inPlace: false)
             #expect(q.front?.count == 6000)
             q.consume(4000)
             #expect(lender.reported == [1])
@@ -73,7 +83,7 @@ struct OutputQueueTests {
         let lender = Lender()
         let big = [UInt8](repeating: 7, count: 4096)
         big.withUnsafeBytes { big in
-            q.append(big, loan: PayloadLoan(lender: lender, position: 1), inPlace: true)
+            frame(q, big, loan: PayloadLoan(lender: lender, position: 1), inPlace: true)
             q.consume(4095)
             #expect(lender.reported.isEmpty)
             q.consume(1)
