@@ -8,8 +8,7 @@ import class Foundation.ProcessInfo
 /// Swift's run-time exclusivity checks there cost more than the rest of its user time
 /// (measured with perf). Compile-time checks still apply; only agent-only modules opt out,
 /// and only in release builds (tests run the debug build with every check on).
-let agentHotPath: [SwiftSetting] = [.unsafeFlags(["-enforce-exclusivity=unchecked", "-cross-module-optimization"], .when(configuration: .release))]
-let crossModule: [SwiftSetting] = [.unsafeFlags(["-cross-module-optimization"], .when(configuration: .release))]
+let agentHotPath: [SwiftSetting] = [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
 
 let package = Package(
     name: "VIO",
@@ -48,7 +47,7 @@ let package = Package(
 
         // MARK: Platform-neutral layers
         /// Byte layouts shared by processes and hosts: frame header, control messages.
-        .target(name: "VIOWire", swiftSettings: crossModule),
+        .target(name: "VIOWire"),
         /// The cluster topology language: YAML loading, validation, resolution per host.
         .target(name: "VIOTopology", dependencies: [.product(name: "Yams", package: "Yams")]),
 
@@ -57,12 +56,12 @@ let package = Package(
         .target(name: "VIOLinux", dependencies: [
             "CVIOShim", "CNUMA", "CACL",
             .product(name: "SystemPackage", package: "swift-system"),
-        ], swiftSettings: crossModule),
+        ]),
         /// Shared-memory message rings: layout, producer/consumer, doorbells.
         .target(name: "VIOSharedMemory", dependencies: [
             "VIOLinux",
             .product(name: "Atomics", package: "swift-atomics"),
-        ], swiftSettings: crossModule),
+        ]),
         /// Agent identity and the secure channel: Ed25519 key files, TLS 1.3 sessions.
         .target(name: "VIOSecurity", dependencies: ["CVIOTLS"]),
         /// Physical channels between agents: TCP (plain or TLS), RDMA.
