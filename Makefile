@@ -4,7 +4,7 @@ SHELL := /bin/bash
 export PATH := $(PATH):/opt/swift/usr/bin
 SWIFT ?= swift
 
-.PHONY: deps build release demo test clean microbench bench install
+.PHONY: deps build release demo test clean microbench bench agent-instructions install
 
 deps:
 	@bash scripts/install-deps.sh
@@ -43,6 +43,11 @@ clean:
 bench: release
 	@command -v python3 >/dev/null || apt-get install -y -qq python3 >/dev/null
 	@bash scripts/bench.sh "$$($(SWIFT) build -c release --show-bin-path)"
+
+# Instructions the agent runs per cross-host round trip (valgrind; root): deterministic where
+# timings on this VM are not.
+agent-instructions: release
+	@bash scripts/agent-instructions.sh "$$($(SWIFT) build -c release --show-bin-path)"
 
 # Micro-benchmarks of hot paths (ordo-one/benchmark), in their own build folder.
 microbench: deps
