@@ -42,12 +42,6 @@ final class ByteQueue {
         return storage + end
     }
 
-    /// Appends `bytes`.
-    func append(_ bytes: UnsafeRawBufferPointer) {
-        guard let source = bytes.baseAddress, bytes.count > 0 else { return }
-        extend(by: bytes.count).copyMemory(from: source, byteCount: bytes.count)
-    }
-
     /// Drops `n` bytes from the front.
     func consume(_ n: Int) {
         start += n

@@ -48,15 +48,8 @@ final class OutputQueue {
     /// Bytes queued.
     private(set) var count = 0
 
-    /// Copies `bytes` to the back.
-    func append(_ bytes: UnsafeRawBufferPointer) {
-        guard bytes.count > 0 else { return }
-        copied.append(bytes)
-        appendCopied(bytes.count)
-    }
-
     /// Room for `n` copied bytes at the back (the caller fills them).
-    func extend(by n: Int) -> UnsafeMutableRawPointer {
+    private func extend(by n: Int) -> UnsafeMutableRawPointer {
         let p = copied.extend(by: n)
         appendCopied(n)
         return p

@@ -46,7 +46,7 @@ struct OutputQueueTests {
         var expected: [UInt8] = []
         big.withUnsafeBytes { big in
             small.withUnsafeBytes { small in
-                [UInt8]([1, 2, 3]).withUnsafeBytes { q.append($0) }
+                frame(q, head: [1, 2, 3], UnsafeRawBufferPointer(start: nil, count: 0), loan: nil, inPlace: false)
                 frame(q, head: [9, 9], big, loan: PayloadLoan(lender: lender, position: 10), inPlace: true)   // lent
                 frame(q, head: [8], small, loan: PayloadLoan(lender: lender, position: 20), inPlace: true)   // small: copied
                 frame(q, big, loan: PayloadLoan(lender: lender, position: nil), inPlace: true)               // lent, reported later
