@@ -348,7 +348,12 @@ final class Fabric {
 
     /// Queues a frame on a channel (written at the end of the turn).
     func send(_ header: FrameHeader, _ payload: [UInt8] = [], on slot: ChannelSlot) {
-        slot.channel.enqueue(header, bytes: payload)
+        payload.withUnsafeBytes { send(header, payload: $0, on: slot) }
+    }
+
+    /// Queues a frame whose payload the caller holds in memory (copied now).
+    func send(_ header: FrameHeader, payload: UnsafeRawBufferPointer, on slot: ChannelSlot) {
+        slot.channel.enqueue(header, payload: payload)
         slot.lastSent = now
         dirty.insert(slot)
     }

@@ -306,9 +306,7 @@ extension Fabric {
                 var delivered = link.deliveredMessages.littleEndian
                 var header = sessionHeader(.acknowledgement, [], link)
                 header.credit = UInt32(credit)
-                withUnsafeBytes(of: &delivered) { slot.channel.enqueue(header, payload: $0) }
-                slot.lastSent = now
-                dirty.insert(slot)
+                withUnsafeBytes(of: &delivered) { send(header, payload: $0, on: slot) }
                 return
             }
             // Nothing worth a grant yet. While the far sender still holds half a window of
