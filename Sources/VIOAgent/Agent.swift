@@ -459,7 +459,7 @@ public final class Agent {
 
     /// Milliseconds from `now` to the next deadline (rounded up; -1: none).
     private func nextTimeoutMilliseconds(now: UInt64) -> Int32 {
-        let opens = pendingOpens.isEmpty ? .max : pendingOpens.map(\.deadline).min()!
+        let opens = pendingOpens.lazy.map(\.deadline).min() ?? .max
         return Deadline(nanoseconds: min(opens, fabric?.nextTimeoutNanoseconds() ?? .max)).remainingMilliseconds(at: now)
     }
 
