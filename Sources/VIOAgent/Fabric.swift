@@ -461,7 +461,10 @@ final class Fabric {
             guard header.destination == link.localID else {
                 throw ProtocolViolation("session \(header.session) carries destination \(header.destination)")
             }
-            try link.receive(header, payload)
+            if let malformed = try link.receive(header, payload) {
+                corruptFromFar(link, malformed)
+                return
+            }
             received.insert(link)
         case .acknowledgement:
             guard let link = links[header.session], link.host === peer else {

@@ -170,6 +170,7 @@ extension Fabric {
     private func accept(_ link: RemoteLink, _ open: SessionOpen, requestID: UInt32?, acknowledge: Bool) {
         link.sendCredit = Int(open.window)
         link.peerMaxFramePayload = Int(open.maxFramePayload)
+        link.peerTakesRuns = open.features.contains(.recordRuns)
         link.phase = .open
         try? link.machine.apply(.start)
         if acknowledge, let slot = slot(for: link) {
@@ -262,6 +263,17 @@ extension Fabric {
             sendReset(link, .corrupt, "the ring of '\(link.instance)' on '\(view.host.name)' is corrupt: \(why)")
             unregister(link)
         }
+    }
+
+    /// The far instance's messages on `link` arrived malformed (its ring changed while its
+    /// agent sent from it): the link ends as corrupt at both ends; the channel and the other
+    /// links on it carry on.
+    func corruptFromFar(_ link: RemoteLink, _ why: String) {
+        logger.warning("malformed messages from the far instance", metadata: ["link": "\(link.instance) <-> \(link.peer)@\(link.peerHost)",
+                                                                             "detail": "\(why)"])
+        link.finish(LinkStateWord(kind: .corrupt, end: 1))
+        sendReset(link, .corrupt, "messages from '\(link.peer)' arrived malformed on '\(view.host.name)': \(why)")
+        unregister(link)
     }
 
     /// The instance closed (or broke) its end and everything it sent is framed.

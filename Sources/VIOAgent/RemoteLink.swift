@@ -58,6 +58,8 @@ final class RemoteLink: WorkListed {
     var sendCredit = 0
     /// Largest data payload the far agent takes in one frame.
     var peerMaxFramePayload = 1024
+    /// The far agent takes runs of whole messages in one frame (``FrameFlags/records``).
+    var peerTakesRuns = false
     var sendSequence: UInt32 = 0
     /// Inside a message the instance is sending in several records.
     var outboundInMessage = false
@@ -155,9 +157,22 @@ final class RemoteLink: WorkListed {
     /// each frame to `emit` (header, optional 8-byte message-length prefix, the payload in the
     /// ring, and on a record's last frame the ring position to report to ``sent(through:)``
     /// once the channel has written it). Records stay in the ring until then.
+    ///
+    /// Two or more whole messages back to back go as one frame of ring records when the far
+    /// agent takes them: one header, one credit check and one acknowledgement-counted frame
+    /// for all of them, and the far agent commits them into its ring as they are.
     func drain(budget: Int, emit: (FrameHeader, UnsafeRawBufferPointer, UnsafeRawBufferPointer, UInt64?) -> Void) -> DrainResult {
         var spent = 0
         while spent < budget {
+            if peerTakesRuns, !outboundInMessage, outboundRecordOffset == 0,
+               let run = consumer.nextRun(maxBytes: min(peerMaxFramePayload, sendCredit, budget - spent)) {
+                sendCredit -= run.bytes.count
+                let end = consumer.consume(run)
+                emit(header(flags: .records), UnsafeRawBufferPointer(start: nil, count: 0), run.bytes, end)
+                spent += run.bytes.count + FrameHeader.size
+                stalledOnCredit = false
+                continue
+            }
             let next: RingRecord?
             do { next = try consumer.next() } catch { return .corrupt("\(error)") }
             guard let record = next else { return .empty }
@@ -243,18 +258,21 @@ final class RemoteLink: WorkListed {
     private var placed: UnsafeMutableRawBufferPointer?
 
     /// Takes one data frame from the far agent into ring 0 (or the backlog when the ring has
-    /// no contiguous room). Throws for anything a correct agent never sends.
-    func receive(_ frame: FrameHeader, _ payload: UnsafeRawBufferPointer) throws(ProtocolViolation) {
+    /// no contiguous room). Throws for anything a correct agent never sends. Returns why the
+    /// messages themselves are malformed (a record run the far instance scribbled on while its
+    /// agent sent it): that breaks this link only, never the channel; nil when delivered.
+    func receive(_ frame: FrameHeader, _ payload: UnsafeRawBufferPointer) throws(ProtocolViolation) -> String? {
         guard frame.sequence == receiveSequence else {
             throw ProtocolViolation("session \(session): frame \(frame.sequence) arrived, \(receiveSequence) expected")
         }
         receiveSequence &+= 1
+        if frame.flags.contains(.records) { return try receiveRun(frame, payload) }
         if frame.flags.contains(.reset) {
             guard inboundInMessage, payload.isEmpty else { throw ProtocolViolation("session \(session): stray abort") }
             inboundInMessage = false
             try spend(RegionLayout.Record.size(payload: 0))
             write(UnsafeRawBufferPointer(start: nil, count: 0), flags: RegionLayout.Record.abort, total: 0)
-            return
+            return nil
         }
         var data = payload
         var flags: UInt16 = 0
@@ -293,9 +311,49 @@ final class RemoteLink: WorkListed {
             // Already in the ring (the channel read it into the reserved record): publish it.
             self.placed = nil
             publishRecord(payload: data.count, flags: flags, total: total)
-            return
+            return nil
         }
         write(data, flags: flags, total: total)
+        return nil
+    }
+
+    /// A frame of whole messages as ring records: checked, then committed as one run (in
+    /// place when the channel read it into the ring), or message by message into the backlog
+    /// when the ring has no contiguous room for it.
+    private func receiveRun(_ frame: FrameHeader, _ payload: UnsafeRawBufferPointer) throws(ProtocolViolation) -> String? {
+        guard !inboundInMessage, frame.flags == .records else {
+            throw ProtocolViolation("session \(session): a record run inside a fragmented message or with flags \(frame.flags.rawValue)")
+        }
+        guard payload.count <= maxFramePayload else {
+            throw ProtocolViolation("session \(session): \(payload.count)-byte record run exceeds the \(maxFramePayload) granted")
+        }
+        let run: RecordRun
+        do { run = try RecordRun.validate(payload, maxPayload: region.maxMessage) } catch {
+            placed = nil
+            return "\(error)"
+        }
+        try spend(payload.count)
+        if let placed, payload.baseAddress == UnsafeRawPointer(placed.baseAddress), payload.count == placed.count {
+            self.placed = nil
+            producer.commit(run)
+            deliveredMessages &+= UInt64(run.messages)
+            return nil
+        }
+        if backlog.isEmpty, let p = try? producer.reserveRun(bytes: payload.count) {
+            p.copyMemory(from: payload.baseAddress!, byteCount: payload.count)
+            producer.commit(run)
+            deliveredMessages &+= UInt64(run.messages)
+            return nil
+        }
+        var offset = 0
+        while offset < payload.count {
+            let length = Int(payload.loadUnaligned(fromByteOffset: offset + RegionLayout.Record.length, as: UInt32.self))
+            let start = offset + RegionLayout.Record.headerBytes
+            write(UnsafeRawBufferPointer(rebasing: payload[start..<(start + length)]),
+                  flags: RegionLayout.Record.first | RegionLayout.Record.last, total: length)
+            offset += RegionLayout.Record.size(payload: length)
+        }
+        return nil
     }
 
     /// Reserves ring 0 room for a data frame that will be read straight into it: only for a
@@ -305,10 +363,20 @@ final class RemoteLink: WorkListed {
     func placement(for frame: FrameHeader) -> UnsafeMutableRawBufferPointer? {
         placed = nil
         let length = Int(frame.length)
-        guard isOpen, frame.sequence == receiveSequence, !frame.flags.contains(.reset),
-              inboundInMessage || !frame.flags.contains(.more), backlog.isEmpty, length <= maxFramePayload,
-              creditUsed + UInt64(RegionLayout.Record.size(payload: length)) <= granted,
-              let p = try? producer.reserve(payload: length) else { return nil }
+        guard isOpen, frame.sequence == receiveSequence, !frame.flags.contains(.reset), backlog.isEmpty,
+              length <= maxFramePayload else { return nil }
+        let p: UnsafeMutableRawPointer?
+        if frame.flags == .records {
+            // A run of records lands as it is: its length is its ring bytes (and its credit).
+            guard !inboundInMessage, length % RegionLayout.Record.alignment == 0, length > 0,
+                  creditUsed + UInt64(length) <= granted else { return nil }
+            p = try? producer.reserveRun(bytes: length)
+        } else {
+            guard inboundInMessage || !frame.flags.contains(.more),
+                  creditUsed + UInt64(RegionLayout.Record.size(payload: length)) <= granted else { return nil }
+            p = try? producer.reserve(payload: length)
+        }
+        guard let p else { return nil }
         placed = UnsafeMutableRawBufferPointer(start: p, count: length)
         return placed
     }

@@ -98,6 +98,51 @@ public final class RingConsumer {
         }
     }
 
+    /// The whole single-record messages from the head onward that lie back to back before the
+    /// end of the data area, at most `maxBytes` of records; nil unless there are at least two
+    /// (a single message, padding or anything unusual goes through ``next()``, which also
+    /// reports what is malformed). Nothing is consumed: pass the run to ``consume(_:)``.
+    @inlinable
+    public func nextRun(maxBytes: Int) -> RecordRun? {
+        guard maxBytes >= 2 * RegionLayout.Record.headerBytes else { return nil }
+        let tail = ring.tail.load(ordering: .acquiring)
+        let head = cursor.pointee.head
+        let position = head & ring.mask
+        // Only what is committed and before the end of the data area; the bound check on the
+        // tail is next()'s (a run is not taken from a ring whose tail is out of range).
+        guard tail &- head <= UInt64(ring.capacity) else { return nil }
+        let limit = Int(min(tail &- head, UInt64(ring.capacity) - position, UInt64(maxBytes)))
+        let base = ring.data + Int(position)
+        let whole = RegionLayout.Record.first | RegionLayout.Record.last
+        var offset = 0, messages = 0, payload = 0
+        while limit - offset >= RegionLayout.Record.headerBytes {
+            let h = base + offset
+            let length = Int(h.load(fromByteOffset: RegionLayout.Record.length, as: UInt32.self))
+            let flags = h.load(fromByteOffset: RegionLayout.Record.flags, as: UInt16.self)
+            let reserved = h.load(fromByteOffset: RegionLayout.Record.reserved, as: UInt16.self)
+            let total = h.load(fromByteOffset: RegionLayout.Record.total, as: UInt64.self)
+            guard flags == whole, reserved == 0, total == UInt64(length), length <= ring.maximumRecordPayload else { break }
+            let size = RegionLayout.Record.size(payload: length)
+            guard size <= limit - offset else { break }
+            offset += size
+            messages += 1
+            payload += length
+        }
+        guard messages >= 2 else { return nil }
+        cursor.pointee.cachedTail = tail
+        return RecordRun(bytes: UnsafeRawBufferPointer(start: base, count: offset), messages: messages, payloadBytes: payload)
+    }
+
+    /// Moves past a run returned by ``nextRun(maxBytes:)`` without freeing it, like
+    /// ``consume(_:)-(RingRecord)`` for a record; returns the position to publish.
+    @inlinable
+    public func consume(_ run: RecordRun) -> UInt64 {
+        cursor.pointee.head &+= UInt64(run.bytes.count)
+        bump(8, by: UInt64(run.payloadBytes))
+        bump(0, by: UInt64(run.messages))
+        return cursor.pointee.head
+    }
+
     /// Frees the record returned by ``next()``. The head is published lazily: when the ring
     /// looks empty or a quarter of it is waiting to be freed, so a busy consumer does not
     /// write the shared head line for every message.

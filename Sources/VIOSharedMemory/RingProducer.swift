@@ -45,7 +45,22 @@ public final class RingProducer {
     /// The returned pointer is where the payload goes; finish with ``commit(payload:flags:total:)``.
     @inlinable
     public func reserve(payload: Int) throws(LinkError) -> UnsafeMutableRawPointer? {
-        let size = UInt64(RegionLayout.Record.size(payload: payload))
+        try reserveContiguous(UInt64(RegionLayout.Record.size(payload: payload))).map { $0 + RegionLayout.Record.headerBytes }
+    }
+
+    /// Contiguous space for a ``RecordRun`` of `bytes` (a multiple of 16), or `nil` when the ring
+    /// is too full right now. The returned pointer is where the run's first record header goes;
+    /// finish with ``commit(_:)``.
+    @inlinable
+    public func reserveRun(bytes: Int) throws(LinkError) -> UnsafeMutableRawPointer? {
+        precondition(bytes > 0 && bytes % RegionLayout.Record.alignment == 0, "a record run is whole records")
+        return try reserveContiguous(UInt64(bytes))
+    }
+
+    /// `size` contiguous bytes at the tail (padding to the end of the data area first when
+    /// they do not fit before it), or nil when the ring lacks room.
+    @inlinable
+    func reserveContiguous(_ size: UInt64) throws(LinkError) -> UnsafeMutableRawPointer? {
         let position = cursor.pointee.tail & ring.mask
         let contiguous = UInt64(ring.capacity) - position
         let needed = bytesNeeded(size, contiguous: contiguous)
@@ -62,9 +77,9 @@ public final class RingProducer {
             writeHeader(at: position, length: UInt32(contiguous) - UInt32(RegionLayout.Record.headerBytes),
                         flags: RegionLayout.Record.pad, total: 0)
             cursor.pointee.tail &+= contiguous
-            return ring.data + RegionLayout.Record.headerBytes
+            return ring.data
         }
-        return ring.data + Int(position) + RegionLayout.Record.headerBytes
+        return ring.data + Int(position)
     }
 
     /// Free bytes a record of `size` needs when `contiguous` bytes are left before the end of
@@ -96,6 +111,18 @@ public final class RingProducer {
         // Sequentially consistent store then load: pairs with the consumer's
         // store-flag-then-load-cursor.pointee.tail, so either it sees the new cursor.pointee.tail or we see its flag (no
         // lost wake-up). On x86 this is one xchg, cheaper than a release store and a fence.
+        ring.tail.store(cursor.pointee.tail, ordering: .sequentiallyConsistent)
+        wakeReaderIfArmed()
+    }
+
+    /// Publishes a run written into the space ``reserveRun(bytes:)`` returned (validated by the
+    /// caller: ``RecordRun/validate(_:maxPayload:)``), and rings the consumer's doorbell if it
+    /// is asleep: one publication and at most one wake-up for all its messages.
+    @inlinable
+    public func commit(_ run: RecordRun) {
+        cursor.pointee.tail &+= UInt64(run.bytes.count)
+        bump(0, by: UInt64(run.messages))
+        bump(8, by: UInt64(run.payloadBytes))
         ring.tail.store(cursor.pointee.tail, ordering: .sequentiallyConsistent)
         wakeReaderIfArmed()
     }

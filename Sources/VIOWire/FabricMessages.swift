@@ -59,20 +59,38 @@ public struct SessionOpen: Sendable, Equatable {
     /// How long the opener waits for the peer instance to attach (0: not at all,
     /// `UInt32.max`: forever).
     public var waitMilliseconds: UInt32
+    /// What the sender accepts on this session beyond plain DATA frames.
+    public var features: Features
+
+    /// Optional frame forms a receiving agent accepts, announced per session. Bits this build
+    /// does not know are ignored (a newer agent may announce more).
+    public struct Features: OptionSet, Sendable, Hashable {
+        public let rawValue: UInt32
+        public init(rawValue: UInt32) { self.rawValue = rawValue }
+
+        /// DATA frames flagged ``FrameFlags/records``: a run of whole messages laid out as
+        /// ring records (docs/protocol.md).
+        public static let recordRuns = Features(rawValue: 1 << 0)
+        /// What this build accepts.
+        public static let supported: Features = [.recordRuns]
+    }
 
     /// A session-open payload.
-    public init(from: String, to: String, window: UInt32, maxFramePayload: UInt32, waitMilliseconds: UInt32 = 0) {
+    public init(from: String, to: String, window: UInt32, maxFramePayload: UInt32, waitMilliseconds: UInt32 = 0,
+                features: Features = .supported) {
         self.from = from
         self.to = to
         self.window = window
         self.maxFramePayload = maxFramePayload
         self.waitMilliseconds = waitMilliseconds
+        self.features = features
     }
 
     /// The payload bytes.
     public func encoded() -> [UInt8] {
         var w = ByteWriter()
         w.write(from); w.write(to); w.write(window); w.write(maxFramePayload); w.write(waitMilliseconds)
+        w.write(features.rawValue)
         return w.bytes
     }
 
@@ -81,6 +99,7 @@ public struct SessionOpen: Sendable, Equatable {
         var r = ByteReader(bytes)
         from = try r.readString(); to = try r.readString()
         window = try r.read(); maxFramePayload = try r.read(); waitMilliseconds = try r.read()
+        features = Features(rawValue: try r.read())
         try r.expectEnd()
         guard maxFramePayload >= 64, maxFramePayload <= UInt32(FrameHeader.maximumPayload) else {
             throw .invalid(field: "max frame payload", value: "\(maxFramePayload)")

@@ -139,9 +139,14 @@ public struct FrameFlags: OptionSet, Sendable, Hashable {
     public static let more = FrameFlags(rawValue: 1 << 3)
     /// The session is refused or reset; the payload says why.
     public static let reset = FrameFlags(rawValue: 1 << 4)
+    /// A DATA frame whose payload is a run of whole messages, each laid out as a ring record
+    /// (16-byte header, payload, padding to 16): sent from the sender's ring and received into
+    /// the receiver's as they are. Only to a session that announced
+    /// ``SessionOpen/Features/recordRuns``.
+    public static let records = FrameFlags(rawValue: 1 << 5)
 
     /// Every defined bit.
-    public static let all: FrameFlags = [.start, .dataEnd, .close, .more, .reset]
+    public static let all: FrameFlags = [.start, .dataEnd, .close, .more, .reset, .records]
 }
 
 /// One frame: header and payload.

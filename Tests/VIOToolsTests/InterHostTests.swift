@@ -71,6 +71,26 @@ struct InterHostTests {
         #expect(status.contains("frames"), "\(status)")
     }
 
+    /// Many small messages: the agents carry back-to-back messages as runs in one frame
+    /// (fewer frames than messages), and every message arrives intact and in order.
+    @Test func smallMessagesTravelInRunsIntactAndInOrder() throws {
+        let cluster = try LoopbackCluster(hosts: ["alpha", "beta"], instances: """
+              - { name: a1, host: alpha }
+              - { name: b1, host: beta }
+            """, links: "  - between: [a1, b1]")
+        #expect(try cluster.waitForStatus("alpha", "channels 2/2"))
+        let verifier = try cluster.probe("beta", ["verify", "--as", "b1", "--count", "20000"])
+        #expect(verifier.waitFor("attached"))
+        let streamer = try cluster.probe("alpha", ["stream", "--as", "a1", "--peer", "b1", "--count", "20000", "--max-size", "700"])
+        #expect(verifier.finish(timeout: 120) == 0, "\(verifier.output)")
+        #expect(verifier.output.contains("verified 20000"), "\(verifier.output)")
+        #expect(streamer.finish() == 0, "\(streamer.output)")
+        let status = try cluster.status("alpha")
+        let line = status.split(separator: "\n").first { $0.contains("    sent ") } ?? ""
+        let frames = line.split(separator: " ").firstIndex(of: "frames,").map { Int(line.split(separator: " ")[$0 - 1]) ?? 0 } ?? 0
+        #expect(frames > 0 && frames < 20000, "\(status)")
+    }
+
     /// One receiver stops reading: only its link backs up (credit stalls), the other link
     /// between the same two hosts keeps flowing to completion.
     @Test func stoppedReaderBacksUpOnlyItsLink() throws {

@@ -163,6 +163,21 @@ struct FabricMessageTests {
         #expect(try SessionReset(decoding: reset.encoded()) == reset)
     }
 
+    @Test func sessionFeaturesAreAnnouncedAndUnknownOnesIgnored() throws {
+        let plain = SessionOpen(from: "a1", to: "b1", window: 4096, maxFramePayload: 1024, features: [])
+        #expect(try SessionOpen(decoding: plain.encoded()).features == [])
+        #expect(SessionOpen(from: "a1", to: "b1", window: 4096, maxFramePayload: 1024).features.contains(.recordRuns))
+        // A newer agent's extra bits: this build takes what it knows and ignores the rest.
+        var bytes = SessionOpen(from: "a1", to: "b1", window: 4096, maxFramePayload: 1024, features: .recordRuns).encoded()
+        bytes.replaceSubrange((bytes.count - 4)..., with: [0x01, 0x00, 0x00, 0x80])
+        let decoded = try SessionOpen(decoding: bytes)
+        #expect(decoded.features.contains(.recordRuns))
+        // A record-run DATA frame's header decodes; its flag is part of the header's vocabulary.
+        var header = [UInt8](repeating: 0, count: FrameHeader.size)
+        FrameHeader(type: .data, flags: .records, session: 3, length: 64).store(to: &header)
+        #expect(try header.withUnsafeBytes { try FrameHeader(decoding: $0) }.flags == .records)
+    }
+
     @Test func malformedPayloadsAreRefused() {
         let open = SessionOpen(from: "a1", to: "b1", window: 4096, maxFramePayload: 1024).encoded()
         #expect(throws: DecodeError.self) { try SessionOpen(decoding: open + [0]) }
