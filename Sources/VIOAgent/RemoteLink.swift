@@ -164,7 +164,12 @@ final class RemoteLink: WorkListed {
     func drain(budget: Int, emit: (FrameHeader, UnsafeRawBufferPointer, UnsafeRawBufferPointer, UInt64?) -> Void) -> DrainResult {
         var spent = 0
         while spent < budget {
-            if peerTakesRuns, !outboundInMessage, outboundRecordOffset == 0,
+            let next: RingRecord?
+            do { next = try consumer.next() } catch { return .corrupt("\(error)") }
+            guard let record = next else { return .empty }
+            // A lone message (a round trip's) costs one comparison here, not a run search.
+            if peerTakesRuns, !outboundInMessage, outboundRecordOffset == 0, record.flags == RegionLayout.Record.first | RegionLayout.Record.last,
+               consumer.hasMore(after: record),
                let run = consumer.nextRun(maxBytes: min(peerMaxFramePayload, sendCredit, budget - spent)) {
                 sendCredit -= run.bytes.count
                 let end = consumer.consume(run)
@@ -173,9 +178,6 @@ final class RemoteLink: WorkListed {
                 stalledOnCredit = false
                 continue
             }
-            let next: RingRecord?
-            do { next = try consumer.next() } catch { return .corrupt("\(error)") }
-            guard let record = next else { return .empty }
             let first = record.flags & RegionLayout.Record.first != 0
             let last = record.flags & RegionLayout.Record.last != 0
             if record.flags == RegionLayout.Record.abort {

@@ -133,6 +133,14 @@ public final class RingConsumer {
         return RecordRun(bytes: UnsafeRawBufferPointer(start: base, count: offset), messages: messages, payloadBytes: payload)
     }
 
+    /// Whether records committed before the last tail this consumer read follow `record` (the
+    /// one ``next()`` returned): no shared memory is read, so a ring that looked like holding
+    /// one record is not searched for a run.
+    @inlinable
+    public func hasMore(after record: RingRecord) -> Bool {
+        cursor.pointee.cachedTail &- cursor.pointee.head > record.size
+    }
+
     /// Moves past a run returned by ``nextRun(maxBytes:)`` without freeing it, like
     /// ``consume(_:)-(RingRecord)`` for a record; returns the position to publish.
     @inlinable
