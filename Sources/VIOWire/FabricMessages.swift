@@ -99,7 +99,8 @@ public struct SessionOpen: Sendable, Equatable {
         var r = ByteReader(bytes)
         from = try r.readString(); to = try r.readString()
         window = try r.read(); maxFramePayload = try r.read(); waitMilliseconds = try r.read()
-        features = Features(rawValue: try r.read())
+        // An agent from before features ends here: it takes plain DATA frames only.
+        features = r.remaining == 0 ? [] : Features(rawValue: try r.read())
         try r.expectEnd()
         guard maxFramePayload >= 64, maxFramePayload <= UInt32(FrameHeader.maximumPayload) else {
             throw .invalid(field: "max frame payload", value: "\(maxFramePayload)")

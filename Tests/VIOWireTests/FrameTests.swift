@@ -172,6 +172,8 @@ struct FabricMessageTests {
         bytes.replaceSubrange((bytes.count - 4)..., with: [0x01, 0x00, 0x00, 0x80])
         let decoded = try SessionOpen(decoding: bytes)
         #expect(decoded.features.contains(.recordRuns))
+        // An agent from before features sends none: plain DATA frames only.
+        #expect(try SessionOpen(decoding: Array(bytes.dropLast(4))).features == [])
         // A record-run DATA frame's header decodes; its flag is part of the header's vocabulary.
         var header = [UInt8](repeating: 0, count: FrameHeader.size)
         FrameHeader(type: .data, flags: .records, session: 3, length: 64).store(to: &header)
@@ -182,6 +184,7 @@ struct FabricMessageTests {
         let open = SessionOpen(from: "a1", to: "b1", window: 4096, maxFramePayload: 1024).encoded()
         #expect(throws: DecodeError.self) { try SessionOpen(decoding: open + [0]) }
         #expect(throws: DecodeError.self) { try SessionOpen(decoding: Array(open.dropLast())) }
+        #expect(throws: DecodeError.self) { try SessionOpen(decoding: Array(open.dropLast(5))) }
         let huge = SessionOpen(from: "a", to: "b", window: 1, maxFramePayload: UInt32(FrameHeader.maximumPayload + 1)).encoded()
         #expect(throws: DecodeError.self) { try SessionOpen(decoding: huge) }
         #expect(throws: DecodeError.self) { try SessionReset(decoding: [99, 0, 0]) }
