@@ -335,26 +335,24 @@ final class RemoteLink: WorkListed {
             return "\(error)"
         }
         try spend(payload.count)
-        if let placed, payload.baseAddress == UnsafeRawPointer(placed.baseAddress), payload.count == placed.count {
-            self.placed = nil
-            producer.commit(run)
-            deliveredMessages &+= UInt64(run.messages)
-            return nil
-        }
-        if backlog.isEmpty, let p = try? producer.reserveRun(bytes: payload.count) {
+        let inPlace = placed.map { payload.baseAddress == UnsafeRawPointer($0.baseAddress) && payload.count == $0.count } ?? false
+        placed = nil
+        if !inPlace {
+            guard backlog.isEmpty, let p = try? producer.reserveRun(bytes: payload.count) else {
+                var offset = 0
+                while offset < payload.count {
+                    let length = Int(payload.loadUnaligned(fromByteOffset: offset + RegionLayout.Record.length, as: UInt32.self))
+                    let start = offset + RegionLayout.Record.headerBytes
+                    write(UnsafeRawBufferPointer(rebasing: payload[start..<(start + length)]),
+                          flags: RegionLayout.Record.first | RegionLayout.Record.last, total: length)
+                    offset += RegionLayout.Record.size(payload: length)
+                }
+                return nil
+            }
             p.copyMemory(from: payload.baseAddress!, byteCount: payload.count)
-            producer.commit(run)
-            deliveredMessages &+= UInt64(run.messages)
-            return nil
         }
-        var offset = 0
-        while offset < payload.count {
-            let length = Int(payload.loadUnaligned(fromByteOffset: offset + RegionLayout.Record.length, as: UInt32.self))
-            let start = offset + RegionLayout.Record.headerBytes
-            write(UnsafeRawBufferPointer(rebasing: payload[start..<(start + length)]),
-                  flags: RegionLayout.Record.first | RegionLayout.Record.last, total: length)
-            offset += RegionLayout.Record.size(payload: length)
-        }
+        producer.commit(run)
+        deliveredMessages &+= UInt64(run.messages)
         return nil
     }
 

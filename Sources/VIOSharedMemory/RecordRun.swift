@@ -17,24 +17,36 @@ public struct RecordRun {
         self.payloadBytes = payloadBytes
     }
 
+    /// The message length if the record header at `h` holds a whole message in one record
+    /// (FIRST | LAST, reserved field zero, `total` equal to the length); nil otherwise. The one
+    /// definition both the sender's search (``RingConsumer/nextRun(maxBytes:)``) and the
+    /// receiver's check (``validate(_:maxPayload:)``) go by.
+    @inlinable
+    static func wholeMessageLength(at h: UnsafeRawPointer) -> Int? {
+        let length = h.loadUnaligned(fromByteOffset: RegionLayout.Record.length, as: UInt32.self)
+        let flags = h.loadUnaligned(fromByteOffset: RegionLayout.Record.flags, as: UInt16.self)
+        let reserved = h.loadUnaligned(fromByteOffset: RegionLayout.Record.reserved, as: UInt16.self)
+        let total = h.loadUnaligned(fromByteOffset: RegionLayout.Record.total, as: UInt64.self)
+        guard flags == RegionLayout.Record.first | RegionLayout.Record.last, reserved == 0, total == UInt64(length) else { return nil }
+        return Int(length)
+    }
+
     /// Checks bytes that claim to be a run (received from another host, or read from a ring
     /// another process writes) and counts its messages: every record a whole message of at
     /// most `maxPayload` bytes with a zero reserved field, the records filling `bytes` exactly.
     /// Throws ``LinkError/corruptRing(_:)`` saying which record is wrong.
     public static func validate(_ bytes: UnsafeRawBufferPointer, maxPayload: Int) throws(LinkError) -> RecordRun {
         guard let base = bytes.baseAddress, !bytes.isEmpty else { throw .corruptRing("an empty record run") }
-        let whole = RegionLayout.Record.first | RegionLayout.Record.last
         var offset = 0, messages = 0, payload = 0
         while offset < bytes.count {
             guard bytes.count - offset >= RegionLayout.Record.headerBytes else {
                 throw .corruptRing("record run: \(bytes.count - offset) bytes left at offset \(offset), less than a record header")
             }
             let h = base + offset
-            let length = Int(h.loadUnaligned(fromByteOffset: RegionLayout.Record.length, as: UInt32.self))
-            let flags = h.loadUnaligned(fromByteOffset: RegionLayout.Record.flags, as: UInt16.self)
-            let reserved = h.loadUnaligned(fromByteOffset: RegionLayout.Record.reserved, as: UInt16.self)
-            let total = h.loadUnaligned(fromByteOffset: RegionLayout.Record.total, as: UInt64.self)
-            guard flags == whole, reserved == 0, total == UInt64(length) else {
+            guard let length = wholeMessageLength(at: h) else {
+                let flags = h.loadUnaligned(fromByteOffset: RegionLayout.Record.flags, as: UInt16.self)
+                let length = h.loadUnaligned(fromByteOffset: RegionLayout.Record.length, as: UInt32.self)
+                let total = h.loadUnaligned(fromByteOffset: RegionLayout.Record.total, as: UInt64.self)
                 throw .corruptRing("record run: the record at offset \(offset) is not a whole message (flags \(flags), length \(length), total \(total))")
             }
             guard length <= maxPayload else {

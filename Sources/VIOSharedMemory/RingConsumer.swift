@@ -113,15 +113,9 @@ public final class RingConsumer {
         guard tail &- head <= UInt64(ring.capacity) else { return nil }
         let limit = Int(min(tail &- head, UInt64(ring.capacity) - position, UInt64(maxBytes)))
         let base = ring.data + Int(position)
-        let whole = RegionLayout.Record.first | RegionLayout.Record.last
         var offset = 0, messages = 0, payload = 0
         while limit - offset >= RegionLayout.Record.headerBytes {
-            let h = base + offset
-            let length = Int(h.load(fromByteOffset: RegionLayout.Record.length, as: UInt32.self))
-            let flags = h.load(fromByteOffset: RegionLayout.Record.flags, as: UInt16.self)
-            let reserved = h.load(fromByteOffset: RegionLayout.Record.reserved, as: UInt16.self)
-            let total = h.load(fromByteOffset: RegionLayout.Record.total, as: UInt64.self)
-            guard flags == whole, reserved == 0, total == UInt64(length), length <= ring.maximumRecordPayload else { break }
+            guard let length = RecordRun.wholeMessageLength(at: base + offset), length <= ring.maximumRecordPayload else { break }
             let size = RegionLayout.Record.size(payload: length)
             guard size <= limit - offset else { break }
             offset += size
