@@ -23,7 +23,11 @@ extension Fabric {
             _ = delegate?.fabricDeliver(ready, descriptors: [], to: instance)
             return nil
         }
+        // Not waiting (0) still takes the far agent's answer a round trip to arrive: the far
+        // agent refuses at once if its instance is not attached, so wait up to the peer
+        // timeout for that answer rather than expiring the open before it can come.
         let deadline = waitMilliseconds == UInt32.max ? UInt64.max
+            : waitMilliseconds == 0 ? MonotonicClock.nanoseconds() + peerTimeoutNanoseconds
             : MonotonicClock.nanoseconds() + UInt64(waitMilliseconds) * 1_000_000
         guard peer.isUp else {
             if waitMilliseconds == 0 {
