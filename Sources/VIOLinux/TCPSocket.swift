@@ -136,6 +136,18 @@ public struct TCPSocket: ~Copyable, Sendable {
         try nonBlockingSyscall("read") { Glibc.read(fd.rawValue, buffer.baseAddress, buffer.count) }
     }
 
+    /// Reads into `first`, then on into `second` (one `readv`): the byte count, 0 at end of
+    /// stream, nil when nothing is pending.
+    public func read(into first: UnsafeMutableRawBufferPointer,
+                     then second: UnsafeMutableRawBufferPointer) throws(SystemError) -> Int? {
+        var vectors = (iovec(iov_base: first.baseAddress, iov_len: first.count),
+                       iovec(iov_base: second.baseAddress, iov_len: second.count))
+        return try withUnsafeMutableBytes(of: &vectors) { raw throws(SystemError) -> Int? in
+            let base = raw.baseAddress!.assumingMemoryBound(to: iovec.self)
+            return try nonBlockingSyscall("readv") { readv(fd.rawValue, base, 2) }
+        }
+    }
+
     /// Looks at pending input without consuming it: the byte count, 0 at end of stream, nil
     /// when nothing is pending.
     public func peek(into buffer: UnsafeMutableRawBufferPointer) throws(SystemError) -> Int? {

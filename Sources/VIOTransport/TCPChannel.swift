@@ -16,7 +16,10 @@ public final class TCPChannel: FabricChannel {
     /// Scratch for one `sendmsg`'s buffer list.
     private let vectors = UnsafeMutableBufferPointer<iovec>.allocate(capacity: TCPChannel.vectorsPerWrite)
     private var decoder = FrameDecoder()
-    private var security: Security
+    private var security: Security { didSet { mode = security.mode } }
+    /// `security`'s case alone: the per-frame paths test this instead of matching `security`,
+    /// which copies the case's payload (retaining its objects) on every test.
+    private var mode: Security.Mode
     public private(set) var counters = ChannelCounters()
     /// Where the channel goes (dialed) or comes from (accepted), for logs.
     public let peerAddress: String
@@ -27,6 +30,15 @@ public final class TCPChannel: FabricChannel {
         case tls(TLSSession, RekeyPolicy)
         /// An accepted connection before its first byte says whether it speaks TLS.
         case undecided(TLSContext?, allowedKeys: [[UInt8]], RekeyPolicy, plaintextAllowed: Bool)
+
+        enum Mode { case plaintext, tls, undecided }
+        var mode: Mode {
+            switch self {
+            case .plaintext: .plaintext
+            case .tls: .tls
+            case .undecided: .undecided
+            }
+        }
     }
 
     /// When an encrypted channel asks for new keys (TLS 1.3 KeyUpdate, both directions).
@@ -72,6 +84,7 @@ public final class TCPChannel: FabricChannel {
         connected = true
         peerAddress = peer
         security = .undecided(tls, allowedKeys: allowedKeys, rekey, plaintextAllowed: plaintextAllowed)
+        mode = .undecided
         try? self.socket.setNoDelay()
     }
 
@@ -79,6 +92,7 @@ public final class TCPChannel: FabricChannel {
         self.socket = socket
         self.connected = connected
         self.security = security
+        mode = security.mode
         peerAddress = peer
     }
 
@@ -121,7 +135,7 @@ public final class TCPChannel: FabricChannel {
         // small record of its own; the session's write buffer sends them together, so that
         // costs less than copying a large payload (64 KiB stream: 0.99 -> 1.07-1.13 GB/s).
         var inPlace = payload.count >= Self.tlsInPlacePayload
-        if case .plaintext = security { inPlace = true }
+        if mode == .plaintext { inPlace = true }
         output.appendFrame(head: FrameHeader.size + prefix.count, { p in
             h.store(to: p)
             if let source = prefix.baseAddress, prefix.count > 0 {
@@ -135,21 +149,13 @@ public final class TCPChannel: FabricChannel {
 
     public func flush() throws(ChannelError) -> Bool {
         guard connected else { return output.count == 0 }
+        if mode == .plaintext { return try flushPlaintext() }
         switch security {
         case .undecided:
             // Nothing is sent before the peer's first bytes decide plaintext or TLS.
             return true
         case .plaintext:
-            while output.count > 0 {
-                let written: Int?
-                do { written = try socket.write(UnsafeMutableBufferPointer(rebasing: vectors[..<output.gather(into: vectors)])) } catch {
-                    throw .system(error)
-                }
-                guard let n = written else { return false }
-                output.consume(n)
-                counters.bytesSent &+= UInt64(n)
-            }
-            return true
+            return try flushPlaintext()
         case .tls(let session, var rekey):
             defer { if case .tls = security { security = .tls(session, rekey) } }
             if output.count > 0, session.isEstablished, rekey.isDue(now: MonotonicClock.nanoseconds()) {
@@ -180,9 +186,23 @@ public final class TCPChannel: FabricChannel {
         }
     }
 
+    /// Writes queued output until the socket takes no more: whether all of it went.
+    private func flushPlaintext() throws(ChannelError) -> Bool {
+        while output.count > 0 {
+            let written: Int?
+            do { written = try socket.write(UnsafeMutableBufferPointer(rebasing: vectors[..<output.gather(into: vectors)])) } catch {
+                throw .system(error)
+            }
+            guard let n = written else { return false }
+            output.consume(n)
+            counters.bytesSent &+= UInt64(n)
+        }
+        return true
+    }
+
     public func receive(budget: Int, place: (FrameHeader) -> PayloadPlacement?,
                         _ body: (FrameHeader, UnsafeRawBufferPointer) -> Bool) throws(ChannelError) -> Bool {
-        if case .undecided = security, try !decideSecurity() { return false }
+        if mode == .undecided, try !decideSecurity() { return false }
         var read = 0
         drained = false
         while true {
@@ -197,10 +217,10 @@ public final class TCPChannel: FabricChannel {
                 if read >= budget { return true }
                 if drained { return false }
                 let rest = UnsafeMutableRawBufferPointer(rebasing: p.placement.destination[p.filled...])
-                guard let n = try readSome(into: rest) else { return false }
-                if n == 0 { throw .closedByPeer }
-                placing!.filled += n
-                read += n
+                guard let (placed, buffered) = try readPlacing(into: rest, tail: !streaming) else { return false }
+                if placed + buffered == 0 { throw .closedByPeer }
+                placing!.filled += placed
+                read += placed + buffered
                 continue
             }
             // Frames already buffered first: a previous call may have stopped early.
@@ -254,6 +274,8 @@ public final class TCPChannel: FabricChannel {
     /// After a frame this large, reads are limited to ``streamingReadLimit``.
     static let streamingFrame = 32 * 1024
     static let streamingReadLimit = 4096
+    /// Bytes read past a placed payload, in the same call, for the next frame's header.
+    static let placingTail = 4096
 
     /// Reads (or decrypts) into the decoder: the byte count, 0 at end of stream, nil when
     /// nothing is pending.
@@ -263,11 +285,37 @@ public final class TCPChannel: FabricChannel {
         }
     }
 
+    /// Reads the rest of a payload being placed, and with `tail` (plaintext only) in the same
+    /// `readv` up to ``placingTail`` bytes after it into the decoder: the next frame's header
+    /// comes with this payload's end, so back-to-back mid-size frames are each placed for one
+    /// read and a copy of at most the tail (16 KiB fan-out: +6-9%, the receiving agent's user
+    /// time 1.7 -> 0.2 s). Streaming-size frames keep a read of their own: there the tail made
+    /// the 64 KiB stream 4-8% slower (the agent caught up and slept more often, twice the
+    /// `epoll_wait`s). Returns the bytes placed and buffered; nil when nothing is pending.
+    private func readPlacing(into rest: UnsafeMutableRawBufferPointer, tail: Bool) throws(ChannelError) -> (Int, Int)? {
+        guard tail, mode == .plaintext else {
+            guard let n = try readSome(into: rest) else { return nil }
+            return (n, 0)
+        }
+        var placed = 0
+        let buffered = try decoder.fill(limit: Self.placingTail) { tail throws(ChannelError) -> Int? in
+            let n: Int?
+            do throws(SystemError) { n = try socket.read(into: rest, then: tail) } catch { throw .system(error) }
+            guard let n else { return nil }
+            if n > 0, n < rest.count + tail.count { drained = true }
+            counters.bytesReceived &+= UInt64(n)
+            placed = min(n, rest.count)
+            return n - placed
+        }
+        guard let buffered else { return nil }
+        return (placed, buffered)
+    }
+
     /// Reads (or decrypts) into `buffer`: the byte count, 0 at end of stream, nil when
     /// nothing is pending.
     private func readSome(into buffer: UnsafeMutableRawBufferPointer) throws(ChannelError) -> Int? {
         let n: Int?
-        switch security {
+        switch mode == .plaintext ? .plaintext : security {
         case .undecided:
             return nil
         case .plaintext:

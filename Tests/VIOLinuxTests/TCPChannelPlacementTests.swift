@@ -64,4 +64,40 @@ struct TCPChannelPlacementTests {
         #expect(placed > 0, "no frame was read in place")
         #expect(receiver.counters.framesReceived == UInt64(sizes.count))
     }
+
+    /// Back-to-back frames too small to stream (16 KiB) still go in place once one has: each
+    /// placed payload's read also brings the next frame's header (one `readv`), so the chain
+    /// goes on instead of falling back to buffered reads and copies.
+    @Test func backToBackMidSizeFramesAreEachReadInPlace() throws {
+        let (sender, receiver) = try Self.pair()
+        let count = 400
+        var places: [UnsafeMutableRawBufferPointer] = []
+        defer { for p in places { p.deallocate() } }
+        var received = 0
+        var placed = 0
+        var next = 0
+        while received < count {
+            while next < count && sender.queuedBytes < 1 << 20 {
+                Self.payload(next, size: 16_384).withUnsafeBytes {
+                    sender.enqueue(FrameHeader(type: .data, session: 3, sequence: UInt32(next)), payload: $0)
+                }
+                next += 1
+            }
+            _ = try sender.flush()
+            _ = try receiver.receive(budget: 1 << 20, place: { header in
+                let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(header.length), alignment: 16)
+                places.append(buffer)
+                return PayloadPlacement(destination: buffer, owner: receiver)
+            }) { header, payload in
+                if places.last?.baseAddress == UnsafeMutableRawPointer(mutating: payload.baseAddress) { placed += 1 }
+                #expect(Int(header.sequence) == received)
+                #expect(payload.elementsEqual(Self.payload(received, size: 16_384)), "frame \(received) differs")
+                received += 1
+                return true
+            }
+        }
+        // Buffered reads take 256 KiB (15 such frames) per call, so without the chain at most
+        // one frame in 15 would be placed.
+        #expect(placed * 2 > count, "only \(placed) of \(count) frames were read in place")
+    }
 }
