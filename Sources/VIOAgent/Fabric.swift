@@ -70,7 +70,7 @@ final class Fabric {
     }
     private var listener: Listener?
     var peers: [String: FabricPeer] = [:]
-    var slots: [UInt64: ChannelSlot] = [:]
+    var slots = TokenTable<ChannelSlot>()
     var links: SessionTable<RemoteLink>
     /// OPEN_LINKs waiting for their peer host's channels to come up.
     var waitingForHost: [PendingRemoteOpen] = []
@@ -92,7 +92,6 @@ final class Fabric {
     var dirty = WorkList<ChannelSlot>(.dirty)
     /// Links that received data this turn (credit to grant).
     var received = WorkList<RemoteLink>(.received)
-    private var nextToken: UInt64 = 1
     var nextLinkID: UInt64 = 1 << 40
     private var nextTick: UInt64 = 0
     /// The agent loop's clock reading for the current turn (monotonic nanoseconds): what
@@ -294,20 +293,16 @@ final class Fabric {
             guard let socket = accepted else { return }
             let channel = TCPChannel(accepted: socket, peer: "\(address)", tls: acceptedKeys.isEmpty ? nil : tls,
                                      allowedKeys: acceptedKeys.map(\.key), rekey: rekey, plaintextAllowed: acceptsPlaintext)
-            let slot = ChannelSlot(token: newToken(Self.channelKind), channel: channel, peer: nil, index: -1,
-                                   now: MonotonicClock.nanoseconds())
+            let slot = slots.add(base: Self.tokenFlag | Self.channelKind) { token in
+                ChannelSlot(token: token, channel: channel, peer: nil, index: -1, now: MonotonicClock.nanoseconds())
+            }
             register(slot)
             logger.debug("fabric connection accepted", metadata: ["from": "\(address)"])
         }
     }
 
-    private func newToken(_ kind: UInt64) -> UInt64 {
-        defer { nextToken += 1 }
-        return Self.tokenFlag | kind | nextToken
-    }
-
+    /// Watches a channel just added to ``slots``.
     private func register(_ slot: ChannelSlot) {
-        slots[slot.token] = slot
         do {
             try loop.epoll.add(slot.channel.descriptor, token: slot.token, writable: slot.watchingWritable)
         } catch {
@@ -329,7 +324,9 @@ final class Fabric {
             scheduleRedial(peer, index: index, now: now)
             return
         }
-        let slot = ChannelSlot(token: newToken(Self.channelKind), channel: channel, peer: peer, index: index, now: now)
+        let slot = slots.add(base: Self.tokenFlag | Self.channelKind) { token in
+            ChannelSlot(token: token, channel: channel, peer: peer, index: index, now: now)
+        }
         peer.slots[index] = slot
         register(slot)
     }
@@ -410,7 +407,7 @@ final class Fabric {
     /// still on a list taken this turn see `isLive` false). False if it was already out.
     @discardableResult
     private func forget(_ slot: ChannelSlot) -> Bool {
-        guard slots.removeValue(forKey: slot.token) != nil else { return false }
+        guard slots.remove(slot) else { return false }
         slot.isLive = false
         loop.epoll.remove(slot.channel.descriptor)
         dirty.remove(slot)
@@ -593,7 +590,7 @@ final class Fabric {
                 }
             }
         }
-        for slot in Array(slots.values) {
+        for slot in slots.values {
             if !slot.ready {
                 if since(slot.createdAt) > peerTimeoutNanoseconds {
                     dropChannel(slot, reason: slot.channel.isConnected ? "no HELLO within the peer timeout"

@@ -4,7 +4,7 @@ import VIOTransport
 import VIOWire
 
 /// One physical channel as the fabric tracks it.
-final class ChannelSlot: WorkListed {
+final class ChannelSlot: WorkListed, TokenIdentified {
     let token: UInt64
     let channel: any FabricChannel
     /// The peer host, once known (an accepted channel learns it from HELLO).
