@@ -30,18 +30,20 @@ struct TCPChannelPlacementTests {
 
     static func payload(_ i: Int, size: Int) -> [UInt8] { (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ i) } }
 
-    @Test func largePayloadsAreReadInPlaceSmallOnesBuffered() throws {
-        let (sender, receiver) = try Self.pair()
-        let sizes = (0..<120).map { i in [17, 9000, 70_000, 300, 250_000, 40_000][i % 6] }
-        var received: [[UInt8]] = []
+    /// Sends frames of `sizes` from one end of a fresh pair to the other, a MiB of output at a
+    /// time, receiving what arrived after each flush with every offered payload placed in a
+    /// buffer of its own. Checks the order and contents of every frame; returns how many were
+    /// handed out from their placement and the receiving channel.
+    static func transfer(_ sizes: [Int]) throws -> (placed: Int, receiver: TCPChannel) {
+        let (sender, receiver) = try pair()
+        var received = 0
         var placed = 0
         var places: [UnsafeMutableRawBufferPointer] = []
         defer { for p in places { p.deallocate() } }
         var next = 0
-        while received.count < sizes.count {
-            // Send a few frames, flush what the socket takes, then receive what arrived.
+        while received < sizes.count {
             while next < sizes.count && sender.queuedBytes < 1 << 20 {
-                Self.payload(next, size: sizes[next]).withUnsafeBytes {
+                payload(next, size: sizes[next]).withUnsafeBytes {
                     sender.enqueue(FrameHeader(type: .data, session: 7, sequence: UInt32(next)), payload: $0)
                 }
                 next += 1
@@ -51,16 +53,21 @@ struct TCPChannelPlacementTests {
                 let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(header.length), alignment: 16)
                 places.append(buffer)
                 return PayloadPlacement(destination: buffer, owner: receiver)
-            }) { header, payload in
-                if places.contains(where: { $0.baseAddress == UnsafeMutableRawPointer(mutating: payload.baseAddress) }) { placed += 1 }
-                #expect(Int(header.sequence) == received.count)
-                received.append(Array(payload))
+            }) { header, bytes in
+                if places.last?.baseAddress == UnsafeMutableRawPointer(mutating: bytes.baseAddress) { placed += 1 }
+                #expect(Int(header.sequence) == received)
+                #expect(bytes.elementsEqual(payload(received, size: sizes[received])),
+                        "frame \(received) of \(sizes[received]) bytes differs")
+                received += 1
                 return true
             }
         }
-        for (i, bytes) in received.enumerated() {
-            #expect(bytes == Self.payload(i, size: sizes[i]), "frame \(i) of \(sizes[i]) bytes differs")
-        }
+        return (placed, receiver)
+    }
+
+    @Test func largePayloadsAreReadInPlaceSmallOnesBuffered() throws {
+        let sizes = (0..<120).map { i in [17, 9000, 70_000, 300, 250_000, 40_000][i % 6] }
+        let (placed, receiver) = try Self.transfer(sizes)
         #expect(placed > 0, "no frame was read in place")
         #expect(receiver.counters.framesReceived == UInt64(sizes.count))
     }
@@ -69,33 +76,8 @@ struct TCPChannelPlacementTests {
     /// placed payload's read also brings the next frame's header (one `readv`), so the chain
     /// goes on instead of falling back to buffered reads and copies.
     @Test func backToBackMidSizeFramesAreEachReadInPlace() throws {
-        let (sender, receiver) = try Self.pair()
         let count = 400
-        var places: [UnsafeMutableRawBufferPointer] = []
-        defer { for p in places { p.deallocate() } }
-        var received = 0
-        var placed = 0
-        var next = 0
-        while received < count {
-            while next < count && sender.queuedBytes < 1 << 20 {
-                Self.payload(next, size: 16_384).withUnsafeBytes {
-                    sender.enqueue(FrameHeader(type: .data, session: 3, sequence: UInt32(next)), payload: $0)
-                }
-                next += 1
-            }
-            _ = try sender.flush()
-            _ = try receiver.receive(budget: 1 << 20, place: { header in
-                let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(header.length), alignment: 16)
-                places.append(buffer)
-                return PayloadPlacement(destination: buffer, owner: receiver)
-            }) { header, payload in
-                if places.last?.baseAddress == UnsafeMutableRawPointer(mutating: payload.baseAddress) { placed += 1 }
-                #expect(Int(header.sequence) == received)
-                #expect(payload.elementsEqual(Self.payload(received, size: 16_384)), "frame \(received) differs")
-                received += 1
-                return true
-            }
-        }
+        let (placed, _) = try Self.transfer(Array(repeating: 16_384, count: count))
         // Buffered reads take 256 KiB (15 such frames) per call, so without the chain at most
         // one frame in 15 would be placed.
         #expect(placed * 2 > count, "only \(placed) of \(count) frames were read in place")
