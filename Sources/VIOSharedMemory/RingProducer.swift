@@ -103,16 +103,8 @@ public final class RingProducer {
     @inlinable
     public func commit(payload: Int, flags: UInt16, total: Int) {
         writeHeader(at: cursor.pointee.tail & ring.mask, length: UInt32(payload), flags: flags, total: UInt64(total))
-        cursor.pointee.tail &+= UInt64(RegionLayout.Record.size(payload: payload))
-        if flags & RegionLayout.Record.last != 0 {
-            bump(0)
-        }
-        bump(8, by: UInt64(payload))
-        // Sequentially consistent store then load: pairs with the consumer's
-        // store-flag-then-load-cursor.pointee.tail, so either it sees the new cursor.pointee.tail or we see its flag (no
-        // lost wake-up). On x86 this is one xchg, cheaper than a release store and a fence.
-        ring.tail.store(cursor.pointee.tail, ordering: .sequentiallyConsistent)
-        wakeReaderIfArmed()
+        publish(advancing: UInt64(RegionLayout.Record.size(payload: payload)),
+                messages: flags & RegionLayout.Record.last != 0 ? 1 : 0, payloadBytes: payload)
     }
 
     /// Publishes a run written into the space ``reserveRun(bytes:)`` returned (validated by the
@@ -120,9 +112,19 @@ public final class RingProducer {
     /// is asleep: one publication and at most one wake-up for all its messages.
     @inlinable
     public func commit(_ run: RecordRun) {
-        cursor.pointee.tail &+= UInt64(run.bytes.count)
-        bump(0, by: UInt64(run.messages))
-        bump(8, by: UInt64(run.payloadBytes))
+        publish(advancing: UInt64(run.bytes.count), messages: run.messages, payloadBytes: run.payloadBytes)
+    }
+
+    /// Moves the tail past `bytes` of written records (ending `messages` messages), counts
+    /// them, publishes the tail and wakes a sleeping consumer.
+    @inlinable
+    func publish(advancing bytes: UInt64, messages: Int, payloadBytes: Int) {
+        cursor.pointee.tail &+= bytes
+        if messages > 0 { bump(0, by: UInt64(messages)) }
+        bump(8, by: UInt64(payloadBytes))
+        // Sequentially consistent store then load: pairs with the consumer's
+        // store-flag-then-load-tail, so either it sees the new tail or we see its flag (no
+        // lost wake-up). On x86 this is one xchg, cheaper than a release store and a fence.
         ring.tail.store(cursor.pointee.tail, ordering: .sequentiallyConsistent)
         wakeReaderIfArmed()
     }
