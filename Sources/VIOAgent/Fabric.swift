@@ -293,16 +293,18 @@ final class Fabric {
             guard let socket = accepted else { return }
             let channel = TCPChannel(accepted: socket, peer: "\(address)", tls: acceptedKeys.isEmpty ? nil : tls,
                                      allowedKeys: acceptedKeys.map(\.key), rekey: rekey, plaintextAllowed: acceptsPlaintext)
-            let slot = slots.add(base: Self.tokenFlag | Self.channelKind) { token in
-                ChannelSlot(token: token, channel: channel, peer: nil, index: -1, now: MonotonicClock.nanoseconds())
-            }
-            register(slot)
+            register(channel, peer: nil, index: -1, now: MonotonicClock.nanoseconds())
             logger.debug("fabric connection accepted", metadata: ["from": "\(address)"])
         }
     }
 
-    /// Watches a channel just added to ``slots``.
-    private func register(_ slot: ChannelSlot) {
+    /// Adds a channel to ``slots`` (and, dialed, to its peer's channels) and watches it.
+    private func register(_ channel: TCPChannel, peer: FabricPeer?, index: Int, now: UInt64) {
+        let slot = slots.add(base: Self.tokenFlag | Self.channelKind) { token in
+            ChannelSlot(token: token, channel: channel, peer: peer, index: index, now: now)
+        }
+        // Before watching: a channel epoll refuses is then dropped as the peer's (redialed).
+        if let peer { peer.slots[index] = slot }
         do {
             try loop.epoll.add(slot.channel.descriptor, token: slot.token, writable: slot.watchingWritable)
         } catch {
@@ -324,11 +326,7 @@ final class Fabric {
             scheduleRedial(peer, index: index, now: now)
             return
         }
-        let slot = slots.add(base: Self.tokenFlag | Self.channelKind) { token in
-            ChannelSlot(token: token, channel: channel, peer: peer, index: index, now: now)
-        }
-        peer.slots[index] = slot
-        register(slot)
+        register(channel, peer: peer, index: index, now: now)
     }
 
     private func scheduleRedial(_ peer: FabricPeer, index: Int, now: UInt64) {
