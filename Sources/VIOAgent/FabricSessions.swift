@@ -1,3 +1,4 @@
+import Logging
 import VIOLinux
 import VIOSharedMemory
 import VIOTopology
@@ -262,10 +263,8 @@ extension Fabric {
         case .budgetSpent:
             readyLinks.insert(link)
         case .corrupt(let why):
-            logger.warning("instance wrote a corrupt ring", metadata: ["link": "\(link.instance) <-> \(link.peer)", "detail": "\(why)"])
-            link.finish(LinkStateWord(kind: .corrupt, end: 1))
-            sendReset(link, .corrupt, "the ring of '\(link.instance)' on '\(view.host.name)' is corrupt: \(why)")
-            unregister(link)
+            endCorrupt(link, "instance wrote a corrupt ring", detail: why,
+                       reset: "the ring of '\(link.instance)' on '\(view.host.name)' is corrupt: \(why)")
         }
     }
 
@@ -273,10 +272,16 @@ extension Fabric {
     /// agent sent from it): the link ends as corrupt at both ends; the channel and the other
     /// links on it carry on.
     func corruptFromFar(_ link: RemoteLink, _ why: String) {
-        logger.warning("malformed messages from the far instance", metadata: ["link": "\(link.instance) <-> \(link.peer)@\(link.peerHost)",
-                                                                             "detail": "\(why)"])
+        endCorrupt(link, "malformed messages from the far instance", detail: why,
+                   reset: "messages from '\(link.peer)' arrived malformed on '\(view.host.name)': \(why)")
+    }
+
+    /// Ends `link` as corrupt at both ends (logged with `detail`, the far agent told `reset`);
+    /// the channel and the other links on it carry on.
+    private func endCorrupt(_ link: RemoteLink, _ message: Logger.Message, detail: String, reset: String) {
+        logger.warning(message, metadata: ["link": "\(link.instance) <-> \(link.peer)@\(link.peerHost)", "detail": "\(detail)"])
         link.finish(LinkStateWord(kind: .corrupt, end: 1))
-        sendReset(link, .corrupt, "messages from '\(link.peer)' arrived malformed on '\(view.host.name)': \(why)")
+        sendReset(link, .corrupt, reset)
         unregister(link)
     }
 
