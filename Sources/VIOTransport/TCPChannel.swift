@@ -298,12 +298,10 @@ public final class TCPChannel: FabricChannel {
             return (n, 0)
         }
         var placed = 0
-        let buffered = try decoder.fill(limit: Self.placingTail) { tail throws(ChannelError) -> Int? in
-            let n: Int?
-            do throws(SystemError) { n = try socket.read(into: rest, then: tail) } catch { throw .system(error) }
-            guard let n else { return nil }
-            if n > 0, n < rest.count + tail.count { drained = true }
-            counters.bytesReceived &+= UInt64(n)
+        let buffered = try decoder.fill(limit: Self.placingTail) { after throws(ChannelError) -> Int? in
+            guard let n = try readPlaintext(offered: rest.count + after.count, { () throws(SystemError) in
+                try socket.read(into: rest, then: after)
+            }) else { return nil }
             placed = min(n, rest.count)
             return n - placed
         }
@@ -314,27 +312,35 @@ public final class TCPChannel: FabricChannel {
     /// Reads (or decrypts) into `buffer`: the byte count, 0 at end of stream, nil when
     /// nothing is pending.
     private func readSome(into buffer: UnsafeMutableRawBufferPointer) throws(ChannelError) -> Int? {
+        if mode == .plaintext {
+            return try readPlaintext(offered: buffer.count, { () throws(SystemError) in try socket.read(into: buffer) })
+        }
+        // Undecided: nothing is read before ``decideSecurity()`` has looked at the first byte.
+        guard case .tls(let session, _) = security else { return nil }
         let n: Int?
-        switch mode == .plaintext ? .plaintext : security {
-        case .undecided:
-            return nil
-        case .plaintext:
-            do { n = try socket.read(into: buffer) } catch { throw .system(error) }
-            if let n, n > 0, n < buffer.count { drained = true }
-        case .tls(let session, _):
-            do {
-                switch try session.read(into: buffer) {
-                case .bytes(let count):
-                    n = count
-                    if session.isDrained { drained = true }
-                case .wouldBlock: n = nil
-                case .closed: n = 0
-                }
-            } catch {
-                throw .authentication(error.description)
+        do {
+            switch try session.read(into: buffer) {
+            case .bytes(let count):
+                n = count
+                if session.isDrained { drained = true }
+            case .wouldBlock: n = nil
+            case .closed: n = 0
             }
+        } catch {
+            throw .authentication(error.description)
         }
         if let n { counters.bytesReceived &+= UInt64(n) }
+        return n
+    }
+
+    /// One plaintext socket read of at most `offered` bytes (`read` makes the call): counted,
+    /// and a short one marks the socket drained. Returns what `read` returned.
+    private func readPlaintext(offered: Int, _ read: () throws(SystemError) -> Int?) throws(ChannelError) -> Int? {
+        let n: Int?
+        do { n = try read() } catch { throw .system(error) }
+        guard let n else { return nil }
+        if n > 0, n < offered { drained = true }
+        counters.bytesReceived &+= UInt64(n)
         return n
     }
 
