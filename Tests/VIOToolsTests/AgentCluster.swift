@@ -34,6 +34,18 @@ extension AgentCluster {
         #expect(echo.finish() == 0, sourceLocation: sourceLocation)
     }
 
+    /// Starts a checked stream of `count` messages (sizes up to `maxSize`) from `instance` on
+    /// `host` to `peer` on `peerHost`, the verifier attached first; returns (stream, verify).
+    func startVerifiedStream(from host: String, _ instance: String, to peerHost: String, _ peer: String,
+                             count: Int, maxSize: Int = 16384,
+                             sourceLocation: SourceLocation = #_sourceLocation) throws -> (ToolProcess, ToolProcess) {
+        let verify = try probe(peerHost, ["verify", "--as", peer, "--count", "\(count)"])
+        #expect(verify.waitFor("attached"), sourceLocation: sourceLocation)
+        let stream = try probe(host, ["stream", "--as", instance, "--peer", peer, "--count", "\(count)",
+                                      "--max-size", "\(maxSize)"])
+        return (stream, verify)
+    }
+
     /// Waits until `host` shows `peers` peer hosts up with both their channels.
     func waitForAllPeersUp(_ host: String, _ peers: Int, timeout: TimeInterval = 20) throws -> Bool {
         try Tools.waitUntil(timeout: timeout) {

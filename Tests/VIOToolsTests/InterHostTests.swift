@@ -79,9 +79,7 @@ struct InterHostTests {
               - { name: b1, host: beta }
             """, links: "  - between: [a1, b1]")
         #expect(try cluster.waitForStatus("alpha", "channels 2/2"))
-        let verifier = try cluster.probe("beta", ["verify", "--as", "b1", "--count", "20000"])
-        #expect(verifier.waitFor("attached"))
-        let streamer = try cluster.probe("alpha", ["stream", "--as", "a1", "--peer", "b1", "--count", "20000", "--max-size", "700"])
+        let (streamer, verifier) = try cluster.startVerifiedStream(from: "alpha", "a1", to: "beta", "b1", count: 20000, maxSize: 700)
         #expect(verifier.finish(timeout: 120) == 0, "\(verifier.output)")
         #expect(verifier.output.contains("verified 20000"), "\(verifier.output)")
         #expect(streamer.finish() == 0, "\(streamer.output)")
@@ -110,9 +108,7 @@ struct InterHostTests {
         // Both links share the one channel; the stalled one fills its credit and its rings.
         #expect(try cluster.waitForStatus("alpha", " 0 reconnects"))
         usleep(500_000)
-        let verifier = try cluster.probe("beta", ["verify", "--as", "b2", "--count", "3000"])
-        #expect(verifier.waitFor("attached"))
-        let streamer = try cluster.probe("alpha", ["stream", "--as", "a2", "--peer", "b2", "--count", "3000", "--max-size", "65536"])
+        let (streamer, verifier) = try cluster.startVerifiedStream(from: "alpha", "a2", to: "beta", "b2", count: 3000, maxSize: 65536)
         #expect(verifier.finish(timeout: 120) == 0, "\(verifier.output)")
         #expect(verifier.output.contains("verified 3000"))
         #expect(streamer.finish() == 0)
@@ -203,9 +199,7 @@ struct InterHostTests {
         #expect(gaps.finish() == 0, "\(gaps.output)")
         #expect(echo2.finish() == 0)
         // A checksummed stream through polling agents: nothing lost, reordered or corrupted.
-        let verifier = try cluster.probe("beta", ["verify", "--as", "b1", "--count", "3000"])
-        #expect(verifier.waitFor("attached"))
-        let streamer = try cluster.probe("alpha", ["stream", "--as", "a1", "--peer", "b1", "--count", "3000", "--max-size", "65536"])
+        let (streamer, verifier) = try cluster.startVerifiedStream(from: "alpha", "a1", to: "beta", "b1", count: 3000, maxSize: 65536)
         #expect(streamer.finish() == 0, "\(streamer.output)")
         #expect(verifier.finish() == 0, "\(verifier.output)")
         #expect(verifier.output.contains("verified 3000"), "\(verifier.output)")

@@ -11,19 +11,10 @@ struct SecureChannelTests {
           - { name: b1, host: beta }
         """, links: "  - between: [a1, b1]")
 
-    /// Streams `count` checked messages a1 -> b1; returns (stream, verify) outputs.
-    static func stream(_ cluster: LoopbackCluster, count: Int, maxSize: Int = 16384) throws -> (ToolProcess, ToolProcess) {
-        let verify = try cluster.probe("beta", ["verify", "--as", "b1", "--count", "\(count)"])
-        #expect(verify.waitFor("attached"))
-        let stream = try cluster.probe("alpha", ["stream", "--as", "a1", "--peer", "b1", "--count", "\(count)",
-                                                 "--max-size", "\(maxSize)"])
-        return (stream, verify)
-    }
-
     @Test func linksWorkEncryptedAndStatusSaysSo() throws {
         let cluster = try LoopbackCluster(hosts: ["alpha", "beta"], instances: Self.pair.instances, links: Self.pair.links)
         #expect(try cluster.waitForAllPeersUp("alpha", 1))
-        let (stream, verify) = try Self.stream(cluster, count: 3000)
+        let (stream, verify) = try cluster.startVerifiedStream(from: "alpha", "a1", to: "beta", "b1", count: 3000)
         #expect(stream.finish() == 0, "\(stream.output)")
         #expect(verify.finish() == 0, "\(verify.output)")
         #expect(verify.output.contains("verified 3000"))
@@ -101,7 +92,7 @@ struct SecureChannelTests {
         try copy.write(toFile: cluster.directory + "/alpha.yaml", atomically: true, encoding: .utf8)
         try cluster.startAgent("alpha", topology: cluster.directory + "/alpha.yaml")
         #expect(try cluster.waitForAllPeersUp("alpha", 1))
-        let (stream, verify) = try Self.stream(cluster, count: 20000, maxSize: 4096)
+        let (stream, verify) = try cluster.startVerifiedStream(from: "alpha", "a1", to: "beta", "b1", count: 20000, maxSize: 4096)
         _ = stream.finish(timeout: 60)
         _ = verify.finish(timeout: 60)
         #expect(relay.tampered)
@@ -120,7 +111,7 @@ struct SecureChannelTests {
         let cluster = try LoopbackCluster(hosts: ["alpha", "beta"], instances: Self.pair.instances, links: Self.pair.links,
                                           defaults: "  ring_size: 256KiB\n  heartbeat_interval_ms: 100\n  peer_timeout_ms: 800\n  rekey_after: 64KiB\n")
         #expect(try cluster.waitForAllPeersUp("alpha", 1))
-        let (stream, verify) = try Self.stream(cluster, count: 4000, maxSize: 32768)
+        let (stream, verify) = try cluster.startVerifiedStream(from: "alpha", "a1", to: "beta", "b1", count: 4000, maxSize: 32768)
         #expect(stream.finish() == 0, "\(stream.output)")
         #expect(verify.finish() == 0, "\(verify.output)")
         #expect(verify.output.contains("verified 4000"))
@@ -144,7 +135,7 @@ struct SecureChannelTests {
         let cluster = try LoopbackCluster(hosts: ["alpha", "beta"], instances: Self.pair.instances, links: Self.pair.links,
                                           extra: "host_pairs:\n  - { between: [alpha, beta], security: plaintext }\n")
         #expect(try cluster.waitForAllPeersUp("alpha", 1))
-        let (stream, verify) = try Self.stream(cluster, count: 500)
+        let (stream, verify) = try cluster.startVerifiedStream(from: "alpha", "a1", to: "beta", "b1", count: 500)
         #expect(stream.finish() == 0 && verify.finish() == 0, "\(verify.output)")
         #expect(try cluster.status("alpha").contains("(dials, plaintext)"))
     }
