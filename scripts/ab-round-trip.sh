@@ -20,14 +20,8 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 bin="${VIO_BIN:-$root/.build/release}"
 if [ "$(id -u)" != 0 ]; then echo "ab-round-trip: needs root (network namespaces)" >&2; exit 1; fi
 for agent in "$@"; do [ -x "$agent" ] || { echo "ab-round-trip: $agent is not executable" >&2; exit 1; }; done
-work="$(mktemp -d /tmp/vio-ab.XXXXXX)"
-prefix="ab$$"
-cleanup() {
-  for p in "$work"/*.pid; do [ -f "$p" ] && kill -9 "$(cat "$p")" 2>/dev/null || true; done
-  bash "$root/scripts/netns-cluster.sh" down "$prefix" >/dev/null 2>&1 || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+source "$root/scripts/scratch-cluster.sh"
+scratch_cluster ab "ab$$"
 
 for name in alpha beta; do
   "$bin/vioctl" keys generate "$name" --out "$work/$name.key" | sed -n 's/^ *key: //p' >"$work/$name.pub"

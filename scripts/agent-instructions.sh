@@ -20,14 +20,8 @@ poll="${3:-0}"
 root="$(cd "$(dirname "$0")/.." && pwd)"
 if [ "$(id -u)" != 0 ]; then echo "agent-instructions: needs root (network namespaces)" >&2; exit 1; fi
 command -v valgrind >/dev/null || apt-get install -y -qq valgrind >/dev/null
-work="$(mktemp -d /tmp/vio-instructions.XXXXXX)"
-prefix="vi$$"
-cleanup() {
-  for p in "$work"/*.pid; do [ -f "$p" ] && kill -9 "$(cat "$p")" 2>/dev/null || true; done
-  bash "$root/scripts/netns-cluster.sh" down "$prefix" >/dev/null 2>&1 || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+source "$root/scripts/scratch-cluster.sh"
+scratch_cluster instructions "vi$$"
 
 # valgrind 3.19 (Debian 12) cannot read Swift 6's DWARF 5: count on a copy without it.
 strip --strip-debug -o "$work/vio-agent" "$bin/vio-agent"

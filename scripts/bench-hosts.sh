@@ -26,14 +26,8 @@ if [ "$(id -u)" != 0 ] || ! command -v ip >/dev/null; then
   echo "bench: skipped the cross-host cases: needs root and iproute2 (network namespaces)" >&2
   exit 0
 fi
-work="$(mktemp -d /tmp/vio-bench-hosts.XXXXXX)"
-prefix="vb$$"
-cleanup() {
-  for p in "$work"/*.pid; do [ -f "$p" ] && kill -9 "$(cat "$p")" 2>/dev/null || true; done
-  bash "$root/scripts/netns-cluster.sh" down "$prefix" >/dev/null 2>&1 || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+source "$root/scripts/scratch-cluster.sh"
+scratch_cluster bench-hosts "vb$$"
 record() { echo "$1 $2" >>"$raw"; }
 
 cc -O2 -Wall -Wextra -o "$work/socket_pingpong" "$root/Benchmarks/c/socket_pingpong.c"
