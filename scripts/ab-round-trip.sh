@@ -23,21 +23,8 @@ for agent in "$@"; do [ -x "$agent" ] || { echo "ab-round-trip: $agent is not ex
 source "$root/scripts/scratch-cluster.sh"
 scratch_cluster ab "ab$$"
 
-for name in alpha beta; do
-  "$bin/vioctl" keys generate "$name" --out "$work/$name.key" | sed -n 's/^ *key: //p' >"$work/$name.pub"
-done
-{
-  echo "cluster: ab"; echo "version: 1"
-  echo "defaults: { ring_size: 1MiB, port: 7300, transport: tcp, channels: 2, security: $security, agent_poll_us: $poll }"
-  echo "hosts:"
-  echo "  - { name: alpha, address: 198.18.0.1, key: \"$(cat "$work/alpha.pub")\" }"
-  echo "  - { name: beta, address: 198.18.0.2, key: \"$(cat "$work/beta.pub")\" }"
-  echo "instances:"
-  echo "  - { name: a1, host: alpha }"
-  echo "  - { name: b1, host: beta }"
-  echo "links:"
-  echo "  - between: [a1, b1]"
-} >"$work/t.yaml"
+pair_keys "$bin/vioctl"
+pair_topology "$work/t.yaml" "$security" "$poll" 1
 bash "$root/scripts/netns-cluster.sh" up "$prefix" 2 >/dev/null
 
 : >"$work/results"
@@ -52,10 +39,7 @@ for round in $(seq 1 "$rounds"); do
         --control-socket "$work/$name.sock" --log-level warning 2>>"$work/agents.log" &
       echo $! >"$work/$name.pid"
     done
-    for _ in $(seq 1 400); do
-      "$bin/vioctl" status --socket "$work/alpha.sock" 2>/dev/null | grep -q "channels 2/2" && break
-      sleep 0.05
-    done
+    pair_connected "$bin/vioctl" || echo "round $round build $index: the agents did not connect" >&2
     "$bin/vio-probe" echo --as b1 --wait sleep --cpu 1 --socket "$work/beta.sock" >"$work/echo.log" 2>&1 &
     echo $! >"$work/echo.pid"
     sleep 0.3

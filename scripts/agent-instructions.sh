@@ -25,18 +25,7 @@ scratch_cluster instructions "vi$$"
 
 # valgrind 3.19 (Debian 12) cannot read Swift 6's DWARF 5: count on a copy without it.
 strip --strip-debug -o "$work/vio-agent" "$bin/vio-agent"
-{
-  echo "cluster: instructions"; echo "version: 1"
-  echo "defaults: { ring_size: 1MiB, port: 7300, transport: tcp, channels: 2, security: plaintext, agent_poll_us: $poll }"
-  echo "hosts:"
-  echo "  - { name: alpha, address: 198.18.0.1 }"
-  echo "  - { name: beta, address: 198.18.0.2 }"
-  echo "instances:"
-  echo "  - { name: a1, host: alpha }"
-  echo "  - { name: b1, host: beta }"
-  echo "links:"
-  echo "  - between: [a1, b1]"
-} >"$work/t.yaml"
+pair_topology "$work/t.yaml" plaintext "$poll" 1
 bash "$root/scripts/netns-cluster.sh" up "$prefix" 2 >/dev/null
 ip netns exec "$prefix-h1" valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.out" \
   --toggle-collect='$s8VIOAgent5AgentC3runyyAA0B5ErrorOYKF' \
@@ -46,10 +35,7 @@ echo $! >"$work/alpha.pid"
 ip netns exec "$prefix-h2" "$bin/vio-agent" --topology "$work/t.yaml" --host beta \
   --control-socket "$work/beta.sock" --log-level warning 2>"$work/beta.log" &
 echo $! >"$work/beta.pid"
-for _ in $(seq 1 600); do
-  "$bin/vioctl" status --socket "$work/alpha.sock" 2>/dev/null | grep -q "channels 2/2" && break
-  sleep 0.05
-done
+pair_connected "$bin/vioctl" 600 || true  # valgrind starts slowly; the ping says if it never came up
 "$bin/vio-probe" echo --as b1 --wait sleep --socket "$work/beta.sock" >"$work/echo.log" 2>&1 &
 echo $! >"$work/echo.pid"
 sleep 0.3

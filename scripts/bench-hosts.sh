@@ -36,25 +36,10 @@ cc -O2 -Wall -Wextra -o "$work/relay_floor" "$root/Benchmarks/c/relay_floor.c"
 
 # Eight instances per host, every a-instance linked to every b-instance: 64 cross-host links.
 # Two variants of the file: channels in plaintext, and TLS 1.3 (the default) with fresh keys.
-for name in alpha beta; do
-  "$bin/vioctl" keys generate "$name" --out "$work/$name.key" | sed -n 's/^ *key: //p' >"$work/$name.pub"
-done
-write_topology() {  # write_topology FILE SECURITY [AGENT_POLL_US]
-  {
-    echo "cluster: bench-hosts"; echo "version: 1"
-    echo "defaults: { ring_size: 1MiB, port: 7300, transport: tcp, channels: 2, security: $2, agent_poll_us: ${3:-0} }"
-    echo "hosts:"
-    echo "  - { name: alpha, address: 198.18.0.1, key: \"$(cat "$work/alpha.pub")\" }"
-    echo "  - { name: beta, address: 198.18.0.2, key: \"$(cat "$work/beta.pub")\" }"
-    echo "instances:"
-    for i in $(seq 1 8); do echo "  - { name: a$i, host: alpha }"; echo "  - { name: b$i, host: beta }"; done
-    echo "links:"
-    for i in $(seq 1 8); do for j in $(seq 1 8); do echo "  - between: [a$i, b$j]"; done; done
-  } >"$1"
-}
-write_topology "$work/plaintext.yaml" plaintext
-write_topology "$work/tls.yaml" tls
-write_topology "$work/poll.yaml" plaintext 100
+pair_keys "$bin/vioctl"
+pair_topology "$work/plaintext.yaml" plaintext 0 8
+pair_topology "$work/tls.yaml" tls 0 8
+pair_topology "$work/poll.yaml" plaintext 100 8
 
 bash "$root/scripts/netns-cluster.sh" up "$prefix" 2
 start_agents() {  # start_agents TOPOLOGY: one agent per namespace, returns when both see the other up
@@ -65,10 +50,7 @@ start_agents() {  # start_agents TOPOLOGY: one agent per namespace, returns when
       --control-socket "$work/$name.sock" --log-level warning 2>>"$work/agent-$name.log" &
     echo $! >"$work/$name.pid"
   done
-  for _ in $(seq 1 400); do
-    "$bin/vioctl" status --socket "$work/alpha.sock" 2>/dev/null | grep -q "channels 2/2" && return 0
-    sleep 0.05
-  done
+  pair_connected "$bin/vioctl" && return 0
   echo "bench: agents did not connect: $(tail -3 "$work"/agent-*.log)" >&2
   return 1
 }

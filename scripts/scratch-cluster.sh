@@ -17,3 +17,43 @@ scratch_cluster_cleanup() {
   bash "$root/scripts/netns-cluster.sh" down "$prefix" >/dev/null 2>&1 || true
   rm -rf "$work"
 }
+
+# Two hosts, alpha (198.18.0.1) and beta (198.18.0.2), in $prefix-h1 and $prefix-h2.
+
+# pair_keys VIOCTL: a key pair per host, $work/NAME.key and its public line $work/NAME.pub.
+pair_keys() {
+  for name in alpha beta; do
+    "$1" keys generate "$name" --out "$work/$name.key" | sed -n 's/^ *key: //p' >"$work/$name.pub"
+  done
+}
+
+# pair_topology FILE SECURITY AGENT_POLL_US N: N instances per host (a1..aN, b1..bN), every
+# a-instance linked to every b-instance, K = 2 channels; hosts carry their keys when
+# pair_keys made them.
+pair_topology() {
+  local name key
+  {
+    echo "cluster: $(basename "$1" .yaml)"; echo "version: 1"
+    echo "defaults: { ring_size: 1MiB, port: 7300, transport: tcp, channels: 2, security: $2, agent_poll_us: $3 }"
+    echo "hosts:"
+    for name in alpha beta; do
+      key=""
+      [ -f "$work/$name.pub" ] && key=", key: \"$(cat "$work/$name.pub")\""
+      echo "  - { name: $name, address: 198.18.0.$([ $name = alpha ] && echo 1 || echo 2)$key }"
+    done
+    echo "instances:"
+    for i in $(seq 1 "$4"); do echo "  - { name: a$i, host: alpha }"; echo "  - { name: b$i, host: beta }"; done
+    echo "links:"
+    for i in $(seq 1 "$4"); do for j in $(seq 1 "$4"); do echo "  - between: [a$i, b$j]"; done; done
+  } >"$1"
+}
+
+# pair_connected VIOCTL [TRIES]: waits (0.05 s a try, 400 tries by default) until alpha's
+# agent has both channels to beta up; fails when it does not.
+pair_connected() {
+  for _ in $(seq 1 "${2:-400}"); do
+    "$1" status --socket "$work/alpha.sock" 2>/dev/null | grep -q "channels 2/2" && return 0
+    sleep 0.05
+  done
+  return 1
+}
