@@ -31,22 +31,14 @@ bash "$root/scripts/netns-cluster.sh" up "$prefix" 2 >/dev/null
 for round in $(seq 1 "$rounds"); do
   for index in $(seq 1 $#); do
     agent="${!index}"
-    i=0
-    for name in alpha beta; do
-      i=$((i + 1))
-      rm -f "$work/$name.sock"
-      ip netns exec "$prefix-h$i" "$agent" --topology "$work/t.yaml" --host "$name" --key-file "$work/$name.key" \
-        --control-socket "$work/$name.sock" --log-level warning 2>>"$work/agents.log" &
-      echo $! >"$work/$name.pid"
-    done
-    pair_connected "$bin/vioctl" || echo "round $round build $index: the agents did not connect" >&2
+    pair_start "$agent" "$bin/vioctl" "$work/t.yaml" || echo "round $round build $index: no round trips" >&2
     "$bin/vio-probe" echo --as b1 --wait sleep --cpu 1 --socket "$work/beta.sock" >"$work/echo.log" 2>&1 &
     echo $! >"$work/echo.pid"
     sleep 0.3
     p50=$("$bin/vio-probe" ping --as a1 --peer b1 --wait sleep --cpu 0 --count "${ROUND_TRIPS:-20000}" \
       --socket "$work/alpha.sock" 2>&1 | grep -o 'p50=[0-9.]*' | cut -d= -f2 || true)
     wait "$(cat "$work/echo.pid")" 2>/dev/null || true
-    for name in alpha beta; do kill "$(cat "$work/$name.pid")" 2>/dev/null || true; wait "$(cat "$work/$name.pid")" 2>/dev/null || true; done
+    pair_stop
     echo "round $round build $index ($agent): p50 ${p50:-failed} us"
     echo "$index ${p50:-failed}" >>"$work/results"
   done

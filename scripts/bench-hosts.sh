@@ -42,22 +42,6 @@ pair_topology "$work/tls.yaml" tls 0 8
 pair_topology "$work/poll.yaml" plaintext 100 8
 
 bash "$root/scripts/netns-cluster.sh" up "$prefix" 2
-start_agents() {  # start_agents TOPOLOGY: one agent per namespace, returns when both see the other up
-  for h in 1 2; do
-    local name; name=$([ $h = 1 ] && echo alpha || echo beta)
-    rm -f "$work/$name.sock"
-    ip netns exec "$prefix-h$h" "$bin/vio-agent" --topology "$1" --host "$name" --key-file "$work/$name.key" \
-      --control-socket "$work/$name.sock" --log-level warning 2>>"$work/agent-$name.log" &
-    echo $! >"$work/$name.pid"
-  done
-  pair_connected "$bin/vioctl" && return 0
-  echo "bench: agents did not connect: $(tail -3 "$work"/agent-*.log)" >&2
-  return 1
-}
-stop_agents() {
-  for name in alpha beta; do kill "$(cat "$work/$name.pid")" 2>/dev/null || true; done
-  for name in alpha beta; do while kill -0 "$(cat "$work/$name.pid")" 2>/dev/null; do sleep 0.02; done; done
-}
 agent_ticks() { awk '{print $14 + $15}' "/proc/$(cat "$work/alpha.pid")/stat" "/proc/$(cat "$work/beta.pid")/stat" | paste -sd+ | bc; }
 command -v bc >/dev/null || apt-get install -y -qq bc >/dev/null 2>&1 || true
 hz=$(getconf CLK_TCK)
@@ -104,18 +88,18 @@ for run in $(seq 1 "$runs"); do
   echo "bench: cross-host run $run of $runs" >&2
   for security in plaintext tls; do
     tag=$([ "$security" = tls ] && echo vio_tls || echo vio)
-    start_agents "$work/$security.yaml" || continue
+    pair_start "$bin/vio-agent" "$bin/vioctl" "$work/$security.yaml" || continue
     probe_pair "xrtt.$tag.sleep.64" echo --as b1 --wait sleep --cpu 1 -- ping --as a1 --peer b1 --wait sleep --cpu 0 --count 20000
     probe_pair "xbw.$tag.65536" sink --as b1 --wait sleep --count 30000 -- rate --as a1 --peer b1 --wait sleep --size 65536 --count 30000
     for size in $([ "$security" = tls ] && echo "$tls_fanout_sizes" || echo "$fanout_sizes"); do
       fanout_vio "$tag" "$size"
     done
-    stop_agents
+    pair_stop
   done
   # Agents that poll 100 µs after activity (agent_poll_us) instead of sleeping at once.
-  if start_agents "$work/poll.yaml"; then
+  if pair_start "$bin/vio-agent" "$bin/vioctl" "$work/poll.yaml"; then
     probe_pair xrtt.vio_poll.sleep.64 echo --as b1 --wait sleep --cpu 1 -- ping --as a1 --peer b1 --wait sleep --cpu 0 --count 20000
-    stop_agents
+    pair_stop
   fi
   record xrtt.relay_c.sleep.64 "$("$work/relay_floor" rtt 64 20000 "$prefix-h1" "$prefix-h2" 198.18.0.2 sleep)"
   record xrtt.relay_c.poll.64 "$("$work/relay_floor" rtt 64 20000 "$prefix-h1" "$prefix-h2" 198.18.0.2 poll)"

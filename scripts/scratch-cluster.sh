@@ -57,3 +57,27 @@ pair_connected() {
   done
   return 1
 }
+
+# pair_start VIO_AGENT VIOCTL TOPOLOGY: an agent per namespace (control socket, pid and log
+# $work/NAME.sock, .pid, agent-NAME.log, key file $work/NAME.key), then pair_connected; when
+# they do not connect, says so with the end of their logs and fails.
+pair_start() {
+  local h name
+  for h in 1 2; do
+    name=$([ "$h" = 1 ] && echo alpha || echo beta)
+    rm -f "$work/$name.sock"
+    ip netns exec "$prefix-h$h" "$1" --topology "$3" --host "$name" --key-file "$work/$name.key" \
+      --control-socket "$work/$name.sock" --log-level warning 2>>"$work/agent-$name.log" &
+    echo $! >"$work/$name.pid"
+  done
+  pair_connected "$2" && return 0
+  echo "the agents did not connect: $(tail -3 "$work"/agent-*.log)" >&2
+  return 1
+}
+
+# pair_stop: stops both agents (SIGTERM) and waits until they are gone.
+pair_stop() {
+  local name
+  for name in alpha beta; do kill "$(cat "$work/$name.pid")" 2>/dev/null || true; done
+  for name in alpha beta; do while kill -0 "$(cat "$work/$name.pid")" 2>/dev/null; do sleep 0.02; done; done
+}
