@@ -45,8 +45,9 @@ public final class TLSContext {
 }
 
 /// One TLS 1.3 session over a non-blocking socket: handshake, encrypted reads and writes, key
-/// updates. Writes are sealed into a buffer sent at ``flush()`` (or when it fills). Records carry an AEAD tag and an implicit sequence number, so a changed, dropped,
-/// reordered or replayed record fails the session.
+/// updates. Writes are sealed into a buffer sent at ``flush()`` (or when it fills). Records
+/// carry an AEAD tag and an implicit sequence number, so a changed, dropped, reordered or
+/// replayed record fails the session.
 public final class TLSSession {
     private let handle: OpaquePointer
 
