@@ -71,7 +71,7 @@ pair_start() {
     echo $! >"$work/$name.pid"
   done
   pair_connected "$2" && return 0
-  echo "the agents did not connect: $(tail -3 "$work"/agent-*.log)" >&2
+  echo "the agents did not connect: $(tail -n 3 "$work"/agent-*.log)" >&2
   return 1
 }
 
