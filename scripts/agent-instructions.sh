@@ -11,7 +11,8 @@
 # collects only inside the agent's loop (Agent.run: start-up is left out); the total over
 # ROUND_TRIPS plus the probe's warm-up is divided by the round trips. Alpha carries both
 # directions of every round trip: one message out (ring -> frame -> socket) and one in
-# (socket -> frame -> ring). Prints the figure and the ten costliest functions.
+# (socket -> frame -> ring). Prints the figure and the ten costliest functions; with
+# CALLGRIND_OUT=FILE keeps callgrind's raw counts there (for callgrind_annotate --tree=caller).
 # Needs root (namespaces) and valgrind.
 set -euo pipefail
 bin="${1:?usage: agent-instructions.sh BIN_DIR [ROUND_TRIPS] [AGENT_POLL_US]}"
@@ -45,6 +46,7 @@ warmup=1000
 wait "$(cat "$work/echo.pid")" 2>/dev/null || true
 # SIGTERM: the agent stops its loop cleanly and callgrind writes its counts.
 for name in alpha beta; do kill "$(cat "$work/$name.pid")"; wait "$(cat "$work/$name.pid")" 2>/dev/null || true; done
+[ -n "${CALLGRIND_OUT:-}" ] && cp "$work/callgrind.out" "$CALLGRIND_OUT"
 total=$(callgrind_annotate "$work/callgrind.out" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }')
 echo "agent instructions per round trip: $((total / (count + warmup))) (agent_poll_us $poll, $count round trips, callgrind)"
 echo "costliest functions (self):"
