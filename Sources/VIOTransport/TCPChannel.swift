@@ -145,6 +145,43 @@ public final class TCPChannel: FabricChannel {
         counters.framesSent &+= 1
     }
 
+    /// A plaintext channel with nothing queued writes the frame with one `sendmsg`: its head
+    /// from the stack, its payload in place. TLS channels queue (a record needs the session).
+    public func sendNow(_ header: FrameHeader, prefix: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer,
+                        loan: PayloadLoan?) -> Bool {
+        guard mode == .plaintext, connected, output.count == 0, prefix.count <= 8 else {
+            enqueue(header, prefix: prefix, payload: payload, loan: loan)
+            return false
+        }
+        var h = header
+        h.length = UInt32(prefix.count + payload.count)
+        let total = FrameHeader.size + prefix.count + payload.count
+        var head: (UInt64, UInt64, UInt64) = (0, 0, 0)  // the header and at most an 8-byte prefix
+        let written = withUnsafeMutableBytes(of: &head) { raw -> Int in
+            h.store(to: raw.baseAddress!)
+            if let source = prefix.baseAddress, prefix.count > 0 {
+                (raw.baseAddress! + FrameHeader.size).copyMemory(from: source, byteCount: prefix.count)
+            }
+            vectors[0] = iovec(iov_base: raw.baseAddress, iov_len: FrameHeader.size + prefix.count)
+            vectors[1] = iovec(iov_base: UnsafeMutableRawPointer(mutating: payload.baseAddress), iov_len: payload.count)
+            return ((try? socket.write(UnsafeMutableBufferPointer(rebasing: vectors[..<2]))) ?? nil) ?? 0
+        }
+        if written == total {
+            counters.framesSent &+= 1
+            counters.bytesSent &+= UInt64(total)
+            if let loan, let position = loan.position { loan.lender.sent(through: position) }
+            return true
+        }
+        // Part of it (or none, or an error the next flush meets again): queue the frame and
+        // drop what the socket took from its front.
+        enqueue(header, prefix: prefix, payload: payload, loan: loan)
+        if written > 0 {
+            output.consume(written)
+            counters.bytesSent &+= UInt64(written)
+        }
+        return false
+    }
+
     public var queuedBytes: Int { output.count }
 
     public func flush() throws(ChannelError) -> Bool {
