@@ -463,7 +463,8 @@ final class Fabric {
                 corruptFromFar(link, malformed)
                 return
             }
-            received.insert(link)
+            // Most frames of a round trip leave nothing to grant: no turn-end pass for them.
+            if link.wantsGrant { received.insert(link) }
         case .acknowledgement:
             guard let link = links[header.session], link.host === peer else {
                 return try unknownSession(header, from: peer)

@@ -438,6 +438,13 @@ final class RemoteLink: WorkListed {
     /// Credit granted to the far agent and not yet used by its frames.
     var outstandingCredit: Int { Int(granted - creditUsed) }
 
+    /// Whether ``Fabric/grantCredit(_:force:)`` could do anything now: false while nothing is
+    /// backlogged, less than a quarter of the window is grantable and the far agent still
+    /// holds half a window of credit, where it returns at once (its next frame asks again).
+    var wantsGrant: Bool {
+        !backlog.isEmpty || outstandingCredit < window / 2 || grantable >= window / 4
+    }
+
     /// Sets ring 0's writer flag so the instance rings when it frees space; false (not
     /// armed) when a quarter of the window is already grantable.
     func armForSpace() -> Bool {
