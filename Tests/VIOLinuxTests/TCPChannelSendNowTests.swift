@@ -12,11 +12,7 @@ import Glibc
 /// frame. Either way the far end gets every frame whole and in order, and every loan is
 /// reported once, in order, only after its bytes were written.
 struct TCPChannelSendNowTests {
-    /// Records the positions reported for its loans.
-    final class Lender: PayloadLender {
-        var reported: [UInt64] = []
-        func sent(through position: UInt64) { reported.append(position) }
-    }
+    typealias Lender = OutputQueueTests.Lender
 
     static func frame(_ i: Int) -> FrameHeader { FrameHeader(type: .data, session: 3, sequence: UInt32(i)) }
 
