@@ -331,7 +331,7 @@ extension Fabric {
         while true {
             if !link.backlog.isEmpty { link.flushBacklog() }
             let grantable = link.grantable
-            if grantable >= link.window / 4 || force {
+            if grantable >= link.minimumGrant || force {
                 let credit = max(0, grantable)
                 link.granted += UInt64(credit)
                 link.acknowledgedDelivered = link.deliveredMessages
@@ -341,10 +341,9 @@ extension Fabric {
                 withUnsafeBytes(of: &delivered) { send(header, payload: $0, on: slot) }
                 return
             }
-            // Nothing worth a grant yet. While the far sender still holds half a window of
-            // credit (room for two largest frames), its next frame brings us back here: no
-            // need to have the instance ring on every read it makes.
-            if link.backlog.isEmpty && link.outstandingCredit >= link.window / 2 { return }
+            // Nothing worth a grant yet. While the far sender holds credit, its next frame
+            // brings us back here: no need to have the instance ring on every read it makes.
+            if link.farSenderHasCredit { return }
             if link.armForSpace() { return }
         }
     }

@@ -438,19 +438,24 @@ final class RemoteLink: WorkListed {
     /// Credit granted to the far agent and not yet used by its frames.
     var outstandingCredit: Int { Int(granted - creditUsed) }
 
-    /// Whether ``Fabric/grantCredit(_:force:)`` could do anything now: false while nothing is
-    /// backlogged, less than a quarter of the window is grantable and the far agent still
-    /// holds half a window of credit, where it returns at once (its next frame asks again).
-    var wantsGrant: Bool {
-        !backlog.isEmpty || outstandingCredit < window / 2 || grantable >= window / 4
-    }
+    /// The smallest grant worth a frame of its own: a quarter of the window.
+    var minimumGrant: Int { window / 4 }
+
+    /// Nothing is backlogged and the far sender still holds half a window of credit (room for
+    /// two largest frames): its next frame brings the agent back to grant, so nothing needs to
+    /// happen before then.
+    var farSenderHasCredit: Bool { backlog.isEmpty && outstandingCredit >= window / 2 }
+
+    /// Whether ``Fabric/grantCredit(_:force:)`` could do anything now: false when less than
+    /// ``minimumGrant`` is grantable and ``farSenderHasCredit``, where it returns at once.
+    var wantsGrant: Bool { !farSenderHasCredit || grantable >= minimumGrant }
 
     /// Sets ring 0's writer flag so the instance rings when it frees space; false (not
-    /// armed) when a quarter of the window is already grantable.
+    /// armed) when ``minimumGrant`` is already grantable.
     func armForSpace() -> Bool {
         producer.writerArmed.store(1, ordering: .sequentiallyConsistent)
         atomicMemoryFence(ordering: .sequentiallyConsistent)
-        if grantable >= window / 4 && backlog.isEmpty {
+        if grantable >= minimumGrant && backlog.isEmpty {
             producer.writerArmed.store(0, ordering: .relaxed)
             return false
         }
