@@ -187,8 +187,8 @@ final class Fabric {
         if !readyLinks.isEmpty {
             let ready = readyLinks.take()
             // One link: its frame has nothing to be batched with.
-            let alone = ready.count == 1
-            for link in ready where link.isRegistered { drainLink(link, sendAtOnce: alone) }
+            let oneLink = ready.count == 1
+            for link in ready where link.isRegistered { drainLink(link, sendAtOnce: oneLink) }
             readyLinks.recycle(ready)
         }
         if !received.isEmpty {
