@@ -11,6 +11,8 @@
 #   fanout.{vio,vio_tls}.SIZE       8 instances per host, all 64 cross-host links streaming
 #                                   SIZE-byte messages at once through the two agents (K = 2
 #                                   channels); SIZE 256, 1024, 4096, 16384 (TLS: 1024, 16384)
+#   fanout.vio_inplace.16384        the plaintext fan-out with senders building each message in
+#                                   the ring (claim, stamp, commit) instead of copying it in
 #   fanout.tcp.SIZE                 the same workload on 64 direct TCP connections
 #   xrtt.relay_c.{sleep,poll}.64,   the relay floor (Benchmarks/c/relay_floor.c): two instances,
 #   xbw.relay_c.65536               two relays, rings, doorbells and one TCP connection in C and
@@ -50,13 +52,13 @@ hz=$(getconf CLK_TCK)
 # replies live, 16 KiB where bulk transfers do. TLS only at a small and a bulk size.
 fanout_sizes="256 1024 4096 16384"
 tls_fanout_sizes="1024 16384"
-fanout_vio() {  # fanout_vio TAG SIZE: 64 links at once, receivers on beta, senders on alpha
-  local tag="$1" size="$2"
+fanout_vio() {  # fanout_vio TAG SIZE [SENDER_FLAG]: 64 links at once, receivers on beta, senders on alpha
+  local tag="$1" size="$2" flags=("${@:3}")
   local t0 t1 rpid tpid sockets tx_cpu line
   t0=$(agent_ticks)
   "$bin/vio-probe" fanout --as "$(seq -f 'b%g' 1 8 | paste -sd,)" --role receive --socket "$work/beta.sock" >"$work/fan-rx.log" 2>&1 &
   rpid=$!
-  "$bin/vio-probe" fanout --as "$(seq -f 'a%g' 1 8 | paste -sd,)" --role send --size "$size" --seconds 5 --socket "$work/alpha.sock" >"$work/fan-tx.log" 2>&1 &
+  "$bin/vio-probe" fanout --as "$(seq -f 'a%g' 1 8 | paste -sd,)" --role send "${flags[@]}" --size "$size" --seconds 5 --socket "$work/alpha.sock" >"$work/fan-tx.log" 2>&1 &
   tpid=$!
   sleep 2
   sockets=$(ip netns exec "$prefix-h1" ss -tnH state established "( sport = :7300 or dport = :7300 )" | wc -l)
@@ -94,6 +96,7 @@ for run in $(seq 1 "$runs"); do
     for size in $([ "$security" = tls ] && echo "$tls_fanout_sizes" || echo "$fanout_sizes"); do
       fanout_vio "$tag" "$size"
     done
+    if [ "$security" = plaintext ]; then fanout_vio vio_inplace 16384 --in-place; fi
     pair_stop
   done
   # Agents that poll 100 µs after activity (agent_poll_us) instead of sleeping at once.

@@ -54,8 +54,10 @@ static void *drain(void *arg) {
 static void *pour(void *arg) {
     int fd = (int)(intptr_t)arg;
     char *buf = calloc(1, size);
-    uint64_t end = now_ns() + (uint64_t)(seconds * 1e9);
+    uint64_t end = now_ns() + (uint64_t)(seconds * 1e9), sequence = 0;
     while (now_ns() < end) {
+        /* as vio-probe's senders: an 8-byte sequence number stands for the message's content */
+        if (size >= 8) { sequence++; memcpy(buf, &sequence, 8); }
         for (size_t put = 0; put < size;) {
             ssize_t r = write(fd, buf + put, size - put);
             if (r <= 0) { perror("write"); exit(1); }

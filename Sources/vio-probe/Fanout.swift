@@ -21,6 +21,8 @@ struct Fanout: ParsableCommand {
     @Option(help: "Message size in bytes.") var size = 16384
     @Option(help: "How long senders stream, in seconds.") var seconds = 5.0
     @Option(help: "How long to wait for every peer, in milliseconds.") var openTimeoutMs = 30_000
+    @Flag(help: "Senders build each message in the ring (claim, write an 8-byte sequence number, commit) instead of copying a prepared message in (send).")
+    var inPlace = false
 
     func run() throws {
         guard role == "send" || role == "receive" else { throw ValidationError("--role must be send or receive") }
@@ -57,11 +59,24 @@ struct Fanout: ParsableCommand {
         let failures = Mutex<[String]>([])
         let deadline = MonotonicClock.nanoseconds() + UInt64(seconds * 1e9)
         let threads = links.map { name, link in
-            spawn { [size] in
-                let message = [UInt8](repeating: 0x5A, count: size)
-                let outcome = message.withUnsafeBytes { raw in
+            spawn { [size, inPlace] in
+                var message = [UInt8](repeating: 0x5A, count: size)
+                let outcome = message.withUnsafeMutableBytes { raw in
                     Result { () throws(LinkError) in
-                        while MonotonicClock.nanoseconds() < deadline { try link.send(raw, timeout: .seconds(60)) }
+                        var sequence: UInt64 = 0
+                        while MonotonicClock.nanoseconds() < deadline {
+                            sequence &+= 1
+                            // What an engine serializing a message does before handing it over:
+                            // the stamp stands for its content, written where it is sent from.
+                            if inPlace {
+                                let buffer = try link.claim(size, timeout: .seconds(60))
+                                if size >= 8 { buffer.storeBytes(of: sequence, as: UInt64.self) }
+                                try link.commit(size)
+                            } else {
+                                if size >= 8 { raw.storeBytes(of: sequence, as: UInt64.self) }
+                                try link.send(UnsafeRawBufferPointer(raw), timeout: .seconds(60))
+                            }
+                        }
                     }
                 }
                 if case .failure(let error) = outcome { failures.withLock { $0.append("\(name): \(error)") } }
