@@ -187,14 +187,16 @@ public final class TCPChannel: FabricChannel {
 
     public func flush() throws(ChannelError) -> Bool {
         guard connected else { return output.count == 0 }
-        if mode == .plaintext { return try flushPlaintext() }
-        switch security {
+        // Switched on `mode`: matching `security` would copy the TLS case's payload on every
+        // plaintext flush too.
+        switch mode {
         case .undecided:
             // Nothing is sent before the peer's first bytes decide plaintext or TLS.
             return true
         case .plaintext:
             return try flushPlaintext()
-        case .tls(let session, var rekey):
+        case .tls:
+            guard case .tls(let session, var rekey) = security else { preconditionFailure("mode is .tls only while security holds a session") }
             defer { if case .tls = security { security = .tls(session, rekey) } }
             if output.count > 0, session.isEstablished, rekey.isDue(now: MonotonicClock.nanoseconds()) {
                 // VIO's record layer never refuses; OpenSSL's (tests) may while a partial record
