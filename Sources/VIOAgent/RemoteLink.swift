@@ -342,14 +342,7 @@ final class RemoteLink: WorkListed {
         placed = nil
         if !inPlace {
             guard backlog.isEmpty, let p = try? producer.reserveRun(bytes: payload.count) else {
-                var offset = 0
-                while offset < payload.count {
-                    let length = Int(payload.loadUnaligned(fromByteOffset: offset + RegionLayout.Record.length, as: UInt32.self))
-                    let start = offset + RegionLayout.Record.headerBytes
-                    write(UnsafeRawBufferPointer(rebasing: payload[start..<(start + length)]),
-                          flags: RegionLayout.Record.first | RegionLayout.Record.last, total: length)
-                    offset += RegionLayout.Record.size(payload: length)
-                }
+                run.forEachMessage { write($0, flags: RegionLayout.Record.first | RegionLayout.Record.last, total: $0.count) }
                 return nil
             }
             p.copyMemory(from: payload.baseAddress!, byteCount: payload.count)

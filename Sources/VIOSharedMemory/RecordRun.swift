@@ -31,6 +31,19 @@ public struct RecordRun {
         return Int(length)
     }
 
+    /// Calls `body` with each message's payload, in order. Only for a run that
+    /// ``validate(_:maxPayload:)`` returned or a ring search found: the walk trusts the
+    /// record headers.
+    public func forEachMessage(_ body: (UnsafeRawBufferPointer) -> Void) {
+        var offset = 0
+        while offset < bytes.count {
+            let length = Int(bytes.loadUnaligned(fromByteOffset: offset + RegionLayout.Record.length, as: UInt32.self))
+            let start = offset + RegionLayout.Record.headerBytes
+            body(UnsafeRawBufferPointer(rebasing: bytes[start..<(start + length)]))
+            offset += RegionLayout.Record.size(payload: length)
+        }
+    }
+
     /// Checks bytes that claim to be a run (received from another host, or read from a ring
     /// another process writes) and counts its messages: every record a whole message of at
     /// most `maxPayload` bytes with a zero reserved field, the records filling `bytes` exactly.

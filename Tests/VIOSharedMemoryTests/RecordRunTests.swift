@@ -133,6 +133,24 @@ struct RecordRunTests {
         return bytes
     }
 
+    @Test func aValidatedRunYieldsEachMessageInOrder() throws {
+        // Payloads that differ, of lengths with and without padding, one of them empty.
+        func message(_ length: UInt32, _ fill: UInt8) -> [UInt8] {
+            var bytes = Self.record(length: length)
+            bytes.replaceSubrange(RegionLayout.Record.headerBytes..<(RegionLayout.Record.headerBytes + Int(length)),
+                                  with: [UInt8](repeating: fill, count: Int(length)))
+            return bytes
+        }
+        let bytes = message(5, 1) + message(0, 2) + message(16, 3) + message(33, 4)
+        let payloads = try bytes.withUnsafeBytes { raw in
+            let run = try RecordRun.validate(raw, maxPayload: 100)
+            var seen: [[UInt8]] = []
+            run.forEachMessage { seen.append(Array($0)) }
+            return seen
+        }
+        #expect(payloads == [[UInt8](repeating: 1, count: 5), [], [UInt8](repeating: 3, count: 16), [UInt8](repeating: 4, count: 33)])
+    }
+
     @Test func validationNamesWhatIsWrong() throws {
         let good = Self.record(length: 5) + Self.record(length: 0) + Self.record(length: 40)
         let run = try good.withUnsafeBytes { try RecordRun.validate($0, maxPayload: 100) }
