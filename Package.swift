@@ -49,7 +49,7 @@ let package = Package(
         /// Byte layouts shared by processes and hosts: frame header, control messages.
         .target(name: "VIOWire"),
         /// The cluster topology language: YAML loading, validation, resolution per host.
-        .target(name: "VIOTopology", dependencies: [.product(name: "Yams", package: "Yams")]),
+        .target(name: "VIOTopology", dependencies: ["VIOWire", .product(name: "Yams", package: "Yams")]),
 
         // MARK: Linux layers
         /// Every syscall VIO makes, behind typed wrappers that retry EINTR.
