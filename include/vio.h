@@ -108,7 +108,8 @@ int vio_link_set_wait(vio_link *link, int mode);
 int vio_send(vio_link *link, const void *data, size_t len, int timeout_ms);
 
 /* Zero-copy send: *buf points to `len` writable bytes in the ring (len <= vio_link_max_claim).
- * Finish with vio_commit (send the first `len` bytes) or vio_abort. */
+ * Finish with vio_commit (send the first `len` bytes) or vio_abort. A larger len:
+ * VIO_EMSGSIZE (send larger messages with vio_send, which fragments them). */
 int vio_claim(vio_link *link, size_t len, int timeout_ms, void **buf);
 int vio_commit(vio_link *link, size_t len);
 int vio_abort(vio_link *link);

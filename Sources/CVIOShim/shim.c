@@ -62,7 +62,8 @@ ssize_t vio_shim_recv_with_fds(int sock, void *buf, size_t len, int *fds, int ma
     *truncated = 0;
     ssize_t n = recvmsg(sock, &msg, flags | MSG_CMSG_CLOEXEC);
     if (n < 0) return n;
-    if (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) *truncated = 1;
+    if (msg.msg_flags & MSG_TRUNC) *truncated |= 1;
+    if (msg.msg_flags & MSG_CTRUNC) *truncated |= 2;
     for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
         if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
         int count = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
@@ -70,7 +71,7 @@ ssize_t vio_shim_recv_with_fds(int sock, void *buf, size_t len, int *fds, int ma
         for (int i = 0; i < count; i++) {
             // Keep what fits; close the rest so a hostile sender cannot leak fds into us.
             if (*nfds < maxfds) fds[(*nfds)++] = data[i];
-            else { close(data[i]); *truncated = 1; }
+            else { close(data[i]); *truncated |= 2; }
         }
     }
     return n;

@@ -123,10 +123,12 @@ public final class VIOClient: @unchecked Sendable {
     /// Builds the endpoint for a LINK_READY and its five descriptors.
     private func adopt(_ incoming: IncomingLink) throws(VIOError) -> Link {
         var fds = incoming.descriptors
-        guard fds.count == LinkReady.descriptorCount else {
+        guard fds.count == LinkReady.descriptorCount || fds.count == LinkReady.descriptorCount + 1 else {
             for fd in fds { close(fd) }
-            throw .protocolViolation("LINK_READY carried \(fds.count) descriptors, expected \(LinkReady.descriptorCount)")
+            throw .protocolViolation("LINK_READY carried \(fds.count) descriptors, expected \(LinkReady.descriptorCount) or \(LinkReady.descriptorCount + 1)")
         }
+        // The sixth, on links to an instance on this host: the peer process's pidfd.
+        let peerProcess = fds.count > LinkReady.descriptorCount ? OwnedFileDescriptor(taking: fds.removeLast()) : nil
         let memoryFile = OwnedFileDescriptor(taking: fds.removeFirst())
         let region: LinkRegion
         do {
@@ -149,6 +151,9 @@ public final class VIOClient: @unchecked Sendable {
         if !region.peerHost.isEmpty, let agentExit {
             // The far end of a link to another host is the local agent.
             link.endWhenProcessExits(descriptor: agentExit.descriptor, owner: agentExit)
+        }
+        if region.peerHost.isEmpty, let peerProcess {
+            PeerExitMonitor.shared.watch(link, peerProcess: peerProcess)
         }
         // The link keeps the attachment alive: dropping the client while links are in use
         // must not detach the instance (which would close them).

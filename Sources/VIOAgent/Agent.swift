@@ -250,7 +250,8 @@ public final class Agent {
                 return
             }
             for fd in message.descriptors { close(fd) }  // clients never send descriptors
-            if !handle(message.bytes, truncated: message.truncated, on: connection) {
+            let descriptors = message.descriptorsTruncated ? "more than \(message.descriptors.count)" : message.descriptors.isEmpty ? nil : "\(message.descriptors.count)"
+            if !handle(message.bytes, truncated: message.truncated, descriptors: descriptors, on: connection) {
                 drop(connection, reason: nil)
                 return
             }
@@ -277,7 +278,8 @@ public final class Agent {
     // MARK: Messages
 
     /// Handles one packet; returns false when the connection must be closed.
-    private func handle(_ bytes: [UInt8], truncated: Bool, on connection: ControlConnection) -> Bool {
+    /// `descriptors` says how many file descriptors came with it, nil for none.
+    private func handle(_ bytes: [UInt8], truncated: Bool, descriptors: String?, on connection: ControlConnection) -> Bool {
         let pid = connection.credentials.pid
         func refuse(_ error: ControlError, close: Bool = true) -> Bool {
             logger.warning("refusing control client", metadata: ["pid": "\(pid)", "reason": "\(error.message)"])
@@ -287,9 +289,14 @@ public final class Agent {
         if truncated {
             return refuse(ControlError(.malformed, "control message larger than \(UnixSocket.maximumMessage) bytes"))
         }
+        if let descriptors {
+            return refuse(ControlError(.malformed, "a control message of \(bytes.count) bytes carried \(descriptors) file descriptors; clients send none (they were closed)"))
+        }
         let message: ControlMessage
         do {
             message = try ControlMessage.decode(bytes)
+        } catch .unsupportedVersion(let found, let supported) {
+            return refuse(ControlError(.unsupportedVersion, "the client speaks control protocol version \(found); this agent speaks \(supported)"))
         } catch {
             return refuse(ControlError(.malformed, "malformed control message: \(error)"))
         }
@@ -433,10 +440,15 @@ public final class Agent {
             return
         }
         do {
+            // Each end also gets the other's pidfd (when the agent has one): it then learns of
+            // its peer's death itself, even after this agent is gone.
+            func watching(_ other: ControlConnection) -> [Int32] { other.processDescriptor >= 0 ? [other.processDescriptor] : [] }
             try requester.send(.linkReady(LinkReady(requestID: requestID, linkID: link.id, peer: peer, end: 0,
-                                                    alreadyDelivered: false)), descriptors: link.descriptors(for: 0))
+                                                    alreadyDelivered: false)),
+                               descriptors: link.descriptors(for: 0) + watching(peerConnection))
             try peerConnection.send(.linkReady(LinkReady(requestID: 0, linkID: link.id, peer: me, end: 1,
-                                                         alreadyDelivered: false)), descriptors: link.descriptors(for: 1))
+                                                         alreadyDelivered: false)),
+                                    descriptors: link.descriptors(for: 1) + watching(requester))
         } catch {
             logger.warning("could not deliver link \(me) <-> \(peer): \(error)")
             link.finish(LinkStateWord(kind: .closed, end: 0))

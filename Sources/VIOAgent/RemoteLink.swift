@@ -63,6 +63,10 @@ final class RemoteLink: WorkListed {
     var sendSequence: UInt32 = 0
     /// Inside a message the instance is sending in several records.
     var outboundInMessage = false
+    /// Bytes the message being sent in several records still owes its announced length:
+    /// checked before anything is framed, as a local peer checks, so an instance that
+    /// scribbles fragments fails its own link here instead of breaking the channel there.
+    var outboundRemaining = 0
     /// Bytes of the current record already framed (a record larger than a frame).
     var outboundRecordOffset = 0
     /// Whole messages the far agent acknowledged as delivered into its instance's ring.
@@ -199,6 +203,12 @@ final class RemoteLink: WorkListed {
                                   : record.total <= record.payload.count || record.total > region.maxMessage) {
                     return .corrupt("message claims \(record.total) bytes in a \(record.payload.count)-byte record")
                 }
+                if first {
+                    outboundRemaining = record.total
+                } else if record.payload.count > outboundRemaining || (last && record.payload.count != outboundRemaining) {
+                    return .corrupt("fragments add up to more or less than the announced length (\(outboundRemaining) bytes left, a \(record.payload.count)-byte \(last ? "last " : "")fragment)")
+                }
+                outboundRemaining -= record.payload.count
             }
             // One record may need several frames when the far agent's frames are smaller.
             let length = record.payload.count

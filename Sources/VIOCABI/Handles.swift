@@ -56,7 +56,7 @@ enum Code {
         case .closed: return closed
         case .agentGone: return agent
         case .corruptRing: return corrupt
-        case .messageTooLarge: return messageSize
+        case .messageTooLarge, .claimTooLarge: return messageSize
         case .timedOut: return timedOut
         case .wouldBlock: return again
         case .system: return system

@@ -125,8 +125,10 @@ public struct UnixSocket: ~Copyable, Sendable {
         public var bytes: [UInt8]
         /// Descriptors that came with it, now owned by the receiver.
         public var descriptors: [Int32]
-        /// The message or its descriptors did not fit and were cut (extra fds are closed).
+        /// The message did not fit and was cut.
         public var truncated: Bool
+        /// More descriptors came than fit (the extra ones were closed).
+        public var descriptorsTruncated: Bool
         /// The peer closed the connection.
         public var closed: Bool
     }
@@ -147,6 +149,7 @@ public struct UnixSocket: ~Copyable, Sendable {
         }
         guard let n else { return nil }
         return Received(bytes: Array(buffer[..<n]), descriptors: Array(fds[..<Int(count)]),
-                        truncated: truncated != 0, closed: n == 0 && count == 0)
+                        truncated: truncated & 1 != 0, descriptorsTruncated: truncated & 2 != 0,
+                        closed: n == 0 && count == 0)
     }
 }

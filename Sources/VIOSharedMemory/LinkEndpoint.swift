@@ -51,6 +51,9 @@ public final class LinkEndpoint: @unchecked Sendable {
         var waitPolicy = WaitPolicy.default
         /// The watched process (the local agent) exited: the link is gone.
         var watchedExited = false
+        /// This end found the ring it reads corrupt and set the state (so a corrupt state
+        /// naming this end that it did not set was written by someone else).
+        var foundCorrupt = false
     }
 
     /// A process whose exit ends this link: its pidfd (readable once it exits), kept open by
@@ -110,10 +113,30 @@ public final class LinkEndpoint: @unchecked Sendable {
         case .closed: return s.end == end ? .closed : .peerClosed(peer: peerName)
         case .gone: return s.end == end ? .closed : .peerGone(peer: peerName)
         case .corrupt:
-            return .corruptRing(s.end == end ? "detected by this end" : "detected by '\(peerName)'")
+            return .corruptRing(corruptionReport(s))
         case .hostDown:
             return .peerHostDown(peer: peerName, host: region.peerHost, possiblyLost: region.possiblyLost)
         }
+    }
+
+    /// Names the memory found corrupt and who found it: the ring this end reads, the ring it
+    /// writes, or the state word itself when it holds what nobody writes.
+    private func corruptionReport(_ s: LinkStateWord) -> String {
+        let word = region.stateWord
+        guard LinkStateWord.isWellFormed(word) else {
+            return "the link's state word in shared memory holds 0x\(String(word, radix: 16)), which neither end writes: the region was overwritten"
+        }
+        if s.end == end {
+            return calls.pointee.foundCorrupt
+                ? "this end found the ring from '\(peerName)' corrupt"
+                : "the shared state says this end found the link corrupt, which it did not: the region was overwritten"
+        }
+        if !region.peerHost.isEmpty {
+            // End 1 of a link to another host is the local agent: it ends the link as corrupt
+            // for a bad record in this end's ring, or for malformed messages from the far end.
+            return "the agent carrying the link to '\(peerName)' on '\(region.peerHost)' ended it: the ring from this end or the messages from '\(peerName)' were malformed (the agents' logs say which)"
+        }
+        return "'\(peerName)' found the ring from this end corrupt"
     }
 
     /// A link released without `close()` is closed, so the peer is told.
@@ -135,6 +158,16 @@ public final class LinkEndpoint: @unchecked Sendable {
         notify?(region.linkID)
     }
 
+    /// The peer's process exited (its pidfd said so): the link is `gone`, as the agent would
+    /// mark it, and this end's doorbells ring so its waits return and report it after what
+    /// was already sent. Safe from any thread.
+    public func peerProcessExited() {
+        if region.setState(LinkStateWord(kind: .gone, end: 1 - end)) {
+            EventDescriptor.ring(dataDoorbell.rawValue)
+            EventDescriptor.ring(spaceDoorbell.rawValue)
+        }
+    }
+
     /// Rings both of the peer's doorbells, so a sleeping peer re-reads the region.
     public func wakePeer() {
         EventDescriptor.ring(peerDataDoorbell.rawValue)
@@ -143,7 +176,10 @@ public final class LinkEndpoint: @unchecked Sendable {
 
     /// Marks the link corrupt for both ends and returns the error to throw.
     private func fail(_ error: LinkError) -> LinkError {
-        if case .corruptRing = error, region.setState(LinkStateWord(kind: .corrupt, end: end)) { wakePeer() }
+        if case .corruptRing = error, region.setState(LinkStateWord(kind: .corrupt, end: end)) {
+            calls.pointee.foundCorrupt = true
+            wakePeer()
+        }
         return error
     }
 
@@ -205,7 +241,7 @@ public final class LinkEndpoint: @unchecked Sendable {
         guard calls.pointee.claimed < 0 else { throw .misuse("claim while another claim is outstanding") }
         guard size >= 0, size <= maximumClaim else {
             throw size > region.maxMessage ? .messageTooLarge(size: size, maximum: region.maxMessage)
-                : .misuse("claim of \(size) bytes exceeds the \(maximumClaim) bytes one record can hold; use send for large messages")
+                : .claimTooLarge(size: size, maximum: maximumClaim)
         }
         var deadline = PendingDeadline(timeout)
         try flushPendingAbort(&deadline)

@@ -21,6 +21,9 @@ public enum LinkError: Error, Sendable, Equatable, CustomStringConvertible {
     case corruptRing(String)
     /// A message larger than the link's maximum.
     case messageTooLarge(size: Int, maximum: Int)
+    /// A zero-copy claim larger than one ring record holds (``LinkEndpoint/maximumClaim``);
+    /// messages up to the link's maximum go with send, which fragments them.
+    case claimTooLarge(size: Int, maximum: Int)
     /// No message arrived, or no space freed, before the timeout.
     case timedOut
     /// A non-blocking call found nothing to read or no space to write.
@@ -43,6 +46,8 @@ public enum LinkError: Error, Sendable, Equatable, CustomStringConvertible {
             return "the local vio-agent exited: the link to instance '\(p)' on host '\(h)' went through it and is gone; messages not yet carried there may be lost; attach again once the agent is back"
         case .corruptRing(let detail): return "corrupt ring: \(detail); the link is closed"
         case .messageTooLarge(let size, let max): return "message of \(size) bytes exceeds the link's maximum of \(max) bytes"
+        case .claimTooLarge(let size, let max):
+            return "claim of \(size) bytes exceeds the \(max) bytes one ring record holds; send larger messages with send, which fragments them"
         case .timedOut: return "timed out"
         case .wouldBlock: return "would block"
         case .system(let e): return e.description

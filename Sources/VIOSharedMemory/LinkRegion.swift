@@ -151,7 +151,10 @@ public final class LinkRegion: @unchecked Sendable {
     }
 
     /// The link's state as last written by an end or the agent.
-    public var state: LinkStateWord { LinkStateWord(rawValue: stateAtomic.load(ordering: .acquiring)) }
+    public var state: LinkStateWord { LinkStateWord(rawValue: stateWord) }
+
+    /// The state word as it lies in shared memory (any value: the region is shared).
+    public var stateWord: UInt32 { stateAtomic.load(ordering: .acquiring) }
 
     /// Moves the link out of `open`; returns false if another cause already did.
     @discardableResult

@@ -125,6 +125,11 @@ public struct LinkStateWord: Sendable, Equatable, CustomStringConvertible {
     /// The encoded word: kind in the low byte, end in the next.
     public var rawValue: UInt32 { kind.rawValue | UInt32(end & 1) << 8 }
 
+    /// Whether `raw` is a word some end or agent writes: a known kind, end 0 or 1, no other bits.
+    public static func isWellFormed(_ raw: UInt32) -> Bool {
+        Kind(rawValue: raw & 0xFF) != nil && raw >> 9 == 0
+    }
+
     /// Decodes a word read from shared memory; unknown values read as corrupt.
     public init(rawValue: UInt32) {
         kind = Kind(rawValue: rawValue & 0xFF) ?? .corrupt

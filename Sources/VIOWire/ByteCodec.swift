@@ -31,11 +31,15 @@ public enum DecodeError: Error, Sendable, Equatable, CustomStringConvertible {
     case truncated(offset: Int, needed: Int)
     /// A field held a value that is not allowed.
     case invalid(field: String, value: String)
+    /// The message speaks a protocol version this side does not.
+    case unsupportedVersion(found: Int, supported: Int)
 
     public var description: String {
         switch self {
         case .truncated(let offset, let needed): return "message truncated at byte \(offset) (\(needed) more bytes expected)"
         case .invalid(let field, let value): return "invalid \(field): \(value)"
+        case .unsupportedVersion(let found, let supported):
+            return "unsupported protocol version \(found) (this side speaks \(supported))"
         }
     }
 }

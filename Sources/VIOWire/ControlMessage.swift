@@ -107,7 +107,7 @@ public enum ControlMessage: Sendable, Equatable {
         guard try r.readBytes(4) == magic else { throw .invalid(field: "magic", value: "not a VIO control message") }
         let version = try r.read(UInt16.self)
         guard version == protocolVersion else {
-            throw .invalid(field: "protocol version", value: "\(version) (this side speaks \(protocolVersion))")
+            throw .unsupportedVersion(found: Int(version), supported: Int(protocolVersion))
         }
         let code = try r.read(UInt16.self)
         guard let kind = Kind(rawValue: code) else { throw .invalid(field: "message type", value: "\(code)") }

@@ -120,7 +120,10 @@ public struct LinkReady: Sendable, Equatable {
     /// come with this message; use the incoming one.
     public var alreadyDelivered: Bool
 
-    /// Number of descriptors that accompany a LINK_READY with `alreadyDelivered == false`.
+    /// Number of descriptors that accompany a LINK_READY with `alreadyDelivered == false`:
+    /// the region, then four doorbells. A link to an instance on the same host adds a sixth,
+    /// the peer process's pidfd, so each end learns of the other's death from the kernel
+    /// whatever becomes of the agent.
     public static let descriptorCount = 5
 
     /// A link-ready message.

@@ -129,13 +129,36 @@ struct Scribble: ParsableCommand {
         abstract: "Misbehave: open the link, then write garbage into the ring the peer reads.")
 
     @OptionGroup var endpoint: Endpoint
+    /// What to write instead of a bad tail.
+    enum Fragments: String, ExpressibleByArgument {
+        /// A message announcing 2,000 bytes followed by 3,000 bytes of fragments.
+        case over
+        /// Fragments totalling 2,000 bytes for an announced 5,000.
+        case under
+    }
+    @Option(help: "Write well-formed records whose fragments do not add up to the announced length: over or under.")
+    var fragments: Fragments?
 
     func run() throws {
         let (_, link) = try endpoint.connect()
         let ring = link.region.ringBase(1 - link.end)
-        // A tail far beyond anything the ring can hold (after our last send, which would
-        // rewrite it), then wake the peer.
-        ring.storeBytes(of: UInt64(1) << 40, toByteOffset: RegionLayout.Ring.tail, as: UInt64.self)
+        if let fragments {
+            // Records a correct libvio never writes: every header is valid, only the sum is wrong.
+            let producer = RingProducer(region: link.region, ring: 1 - link.end, doorbell: -1)
+            let sizes = fragments == .over ? [1000, 1000, 1000] : [1000, 1000]
+            let announced = fragments == .over ? 2000 : 5000
+            let chunk = [UInt8](repeating: 0x5A, count: 1000)
+            for (i, size) in sizes.enumerated() {
+                let flags = (i == 0 ? RegionLayout.Record.first : 0) | (i == sizes.count - 1 ? RegionLayout.Record.last : 0)
+                guard let p = try producer.reserve(payload: size) else { throw Failure(code: 2, "no room in the ring") }
+                chunk.withUnsafeBytes { p.copyMemory(from: $0.baseAddress!, byteCount: size) }
+                producer.commit(payload: size, flags: flags, total: i == 0 ? announced : 0)
+            }
+        } else {
+            // A tail far beyond anything the ring can hold (after our last send, which would
+            // rewrite it).
+            ring.storeBytes(of: UInt64(1) << 40, toByteOffset: RegionLayout.Ring.tail, as: UInt64.self)
+        }
         link.wakePeer()
         say("scribbled")
         do {

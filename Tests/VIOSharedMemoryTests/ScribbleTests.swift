@@ -19,8 +19,30 @@ struct ScribbleTests {
         }
         // Both ends now see the link as failed.
         #expect(link.region.state.kind == .corrupt)
-        #expect(throws: LinkError.corruptRing("detected by 'db2'")) { try link.a.send([1]) }
+        // Each end's report names the memory: the ring db1 writes, found corrupt by db2.
+        #expect(throws: LinkError.corruptRing("'db2' found the ring from this end corrupt")) { try link.a.send([1]) }
         #expect(link.b.counters.received.errors >= 1)
+    }
+
+    /// A state word no end writes is reported as such, not as corruption found by an end.
+    @Test(arguments: [UInt32(0xFFFF_FFFF), 0x0000_0203, 0x0001_0003])
+    func scribbledStateWord(word: UInt32) throws {
+        let link = try LinkPair(names: ("db1", "db2"))
+        link.region.base.storeBytes(of: word, toByteOffset: RegionLayout.Header.state, as: UInt32.self)
+        let expected = "the link's state word in shared memory holds 0x\(String(word, radix: 16)), which neither end writes: the region was overwritten"
+        #expect(throws: LinkError.corruptRing(expected)) { try link.a.send([1]) }
+        #expect(throws: LinkError.corruptRing(expected)) { try link.b.receive(timeout: .zero) }
+    }
+
+    /// A well-formed "corrupt, found by end 0" that end 0 never wrote (the other end or a
+    /// third process forged it): end 0 does not take the blame.
+    @Test func forgedCorruptStateNamingThisEnd() throws {
+        let link = try LinkPair(names: ("db1", "db2"))
+        link.region.setState(LinkStateWord(kind: .corrupt, end: 0))
+        #expect(throws: LinkError.corruptRing("the shared state says this end found the link corrupt, which it did not: the region was overwritten")) {
+            try link.a.send([1])
+        }
+        #expect(throws: LinkError.corruptRing("'db1' found the ring from this end corrupt")) { try link.b.send([1]) }
     }
 
     @Test func recordLengthLargerThanCommitted() throws {

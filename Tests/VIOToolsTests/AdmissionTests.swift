@@ -84,32 +84,72 @@ struct AdmissionTests {
 
     @Test func malformedControlMessagesAreRefusedAndTheAgentKeepsServing() throws {
         let f = try FabricFixture.standard()
-        func exchange(_ packets: [[UInt8]]) throws -> ControlMessage? {
+        func exchange(_ packets: [[UInt8]], descriptors: Int = 0) throws -> ControlMessage? {
             let socket = try UnixSocket.connect(path: f.socket)
-            for p in packets { try socket.send(p) }
+            for p in packets.dropLast() { try socket.send(p) }
+            if let p = packets.last { #expect(Self.send(p, descriptors: descriptors, on: socket.fd.rawValue) == p.count) }
             var last: ControlMessage?
             while let r = try socket.receive(), !r.closed { last = try? ControlMessage.decode(r.bytes) }
             return last
         }
         let hello = ControlMessage.hello(Hello(role: .instance, software: "test")).encoded()
-        let cases: [([[UInt8]], String)] = [
-            ([[1, 2, 3]], "malformed control message"),
-            ([Array("GET / HTTP/1.1\r\n\r\n".utf8)], "not a VIO control message"),
-            ([ControlMessage.attach(Attach(instance: "db1", token: [], numaNode: 0)).encoded()], "the first message must be HELLO"),
-            ([hello, Array(hello.prefix(9))], "malformed control message"),
-            ([hello, [UInt8](repeating: 7, count: 70_000)], "larger than"),
-            ([hello, ControlMessage.openLink(OpenLink(requestID: 1, peer: "db2", timeoutMilliseconds: 0)).encoded()], "not valid before ATTACH"),
+        var futureHello = hello
+        futureHello[4] = 9  // the protocol version field
+        let cases: [([[UInt8]], Int, ControlError.Code, String)] = [
+            ([[1, 2, 3]], 0, .malformed, "malformed control message"),
+            ([Array("GET / HTTP/1.1\r\n\r\n".utf8)], 0, .malformed, "not a VIO control message"),
+            ([ControlMessage.attach(Attach(instance: "db1", token: [], numaNode: 0)).encoded()], 0, .unexpected, "the first message must be HELLO"),
+            ([hello, Array(hello.prefix(9))], 0, .malformed, "malformed control message"),
+            ([hello, [UInt8](repeating: 7, count: 70_000)], 0, .malformed, "larger than 65536 bytes"),
+            ([hello, ControlMessage.openLink(OpenLink(requestID: 1, peer: "db2", timeoutMilliseconds: 0)).encoded()], 0, .unexpected, "not valid before ATTACH"),
+            ([futureHello], 0, .unsupportedVersion, "the client speaks control protocol version 9; this agent speaks 1"),
+            // Descriptors are refused for what they are, not as an oversized message: as many as
+            // the agent takes, and more (the kernel cuts the control data and closes the rest).
+            ([[UInt8](repeating: 0, count: 20)], 4, .malformed, "a control message of 20 bytes carried 4 file descriptors"),
+            ([[UInt8](repeating: 0, count: 20)], 32, .malformed, "a control message of 20 bytes carried more than 16 file descriptors"),
         ]
-        for (packets, expected) in cases {
-            let reply = try exchange(packets)
+        for (packets, descriptors, code, expected) in cases {
+            let reply = try exchange(packets, descriptors: descriptors)
             guard case .error(let e) = reply else {
                 Issue.record("expected an ERROR for \(expected), got \(String(describing: reply))")
                 continue
             }
             #expect(e.message.contains(expected), "\(e.message)")
+            #expect(e.code == code, "\(e.message)")
         }
         let status = try Tools.run("vioctl", ["status", "--socket", f.socket])
         #expect(status.status == 0)
         #expect(status.stdout.contains("instances: 5 declared, 0 attached"))
+    }
+
+    /// sendmsg of `bytes` with `descriptors` copies of stdin's descriptor as SCM_RIGHTS (any
+    /// count: UnixSocket.send stops at the 16 the agent's protocol uses).
+    static func send(_ bytes: [UInt8], descriptors: Int, on socket: Int32) -> Int {
+        let header = MemoryLayout<cmsghdr>.size
+        var control = [UInt8](repeating: 0, count: descriptors == 0 ? 0 : header + (descriptors * 4 + 7) & ~7)
+        if descriptors > 0 {
+            control.withUnsafeMutableBytes { c in
+                var h = cmsghdr()
+                h.cmsg_len = header + descriptors * 4
+                h.cmsg_level = SOL_SOCKET
+                h.cmsg_type = Int32(SCM_RIGHTS)
+                c.storeBytes(of: h, as: cmsghdr.self)
+                for i in 0..<descriptors { c.storeBytes(of: Int32(0), toByteOffset: header + i * 4, as: Int32.self) }
+            }
+        }
+        var payload = bytes
+        return payload.withUnsafeMutableBytes { p in
+            control.withUnsafeMutableBytes { c in
+                var iov = iovec(iov_base: p.baseAddress, iov_len: p.count)
+                return withUnsafeMutablePointer(to: &iov) { iovp in
+                    var message = msghdr()
+                    message.msg_iov = iovp
+                    message.msg_iovlen = 1
+                    message.msg_control = c.isEmpty ? nil : c.baseAddress
+                    message.msg_controllen = c.count
+                    return sendmsg(socket, &message, 0)
+                }
+            }
+        }
     }
 }

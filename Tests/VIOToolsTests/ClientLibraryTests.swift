@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import VIO
+import VIOLinux
 
 /// libvio used in-process against a real agent.
 @Suite(.serialized)
@@ -31,6 +32,29 @@ struct ClientLibraryTests {
         // The old link still works too.
         try a.send([1])
         #expect(try b.receive(timeout: .seconds(5)) == [1])
+    }
+
+    /// A link outlives the agent that made it; when its peer then dies, the survivor learns it
+    /// from the kernel (the peer's pidfd), not from an agent that no longer knows the link:
+    /// a waiting receive ends with "peer gone" at once, and sends fail.
+    @Test(arguments: [false, true])
+    func peerDeathIsSeenAfterTheAgentDied(restartAgent: Bool) throws {
+        let f = try FabricFixture.standard()
+        let db1 = try VIOClient.attach(as: "db1", socketPath: f.socket)
+        let peer = try f.probe(["hold", "--as", "db2", "--wait", "sleep"])
+        #expect(peer.waitFor("attached"))
+        let a = try db1.openLink(to: "db2")
+        #expect(peer.waitFor("ready"))
+        try a.send([1])
+        _ = f.agent.stop(signal: SIGKILL)
+        let restarted = restartAgent ? try RunningAgent(arguments: ["--topology", f.topology], socket: f.socket) : nil
+        peer.kill()
+        let waitStarted = MonotonicClock.nanoseconds()
+        #expect(throws: LinkError.peerGone(peer: "db2")) { try a.receive(timeout: .seconds(20)) }
+        let waited = (MonotonicClock.nanoseconds() - waitStarted) / 1_000_000
+        #expect(waited < 5_000, "the receive waited \(waited) ms for a dead peer")
+        #expect(throws: LinkError.peerGone(peer: "db2")) { try a.send([2]) }
+        _ = restarted
     }
 
     @Test func openingFromBothSidesGivesOneLink() throws {

@@ -31,6 +31,39 @@ struct FabricBadInputTests {
         Frame(header, payload: payload).encoded()
     }
 
+    /// An instance that writes fragments not adding up to their message's announced length
+    /// (more, or fewer) into its ring on a link to another host: its own agent checks what it
+    /// forwards as a local peer would, so only that link ends ("corrupt ring" at the
+    /// scribbler, a reset naming it at the far end); the host pair and its other link carry on.
+    @Test(arguments: ["over", "under"])
+    func inconsistentFragmentsEndOnlyTheirLink(fragments: String) throws {
+        let cluster = try LoopbackCluster(hosts: ["alpha", "beta"], instances: """
+              - { name: a1, host: alpha }
+              - { name: a2, host: alpha }
+              - { name: b1, host: beta }
+              - { name: b2, host: beta }
+            """, links: """
+              - between: [a1, b1]
+              - between: [a2, b2]
+            """)
+        #expect(try cluster.waitForAllPeersUp("alpha", 1))
+        let far = try cluster.probe("beta", ["hold", "--as", "b1"])
+        #expect(far.waitFor("attached"))
+        let scribbler = try cluster.probe("alpha", ["scribble", "--as", "a1", "--peer", "b1", "--fragments", fragments])
+        #expect(scribbler.finish(timeout: 30) == 0, "\(scribbler.output)")
+        #expect(scribbler.output.contains("link ended: corrupt ring: the agent carrying the link to 'b1' on 'beta' ended it"),
+                "\(scribbler.output)")
+        #expect(far.finish(timeout: 10) == 3, "\(far.output)")
+        #expect(far.output.contains("corrupt ring"), "\(far.output)")
+        #expect(cluster.log("alpha").contains("fragments add up to more or less than the announced length"), "\(cluster.log("alpha"))")
+        #expect(cluster.log("beta").contains("the ring of 'a1' on 'alpha' is corrupt"), "\(cluster.log("beta"))")
+        for host in ["alpha", "beta"] {
+            #expect(!cluster.log(host).contains("peer host down"), "\(cluster.log(host))")
+        }
+        #expect(try cluster.status("alpha").contains(" 0 reconnects"), "\((try? cluster.status("alpha")) ?? "")")
+        try cluster.expectRoundTrips(from: "alpha", "a2", to: "beta", "b2")
+    }
+
     @Test func badFramesDropOnlyTheirConnection() throws {
         let cluster = try LoopbackCluster(hosts: ["alpha", "beta", "gamma"], hostFields: ["gamma": "nat: behind"],
                                           instances: """

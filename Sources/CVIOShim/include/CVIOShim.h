@@ -29,7 +29,8 @@ ssize_t vio_shim_send_with_fds(int sock, const void *buf, size_t len,
                                const int *fds, int nfds, int flags);
 
 /// recvmsg(2) into `buf`; fds passed with SCM_RIGHTS land in `fds` (at most `maxfds`,
-/// count in `*nfds`, all opened O_CLOEXEC). `*truncated` is set when data or fds were cut.
+/// count in `*nfds`, all opened O_CLOEXEC). `*truncated` has bit 0 set when the data was cut
+/// (MSG_TRUNC) and bit 1 when descriptors were (MSG_CTRUNC, or more than `maxfds`: closed).
 ssize_t vio_shim_recv_with_fds(int sock, void *buf, size_t len, int *fds, int maxfds,
                                int *nfds, int *truncated, int flags);
 

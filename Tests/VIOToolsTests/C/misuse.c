@@ -45,7 +45,7 @@ int main(void) {
     CHECK(vio_recv(lb, buf, sizeof(buf), NULL, 0) == VIO_EINVAL, "receive NULL length");
     CHECK(vio_commit(la, 1) == VIO_EMISUSE, "commit without claim");
     CHECK(vio_recv_done(lb) == VIO_EMISUSE, "recv_done without recv_zc");
-    CHECK(vio_claim(la, vio_link_max_claim(la) + 1, 0, &claim) == VIO_EMISUSE, "claim beyond a record");
+    CHECK(vio_claim(la, vio_link_max_claim(la) + 1, 0, &claim) == VIO_EMSGSIZE, "claim beyond a record");
     CHECK(vio_claim(la, 4, 0, &claim) == VIO_OK, "claim");
     CHECK(vio_claim(la, 4, 0, &claim) == VIO_EMISUSE, "second claim");
     memcpy(claim, "zcmp", 4);
