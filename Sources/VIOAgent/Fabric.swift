@@ -43,6 +43,12 @@ final class Fabric {
     static let receiveBudget = 1 << 20
     /// Above this much queued output a channel takes no more data frames until it drains.
     static let outputHighWater = 4 << 20
+    /// Accepted connections that have not said HELLO yet, at most: beyond, new ones are closed
+    /// at once. With the small frames such a channel takes (``FrameDecoder/admit()``) and the
+    /// HELLO deadline, a flood of connections costs the agent a bounded few MiB.
+    static let maximumPendingChannels = 64
+    /// The longest an accepted connection may take to say HELLO (the peer timeout when shorter).
+    static let maximumHelloNanoseconds: UInt64 = 5_000_000_000
 
     let view: HostView
     let topology: Topology
@@ -94,6 +100,10 @@ final class Fabric {
     var received = WorkList<RemoteLink>(.received)
     var nextLinkID: UInt64 = 1 << 40
     private var nextTick: UInt64 = 0
+    /// Connections closed at accept because ``maximumPendingChannels`` were waiting, since
+    /// the last warning about it.
+    private var refusedPending = 0
+    private var lastRefusalWarning: UInt64 = 0
     /// The agent loop's clock reading for the current turn (monotonic nanoseconds): what
     /// channel activity is stamped with, so the data path reads the clock once per turn.
     var now: UInt64 = 0
@@ -294,12 +304,28 @@ final class Fabric {
                 return
             }
             guard let socket = accepted else { return }
+            let now = MonotonicClock.nanoseconds()
+            if pendingChannels >= Self.maximumPendingChannels {
+                // Closed here (the socket goes out of scope); a real peer redials with backoff.
+                refusedPending += 1
+                if now - lastRefusalWarning >= 1_000_000_000 {
+                    logger.warning("fabric connections refused: too many waiting for HELLO",
+                                   metadata: ["refused": "\(refusedPending)", "waiting": "\(pendingChannels)",
+                                              "latest_from": "\(address)"])
+                    refusedPending = 0
+                    lastRefusalWarning = now
+                }
+                continue
+            }
             let channel = TCPChannel(accepted: socket, peer: "\(address)", tls: acceptedKeys.isEmpty ? nil : tls,
                                      allowedKeys: acceptedKeys.map(\.key), rekey: rekey, plaintextAllowed: acceptsPlaintext)
-            register(channel, peer: nil, index: -1, now: MonotonicClock.nanoseconds())
+            register(channel, peer: nil, index: -1, now: now)
             logger.debug("fabric connection accepted", metadata: ["from": "\(address)"])
         }
     }
+
+    /// Accepted channels whose HELLO has not arrived.
+    private var pendingChannels: Int { slots.values.reduce(0) { $0 + ($1.peer == nil ? 1 : 0) } }
 
     /// Adds a channel to ``slots`` (and, dialed, to its peer's channels) and watches it.
     private func register(_ channel: TCPChannel, peer: FabricPeer?, index: Int, now: UInt64) {
@@ -550,12 +576,12 @@ final class Fabric {
             }
             slot.peer = peer
             slot.index = index
-            slot.ready = true
+            slot.markReady()
             peer.slots[index] = slot
             send(FrameHeader(type: .helloResponse), Array(view.host.name.utf8), on: slot)
             channelReady(peer)
         case .helloResponse where slot.peer != nil:
-            slot.ready = true
+            slot.markReady()
             channelReady(slot.peer!)
         case .control:
             throw ProtocolViolation("the far agent refused the channel: \(String(decoding: payload, as: UTF8.self))")
@@ -594,7 +620,8 @@ final class Fabric {
         }
         for slot in slots.values {
             if !slot.ready {
-                if since(slot.createdAt) > peerTimeoutNanoseconds {
+                let limit = slot.peer == nil ? min(peerTimeoutNanoseconds, Self.maximumHelloNanoseconds) : peerTimeoutNanoseconds
+                if since(slot.createdAt) > limit {
                     dropChannel(slot, reason: slot.channel.isConnected ? "no HELLO within the peer timeout"
                                                                         : "connect timed out")
                 }

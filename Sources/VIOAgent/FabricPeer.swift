@@ -11,8 +11,8 @@ final class ChannelSlot: WorkListed, TokenIdentified {
     var peer: FabricPeer?
     /// Which of the peer's channels this is.
     var index: Int
-    /// HELLO exchanged: frames other than HELLO may flow.
-    var ready = false
+    /// HELLO exchanged: frames other than HELLO may flow (set by ``markReady()``).
+    private(set) var ready = false
     /// Watching for writability (connect pending or output backed up).
     var watchingWritable: Bool
     /// Dial or accept time, for the handshake timeout.
@@ -24,6 +24,12 @@ final class ChannelSlot: WorkListed, TokenIdentified {
     /// Still one of the fabric's channels (false once dropped).
     var isLive = true
     var lists: WorkLists = []
+
+    /// HELLO exchanged: the channel takes full-size frames from now on.
+    func markReady() {
+        ready = true
+        channel.admit()
+    }
 
     init(token: UInt64, channel: any FabricChannel, peer: FabricPeer?, index: Int, now: UInt64) {
         self.token = token

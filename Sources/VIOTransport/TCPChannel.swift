@@ -15,7 +15,7 @@ public final class TCPChannel: FabricChannel {
     private let output = OutputQueue()
     /// Scratch for one `sendmsg`'s buffer list.
     private let vectors = UnsafeMutableBufferPointer<iovec>.allocate(capacity: TCPChannel.vectorsPerWrite)
-    private var decoder = FrameDecoder()
+    private var decoder = FrameDecoder(admitted: false)
     private var security: Security { didSet { mode = security.mode } }
     /// `security`'s case alone: the per-frame paths test this instead of matching `security`,
     /// which copies the case's payload (retaining its objects) on every test.
@@ -107,6 +107,12 @@ public final class TCPChannel: FabricChannel {
         if case .tls = security { encrypted = true }
         return ChannelCapabilities(transport: "tcp", maximumFramePayload: FrameHeader.maximumPayload, encrypted: encrypted)
     }
+
+    /// Set by ``admit()``; the decoder follows before its next frame (admit is called from
+    /// inside the decoder's frame callback, where the decoder cannot be changed).
+    private var admitted = false
+
+    public func admit() { admitted = true }
 
     public var authenticatedPeer: Int? {
         guard case .tls(let session, _) = security, session.isEstablished else { return nil }
@@ -265,6 +271,7 @@ public final class TCPChannel: FabricChannel {
             }
             // Frames already buffered first: a previous call may have stopped early.
             while true {
+                if admitted != decoder.isAdmitted { decoder.admit() }
                 let more: Bool?
                 do {
                     more = try decoder.nextFrame { header, payload in

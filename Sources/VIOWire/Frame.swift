@@ -179,6 +179,11 @@ public struct Frame: Sendable, Equatable {
 ///
 /// A malformed header is an error for the whole channel: after it, nothing more is decoded
 /// (the agent drops that channel and keeps serving the others).
+///
+/// A decoder made with `admitted: false` serves a peer that has not proven who it is yet: it
+/// takes frames of at most ``handshakePayloadLimit`` bytes and holds little more, so a
+/// connection that announces a large frame and stalls costs a few KiB, not a megabyte.
+/// ``admit()`` lifts that once the peer's HELLO is accepted.
 public struct FrameDecoder: Sendable {
     // Internal and inlinable where the channel's per-frame calls go through, so those
     // generic calls are specialized in the caller (no runtime generics per frame).
@@ -186,13 +191,23 @@ public struct FrameDecoder: Sendable {
     @usableFromInline var start = 0
     @usableFromInline var end = 0
     @usableFromInline var failure: DecodeError?
-    /// Bytes ``fill(_:)`` offers the reader at least.
+    /// Bytes ``fill(_:)`` offers the reader at least (once admitted).
     public static let readChunk = 256 * 1024
+    /// Largest payload before ``admit()``: ample for HELLO and a refusal's reason.
+    public static let handshakePayloadLimit = 4096
+    /// Whether the peer was admitted: full-size frames and reads.
+    public private(set) var isAdmitted: Bool
+    /// Bytes ``fill(_:)`` offers now.
+    @usableFromInline var chunk: Int { isAdmitted ? Self.readChunk : Self.handshakePayloadLimit }
 
-    /// An empty decoder.
-    public init() {
-        storage = [UInt8](repeating: 0, count: Self.readChunk)
+    /// An empty decoder; `admitted: false` for a peer not yet authenticated (see above).
+    public init(admitted: Bool = true) {
+        isAdmitted = admitted
+        storage = [UInt8](repeating: 0, count: admitted ? Self.readChunk : Self.handshakePayloadLimit)
     }
+
+    /// The peer proved who it is: frames up to ``FrameHeader/maximumPayload`` from now on.
+    public mutating func admit() { isAdmitted = true }
 
     /// Adds received bytes (copying them).
     public mutating func feed<C: Collection>(_ bytes: C) where C.Element == UInt8 {
@@ -206,7 +221,7 @@ public struct FrameDecoder: Sendable {
     /// many bytes it wrote, or nil. Returns what `read` returned.
     @inlinable
     public mutating func fill<E: Error>(_ read: (UnsafeMutableRawBufferPointer) throws(E) -> Int?) throws(E) -> Int? {
-        makeRoom(Self.readChunk)
+        makeRoom(chunk)
         let at = end
         // withUnsafeMutableBytes rethrows untyped errors; carry the typed one in a Result.
         let n = try storage.withUnsafeMutableBytes { raw in
@@ -276,6 +291,10 @@ public struct FrameDecoder: Sendable {
             }
         }
         switch decoded {
+        case .success(let header) where !isAdmitted && Int(header.length) > Self.handshakePayloadLimit:
+            let error = DecodeError.invalid(field: "frame length", value: "\(header.length) (at most \(Self.handshakePayloadLimit) before the channel's HELLO is accepted)")
+            failure = error
+            throw error
         case .success(let header): return header
         case .failure(let error):
             failure = error

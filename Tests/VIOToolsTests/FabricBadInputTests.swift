@@ -64,6 +64,52 @@ struct FabricBadInputTests {
         try cluster.expectRoundTrips(from: "alpha", "a2", to: "beta", "b2")
     }
 
+    /// Connections that never authenticate cost the agent little, whatever they announce: a
+    /// HELLO header announcing a megabyte is refused at once, silent connections beyond a
+    /// small number are closed at accept, and the agent's memory stays flat (before: each
+    /// reserved what it announced, 300 took an agent from 33 to 365 MB).
+    @Test func unauthenticatedConnectionsCostLittle() throws {
+        let cluster = try LoopbackCluster(hosts: ["alpha", "beta", "gamma"], hostFields: ["gamma": "nat: behind"],
+                                          instances: """
+              - { name: a1, host: alpha }
+              - { name: b1, host: beta }
+              - { name: g1, host: gamma }
+            """, links: """
+              - between: [a1, b1]
+              - between: [b1, g1]
+            """, defaults: "  ring_size: 256KiB\n  heartbeat_interval_ms: 100\n  peer_timeout_ms: 3000\n",
+            extra: Self.plaintextGamma, start: ["alpha", "beta"])
+        #expect(try cluster.waitForStatus("alpha", "channels 2/2"))
+        let port = cluster.ports["beta"]!
+        let agent = cluster.agents["beta"]!.process.processIdentifier
+        func residentKiB() -> Int {
+            let line = Tools.contents("/proc/\(agent)/status").split(separator: "\n").first { $0.hasPrefix("VmRSS:") } ?? ""
+            return Int(line.split(separator: " ").dropFirst().first ?? "") ?? -1
+        }
+        let before = residentKiB()
+        var announced = Self.frame(FrameHeader(type: .helloRequest))
+        announced.replaceSubrange(12..<16, with: [0x00, 0x00, 0x10, 0x00])  // 1 MiB
+        var open: [Int32] = []
+        defer { for fd in open { close(fd) } }
+        for i in 0..<600 {
+            guard let fd = connectLoopback(port: port, receiveTimeout: timeval(tv_sec: 5, tv_usec: 0)) else { continue }
+            open.append(fd)
+            // Half announce a large HELLO and stop; half send part of a header and stay silent.
+            let bytes = i % 2 == 0 ? announced : Array(announced.prefix(10))
+            _ = bytes.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        }
+        #expect(open.count == 600)
+        usleep(500_000)
+        let during = residentKiB()
+        #expect(before > 0 && during - before < 16 * 1024, "the agent grew from \(before) to \(during) KiB")
+        let log = cluster.log("beta")
+        #expect(log.contains("invalid frame length: 1048576 (at most 4096 before the channel's HELLO is accepted)"), "\(log)")
+        #expect(log.contains("fabric connections refused: too many waiting for HELLO"), "\(log)")
+        // The agent keeps serving: its host pair is up and its links carry traffic.
+        #expect(try cluster.status("beta").contains("channels 2/2"))
+        try cluster.expectRoundTrips(from: "alpha", "a1", to: "beta", "b1")
+    }
+
     @Test func badFramesDropOnlyTheirConnection() throws {
         let cluster = try LoopbackCluster(hosts: ["alpha", "beta", "gamma"], hostFields: ["gamma": "nat: behind"],
                                           instances: """

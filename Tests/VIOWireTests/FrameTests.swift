@@ -218,6 +218,24 @@ struct FabricMessageTests {
         #expect(seen == frames)
         #expect(decoder.pendingBytes == 0)
     }
+
+    /// Before admission a decoder takes HELLO-size frames only and holds no more than that:
+    /// a header announcing more fails at once, whatever follows.
+    @Test func unadmittedDecoderTakesOnlySmallFrames() throws {
+        var small = FrameDecoder(admitted: false)
+        let limit = FrameDecoder.handshakePayloadLimit
+        small.feed(Frame(FrameHeader(type: .helloRequest), payload: [UInt8](repeating: 1, count: limit)).encoded())
+        #expect(try small.next()?.payload.count == limit)
+        small.feed(Frame(FrameHeader(type: .helloRequest), payload: []).encoded().prefix(12) + [0, 0, 0x10, 0] + [UInt8](repeating: 0, count: 8))
+        #expect(throws: DecodeError.invalid(field: "frame length", value: "1048576 (at most 4096 before the channel's HELLO is accepted)")) {
+            try small.next()
+        }
+        var admitted = FrameDecoder(admitted: false)
+        admitted.admit()
+        let large = [UInt8](repeating: 2, count: FrameHeader.maximumPayload)
+        admitted.feed(Frame(FrameHeader(type: .data, session: 1), payload: large).encoded())
+        #expect(try admitted.next()?.payload == large)
+    }
 }
 
 /// The decoder's support for payloads read in place: a partial frame's header, its buffered
