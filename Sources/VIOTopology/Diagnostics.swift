@@ -1,10 +1,13 @@
-/// A position in a topology file. Lines and columns count from 1; 0 means "the whole file".
+import VIOWire
+
+/// A position in a topology file. Lines and columns count from 1. A problem with the file
+/// itself (it cannot be opened or read) has no position: see ``init(wholeFile:)``.
 public struct SourceLocation: Sendable, Hashable, CustomStringConvertible {
     /// The file as given by the user.
     public var file: String
-    /// Line, from 1.
+    /// Line, from 1; 0 for the whole file.
     public var line: Int
-    /// Column in Unicode scalars, from 1.
+    /// Column in Unicode scalars, from 1; 0 for the whole file.
     public var column: Int
 
     /// A location in `file`.
@@ -14,9 +17,17 @@ public struct SourceLocation: Sendable, Hashable, CustomStringConvertible {
         self.column = column
     }
 
-    /// `file:line:column`, or just `file` for whole-file problems.
+    /// The file as a whole, for a problem that has no position in it because the file could
+    /// not be opened or read. Everything found in a file's contents has a line and column.
+    public init(wholeFile file: String) {
+        self.init(file: file, line: 0, column: 0)
+    }
+
+    /// `file:line:column`, or just `file` for the whole file. The file name is escaped
+    /// (``DisplaySafe``): a path holding a newline or a terminal escape stays one harmless line.
     public var description: String {
-        line > 0 ? "\(file):\(line):\(column)" : file
+        let name = DisplaySafe.escape(file)
+        return line > 0 ? "\(name):\(line):\(column)" : name
     }
 }
 
@@ -34,7 +45,8 @@ public struct Diagnostic: Sendable, Hashable, CustomStringConvertible {
     public var severity: Severity
     /// Where it is.
     public var location: SourceLocation
-    /// What is wrong, in one sentence.
+    /// What is wrong, in one sentence. May quote the file's text as it is; ``description``
+    /// escapes it.
     public var message: String
     /// What to do about it, when there is something specific to say.
     public var hint: String?
@@ -47,10 +59,12 @@ public struct Diagnostic: Sendable, Hashable, CustomStringConvertible {
         self.hint = hint
     }
 
-    /// Compiler-style: `file:line:col: error: message (hint)`.
+    /// Compiler-style, on one line: `file:line:col: error: message (hint)`. Message and hint
+    /// quote text from the file, so both are escaped (``DisplaySafe``): a name holding a newline
+    /// or a bidirectional override can neither split the line nor reorder it on a terminal.
     public var description: String {
-        var text = "\(location): \(severity.rawValue): \(message)"
-        if let hint { text += " (\(hint))" }
+        var text = "\(location): \(severity.rawValue): \(DisplaySafe.escape(message))"
+        if let hint { text += " (\(DisplaySafe.escape(hint)))" }
         return text
     }
 }

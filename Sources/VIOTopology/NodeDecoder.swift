@@ -1,3 +1,4 @@
+import VIOWire
 import Yams
 
 /// Reads a composed YAML tree into the model, recording a diagnostic for every problem
@@ -8,12 +9,13 @@ final class NodeDecoder {
 
     init(file: String) { self.file = file }
 
-    func location(_ node: Node?) -> SourceLocation {
-        guard let mark = node?.mark else { return SourceLocation(file: file, line: 0, column: 0) }
+    func location(_ node: Node) -> SourceLocation {
+        // Composed nodes always carry a mark; only nodes built in code lack one.
+        guard let mark = node.mark else { return SourceLocation(file: file, line: 1, column: 1) }
         return SourceLocation(file: file, line: mark.line, column: mark.column)
     }
 
-    func error(_ node: Node?, _ message: String, hint: String? = nil) {
+    func error(_ node: Node, _ message: String, hint: String? = nil) {
         diagnostics.append(Diagnostic(.error, at: location(node), message, hint: hint))
     }
 
@@ -136,6 +138,13 @@ struct Fields {
         guard let (text, value) = scalar(key, required: required) else { return nil }
         guard !text.isEmpty else {
             decoder.error(value, "'\(key)' in \(what) is empty")
+            return nil
+        }
+        // Addresses, paths and device names reach logs and `vioctl topology show` as they are;
+        // none needs a control or invisible character, which could only hide or forge text there.
+        if let bad = text.unicodeScalars.first(where: DisplaySafe.needsEscape) {
+            decoder.error(value, "'\(key)' in \(what) contains \(DisplaySafe.escape(String(bad))), a control or invisible character",
+                          hint: "write it without control, bidirectional or zero-width characters")
             return nil
         }
         return text

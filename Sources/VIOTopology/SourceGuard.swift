@@ -15,8 +15,7 @@ enum SourceGuard {
             ]))
         }
         if bytes.count > maximumBytes {
-            return fail(0, 0, "file is \(bytes.count) bytes; topology files are limited to \(maximumBytes) bytes",
-                        hint: "is this the right file?")
+            return .failure(TopologyError(diagnostics: [tooLarge(bytes, size: "\(bytes.count) bytes", file: file)]))
         }
         if let nul = bytes.firstIndex(of: 0) {
             let (line, column) = position(of: nul, in: bytes)
@@ -28,8 +27,9 @@ enum SourceGuard {
             let (line, column) = position(of: offset, in: bytes)
             return fail(line, column, "file is not valid UTF-8", hint: "save it as UTF-8 text")
         }
-        if text.allSatisfy({ $0.isWhitespace }) || !hasContent(text) {
-            return fail(0, 0, "file is empty: a topology needs at least 'cluster' and 'hosts'",
+        if !hasContent(text) {
+            // Reported where the topology should begin.
+            return fail(1, 1, "file is empty: a topology needs at least 'cluster' and 'hosts'",
                         hint: "see topologies/single-host.yaml for an example")
         }
         if let (line, column) = excessiveNesting(text) {
@@ -39,16 +39,33 @@ enum SourceGuard {
         return .success(text)
     }
 
-    /// Whether anything but comments and blank lines is present.
+    /// The error for a file over the size limit, at the character holding its first byte past
+    /// the limit. `bytes` holds at least the first `maximumBytes + 1` bytes; `size` describes
+    /// the whole file.
+    static func tooLarge(_ bytes: [UInt8], size: String, file: String) -> Diagnostic {
+        var offset = maximumBytes
+        // A character the limit cuts in two is reported at its first byte.
+        while offset > maximumBytes - 3, bytes[offset] & 0xC0 == 0x80 { offset -= 1 }
+        let (line, column) = position(of: offset, in: bytes)
+        return Diagnostic(.error, at: SourceLocation(file: file, line: line, column: column),
+                          "file is \(size); topology files are limited to \(maximumBytes) bytes, and the limit is passed here",
+                          hint: "is this the right file?")
+    }
+
+    /// Whether anything but comments, blank lines and document markers is present.
     private static func hasContent(_ text: String) -> Bool {
-        text.split(separator: "\n", omittingEmptySubsequences: true).contains { line in
-            let trimmed = line.drop { $0 == " " || $0 == "\t" || $0 == "\r" }
-            return !trimmed.isEmpty && trimmed.first != "#" && trimmed != "---" && trimmed != "..."
+        // Indentation, a byte order mark and the "\r" of a CRLF line end are not content.
+        let isBlank = { (s: Unicode.Scalar) in s == " " || s == "\t" || s == "\r" || s == "\u{FEFF}" }
+        // Scalars, not Characters: "\r\n" is one Character, so split as Characters on "\n" a
+        // CRLF file was one line, and one that starts with a comment looked empty.
+        return text.unicodeScalars.split(separator: "\n").contains { line in
+            let trimmed = String(String.UnicodeScalarView(line.drop(while: isBlank).reversed().drop(while: isBlank).reversed()))
+            return !trimmed.isEmpty && !trimmed.hasPrefix("#") && trimmed != "---" && trimmed != "..."
         }
     }
 
     /// 1-based line and column of a byte offset (columns counted in scalars, roughly).
-    private static func position(of offset: Int, in bytes: [UInt8]) -> (Int, Int) {
+    static func position(of offset: Int, in bytes: [UInt8]) -> (Int, Int) {
         var line = 1, column = 1
         for byte in bytes[..<offset] {
             if byte == UInt8(ascii: "\n") { line += 1; column = 1 } else if byte & 0xC0 != 0x80 { column += 1 }
@@ -75,8 +92,9 @@ enum SourceGuard {
     private static func excessiveNesting(_ text: String) -> (Int, Int)? {
         var indents: [Int] = []
         var flowDepth = 0
-        for (index, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-            let line = Array(rawLine.unicodeScalars)
+        for (index, rawLine) in text.unicodeScalars.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            var line = Array(rawLine)
+            if line.last == "\r" { line.removeLast() }
             var column = 0
             while column < line.count, line[column] == " " { column += 1 }
             if column == line.count || line[column] == "#" { continue }

@@ -25,7 +25,7 @@ extension NodeDecoder {
         var version = Topology.formatVersion
         if let v = top.integer("version", in: 0...Int.max, required: true) {
             if v != Topology.formatVersion {
-                error(top["version"], "format version \(v) is not supported; this build reads version \(Topology.formatVersion)")
+                error(at: top.location(of: "version"), "format version \(v) is not supported; this build reads version \(Topology.formatVersion)")
             }
             version = v
         }
@@ -80,7 +80,7 @@ extension NodeDecoder {
         let name = f.name("name")
         let address = f.string("address", required: true)
         if let address, !Addresses.isValidHost(address) {
-            error(f["address"], "'\(address)' is not a valid address for host '\(name ?? "?")'",
+            error(at: f.location(of: "address"), "'\(address)' is not a valid address for host '\(name ?? "?")'",
                   hint: "use an IPv4 or IPv6 address, or a DNS name")
         }
         let port = f.integer("port", in: 1...65535).map(UInt16.init) ?? defaults.port
@@ -93,7 +93,7 @@ extension NodeDecoder {
         let channels = f.integer("channels", in: 1...64) ?? defaults.channels
         let socket = f.string("control_socket")
         if let socket, !socket.hasPrefix("/") {
-            error(f["control_socket"], "control_socket '\(socket)' must be an absolute path")
+            error(at: f.location(of: "control_socket"), "control_socket '\(socket)' must be an absolute path")
         }
         var key: HostKey?
         if let (text, value) = f.scalar("key", required: false) {
@@ -106,7 +106,7 @@ extension NodeDecoder {
         let keyFile = f.string("key_file")
         let poll = f.integer("agent_poll_us", in: 0...10_000) ?? defaults.agentPollMicroseconds
         if let keyFile, !keyFile.hasPrefix("/") {
-            error(f["key_file"], "key_file '\(keyFile)' must be an absolute path")
+            error(at: f.location(of: "key_file"), "key_file '\(keyFile)' must be an absolute path")
         }
         guard let name, let address else { return nil }
         return Host(name: name, address: address, port: port, transport: transport, rdmaDevice: rdmaDevice,
@@ -143,7 +143,7 @@ extension NodeDecoder {
         case (.some, .none):
             guard let pair = f.names("between") else { return [] }
             guard pair.count == 2 else {
-                error(f["between"], "'between' lists \(pair.count) instances; it takes exactly 2",
+                error(at: f.location(of: "between"), "'between' lists \(pair.count) instances; it takes exactly 2",
                       hint: "use 'group' to link every pair of a larger set")
                 return []
             }
@@ -151,7 +151,7 @@ extension NodeDecoder {
         case (.none, .some):
             guard let group = f.names("group") else { return [] }
             guard (2...Self.maximumGroupSize).contains(group.count) else {
-                error(f["group"], "'group' lists \(group.count) instances; it takes 2 to \(Self.maximumGroupSize)")
+                error(at: f.location(of: "group"), "'group' lists \(group.count) instances; it takes 2 to \(Self.maximumGroupSize)")
                 return []
             }
             members = group
@@ -179,7 +179,7 @@ extension NodeDecoder {
         if f["security"] == nil { error(node, "a host pair needs 'security: tls' or 'security: plaintext'") }
         guard let pair = f.names("between") else { return nil }
         guard pair.count == 2, pair[0].0 != pair[1].0 else {
-            error(f["between"], "'between' of a host pair takes two different hosts")
+            error(at: f.location(of: "between"), "'between' of a host pair takes two different hosts")
             return nil
         }
         guard let security else { return nil }

@@ -11,15 +11,7 @@ public enum TopologyLoader {
     /// - Returns: the topology and any warnings.
     /// - Throws: ``TopologyError`` listing every problem found (syntax errors stop at the first).
     public static func load(path: String) throws(TopologyError) -> (Topology, [Diagnostic]) {
-        let bytes: [UInt8]
-        do {
-            bytes = try readFile(path)
-        } catch {
-            throw TopologyError(diagnostics: [
-                Diagnostic(.error, at: SourceLocation(file: path, line: 0, column: 0), error.message, hint: error.hint),
-            ])
-        }
-        return try parse(bytes: bytes, file: path)
+        try parse(bytes: readFile(path), file: path)
     }
 
     /// Parses and validates topology text; `file` names it in diagnostics.
@@ -37,15 +29,16 @@ public enum TopologyLoader {
         let root: Node
         do {
             guard let node = try Yams.compose(yaml: text) else {
+                // SourceGuard refuses files without content, so this is a defence only.
                 throw TopologyError(diagnostics: [
-                    Diagnostic(.error, at: SourceLocation(file: file, line: 0, column: 0), "file holds no YAML document"),
+                    Diagnostic(.error, at: SourceLocation(file: file, line: 1, column: 1), "file holds no YAML document"),
                 ])
             }
             root = node
         } catch let error as TopologyError {
             throw error
         } catch {
-            throw TopologyError(diagnostics: [syntaxDiagnostic(error, file: file)])
+            throw TopologyError(diagnostics: syntaxDiagnostics(error, text: text, file: file))
         }
         let decoder = NodeDecoder(file: file)
         let topology = decoder.decodeTopology(root)
@@ -59,44 +52,52 @@ public enum TopologyLoader {
         return (topology, ordered)
     }
 
-    /// A YAML syntax error, with the parser's line and column.
-    private static func syntaxDiagnostic(_ error: any Error, file: String) -> Diagnostic {
+    /// A YAML syntax error, with the parser's line and column; duplicate keys at each repeat.
+    private static func syntaxDiagnostics(_ error: any Error, text: String, file: String) -> [Diagnostic] {
         func at(_ mark: Mark) -> SourceLocation { SourceLocation(file: file, line: mark.line, column: mark.column) }
+        let start = SourceLocation(file: file, line: 1, column: 1)
         switch error as? YamlError {
         case .scanner(let context, let problem, let mark, _), .parser(let context, let problem, let mark, _),
              .composer(let context, let problem, let mark, _):
             let detail = context.map { " (\($0.text) at line \($0.mark.line))" } ?? ""
-            return Diagnostic(.error, at: at(mark), "YAML syntax error: \(problem)\(detail)")
+            return [Diagnostic(.error, at: at(mark), "YAML syntax error: \(problem)\(detail)")]
         case .duplicatedKeysInMapping(let duplicates, let context):
-            return Diagnostic(.error, at: at(context.mark),
-                              "duplicate key \(duplicates.map { "'\($0)'" }.joined(separator: ", ")) in one mapping",
-                              hint: "each key may appear once; merge the two entries")
+            // Yams gives the first occurrence of one duplicated key; the repeat is the mistake.
+            let key = duplicates.first ?? ""
+            return DuplicateKeys.diagnostics(in: text, key: key, first: at(context.mark))
+                ?? [Diagnostic(.error, at: at(context.mark), "duplicate key '\(key)' in one mapping",
+                               hint: "this is its first occurrence; each key may appear once per mapping")]
         case .reader(let problem, let offset, _, _):
-            return Diagnostic(.error, at: SourceLocation(file: file, line: 0, column: 0),
-                              "cannot read YAML: \(problem)" + (offset.map { " at byte \($0)" } ?? ""))
+            // Yams counts the offset in Characters; SourceGuard counts positions in bytes.
+            let index = offset.flatMap { text.index(text.startIndex, offsetBy: $0, limitedBy: text.endIndex) }
+            let location = index.map { index in
+                let (line, column) = SourceGuard.position(of: text.utf8.distance(from: text.startIndex, to: index),
+                                                          in: Array(text.utf8))
+                return SourceLocation(file: file, line: line, column: column)
+            }
+            return [Diagnostic(.error, at: location ?? start, "cannot read YAML: \(problem)")]
         default:
-            return Diagnostic(.error, at: SourceLocation(file: file, line: 0, column: 0), "cannot parse YAML: \(error)")
+            return [Diagnostic(.error, at: start, "cannot parse YAML: \(error)")]
         }
     }
 
-    private struct ReadError: Error {
-        var message: String
-        var hint: String?
-    }
-
-    /// Reads at most one byte past the size limit, so a huge file is refused without reading it all.
-    private static func readFile(_ path: String) throws(ReadError) -> [UInt8] {
+    /// Reads at most one byte past the size limit, so a huge file is refused without reading it
+    /// all. A file that cannot be opened or read has no position to report: the whole file is named.
+    private static func readFile(_ path: String) throws(TopologyError) -> [UInt8] {
+        func failure(_ message: String, hint: String? = nil) -> TopologyError {
+            TopologyError(diagnostics: [Diagnostic(.error, at: SourceLocation(wholeFile: path), message, hint: hint)])
+        }
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else {
             let code = errno
             let reason = String(cString: strerror(code))
             let hint = code == ENOENT ? "check the path; the samples are in topologies/" : nil
-            throw ReadError(message: "cannot open topology file: \(reason)", hint: hint)
+            throw failure("cannot open topology file: \(reason)", hint: hint)
         }
         defer { close(fd) }
         var info = stat()
         if fstat(fd, &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR {
-            throw ReadError(message: "is a directory, not a topology file")
+            throw failure("is a directory, not a topology file")
         }
         let limit = SourceGuard.maximumBytes + 1
         var bytes = [UInt8](repeating: 0, count: limit)
@@ -105,15 +106,14 @@ public enum TopologyLoader {
             let n = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress! + filled, limit - filled) }
             if n < 0 {
                 if errno == EINTR { continue }
-                throw ReadError(message: "cannot read topology file: \(String(cString: strerror(errno)))")
+                throw failure("cannot read topology file: \(String(cString: strerror(errno)))")
             }
             if n == 0 { break }
             filled += n
         }
         if filled == limit {
             let size = info.st_size > limit ? "\(info.st_size) bytes" : "more than \(SourceGuard.maximumBytes) bytes"
-            throw ReadError(message: "file is \(size); topology files are limited to \(SourceGuard.maximumBytes) bytes",
-                            hint: "is this the right file?")
+            throw TopologyError(diagnostics: [SourceGuard.tooLarge(bytes, size: size, file: path)])
         }
         return Array(bytes[..<filled])
     }
