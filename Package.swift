@@ -80,7 +80,7 @@ let package = Package(
         .target(name: "VIO", dependencies: ["VIOWire", "VIOLinux", "VIOSharedMemory"]),
 
         /// The C ABI: `@_cdecl` functions over libvio, declared in include/vio.h.
-        .target(name: "VIOCABI", dependencies: ["VIO", "VIOLinux"], exclude: ["exports.map"],
+        .target(name: "VIOCABI", dependencies: ["VIO", "VIOLinux", "VIOWire"], exclude: ["exports.map"],
                 linkerSettings: [.unsafeFlags(["-static-stdlib",
                                                "-Xlinker", "--version-script=Sources/VIOCABI/exports.map"])]),
 
@@ -97,7 +97,7 @@ let package = Package(
 
         /// A scriptable instance: ping/echo round trips, checked streams, failure drills.
         .executableTarget(name: "vio-probe", dependencies: [
-            "VIO", "VIOLinux",
+            "VIO", "VIOLinux", "VIOWire",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
@@ -106,7 +106,7 @@ let package = Package(
         .testTarget(name: "VIOWireTests", dependencies: ["VIOWire"]),
         .testTarget(name: "VIOSharedMemoryTests", dependencies: ["VIOSharedMemory", "VIOLinux"]),
         .testTarget(name: "VIOLinuxTests", dependencies: ["VIOLinux", "CIBVerbs", "VIOTransport"]),
-        .testTarget(name: "VIOAgentTests", dependencies: ["VIOAgent"]),
+        .testTarget(name: "VIOAgentTests", dependencies: ["VIOAgent", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "VIOSecurityTests", dependencies: ["VIOSecurity", "CVIOTLS"]),
         .testTarget(name: "VIOToolsTests", dependencies: ["VIO", "VIOLinux", "VIOWire"],
                     exclude: ["C"]),

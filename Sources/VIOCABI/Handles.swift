@@ -1,5 +1,6 @@
 import VIO
 import VIOLinux
+import VIOWire
 
 /// What a `vio_client *` points to.
 final class ClientHandle {
@@ -48,7 +49,7 @@ enum Code {
     static let system: Int32 = -12, misuse: Int32 = -13, hostDown: Int32 = -14, canceled: Int32 = -15
 
     static func of(_ error: LinkError) -> Int32 {
-        LastError.set(error.description)
+        LastError.set(DisplaySafe.escape(error.description))
         switch error {
         case .peerClosed: return peerClosed
         case .peerGone: return peerGone
@@ -66,7 +67,7 @@ enum Code {
     }
 
     static func of(_ error: VIOError) -> Int32 {
-        LastError.set(error.description)
+        LastError.set(DisplaySafe.escape(error.description))
         switch error {
         case .agentUnreachable, .agentGone: return agent
         case .refused(let e) where e.code == .peerNotAttached: return timedOut
@@ -80,7 +81,7 @@ enum Code {
     }
 
     static func invalid(_ what: String) -> Int32 {
-        LastError.set(what)
+        LastError.set(DisplaySafe.escape(what))
         return invalid
     }
 }

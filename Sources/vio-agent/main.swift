@@ -64,7 +64,8 @@ struct VIOAgentCommand: ParsableCommand {
             print(TopologyPrinter.render(configuration.view), terminator: "")
             return
         }
-        var logger = Logger(label: "vio-agent") { StreamLogHandler.standardError(label: $0) }
+        // Every record escaped: peers' strings reach the log (EscapingLogHandler).
+        var logger = Logger(label: "vio-agent") { EscapingLogHandler(StreamLogHandler.standardError(label: $0)) }
         logger.logLevel = level
         let agent = try Agent(configuration: configuration, logger: logger)
         try agent.run()

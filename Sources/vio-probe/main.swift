@@ -1,6 +1,7 @@
 import ArgumentParser
 import VIO
 import VIOLinux
+import VIOWire
 
 #if canImport(Glibc)
 import Glibc
@@ -83,7 +84,8 @@ struct Failure: Error, CustomStringConvertible {
     }
 }
 
-func say(_ line: String) { StandardStreams.out(line + "\n") }
+/// Prints one line, escaped: errors quote names and reasons from the agent and shared memory.
+func say(_ line: String) { StandardStreams.out(DisplaySafe.escape(line) + "\n") }
 
 func linkFailure(_ error: LinkError) -> Failure { Failure(code: 3, "link failed: \(error)") }
 
@@ -91,7 +93,7 @@ do {
     var command = try Probe.parseAsRoot()
     try command.run()
 } catch let failure as Failure {
-    StandardStreams.out(failure.description + "\n")
+    StandardStreams.out(DisplaySafe.escape(failure.description) + "\n")
     exit(failure.code)
 } catch {
     Probe.exit(withError: error)

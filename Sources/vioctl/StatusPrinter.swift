@@ -36,7 +36,8 @@ enum StatusPrinter {
                 if !p.lastError.isEmpty { lines.append("    last error: \(p.lastError)") }
             }
         }
-        return lines.joined(separator: "\n") + "\n"
+        // Names, reasons and errors come from agents (a far one's, for health): one line each.
+        return lines.map { DisplaySafe.escape($0) }.joined(separator: "\n") + "\n"
     }
 
     static func counters(_ c: AgentStatus.DirectionCounters) -> String {

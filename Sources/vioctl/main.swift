@@ -58,7 +58,8 @@ struct StatusCommand: ParsableCommand {
             let channel = try AgentChannel(path: path, role: .observer, software: "vioctl")
             status = try channel.status()
         } catch {
-            throw FailureMessage(error.description)
+            // The agent's reasons quote names from clients and far agents.
+            throw FailureMessage(DisplaySafe.escape(error.description))
         }
         print(StatusPrinter.render(status, socket: path), terminator: "")
     }
@@ -81,7 +82,8 @@ struct HealthCommand: ParsableCommand {
             let channel = try AgentChannel(path: path, role: .observer, software: "vioctl")
             status = try channel.health(of: remoteHost)
         } catch {
-            throw FailureMessage(error.description)
+            // The agent's reasons quote names from clients and far agents.
+            throw FailureMessage(DisplaySafe.escape(error.description))
         }
         print(StatusPrinter.render(status, socket: "(remote, via \(path))"), terminator: "")
     }

@@ -110,6 +110,25 @@ struct FabricBadInputTests {
         try cluster.expectRoundTrips(from: "alpha", "a1", to: "beta", "b1")
     }
 
+    /// A host name in an unauthenticated HELLO holding a newline and terminal escapes is
+    /// logged escaped: it cannot write a record of its own into the agent's log.
+    @Test func hostileNamesCannotForgeLogRecords() throws {
+        let cluster = try LoopbackCluster(hosts: ["alpha", "beta"], instances: """
+              - { name: a1, host: alpha }
+              - { name: b1, host: beta }
+            """, links: "  - between: [a1, b1]", extra: "host_pairs:\n  - { between: [alpha, beta], security: plaintext }\n",
+            start: ["beta"])
+        let forged = "gamma\n2026-12-06T00:00:00+0000 error vio-agent: FORGED [VIOAgent] \u{1B}[2K\u{202E}"
+        let hello = Self.frame(FrameHeader(type: .helloRequest), ChannelHello(
+            cluster: "loopback", from: forged, to: "beta", channel: 0, channels: 2, fingerprint: 0).encoded())
+        let (_, closed) = Self.exchange(port: cluster.ports["beta"]!, hello)
+        #expect(closed)
+        let log = cluster.log("beta")
+        #expect(log.contains(#"refused HELLO from gamma\u{A}2026-12-06T00:00:00+0000 error vio-agent: FORGED [VIOAgent] \u{1B}[2K\u{202E}"#), "\(log)")
+        #expect(!log.split(separator: "\n").contains { $0.hasPrefix("2026-12-06T00:00:00") }, "\(log)")
+        #expect(!log.contains("\u{1B}") && !log.contains("\u{202E}"))
+    }
+
     @Test func badFramesDropOnlyTheirConnection() throws {
         let cluster = try LoopbackCluster(hosts: ["alpha", "beta", "gamma"], hostFields: ["gamma": "nat: behind"],
                                           instances: """
