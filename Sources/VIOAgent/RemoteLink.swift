@@ -69,6 +69,10 @@ final class RemoteLink: WorkListed {
     var outboundRemaining = 0
     /// Bytes of the current record already framed (a record larger than a frame).
     var outboundRecordOffset = 0
+    /// The flags and length of that record when its first frame went: the instance may
+    /// rewrite the header while the record waits for credit, and the frames already sent
+    /// promised the far agent the rest.
+    var outboundRecordShape = (flags: UInt16(0), length: 0)
     /// Whole messages the far agent acknowledged as delivered into its instance's ring.
     var acknowledgedMessages: UInt64 = 0
     /// Times a record waited for credit.
@@ -195,7 +199,11 @@ final class RemoteLink: WorkListed {
                 outboundInMessage = false
                 continue
             }
+            if outboundRecordOffset > 0, outboundRecordShape != (record.flags, record.payload.count) {
+                return .corrupt("a record's header changed while it was being sent (flags \(outboundRecordShape.flags) -> \(record.flags), length \(outboundRecordShape.length) -> \(record.payload.count))")
+            }
             if outboundRecordOffset == 0 {
+                outboundRecordShape = (record.flags, record.payload.count)
                 if first == outboundInMessage {
                     return .corrupt(first ? "new message inside a fragmented one" : "continuation without a first fragment")
                 }
@@ -203,12 +211,9 @@ final class RemoteLink: WorkListed {
                                   : record.total <= record.payload.count || record.total > region.maxMessage) {
                     return .corrupt("message claims \(record.total) bytes in a \(record.payload.count)-byte record")
                 }
-                if first {
-                    outboundRemaining = record.total
-                } else if record.payload.count > outboundRemaining || (last && record.payload.count != outboundRemaining) {
+                if !first && (record.payload.count > outboundRemaining || (last && record.payload.count != outboundRemaining)) {
                     return .corrupt("fragments add up to more or less than the announced length (\(outboundRemaining) bytes left, a \(record.payload.count)-byte \(last ? "last " : "")fragment)")
                 }
-                outboundRemaining -= record.payload.count
             }
             // One record may need several frames when the far agent's frames are smaller.
             let length = record.payload.count
@@ -237,6 +242,8 @@ final class RemoteLink: WorkListed {
             }
             outboundRecordOffset = 0
             outboundInMessage = !last
+            // Counted once the record is consumed: a record that waited for credit is checked again.
+            outboundRemaining = (first ? record.total : outboundRemaining) - length
             stalledOnCredit = false
         }
         return .budgetSpent

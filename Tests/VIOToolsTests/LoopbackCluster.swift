@@ -1,5 +1,4 @@
 import Foundation
-import Synchronization
 import VIOLinux
 
 /// Several hosts on one machine: one agent per host, all on 127.0.0.1 with their own fabric
@@ -12,8 +11,22 @@ final class LoopbackCluster: AgentCluster {
     let ports: [String: Int]
     private(set) var agents: [String: RunningAgent] = [:]
 
-    /// Ports are spread per test process and per cluster so consecutive tests never collide.
-    private static let counter = Mutex(0)
+    /// A port no socket on 127.0.0.1 uses now, picked by the kernel (bound, then released):
+    /// clusters of suites running side by side never share one, as a fixed spread could.
+    static func freePort() throws -> Int {
+        let socket = try TCPSocket.listen(on: TCPSocket.resolve("127.0.0.1", port: 0))
+        return Int(try socket.localAddress().description.split(separator: ":").last.flatMap { Int($0) } ?? 0)
+    }
+
+    /// `count` distinct free ports (a released port may come back at once).
+    static func freePorts(_ count: Int) throws -> [Int] {
+        var ports: [Int] = []
+        while ports.count < count {
+            let port = try freePort()
+            if !ports.contains(port) { ports.append(port) }
+        }
+        return ports
+    }
 
     /// Each host's public key (`ed25519:...`), generated per cluster; the private keys are
     /// in DIR/HOST.key.
@@ -27,9 +40,7 @@ final class LoopbackCluster: AgentCluster {
          extra: String = "", start: [String]? = nil) throws {
         self.hosts = hosts
         for h in hosts { keys[h] = try Self.generateKey(at: "\(directory)/\(h).key", host: h) }
-        let n = Self.counter.withLock { c -> Int in c += 1; return c }
-        let base = 20000 + Int(getpid() % 1000) * 40 + (n % 8) * 5
-        ports = Dictionary(uniqueKeysWithValues: hosts.enumerated().map { ($1, base + $0) })
+        ports = Dictionary(uniqueKeysWithValues: zip(hosts, try Self.freePorts(hosts.count)))
         var text = "cluster: loopback\nversion: 1\ndefaults:\n\(defaults)hosts:\n"
         for h in hosts {
             let more = hostFields[h].map { ", \($0)" } ?? ""
