@@ -31,6 +31,10 @@ struct vio_tls {
     int matched;
     int wants_write;
     int dialer;
+    /* The peer asked for new keys: our own KeyUpdate goes before our next record (RFC 8446
+     * 4.6.3). Owed once however often the peer asks, so a peer that asks in a loop while it
+     * does not read costs one record, not one per request. */
+    int update_owed;
     /* The last socket read returned less than it was asked for (or nothing): the socket was
      * empty then, and epoll reports whatever arrives after it. */
     int socket_empty;
@@ -258,13 +262,15 @@ static long failed(vio_tls *tls, const char *why) {
     return VIO_TLS_FAILED;
 }
 
-/* Makes room for `need` more bytes at the end of `out`, moving what waits to the front. */
-static void make_room(vio_tls *tls, size_t need) {
-    if (VIO_TLS_OUT_CAPACITY - tls->out_end >= need) return;
+/* Makes room for `need` more bytes at the end of `out`, moving what waits to the front:
+ * 0, or -1 when even then they do not fit (nothing may be written then). */
+static int make_room(vio_tls *tls, size_t need) {
+    if (VIO_TLS_OUT_CAPACITY - tls->out_end >= need) return 0;
     size_t waiting = tls->out_end - tls->out_start;
     memmove(tls->out, tls->out + tls->out_start, waiting);
     tls->out_start = 0;
     tls->out_end = waiting;
+    return VIO_TLS_OUT_CAPACITY - tls->out_end >= need ? 0 : -1;
 }
 
 /* Moves what OpenSSL wrote (handshake messages, or its records) into `out`, as far as it fits. */
@@ -332,12 +338,17 @@ int vio_tls_established(const vio_tls *tls) { return established(tls); }
 
 int vio_tls_wants_write(const vio_tls *tls) { return tls->wants_write; }
 
-/* Seals a KeyUpdate (RFC 8446 4.6.3) under the current key, then moves to the next one. */
-static void seal_key_update(vio_tls *tls, int requested) {
+/* Seals a KeyUpdate (RFC 8446 4.6.3) under the current key, then moves to the next one:
+ * 0, or -1 (the session failed) when `out` has no room for it. */
+static int seal_key_update(vio_tls *tls, int requested) {
     uint8_t message[5] = {24, 0, 0, 1, (uint8_t)(requested ? 1 : 0)};
-    make_room(tls, VIO_RECORD_HEADER + sizeof message + 1 + VIO_RECORD_TAG);
+    if (make_room(tls, VIO_RECORD_HEADER + sizeof message + 1 + VIO_RECORD_TAG) != 0) {
+        failed(tls, "no room to queue a KeyUpdate: the peer does not read what this side sends");
+        return -1;
+    }
     tls->out_end += vio_records_seal(&tls->records, 22, message, sizeof message, tls->out + tls->out_end);
     vio_records_next_key(&tls->records, &tls->records.seal);
+    return 0;
 }
 
 /* Handshake messages after the handshake: KeyUpdate moves the read key (and, when asked,
@@ -351,7 +362,7 @@ static long post_handshake(vio_tls *tls, const uint8_t *msg, size_t len) {
             if (body != 1 || msg[4] > 1) return failed(tls, "malformed KeyUpdate");
             if (4 + body != len) return failed(tls, "data after a KeyUpdate in the same record");
             if (vio_records_next_key(&tls->records, &tls->records.open) != 0) return failed(tls, "cannot derive the next traffic key");
-            if (msg[4] == 1) seal_key_update(tls, 0);
+            if (msg[4] == 1) tls->update_owed = 1;
         } else if (msg[0] != 4) {
             char why[96];
             snprintf(why, sizeof why, "unexpected handshake message %u after the handshake", msg[0]);
@@ -455,7 +466,11 @@ long vio_tls_read(vio_tls *tls, void *buf, size_t len) {
 
 /* Seals `buf` into records in `out`, sending when `out` is full. */
 static long write_records(vio_tls *tls, const uint8_t *buf, size_t len) {
-    if (tls->records.seal.seq >= VIO_TLS_RECORDS_PER_KEY) seal_key_update(tls, 1);
+    if (tls->update_owed) {
+        if (seal_key_update(tls, 0) != 0) return VIO_TLS_FAILED;
+        tls->update_owed = 0;
+    }
+    if (tls->records.seal.seq >= VIO_TLS_RECORDS_PER_KEY && seal_key_update(tls, 1) != 0) return VIO_TLS_FAILED;
     size_t taken = 0;
     while (taken < len) {
         if (tls->out_end - tls->out_start >= VIO_TLS_WRITE_BUFFER) {
@@ -464,7 +479,7 @@ static long write_records(vio_tls *tls, const uint8_t *buf, size_t len) {
             if (tls->out_end - tls->out_start >= VIO_TLS_WRITE_BUFFER) break;
         }
         size_t chunk = len - taken < VIO_RECORD_MAX_PLAINTEXT ? len - taken : VIO_RECORD_MAX_PLAINTEXT;
-        make_room(tls, VIO_RECORD_HEADER + chunk + 1 + VIO_RECORD_TAG);
+        if (make_room(tls, VIO_RECORD_HEADER + chunk + 1 + VIO_RECORD_TAG) != 0) break;
         tls->out_end += vio_records_seal(&tls->records, 23, buf + taken, chunk, tls->out + tls->out_end);
         taken += chunk;
     }
@@ -509,7 +524,9 @@ int vio_tls_drained(const vio_tls *tls) {
 
 int vio_tls_key_update(vio_tls *tls) {
     if (tls->records_ready) {
-        seal_key_update(tls, 1);
+        /* A request also answers one the peer made. */
+        if (seal_key_update(tls, 1) != 0) return 0;
+        tls->update_owed = 0;
         return 1;
     }
     int r = SSL_key_update(tls->ssl, SSL_KEY_UPDATE_REQUESTED);

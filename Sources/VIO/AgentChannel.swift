@@ -152,6 +152,10 @@ public struct AgentChannel: ~Copyable, Sendable {
         }
         guard let received = next else { return nil }
         if received.closed { throw .agentGone }
+        if received.truncated {
+            for fd in received.descriptors { close(fd) }
+            throw .protocolViolation("the agent sent a control message larger than \(UnixSocket.maximumMessage) bytes")
+        }
         do {
             return Reply(message: try ControlMessage.decode(received.bytes), descriptors: received.descriptors)
         } catch {

@@ -137,6 +137,12 @@ public final class VIOClient: @unchecked Sendable {
             for fd in fds { close(fd) }
             throw .link(error)
         }
+        // A link delivered with the peer's pidfd is within this host; a region that names a
+        // far host then was overwritten (by the peer, before this end mapped it).
+        if peerProcess != nil, !region.peerHost.isEmpty {
+            for fd in fds { close(fd) }
+            throw .protocolViolation("the link region names host '\(region.peerHost)', but the agent delivered a link within this host: the region was overwritten")
+        }
         let end = Int(incoming.ready.end)
         guard region.linkID == incoming.ready.linkID, region.name(ofEnd: end) == instance,
               region.name(ofEnd: 1 - end) == incoming.ready.peer else {

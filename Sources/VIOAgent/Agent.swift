@@ -354,7 +354,8 @@ public final class Agent {
         }
         connection.phase = .attached
         connection.instance = instance.name
-        connection.numaNode = Int(request.numaNode)
+        // A node this host does not have (a confused or hostile client) means no preference.
+        connection.numaNode = Int(request.numaNode) < NUMA.nodeCount ? Int(request.numaNode) : 0
         attachments[instance.name] = connection
         let peers = configuration.view.links.compactMap { link -> Attached.Peer? in
             guard let peer = configuration.view.peer(of: instance.name, on: link) else { return nil }
@@ -530,7 +531,7 @@ public final class Agent {
                   let local = link.end(of: declared.localEnd) else { return state }
             state.state = link.stateDescription
             state.linkID = link.id
-            let nodes = [Int16(link.nodes.0), Int16(link.nodes.1)]
+            let nodes = [Int16(clamping: link.nodes.0), Int16(clamping: link.nodes.1)]
             state.numaNodes = multiNode ? (nodes[local], nodes[1 - local]) : (-1, -1)
             Self.recordTraffic(of: link.region, localRing: local, into: &state)
             return state
@@ -567,7 +568,14 @@ extension Agent: FabricDelegate {
     func fabricHealthReply(to connection: UInt64, _ result: Result<AgentStatus, ControlError>) {
         guard let c = connections[connection] else { return }
         switch result {
-        case .success(let status): try? c.send(.status(status))
+        case .success(let status):
+            let size = ControlMessage.status(status).encoded().count
+            guard size <= UnixSocket.maximumMessage else {
+                try? c.send(.error(ControlError(.internalError,
+                    "the status of host '\(status.host)' is \(size) bytes, more than one control message carries (\(UnixSocket.maximumMessage))")))
+                return
+            }
+            try? c.send(.status(status))
         case .failure(let error): try? c.send(.error(error))
         }
     }

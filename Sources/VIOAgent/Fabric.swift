@@ -43,6 +43,8 @@ final class Fabric {
     static let receiveBudget = 1 << 20
     /// Above this much queued output a channel takes no more data frames until it drains.
     static let outputHighWater = 4 << 20
+    /// Bytes of a far agent's control frame (a reason) written to the log.
+    static let controlTextLogged = 1024
     /// Accepted connections that have not said HELLO yet, at most: beyond, new ones are closed
     /// at once. With the small frames such a channel takes (``FrameDecoder/admit()``) and the
     /// HELLO deadline, a flood of connections costs the agent a bounded few MiB.
@@ -510,16 +512,23 @@ final class Fabric {
             guard let status = delegate?.fabricStatus() else { return }
             send(FrameHeader(type: .healthResponse, sequence: header.sequence), status.encodedPayload(), on: slot)
         case .healthResponse:
-            guard let request = healthRequests.removeValue(forKey: header.sequence) else { return }
+            // Only the host asked may answer (request numbers are easy to guess).
+            guard let request = healthRequests[header.sequence], request.peer == peer.name else { return }
+            healthRequests[header.sequence] = nil
             do {
                 let status = try AgentStatus(decodingPayload: Array(payload))
                 delegate?.fabricHealthReply(to: request.connection, .success(status))
             } catch {
+                // The asker hears why before the channel goes (it would wait forever otherwise).
+                delegate?.fabricHealthReply(to: request.connection, .failure(ControlError(.internalError,
+                    "host '\(peer.name)' sent a malformed health response: \(error)")))
                 throw ProtocolViolation("malformed health response: \(error)")
             }
         case .control:
-            logger.warning("peer agent reports", metadata: ["peer": "\(peer.name)",
-                                                            "message": "\(String(decoding: payload, as: UTF8.self))"])
+            // At most a line's worth: a far agent's reason, not a way to fill this host's log.
+            let text = String(decoding: payload.prefix(Self.controlTextLogged), as: UTF8.self)
+            logger.warning("peer agent reports", metadata: ["peer": "\(peer.name)", "message": "\(text)",
+                                                            "bytes": "\(payload.count)"])
         case .serviceUpdate:
             // Proxy services are not carried yet; say so rather than pretend.
             send(FrameHeader(type: .control, session: header.session),

@@ -69,10 +69,11 @@ final class RemoteLink: WorkListed {
     var outboundRemaining = 0
     /// Bytes of the current record already framed (a record larger than a frame).
     var outboundRecordOffset = 0
-    /// The flags and length of that record when its first frame went: the instance may
-    /// rewrite the header while the record waits for credit, and the frames already sent
-    /// promised the far agent the rest.
-    var outboundRecordShape = (flags: UInt16(0), length: 0)
+    /// The flags, length and announced total of the current record as checked before its
+    /// first frame: the instance may rewrite the header while the record waits for credit,
+    /// and the frames already sent promised the far agent the rest. Frames are built from
+    /// these, never from a second reading of the header.
+    var outboundRecordShape = (flags: UInt16(0), length: 0, total: 0)
     /// Whole messages the far agent acknowledged as delivered into its instance's ring.
     var acknowledgedMessages: UInt64 = 0
     /// Times a record waited for credit.
@@ -199,11 +200,11 @@ final class RemoteLink: WorkListed {
                 outboundInMessage = false
                 continue
             }
-            if outboundRecordOffset > 0, outboundRecordShape != (record.flags, record.payload.count) {
-                return .corrupt("a record's header changed while it was being sent (flags \(outboundRecordShape.flags) -> \(record.flags), length \(outboundRecordShape.length) -> \(record.payload.count))")
+            if outboundRecordOffset > 0, outboundRecordShape != (record.flags, record.payload.count, record.total) {
+                return .corrupt("a record's header changed while it was being sent (flags \(outboundRecordShape.flags) -> \(record.flags), length \(outboundRecordShape.length) -> \(record.payload.count), total \(outboundRecordShape.total) -> \(record.total))")
             }
             if outboundRecordOffset == 0 {
-                outboundRecordShape = (record.flags, record.payload.count)
+                outboundRecordShape = (record.flags, record.payload.count, record.total)
                 if first == outboundInMessage {
                     return .corrupt(first ? "new message inside a fragmented one" : "continuation without a first fragment")
                 }
@@ -230,7 +231,8 @@ final class RemoteLink: WorkListed {
                 let alone = wholeInOneFrame && !consumer.hasMore(after: record)
                 // The position is taken (the record consumed) only with its last frame.
                 let end: UInt64? = endsRecord ? consumer.consume(record) : nil
-                var total = UInt64(record.total).littleEndian
+                // Checked above: within the link's maximum when it is sent (a first record).
+                var total = UInt64(truncatingIfNeeded: outboundRecordShape.total).littleEndian
                 withUnsafeBytes(of: &total) { prefix in
                     emit(header(flags: last && endsRecord ? [] : .more),
                          UnsafeRawBufferPointer(rebasing: prefix[..<prefixBytes]),
@@ -243,7 +245,7 @@ final class RemoteLink: WorkListed {
             outboundRecordOffset = 0
             outboundInMessage = !last
             // Counted once the record is consumed: a record that waited for credit is checked again.
-            outboundRemaining = (first ? record.total : outboundRemaining) - length
+            outboundRemaining = (first ? outboundRecordShape.total : outboundRemaining) - length
             stalledOnCredit = false
         }
         return .budgetSpent

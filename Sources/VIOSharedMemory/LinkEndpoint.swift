@@ -1,6 +1,10 @@
 import Atomics
 import VIOLinux
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// One end of a shared-memory link: sends on the ring its peer reads, receives on the ring
 /// it reads, and waits on its own doorbells.
 ///
@@ -115,6 +119,9 @@ public final class LinkEndpoint: @unchecked Sendable {
         case .corrupt:
             return .corruptRing(corruptionReport(s))
         case .hostDown:
+            guard !region.peerHost.isEmpty else {
+                return .corruptRing("the shared state says the peer's host went down, but this link is within this host: the region was overwritten")
+            }
             return .peerHostDown(peer: peerName, host: region.peerHost, possiblyLost: region.possiblyLost)
         }
     }
@@ -142,7 +149,7 @@ public final class LinkEndpoint: @unchecked Sendable {
     /// A link released without `close()` is closed, so the peer is told.
     deinit {
         close()
-        calls.pointee.assembly?.deallocate()
+        free(calls.pointee.assembly)
         calls.deallocate()
     }
 
@@ -371,7 +378,7 @@ public final class LinkEndpoint: @unchecked Sendable {
             }
             calls.pointee.assemblyTotal = record.total
             calls.pointee.assembled = 0
-            reserveAssembly(record.total)
+            try reserveAssembly(record.total)
         } else if first {
             throw fail(.corruptRing("new message started inside a fragmented one"))
         }
@@ -389,11 +396,20 @@ public final class LinkEndpoint: @unchecked Sendable {
         return PendingMessage(bytes: UnsafeRawBufferPointer(start: calls.pointee.assembly, count: total), record: nil)
     }
 
-    /// Makes the reassembly buffer hold at least `bytes`; it is kept between messages.
-    private func reserveAssembly(_ bytes: Int) {
+    /// Makes the reassembly buffer hold at least `bytes`; it is kept between messages. The
+    /// size comes from the peer (bounded by the region's maximum, which the peer can also
+    /// write before this end maps it): an allocation that fails ends the link, it does not
+    /// abort the process as Swift's allocator would.
+    private func reserveAssembly(_ bytes: Int) throws(LinkError) {
         guard calls.pointee.assemblyCapacity < bytes else { return }
-        calls.pointee.assembly?.deallocate()
-        calls.pointee.assembly = .allocate(byteCount: bytes, alignment: 64)
+        free(calls.pointee.assembly)
+        calls.pointee.assembly = nil
+        calls.pointee.assemblyCapacity = 0
+        var buffer: UnsafeMutableRawPointer?
+        guard posix_memalign(&buffer, 64, bytes) == 0, let buffer else {
+            throw fail(.corruptRing("a fragmented message announces \(bytes) bytes; no buffer that large can be allocated"))
+        }
+        calls.pointee.assembly = buffer
         calls.pointee.assemblyCapacity = bytes
     }
 

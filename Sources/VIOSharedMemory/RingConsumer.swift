@@ -39,7 +39,10 @@ public final class RingConsumer {
     public init(region: LinkRegion, ring index: Int, spaceDoorbell: Int32) {
         self.region = region
         ring = RingControl(region: region, ring: index)
-        let head = ring.head.load(ordering: .relaxed)
+        // Records start on 16-byte boundaries; a head that does not was written by someone
+        // else (the other end may scribble before this end maps the region). Rounded down,
+        // every header read stays inside the data area and the records' own checks judge them.
+        let head = ring.head.load(ordering: .relaxed) & ~UInt64(RegionLayout.Record.alignment - 1)
         cursor = .allocate(capacity: 1)
         cursor.initialize(to: ConsumerCursor(head: head, cachedTail: head, publishedHead: head))
         self.spaceDoorbell = spaceDoorbell

@@ -34,8 +34,11 @@ public final class RingProducer {
         ring = RingControl(region: region, ring: index)
         // Resume from the published indices (a fresh region has both at 0).
         cursor = .allocate(capacity: 1)
-        cursor.initialize(to: ProducerCursor(tail: ring.tail.load(ordering: .relaxed),
-                                             cachedHead: ring.head.load(ordering: .relaxed)))
+        // The tail rounded to a record boundary, as RingConsumer does with its head: a tail
+        // someone else wrote must not make reserve() write across the end of the data area.
+        // The head is cached as "full", so the first reserve reads and checks the real one.
+        let tail = ring.tail.load(ordering: .relaxed) & ~UInt64(RegionLayout.Record.alignment - 1)
+        cursor.initialize(to: ProducerCursor(tail: tail, cachedHead: tail &- UInt64(ring.capacity)))
         self.doorbell = doorbell
     }
 

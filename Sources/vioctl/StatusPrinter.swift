@@ -46,7 +46,9 @@ enum StatusPrinter {
 
     static func bytes(_ n: UInt64) -> String {
         for (shift, unit) in [(30, "GiB"), (20, "MiB"), (10, "KiB")] where n >= 1 << shift {
-            let whole = n >> shift, tenth = ((n * 10) >> shift) % 10
+            // The tenth from the remainder: counters come from shared memory and far agents, and
+            // n * 10 would overflow for the largest of them.
+            let whole = n >> shift, tenth = ((n & ((1 << shift) - 1)) * 10) >> shift
             return "\(whole)\(tenth == 0 ? "" : ".\(tenth)") \(unit)"
         }
         return "\(n) B"

@@ -66,6 +66,33 @@ import VIOSecurity
         }
     }
 
+    /// A peer that asks for new keys over and over while this side sends nothing gets one
+    /// KeyUpdate back, before the next data: the answers are owed, not queued one per request
+    /// (20,000 requests used to queue 540 KB of answers past the end of the output buffer).
+    @Test func manyKeyUpdateRequestsAreAnsweredOnce() throws {
+        let pair = try SessionPair(dialerRecords: .vio, acceptorRecords: .vio)
+        try pair.handshake()
+        var buffer = [UInt8](repeating: 0, count: 1024)
+        for round in 0..<20 {
+            for _ in 0..<1000 { try pair.dialer.updateKeys() }
+            while try !pair.dialer.flush() {}
+            pair.deliver(pair.take(from: pair.dialer), to: pair.acceptor)
+            let outcome = try buffer.withUnsafeMutableBytes { try pair.acceptor.read(into: $0) }
+            #expect(outcome == .wouldBlock, "round \(round)")
+        }
+        #expect(pair.take(from: pair.acceptor).isEmpty)
+        let reply = pattern(100, seed: 7)
+        try pair.send(reply, from: pair.acceptor)
+        let wire = pair.take(from: pair.acceptor)
+        // One KeyUpdate record (5 + 5 + 1 + 16 bytes), then the data record (5 + 100 + 1 + 16).
+        #expect(wire.count == 27 + 122)
+        pair.deliver(wire, to: pair.dialer)
+        #expect(try pair.receive(100, at: pair.dialer) == reply)
+        let request = pattern(300, seed: 8)
+        try pair.send(request, from: pair.dialer)
+        #expect(try pair.receive(300, at: pair.acceptor) == request)
+    }
+
     @Test func changedByteFailsTheSession() throws {
         let pair = try SessionPair(dialerRecords: .vio, acceptorRecords: .vio)
         try pair.handshake()

@@ -24,6 +24,56 @@ struct ScribbleTests {
         #expect(link.b.counters.received.errors >= 1)
     }
 
+    /// An end that maps the region after its peer scribbled on it (the second instance maps
+    /// when it accepts the link): cursors off a record boundary and a maximum message size of
+    /// a terabyte end the link with an error, never a read or write outside the ring or an
+    /// aborting allocation.
+    @Test func scribbledBeforeThisEndMapped() throws {
+        let capacity = 4096
+        let created = try LinkRegion.create(linkID: 1, names: ("db1", "db2"), capacities: (capacity, capacity), maxMessage: 1 << 20)
+        let fd = try OwnedFileDescriptor(taking: retryingSyscall("dup") { dup(created.memoryFileDescriptor) })
+        let region = try LinkRegion.map(fd: fd)
+        // End 1 reads ring 1 and writes ring 0.
+        region.ringBase(1).storeBytes(of: UInt64(capacity - 8), toByteOffset: RegionLayout.Ring.head, as: UInt64.self)
+        region.ringBase(1).storeBytes(of: UInt64(capacity + 8), toByteOffset: RegionLayout.Ring.tail, as: UInt64.self)
+        region.ringBase(0).storeBytes(of: UInt64(capacity - 8), toByteOffset: RegionLayout.Ring.tail, as: UInt64.self)
+        region.ringBase(0).storeBytes(of: UInt64(capacity - 8), toByteOffset: RegionLayout.Ring.head, as: UInt64.self)
+        let end1 = LinkEndpoint(region: try LinkRegion.map(fd: fd), end: 1,
+                                dataDoorbell: try EventDescriptor.create(), spaceDoorbell: try EventDescriptor.create(),
+                                peerDataDoorbell: try EventDescriptor.create(), peerSpaceDoorbell: try EventDescriptor.create())
+        // Sent first: a failed receive would end the link before the send reached the ring.
+        #expect(throws: LinkError.self) { try end1.send([UInt8](repeating: 1, count: 100), timeout: .zero) }
+        #expect(throws: LinkError.self) { try end1.receive(timeout: .zero) }
+
+        // A first fragment announcing half a terabyte under a maximum scribbled to a terabyte.
+        let fresh = try LinkRegion.create(linkID: 2, names: ("db1", "db2"), capacities: (capacity, capacity), maxMessage: 1 << 20)
+        let freshFD = try OwnedFileDescriptor(taking: retryingSyscall("dup") { dup(fresh.memoryFileDescriptor) })
+        let writer = try LinkRegion.map(fd: freshFD)
+        writer.base.storeBytes(of: UInt64(1 << 40), toByteOffset: RegionLayout.Header.maxMessage, as: UInt64.self)
+        let producer = RingProducer(region: writer, ring: 1, doorbell: -1)
+        let p = try #require(try producer.reserve(payload: 64))
+        p.initializeMemory(as: UInt8.self, repeating: 7, count: 64)
+        producer.commit(payload: 64, flags: RegionLayout.Record.first, total: 1 << 39)
+        let reader = LinkEndpoint(region: try LinkRegion.map(fd: freshFD), end: 1,
+                                  dataDoorbell: try EventDescriptor.create(), spaceDoorbell: try EventDescriptor.create(),
+                                  peerDataDoorbell: try EventDescriptor.create(), peerSpaceDoorbell: try EventDescriptor.create())
+        // Either the buffer is refused or (with overcommit) taken lazily: both leave the process running.
+        do { _ = try reader.receive(timeout: .zero) } catch {
+            #expect(error == .wouldBlock || error.description.hasPrefix("corrupt ring"), "\(error)")
+        }
+    }
+
+    /// "Peer host down" on a link within one host can only be forged: reported as an
+    /// overwritten region, not as a host outage with a made-up count of lost messages.
+    @Test func forgedHostDownOnALocalLink() throws {
+        let link = try LinkPair(names: ("db1", "db2"))
+        link.region.setPossiblyLost(12345)
+        link.region.setState(LinkStateWord(kind: .hostDown, end: 1))
+        #expect(throws: LinkError.corruptRing("the shared state says the peer's host went down, but this link is within this host: the region was overwritten")) {
+            try link.a.receive(timeout: .zero)
+        }
+    }
+
     /// A state word no end writes is reported as such, not as corruption found by an end.
     @Test(arguments: [UInt32(0xFFFF_FFFF), 0x0000_0203, 0x0001_0003])
     func scribbledStateWord(word: UInt32) throws {

@@ -122,6 +122,37 @@ struct AdmissionTests {
         #expect(status.stdout.contains("instances: 5 declared, 0 attached"))
     }
 
+    /// An instance that attaches claiming a NUMA node the host does not have (40000) and opens
+    /// a link: the agent takes it as no preference, and `vioctl status` still answers (it
+    /// trapped converting the node for the status before).
+    @Test func impossibleNUMANodeIsNoPreference() throws {
+        let f = try FabricFixture.standard()
+        func attached(_ instance: String, node: UInt16) throws -> UnixSocket {
+            let socket = try UnixSocket.connect(path: f.socket)
+            try socket.send(ControlMessage.hello(Hello(role: .instance, software: "test")).encoded())
+            _ = try socket.receive()
+            try socket.send(ControlMessage.attach(Attach(instance: instance, token: [], numaNode: node)).encoded())
+            let reply = try #require(try socket.receive())
+            guard case .attached = try ControlMessage.decode(reply.bytes) else { throw Failure("\(instance) was not attached") }
+            return socket
+        }
+        let db1 = try attached("db1", node: 40000)
+        let db2 = try attached("db2", node: 0)
+        try db1.send(ControlMessage.openLink(OpenLink(requestID: 1, peer: "db2", timeoutMilliseconds: 0)).encoded())
+        let ready = try #require(try db1.receive())
+        for fd in ready.descriptors { close(fd) }
+        guard case .linkReady = try ControlMessage.decode(ready.bytes) else { throw Failure("no LINK_READY") }
+        let status = try Tools.run("vioctl", ["status", "--socket", f.socket])
+        #expect(status.status == 0, "\(status.stderr)")
+        #expect(status.stdout.contains("db1 <-> db2"), "\(status.stdout)")
+        _ = db2
+    }
+
+    struct Failure: Error, CustomStringConvertible {
+        var description: String
+        init(_ description: String) { self.description = description }
+    }
+
     /// sendmsg of `bytes` with `descriptors` copies of stdin's descriptor as SCM_RIGHTS (any
     /// count: UnixSocket.send stops at the 16 the agent's protocol uses).
     static func send(_ bytes: [UInt8], descriptors: Int, on socket: Int32) -> Int {

@@ -57,6 +57,25 @@ struct ClientLibraryTests {
         _ = restarted
     }
 
+    /// Counters live in the ring's control page, which either end can write: the largest
+    /// values print (vioctl multiplied them by 10 for the tenth of a unit and trapped).
+    @Test func scribbledCountersStillPrint() throws {
+        let f = try FabricFixture.standard()
+        let db1 = try VIOClient.attach(as: "db1", socketPath: f.socket)
+        let db2 = try VIOClient.attach(as: "db2", socketPath: f.socket)
+        let a = try db1.openLink(to: "db2")
+        let b = try db2.acceptLink(timeout: .seconds(5))  // kept: a released link closes
+        for ring in 0..<2 {
+            for offset in stride(from: 0, to: 64, by: 8) {
+                a.region.ringBase(ring).storeBytes(of: UInt64.max, toByteOffset: RegionLayout.Ring.producerCounters + offset, as: UInt64.self)
+            }
+        }
+        let status = try Tools.run("vioctl", ["status", "--socket", f.socket])
+        #expect(status.status == 0, "\(status.stderr)")
+        #expect(status.stdout.contains("17179869183.9 GiB"), "\(status.stdout)")
+        _ = b
+    }
+
     @Test func openingFromBothSidesGivesOneLink() throws {
         let f = try FabricFixture.standard()
         let db1 = try VIOClient.attach(as: "db1", socketPath: f.socket)
