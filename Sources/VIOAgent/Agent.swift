@@ -94,13 +94,36 @@ public final class Agent {
             }
             do {
                 fabric = try Fabric(view: configuration.view, topology: configuration.topology, loop: loop, logger: logger,
-                                    tls: tls)
+                                    transports: try Self.makeTransports(configuration, host: transport, tls: tls))
             } catch {
                 unlink(path)
                 throw .system(error, doing: "cannot listen for other agents on \(host.address):\(host.port) (is another agent running, or is the address not on this host?)")
             }
             fabric?.delegate = self
         }
+    }
+
+    /// The transports the fabric takes its channels from, one chosen per peer host: TCP (plain
+    /// or TLS) is built here; a pair that would run over RDMA says why it runs over TCP until
+    /// the RDMA transport exists.
+    private static func makeTransports(_ configuration: AgentConfiguration, host choice: TransportChoice,
+                                       tls: TLSContext?) throws(SystemError) -> FabricTransports {
+        let view = configuration.view
+        let defaults = configuration.topology.defaults
+        // Listen only if some peer dials us (a host behind NAT never accepts).
+        let tcp = try TCPTransport(TCPTransport.Configuration(
+            listen: view.peers.contains { !$0.weDial } ? (view.host.address, view.host.port) : nil,
+            tls: tls, acceptedKeys: Fabric.acceptedKeys(of: view).map(\.key),
+            acceptsPlaintext: view.peers.contains { !$0.weDial && $0.security == .plaintext },
+            rekey: TCPChannel.RekeyPolicy(bytes: UInt64(defaults.rekeyAfter.bytes),
+                                          nanoseconds: UInt64(defaults.rekeyIntervalSeconds) * 1_000_000_000)))
+        var perPeer: [String: (transport: any FabricTransport, reason: String)] = [:]
+        for peer in view.peers {
+            let (_, reason) = TransportSelector.forPair(local: choice, peer: peer.host.name,
+                                                        peerSetting: peer.host.transport.rawValue, rdmaBuilt: false)
+            perPeer[peer.host.name] = (tcp, reason)
+        }
+        return FabricTransports(perPeer: perPeer)
     }
 
     /// Loads this host's private key when some of its host pairs are encrypted, and checks it

@@ -1,6 +1,5 @@
 import Logging
 import VIOLinux
-import VIOSecurity
 import VIOSharedMemory
 import VIOTopology
 import VIOTransport
@@ -22,6 +21,24 @@ protocol FabricDelegate: AnyObject {
     func fabricHealthReply(to connection: UInt64, _ result: Result<AgentStatus, ControlError>)
 }
 
+/// The transport that carries the channels to each peer host, and why it was chosen; the agent
+/// builds the transports (from the topology and what the machine has) and the fabric only
+/// takes channels from them.
+struct FabricTransports {
+    /// Per peer host (by name): its transport and the reason, for logs and status.
+    var perPeer: [String: (transport: any FabricTransport, reason: String)]
+
+    /// Every distinct transport, once each.
+    var all: [any FabricTransport] {
+        var seen: [ObjectIdentifier] = []
+        return perPeer.values.map(\.transport).filter { t in
+            guard !seen.contains(ObjectIdentifier(t)) else { return false }
+            seen.append(ObjectIdentifier(t))
+            return true
+        }
+    }
+}
+
 /// The inter-host fabric: keeps K channels to every peer host, carries each cross-host link
 /// over one of them, and runs heartbeats, credits and reconnection.
 ///
@@ -30,7 +47,8 @@ protocol FabricDelegate: AnyObject {
 final class Fabric {
     /// Set on every epoll token the fabric registers.
     static let tokenFlag: UInt64 = 1 << 61
-    private static let listenerToken = tokenFlag | 1
+    /// Listening transport i is registered as `tokenFlag | (i + 1)` (kind bits zero).
+    private static let listenerTokens: ClosedRange<UInt64> = (tokenFlag | 1)...(tokenFlag | 0xFF)
     private static let channelKind: UInt64 = 1 << 56
     private static let dataKind: UInt64 = 2 << 56
     private static let spaceKind: UInt64 = 3 << 56
@@ -62,21 +80,11 @@ final class Fabric {
     let peerTimeoutNanoseconds: UInt64
     /// Topology position (1-based) of each instance: the frames' destination id.
     let instanceIDs: [String: UInt32]
-    /// This agent's TLS identity, when some peer host's channels are encrypted.
-    let tls: TLSContext?
-    /// Hosts that may connect over TLS, and their keys (an accepted channel's proven key
-    /// indexes this list).
-    let acceptedKeys: [(host: String, key: [UInt8])]
-    /// Whether some host may connect in plaintext.
-    let acceptsPlaintext: Bool
-    let rekey: TCPChannel.RekeyPolicy
-
-    /// The listening socket, when some peer dials this host.
-    private final class Listener {
-        let socket: TCPSocket
-        init(_ socket: consuming TCPSocket) { self.socket = socket }
-    }
-    private var listener: Listener?
+    /// Hosts that may connect over an authenticated channel, in the order of the keys the
+    /// transports were given (``acceptedKeys(of:)``): an accepted channel's proven key indexes it.
+    let acceptedHosts: [String]
+    /// The transports that listen, watched by the loop.
+    private let listening: [any FabricTransport]
     var peers: [String: FabricPeer] = [:]
     var slots = TokenTable<ChannelSlot>()
     var links: SessionTable<RemoteLink>
@@ -125,35 +133,36 @@ final class Fabric {
         var deadline: UInt64
     }
 
-    init(view: HostView, topology: Topology, loop: EventLoop, logger: Logger, tls: TLSContext?) throws(SystemError) {
+    /// Hosts that may connect to `view`'s host over an authenticated channel, with their keys,
+    /// in the order an accepted channel's ``FabricChannel/authenticatedPeer`` refers to.
+    static func acceptedKeys(of view: HostView) -> [(host: String, key: [UInt8])] {
+        view.peers.filter { !$0.weDial && $0.security == .tls }.compactMap { p in p.host.key.map { (p.host.name, $0.bytes) } }
+    }
+
+    init(view: HostView, topology: Topology, loop: EventLoop, logger: Logger, transports: FabricTransports) throws(SystemError) {
         self.view = view
         self.topology = topology
         self.loop = loop
         self.logger = logger
-        self.tls = tls
-        let accepting = view.peers.filter { !$0.weDial }
-        acceptedKeys = accepting.compactMap { p in
-            p.security == .tls ? p.host.key.map { (p.host.name, $0.bytes) } : nil
-        }
-        acceptsPlaintext = accepting.contains { $0.security == .plaintext }
+        acceptedHosts = Self.acceptedKeys(of: view).map(\.host)
         links = SessionTable(largest: view.links.map { Int($0.session) }.max() ?? 0)
-        rekey = TCPChannel.RekeyPolicy(bytes: UInt64(topology.defaults.rekeyAfter.bytes),
-                                       nanoseconds: UInt64(topology.defaults.rekeyIntervalSeconds) * 1_000_000_000)
         fingerprint = TopologyFingerprint.of(topology.fabricIdentity)
         heartbeatNanoseconds = UInt64(max(10, topology.defaults.heartbeatIntervalMilliseconds)) * 1_000_000
         peerTimeoutNanoseconds = UInt64(max(50, topology.defaults.peerTimeoutMilliseconds)) * 1_000_000
         instanceIDs = Dictionary(topology.instances.enumerated().map { ($1.name, UInt32($0 + 1)) },
                                  uniquingKeysWith: { a, _ in a })
         for p in view.peers {
-            peers[p.host.name] = FabricPeer(host: p.host, dials: p.weDial, channels: p.channels, security: p.security)
+            guard let (transport, reason) = transports.perPeer[p.host.name] else { continue }
+            peers[p.host.name] = FabricPeer(host: p.host, dials: p.weDial, channels: p.channels, security: p.security,
+                                            transport: transport, transportReason: reason)
+            logger.info("peer host transport", metadata: ["peer": "\(p.host.name)", "transport": "\(transport.name)",
+                                                         "why": "\(reason)"])
         }
-        // Listen only if some peer dials us (a host behind NAT never accepts).
-        if peers.values.contains(where: { !$0.dials }) {
-            let address = try TCPSocket.resolve(view.host.address, port: view.host.port)
-            let socket = try TCPSocket.listen(on: address)
-            try loop.epoll.add(socket.fd.rawValue, token: Self.listenerToken)
-            listener = Listener(socket)
-            logger.info("fabric listening", metadata: ["address": "\(address)"])
+        listening = transports.all.filter { $0.listeningDescriptor != nil }
+        for (i, transport) in listening.enumerated() {
+            try loop.epoll.add(transport.listeningDescriptor!, token: Self.listenerTokens.lowerBound + UInt64(i))
+            logger.info("fabric listening", metadata: ["address": "\(transport.listeningAddress ?? "?")",
+                                                       "transport": "\(transport.name)"])
         }
         nextTick = MonotonicClock.nanoseconds()
         now = nextTick
@@ -165,7 +174,11 @@ final class Fabric {
 
     /// Handles one epoll event carrying ``tokenFlag``.
     func handle(_ event: Epoll.Event) {
-        if event.token == Self.listenerToken { acceptAll(); return }
+        if Self.listenerTokens.contains(event.token) {
+            let index = Int(event.token - Self.listenerTokens.lowerBound)
+            if index < listening.count { acceptAll(from: listening[index]) }
+            return
+        }
         switch event.token & Self.kindMask {
         case Self.channelKind:
             guard let slot = slots[event.token] else { return }
@@ -297,18 +310,17 @@ final class Fabric {
 
     // MARK: Channels
 
-    private func acceptAll() {
-        while let listener {
-            var address = TCPSocket.Address()
-            let accepted: TCPSocket?
-            do { accepted = try listener.socket.accept(peer: &address) } catch {
-                logger.warning("fabric accept failed: \(error)")
+    private func acceptAll(from transport: any FabricTransport) {
+        while true {
+            let accepted: (channel: any FabricChannel, from: String)?
+            do { accepted = try transport.accept() } catch {
+                logger.warning("fabric accept failed: \(error)", metadata: ["transport": "\(transport.name)"])
                 return
             }
-            guard let socket = accepted else { return }
+            guard let (channel, address) = accepted else { return }
             let now = MonotonicClock.nanoseconds()
             if pendingChannels >= Self.maximumPendingChannels {
-                // Closed here (the socket goes out of scope); a real peer redials with backoff.
+                // Closed here (the channel goes out of scope); a real peer redials with backoff.
                 refusedPending += 1
                 if now - lastRefusalWarning >= 1_000_000_000 {
                     logger.warning("fabric connections refused: too many waiting for HELLO",
@@ -319,8 +331,6 @@ final class Fabric {
                 }
                 continue
             }
-            let channel = TCPChannel(accepted: socket, peer: "\(address)", tls: acceptedKeys.isEmpty ? nil : tls,
-                                     allowedKeys: acceptedKeys.map(\.key), rekey: rekey, plaintextAllowed: acceptsPlaintext)
             register(channel, peer: nil, index: -1, now: now)
             logger.debug("fabric connection accepted", metadata: ["from": "\(address)"])
         }
@@ -330,7 +340,7 @@ final class Fabric {
     private var pendingChannels: Int { slots.values.reduce(0) { $0 + ($1.peer == nil ? 1 : 0) } }
 
     /// Adds a channel to ``slots`` (and, dialed, to its peer's channels) and watches it.
-    private func register(_ channel: TCPChannel, peer: FabricPeer?, index: Int, now: UInt64) {
+    private func register(_ channel: any FabricChannel, peer: FabricPeer?, index: Int, now: UInt64) {
         let slot = slots.add(base: Self.tokenFlag | Self.channelKind) { token in
             ChannelSlot(token: token, channel: channel, peer: peer, index: index, now: now)
         }
@@ -344,14 +354,10 @@ final class Fabric {
     }
 
     private func dial(_ peer: FabricPeer, index: Int, now: UInt64) {
-        let channel: TCPChannel
+        let channel: any FabricChannel
         do {
-            let address = try TCPSocket.resolve(peer.host.address, port: peer.host.port)
-            if peer.security == .tls, let tls, let key = peer.host.key {
-                channel = try TCPChannel.dial(address, tls: (tls, key.bytes, rekey))
-            } else {
-                channel = try TCPChannel.dial(address)
-            }
+            channel = try peer.transport.dial(TransportPeer(name: peer.name, address: peer.host.address, port: peer.host.port,
+                                                            key: peer.security == .tls ? peer.host.key?.bytes : nil))
         } catch {
             peer.lastError = "cannot dial: \(error)"
             scheduleRedial(peer, index: index, now: now)
@@ -566,8 +572,8 @@ final class Fabric {
             }
             guard !peer.dials else { throw refuse("'\(view.host.name)' dials '\(peer.name)', not the other way (nat roles)") }
             if let proven = slot.channel.authenticatedPeer {
-                guard acceptedKeys[proven].host == peer.name else {
-                    throw refuse("the channel proved the key of host '\(acceptedKeys[proven].host)', not of '\(peer.name)'")
+                guard proven < acceptedHosts.count, acceptedHosts[proven] == peer.name else {
+                    throw refuse("the channel proved the key of host '\(proven < acceptedHosts.count ? acceptedHosts[proven] : "?")', not of '\(peer.name)'")
                 }
             } else if peer.security == .tls {
                 throw refuse("the pair \(view.host.name)–\(peer.name) is encrypted (security: tls), but this channel is not authenticated")
@@ -693,9 +699,10 @@ final class Fabric {
             s.linksOpen = UInt32(links.values.filter { $0.host === peer && $0.isOpen }.count)
             s.lastError = peer.lastError
             s.keyUpdates = totals.keyUpdates
+            s.transport = "\(peer.transport.name): \(peer.transportReason)"
             let live = peer.slots.compactMap { $0 }.filter(\.ready)
             s.encrypted = !live.isEmpty && live.allSatisfy { $0.channel.capabilities.encrypted }
-            s.security = live.compactMap { ($0.channel as? TCPChannel)?.securityDescription }.first
+            s.security = live.compactMap { $0.channel.securityDescription }.first
                 ?? (peer.security == .tls ? "tls" : "plaintext")
             return s
         }

@@ -64,11 +64,16 @@ final class FabricPeer {
 
     /// How the channels to this host are protected.
     let security: Security
+    /// What carries the channels, and why it was chosen.
+    let transport: any FabricTransport
+    let transportReason: String
 
-    init(host: Host, dials: Bool, channels: Int, security: Security) {
+    init(host: Host, dials: Bool, channels: Int, security: Security, transport: any FabricTransport, transportReason: String) {
         self.host = host
         self.dials = dials
         self.security = security
+        self.transport = transport
+        self.transportReason = transportReason
         channelCount = max(1, channels)
         slots = Array(repeating: nil, count: channelCount)
         nextAttempt = Array(repeating: 0, count: channelCount)

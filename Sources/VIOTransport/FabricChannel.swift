@@ -90,6 +90,9 @@ public protocol FabricChannel: AnyObject {
     /// For an authenticated channel, which of the keys it was allowed to accept the peer
     /// proved (index); nil until then, and always for unauthenticated channels.
     var authenticatedPeer: Int? { get }
+    /// How the bytes are protected, for status (e.g. the TLS version and suite); nil for a
+    /// plaintext channel or before its handshake is done.
+    var securityDescription: String? { get }
     /// The far agent's HELLO was accepted. Until then a channel takes only small frames and
     /// buffers little, so an unauthenticated connection costs a few KiB whatever it announces.
     func admit()

@@ -126,6 +126,8 @@ public struct AgentStatus: Sendable, Equatable {
         public var security: String = ""
         /// TLS key updates this agent asked for on these channels.
         public var keyUpdates: UInt64 = 0
+        /// What carries the channels (`tcp`, `rdma`) and why it was chosen for this pair.
+        public var transport: String = ""
 
         /// A peer-host entry.
         public init(name: String, state: String, dials: Bool, channelsUp: UInt16, channels: UInt16) {
@@ -144,6 +146,7 @@ public struct AgentStatus: Sendable, Equatable {
             w.write(lastError)
             w.write(security)
             w.write(keyUpdates)
+            w.write(transport)
         }
 
         init(from r: inout ByteReader) throws(DecodeError) {
@@ -157,6 +160,7 @@ public struct AgentStatus: Sendable, Equatable {
             lastError = try r.readString()
             security = try r.readString()
             keyUpdates = try r.read()
+            transport = try r.readString()
         }
     }
 
@@ -250,7 +254,7 @@ public struct AgentStatus: Sendable, Equatable {
             l.received = try DirectionCounters(from: &r)
             links.append(l)
         }
-        let peerCount = try r.readCount(max: 1 << 16, minimumElementSize: 70)
+        let peerCount = try r.readCount(max: 1 << 16, minimumElementSize: 72)
         peerHosts = []
         for _ in 0..<peerCount { peerHosts.append(try PeerHostState(from: &r)) }
     }

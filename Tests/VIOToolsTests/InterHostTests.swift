@@ -69,6 +69,9 @@ struct InterHostTests {
         #expect(unknown.stderr.contains("'gamma' is not a host this one has links to; known: beta"))
         let status = try cluster.status("alpha")
         #expect(status.contains("frames"), "\(status)")
+        // Which transport carries the pair, and why.
+        #expect(status.contains("    transport tcp: auto: no RDMA device"), "\(status)")
+        #expect(cluster.log("alpha").contains("peer host transport"), "\(cluster.log("alpha"))")
     }
 
     /// Many small messages: the agents carry back-to-back messages as runs in one frame
