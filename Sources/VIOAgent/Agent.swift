@@ -545,6 +545,7 @@ public final class Agent {
             if case .remote = declared.kind {
                 guard let remote = fabric?.link(for: declared) else { return state }
                 state.state = remote.isOpen ? "open" : "opening"
+                state.session = remote.machine.state.briefName
                 state.linkID = remote.id
                 // The instance is end 0 of a fabric link's region: it reads ring 0.
                 Self.recordTraffic(of: remote.region, localRing: 0, into: &state)

@@ -281,8 +281,16 @@ final class Fabric {
                     try handleFrame(header, payload, on: slot)
                     return slot.isLive
                 } catch {
-                    violation = error.description
-                    return false
+                    switch error.scope {
+                    case .channel:
+                        violation = error.description
+                        return false
+                    case .session(let session):
+                        endSession(session, on: slot, error.description)
+                    case .frame:
+                        refuseFrame(header, on: slot, error.description)
+                    }
+                    return slot.isLive
                 }
             }
             if let violation {
@@ -298,6 +306,35 @@ final class Fabric {
         }
         // Output that waited for the peer's handshake bytes can go now.
         if slot.isLive, slot.channel.queuedBytes > 0 { dirty.insert(slot) }
+    }
+
+    /// A frame broke one session's protocol: that session ends at both ends (the far agent is
+    /// told in a reset, the local instance sees the link corrupt); the channel carries on.
+    private func endSession(_ session: UInt32, on slot: ChannelSlot, _ reason: String) {
+        guard let peer = slot.peer else { return }
+        logger.warning("session ended: the far agent broke its protocol",
+                       metadata: ["peer": "\(peer.name)", "session": "\(session)", "reason": "\(reason)"])
+        let message = "'\(view.host.name)' ended session \(session): \(reason)"
+        waitingForInstance.removeAll { $0.session == session }
+        if let link = links[session], link.host === peer {
+            if case .opening(let requestID, _) = link.phase {
+                delegate?.fabricRefuse(requestID: requestID, of: link.instance, ControlError(.internalError, message))
+            }
+            link.finish(LinkStateWord(kind: .corrupt, end: 1))
+            sendReset(link, .corrupt, message)
+            unregister(link)
+        } else if let declared = view.links.first(where: { $0.session == session && $0.kind == .remote(host: peer.name) }) {
+            reset(session: session, declared: declared, peer: peer, .corrupt, message)
+        }
+    }
+
+    /// A frame that cannot apply (no such session, an invalid transition, a malformed answer)
+    /// is refused with a control frame; nothing else changes.
+    private func refuseFrame(_ header: FrameHeader, on slot: ChannelSlot, _ reason: String) {
+        logger.warning("frame refused", metadata: ["peer": "\(slot.peer?.name ?? "?")", "type": "\(header.type)",
+                                                   "session": "\(header.session)", "reason": "\(reason)"])
+        send(FrameHeader(type: .control, session: header.session),
+             Array("'\(view.host.name)' refused a \(header.type) frame: \(reason)".utf8), on: slot)
     }
 
     /// Where a large DATA frame's payload can be read straight into its link's ring.
@@ -489,9 +526,9 @@ final class Fabric {
             guard let link = links[header.session], link.host === peer else {
                 return try unknownSession(header, from: peer)
             }
-            guard link.isOpen else { throw ProtocolViolation("data for session \(header.session) before it was accepted") }
+            guard link.isOpen else { throw ProtocolViolation(.session(header.session), "data for session \(header.session) before it was accepted") }
             guard header.destination == link.localID else {
-                throw ProtocolViolation("session \(header.session) carries destination \(header.destination)")
+                throw ProtocolViolation(.session(header.session), "session \(header.session) carries destination \(header.destination)")
             }
             if let malformed = try link.receive(header, payload) {
                 corruptFromFar(link, malformed)
@@ -528,7 +565,7 @@ final class Fabric {
                 // The asker hears why before the channel goes (it would wait forever otherwise).
                 delegate?.fabricHealthReply(to: request.connection, .failure(ControlError(.internalError,
                     "host '\(peer.name)' sent a malformed health response: \(error)")))
-                throw ProtocolViolation("malformed health response: \(error)")
+                throw ProtocolViolation(.frame, "malformed health response: \(error)")
             }
         case .control:
             // At most a line's worth: a far agent's reason, not a way to fill this host's log.
@@ -542,7 +579,7 @@ final class Fabric {
         case .serviceUpdateAck:
             break
         case .helloRequest, .helloResponse:
-            throw ProtocolViolation("HELLO on an established channel")
+            throw ProtocolViolation(.frame, "HELLO on an established channel")
         }
     }
 
@@ -551,7 +588,7 @@ final class Fabric {
     private func unknownSession(_ header: FrameHeader, from peer: FabricPeer) throws(ProtocolViolation) {
         let declared = view.links.contains { $0.session == header.session && $0.kind == .remote(host: peer.name) }
         guard declared else {
-            throw ProtocolViolation("frame for session \(header.session), which is not a link between \(view.host.name) and \(peer.name)")
+            throw ProtocolViolation(.frame, "frame for session \(header.session), which is not a link between \(view.host.name) and \(peer.name)")
         }
         logger.debug("frame for a closed session dropped", metadata: ["session": "\(header.session)", "type": "\(header.type)"])
     }

@@ -82,13 +82,13 @@ extension Fabric {
     func sessionFrame(_ header: FrameHeader, _ payload: [UInt8], from peer: FabricPeer) throws(ProtocolViolation) {
         let session = header.session
         guard let declared = view.links.first(where: { $0.session == session && $0.kind == .remote(host: peer.name) }) else {
-            throw ProtocolViolation("session \(session) is not a link between \(view.host.name) and \(peer.name)")
+            throw ProtocolViolation(.frame, "session \(session) is not a link between \(view.host.name) and \(peer.name)")
         }
         if header.flags.contains(.start) {
             let open: SessionOpen
-            do { open = try SessionOpen(decoding: payload) } catch { throw ProtocolViolation("malformed SESSION start: \(error)") }
+            do { open = try SessionOpen(decoding: payload) } catch { throw ProtocolViolation(.session(session), "malformed SESSION start: \(error)") }
             guard open.from == declared.peerEnd, open.to == declared.localEnd else {
-                throw ProtocolViolation("session \(session) is \(declared.peerEnd) -> \(declared.localEnd), not \(open.from) -> \(open.to)")
+                throw ProtocolViolation(.session(session), "session \(session) is \(declared.peerEnd) -> \(declared.localEnd), not \(open.from) -> \(open.to)")
             }
             if let existing = links[session] {
                 if case .opening(let requestID, _) = existing.phase {
@@ -115,7 +115,7 @@ extension Fabric {
         }
         if header.flags.contains(.reset) {
             let reset: SessionReset
-            do { reset = try SessionReset(decoding: payload) } catch { throw ProtocolViolation("malformed SESSION reset: \(error)") }
+            do { reset = try SessionReset(decoding: payload) } catch { throw ProtocolViolation(.session(session), "malformed SESSION reset: \(error)") }
             waitingForInstance.removeAll { $0.session == session }
             guard let link = links[session] else { return }
             if case .opening(let requestID, _) = link.phase {
@@ -142,13 +142,13 @@ extension Fabric {
                 if header.flags.contains(.dataEnd) { try link.machine.apply(.readDataEnd) }
                 try link.machine.apply(.close)
             } catch {
-                throw ProtocolViolation("session \(session): \(error)")
+                throw ProtocolViolation(.frame, "session \(session): \(error)")
             }
             link.closeReceived = true
             finishRemoteClose(link)
             return
         }
-        throw ProtocolViolation("SESSION frame without start, close or reset")
+        throw ProtocolViolation(.session(session), "SESSION frame without start, close or reset")
     }
 
     /// Accepts a start for a link whose instance is attached here.
@@ -197,7 +197,7 @@ extension Fabric {
         readyLinks.insert(link)
     }
 
-    private func reset(session: UInt32, declared: ResolvedLink, peer: FabricPeer, _ reason: SessionReset.Reason, _ message: String) {
+    func reset(session: UInt32, declared: ResolvedLink, peer: FabricPeer, _ reason: SessionReset.Reason, _ message: String) {
         let index = FabricPeer.channelIndex(session: session, channels: peer.channelCount)
         guard peer.isUp, let slot = peer.slots[index] else { return }
         send(FrameHeader(type: .session, flags: .reset, session: session, destination: instanceIDs[declared.peerEnd] ?? 0),
@@ -215,19 +215,19 @@ extension Fabric {
     func acknowledged(_ link: RemoteLink, _ header: FrameHeader, _ payload: [UInt8]) throws(ProtocolViolation) {
         if header.flags.contains(.start) {
             let open: SessionOpen
-            do { open = try SessionOpen(decoding: payload) } catch { throw ProtocolViolation("malformed acceptance: \(error)") }
+            do { open = try SessionOpen(decoding: payload) } catch { throw ProtocolViolation(.session(link.session), "malformed acceptance: \(error)") }
             if case .opening(let requestID, _) = link.phase {
                 accept(link, open, requestID: requestID, acknowledge: false)
             }
             return
         }
-        guard payload.count == 8 else { throw ProtocolViolation("acknowledgement of \(payload.count) bytes") }
+        guard payload.count == 8 else { throw ProtocolViolation(.session(link.session), "acknowledgement of \(payload.count) bytes") }
         let delivered = payload.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
-        guard delivered >= link.acknowledgedMessages else { throw ProtocolViolation("acknowledged count went backwards") }
+        guard delivered >= link.acknowledgedMessages else { throw ProtocolViolation(.session(link.session), "acknowledged count went backwards") }
         link.acknowledgedMessages = delivered
         link.sendCredit += Int(header.credit)
         guard link.sendCredit <= link.region.capacity(ofRing: 1) * 2 + FrameHeader.maximumPayload * 2 else {
-            throw ProtocolViolation("session \(link.session): credit beyond any ring")
+            throw ProtocolViolation(.session(link.session), "session \(link.session): credit beyond any ring")
         }
         if header.credit > 0 { drainLink(link) }
     }

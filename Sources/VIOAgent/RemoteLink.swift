@@ -6,10 +6,27 @@ import VIOTopology
 import VIOTransport
 import VIOWire
 
-/// A frame from the far agent that breaks the protocol: the channel that carried it is dropped.
+/// A frame from the far agent that breaks the protocol, and how much of the fabric it breaks:
+/// only what it is wrong for, so one bad session never takes the host pair down.
 struct ProtocolViolation: Error, CustomStringConvertible {
+    enum Scope: Equatable {
+        /// The channel's framing or authentication: the channel is dropped.
+        case channel
+        /// One session's frame stream (sequence, fragments, credit, its control frames): that
+        /// session ends at both ends, the channel and its other sessions carry on.
+        case session(UInt32)
+        /// One frame that cannot apply (no such session, an invalid transition, a malformed
+        /// health answer): it is refused with a control frame and nothing changes.
+        case frame
+    }
+    var scope: Scope
     var description: String
-    init(_ description: String) { self.description = description }
+    /// A violation that ends the channel.
+    init(_ description: String) { self.init(.channel, description) }
+    init(_ scope: Scope, _ description: String) {
+        self.scope = scope
+        self.description = description
+    }
 }
 
 /// One virtual link to an instance on another host, as this agent carries it.
@@ -287,12 +304,12 @@ final class RemoteLink: WorkListed {
     /// agent sent it): that breaks this link only, never the channel; nil when delivered.
     func receive(_ frame: FrameHeader, _ payload: UnsafeRawBufferPointer) throws(ProtocolViolation) -> String? {
         guard frame.sequence == receiveSequence else {
-            throw ProtocolViolation("session \(session): frame \(frame.sequence) arrived, \(receiveSequence) expected")
+            throw ProtocolViolation(.session(session), "session \(session): frame \(frame.sequence) arrived, \(receiveSequence) expected")
         }
         receiveSequence &+= 1
         if frame.flags.contains(.records) { return try receiveRun(frame, payload) }
         if frame.flags.contains(.reset) {
-            guard inboundInMessage, payload.isEmpty else { throw ProtocolViolation("session \(session): stray abort") }
+            guard inboundInMessage, payload.isEmpty else { throw ProtocolViolation(.session(session), "session \(session): stray abort") }
             inboundInMessage = false
             try spend(RegionLayout.Record.size(payload: 0))
             write(UnsafeRawBufferPointer(start: nil, count: 0), flags: RegionLayout.Record.abort, total: 0)
@@ -305,11 +322,11 @@ final class RemoteLink: WorkListed {
         if !inboundInMessage {
             flags = RegionLayout.Record.first
             if more {
-                guard payload.count >= 8 else { throw ProtocolViolation("session \(session): fragment without a length") }
+                guard payload.count >= 8 else { throw ProtocolViolation(.session(session), "session \(session): fragment without a length") }
                 total = Int(truncatingIfNeeded: UInt64(littleEndian: payload.loadUnaligned(as: UInt64.self)))
                 data = UnsafeRawBufferPointer(rebasing: payload[8...])
                 guard total > data.count, total <= region.maxMessage else {
-                    throw ProtocolViolation("session \(session): message of \(total) bytes (maximum \(region.maxMessage))")
+                    throw ProtocolViolation(.session(session), "session \(session): message of \(total) bytes (maximum \(region.maxMessage))")
                 }
                 inboundRemaining = total - data.count
                 inboundInMessage = true
@@ -319,7 +336,7 @@ final class RemoteLink: WorkListed {
             }
         } else {
             guard data.count <= inboundRemaining, more || data.count == inboundRemaining else {
-                throw ProtocolViolation("session \(session): fragments do not add up to the announced length")
+                throw ProtocolViolation(.session(session), "session \(session): fragments do not add up to the announced length")
             }
             inboundRemaining -= data.count
             if !more {
@@ -328,7 +345,7 @@ final class RemoteLink: WorkListed {
             }
         }
         guard data.count <= maxFramePayload else {
-            throw ProtocolViolation("session \(session): \(data.count)-byte frame exceeds the \(maxFramePayload) granted")
+            throw ProtocolViolation(.session(session), "session \(session): \(data.count)-byte frame exceeds the \(maxFramePayload) granted")
         }
         try spend(RegionLayout.Record.size(payload: data.count))
         if let placed = placed, data.baseAddress == UnsafeRawPointer(placed.baseAddress), data.count == placed.count {
@@ -346,10 +363,10 @@ final class RemoteLink: WorkListed {
     /// when the ring has no contiguous room for it.
     private func receiveRun(_ frame: FrameHeader, _ payload: UnsafeRawBufferPointer) throws(ProtocolViolation) -> String? {
         guard !inboundInMessage, frame.flags == .records else {
-            throw ProtocolViolation("session \(session): a record run inside a fragmented message or with flags \(frame.flags.rawValue)")
+            throw ProtocolViolation(.session(session), "session \(session): a record run inside a fragmented message or with flags \(frame.flags.rawValue)")
         }
         guard payload.count <= maxFramePayload else {
-            throw ProtocolViolation("session \(session): \(payload.count)-byte record run exceeds the \(maxFramePayload) granted")
+            throw ProtocolViolation(.session(session), "session \(session): \(payload.count)-byte record run exceeds the \(maxFramePayload) granted")
         }
         let run: RecordRun
         do { run = try RecordRun.validate(payload, maxPayload: region.maxMessage) } catch {
@@ -398,7 +415,7 @@ final class RemoteLink: WorkListed {
 
     private func spend(_ cost: Int) throws(ProtocolViolation) {
         guard creditUsed + UInt64(cost) <= granted else {
-            throw ProtocolViolation("session \(session): the far agent sent beyond its credit")
+            throw ProtocolViolation(.session(session), "session \(session): the far agent sent beyond its credit")
         }
         creditUsed += UInt64(cost)
     }

@@ -78,6 +78,9 @@ public struct AgentStatus: Sendable, Equatable {
         public var sent = DirectionCounters()
         /// From the peer to the local end.
         public var received = DirectionCounters()
+        /// A link to another host: its session's state as the agent's state machine has it
+        /// (``SessionState/briefName``); empty for local links and links not open.
+        public var session: String = ""
 
         /// A link entry.
         public init(localEnd: String, peerEnd: String, peerHost: String, state: String) {
@@ -90,7 +93,7 @@ public struct AgentStatus: Sendable, Equatable {
         public static func == (a: LinkState, b: LinkState) -> Bool {
             a.localEnd == b.localEnd && a.peerEnd == b.peerEnd && a.peerHost == b.peerHost && a.state == b.state
                 && a.linkID == b.linkID && a.ringBytes == b.ringBytes && a.numaNodes == b.numaNodes
-                && a.sent == b.sent && a.received == b.received
+                && a.sent == b.sent && a.received == b.received && a.session == b.session
         }
     }
 
@@ -224,6 +227,7 @@ public struct AgentStatus: Sendable, Equatable {
             w.write(l.numaNodes.toPeer)
             l.sent.encode(to: &w)
             l.received.encode(to: &w)
+            w.write(l.session)
         }
         w.write(UInt32(peerHosts.count))
         for p in peerHosts { p.encode(to: &w) }
@@ -242,7 +246,7 @@ public struct AgentStatus: Sendable, Equatable {
             instances.append(InstanceState(name: try r.readString(), attached: try r.readBool(), pid: try r.read(),
                                            uid: try r.read(), numaNode: try r.read()))
         }
-        let linkCount = try r.readCount(max: 1 << 20, minimumElementSize: 116)
+        let linkCount = try r.readCount(max: 1 << 20, minimumElementSize: 118)
         links = []
         for _ in 0..<linkCount {
             var l = LinkState(localEnd: try r.readString(), peerEnd: try r.readString(),
@@ -252,6 +256,7 @@ public struct AgentStatus: Sendable, Equatable {
             l.numaNodes = (try r.read(), try r.read())
             l.sent = try DirectionCounters(from: &r)
             l.received = try DirectionCounters(from: &r)
+            l.session = try r.readString()
             links.append(l)
         }
         let peerCount = try r.readCount(max: 1 << 16, minimumElementSize: 72)

@@ -5,6 +5,18 @@
 /// its end); `closing` (both ends of data seen, waiting for close); `closed`.
 public enum SessionState: String, Sendable, CaseIterable {
     case initial, open, writeEnded, readEnded, closing, closed
+
+    /// The design brief's name for the state, as status shows it.
+    public var briefName: String {
+        switch self {
+        case .initial: "initial"
+        case .open: "data write and read"
+        case .writeEnded: "data read"
+        case .readEnded: "data write"
+        case .closing: "closing"
+        case .closed: "closed"
+        }
+    }
 }
 
 /// What happens to a session.

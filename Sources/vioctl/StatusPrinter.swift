@@ -19,7 +19,7 @@ enum StatusPrinter {
         lines.append("links:     \(s.links.count)")
         for l in s.links {
             let route = l.peerHost == s.host ? "local" : "via \(l.peerHost)"
-            lines.append("  \(pad("\(l.localEnd) <-> \(l.peerEnd)", 24)) \(pad(route, 10)) \(l.state)")
+            lines.append("  \(pad("\(l.localEnd) <-> \(l.peerEnd)", 24)) \(pad(route, 10)) \(l.state)\(l.session.isEmpty ? "" : ", session \(l.session)")")
             guard l.linkID != 0 else { continue }
             var rings = "    id \(l.linkID), rings \(bytes(l.ringBytes.toPeer)) to \(l.peerEnd) / \(bytes(l.ringBytes.toLocal)) to \(l.localEnd)"
             if l.numaNodes.toPeer >= 0 { rings += ", nodes \(l.numaNodes.toPeer)/\(l.numaNodes.toLocal)" }

@@ -3,6 +3,30 @@ import Testing
 import VIOLinux
 import VIOWire
 
+/// Frames read from a blocking socket, for tests that play an agent by hand.
+struct FrameInbox {
+    let fd: Int32
+    var decoder = FrameDecoder()
+
+    func send(_ bytes: [UInt8]) {
+        _ = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+    }
+
+    /// The next frame `matching` (others are skipped), nil when the socket closes or stays
+    /// silent past its receive timeout.
+    mutating func next(matching: (Frame) -> Bool) -> Frame? {
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            while let frame = try? decoder.next() {
+                if matching(frame) { return frame }
+            }
+            let n = recv(fd, &buffer, buffer.count, 0)
+            if n <= 0 { return nil }
+            decoder.feed(buffer[..<n])
+        }
+    }
+}
+
 /// Garbage on the fabric port: the agent drops that connection with a logged reason and keeps
 /// carrying every other link.
 @Suite(.serialized)
@@ -182,7 +206,9 @@ struct FabricBadInputTests {
 
     /// A channel that completes HELLO and then sends a frame for a session that is no link
     /// between the two hosts is dropped with that reason.
-    @Test func frameForAnUndeclaredSessionDropsTheChannel() throws {
+    /// A frame for a session that is no link of the pair cannot apply: refused with a control
+    /// frame naming it, and the channel stays (only broken framing ends a channel).
+    @Test func frameForAnUndeclaredSessionIsRefused() throws {
         let cluster = try LoopbackCluster(hosts: ["beta", "gamma"], hostFields: ["gamma": "nat: behind"],
                                           instances: """
               - { name: b1, host: beta }
@@ -196,10 +222,54 @@ struct FabricBadInputTests {
         let hello = Self.frame(FrameHeader(type: .helloRequest), ChannelHello(
             cluster: "loopback", from: "gamma", to: "beta", channel: 0, channels: 2,
             fingerprint: UInt64(fingerprint, radix: 16) ?? 0).encoded())
-        let (reply, closed) = Self.exchange(port: cluster.ports["beta"]!, hello + Self.frame(FrameHeader(type: .data, session: 999)))
-        #expect(closed)
+        let (reply, _) = Self.exchange(port: cluster.ports["beta"]!, hello + Self.frame(FrameHeader(type: .data, session: 999)))
         #expect(reply.count >= FrameHeader.size && reply[1] == FrameType.helloResponse.rawValue, "HELLO was accepted first")
-        #expect(cluster.log("beta").contains("frame for session 999, which is not a link between beta and gamma"),
-                "\(cluster.log("beta"))")
+        let text = String(decoding: reply, as: UTF8.self)
+        #expect(text.contains("'beta' refused a data frame: frame for session 999, which is not a link between beta and gamma"), "\(text)")
+        #expect(cluster.log("beta").contains("frame refused"), "\(cluster.log("beta"))")
+        // The channel was dropped later, for the heartbeats this test never sends, not for the frame.
+        #expect(!cluster.log("beta").contains("closing the channel"), "\(cluster.log("beta"))")
+    }
+
+    /// A frame that breaks one session's protocol (out of sequence) ends that session only:
+    /// its instance sees the link fail, the far agent gets a reset naming the reason, and the
+    /// channel carries on (a heartbeat sent after it is answered). The test plays gamma's agent.
+    @Test func aBadFrameEndsOnlyItsSession() throws {
+        let cluster = try LoopbackCluster(hosts: ["beta", "gamma"], hostFields: ["gamma": "nat: behind"],
+                                          instances: """
+              - { name: b1, host: beta }
+              - { name: g1, host: gamma }
+            """, links: "  - between: [b1, g1]",
+            defaults: "  ring_size: 256KiB\n  channels: 1\n  heartbeat_interval_ms: 100\n  peer_timeout_ms: 5000\n",
+            extra: Self.plaintextGamma, start: ["beta"])
+        let holder = try cluster.probe("beta", ["hold", "--as", "b1"])
+        #expect(holder.waitFor("attached"))
+        let fingerprint = try Tools.run("vioctl", ["topology", "fingerprint", cluster.topology]).stdout
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        guard let fd = connectLoopback(port: cluster.ports["beta"]!, receiveTimeout: timeval(tv_sec: 5, tv_usec: 0)) else {
+            Issue.record("cannot connect"); return
+        }
+        defer { close(fd) }
+        var inbox = FrameInbox(fd: fd)
+        inbox.send(Self.frame(FrameHeader(type: .helloRequest), ChannelHello(
+            cluster: "loopback", from: "gamma", to: "beta", channel: 0, channels: 1,
+            fingerprint: UInt64(fingerprint, radix: 16) ?? 0).encoded()))
+        #expect(inbox.next { $0.header.type == .helloResponse } != nil)
+        // Session 1 (b1-g1) from g1; b1 is instance 1 in the topology.
+        inbox.send(Self.frame(FrameHeader(type: .session, flags: .start, session: 1, destination: 1),
+                              SessionOpen(from: "g1", to: "b1", window: 1 << 16, maxFramePayload: 1 << 16).encoded()))
+        #expect(inbox.next { $0.header.type == .acknowledgement && $0.header.flags.contains(.start) } != nil)
+        #expect(holder.waitFor("ready"))
+        inbox.send(Self.frame(FrameHeader(type: .data, session: 1, destination: 1, sequence: 7), [1, 2, 3]))
+        let reset = inbox.next { $0.header.type == .session && $0.header.flags.contains(.reset) }
+        let message = reset.flatMap { try? SessionReset(decoding: $0.payload) }?.message ?? ""
+        #expect(message.contains("'beta' ended session 1: session 1: frame 7 arrived, 0 expected"), "\(message)")
+        #expect(holder.finish(timeout: 10) == 3, "\(holder.output)")
+        #expect(holder.output.contains("corrupt ring"), "\(holder.output)")
+        // Still the same channel: a heartbeat is answered.
+        inbox.send(Self.frame(FrameHeader(type: .heartbeatRequest, sequence: 42), [UInt8](repeating: 0, count: 8)))
+        #expect(inbox.next { $0.header.type == .heartbeatResponse && $0.header.sequence == 42 } != nil)
+        #expect(!cluster.log("beta").contains("closing the channel"), "\(cluster.log("beta"))")
+        #expect(cluster.log("beta").contains("session ended: the far agent broke its protocol"))
     }
 }

@@ -118,6 +118,8 @@ struct InterHostTests {
         let status = try cluster.status("alpha")
         let peerLine = status.split(separator: "\n").first { $0.contains("credit stalls") } ?? ""
         #expect(!peerLine.contains(" 0 credit stalls"), "\(status)")
+        // The stalled link is open: its session's state as the state machine has it.
+        #expect(status.contains("a1 <-> b1") && status.contains("open, session data write and read"), "\(status)")
         #expect(blocked.process.isRunning, "the stalled link's sender blocks, it does not fail: \(blocked.output)")
         blocked.kill()
         staller.kill()
