@@ -67,6 +67,7 @@ let package = Package(
         /// Physical channels between agents: TCP (plain or TLS), RDMA.
         .target(name: "VIOTransport", dependencies: [
             "VIOWire", "VIOLinux", "VIOSecurity", "CIBVerbs", "CRDMACM",
+            .product(name: "SystemPackage", package: "swift-system"),
             .product(name: "DequeModule", package: "swift-collections"),
         ], swiftSettings: agentHotPath),
         /// The per-host daemon as a library (admission, link set-up, multiplexer).
@@ -106,7 +107,10 @@ let package = Package(
         .testTarget(name: "VIOWireTests", dependencies: ["VIOWire"]),
         .testTarget(name: "VIOSharedMemoryTests", dependencies: ["VIOSharedMemory", "VIOLinux"]),
         .testTarget(name: "VIOLinuxTests", dependencies: ["VIOLinux", "CIBVerbs", "VIOTransport"]),
-        .testTarget(name: "VIOAgentTests", dependencies: ["VIOAgent", .product(name: "Logging", package: "swift-log")]),
+        .testTarget(name: "VIOAgentTests", dependencies: [
+            "VIOAgent", "VIOTransport", "VIOTopology", "VIOSharedMemory", "VIOLinux", "VIOWire",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         .testTarget(name: "VIOSecurityTests", dependencies: ["VIOSecurity", "CVIOTLS"]),
         .testTarget(name: "VIOToolsTests", dependencies: ["VIO", "VIOLinux", "VIOWire"],
                     exclude: ["C"]),

@@ -139,7 +139,14 @@ final class Fabric {
         view.peers.filter { !$0.weDial && $0.security == .tls }.compactMap { p in p.host.key.map { (p.host.name, $0.bytes) } }
     }
 
-    init(view: HostView, topology: Topology, loop: EventLoop, logger: Logger, transports: FabricTransports) throws(SystemError) {
+    /// Monotonic nanoseconds: the system's clock, or a test's.
+    let clock: () -> UInt64
+
+    /// `clock` is read for deadlines and timers; the agent's loop also sets ``now`` each turn
+    /// (from the same clock).
+    init(view: HostView, topology: Topology, loop: EventLoop, logger: Logger, transports: FabricTransports,
+         clock: @escaping () -> UInt64 = MonotonicClock.nanoseconds) throws(SystemError) {
+        self.clock = clock
         self.view = view
         self.topology = topology
         self.loop = loop
@@ -164,7 +171,7 @@ final class Fabric {
             logger.info("fabric listening", metadata: ["address": "\(transport.listeningAddress ?? "?")",
                                                        "transport": "\(transport.name)"])
         }
-        nextTick = MonotonicClock.nanoseconds()
+        nextTick = clock()
         now = nextTick
     }
 
@@ -355,7 +362,7 @@ final class Fabric {
                 return
             }
             guard let (channel, address) = accepted else { return }
-            let now = MonotonicClock.nanoseconds()
+            let now = clock()
             if pendingChannels >= Self.maximumPendingChannels {
                 // Closed here (the channel goes out of scope); a real peer redials with backoff.
                 refusedPending += 1
@@ -377,7 +384,8 @@ final class Fabric {
     private var pendingChannels: Int { slots.values.reduce(0) { $0 + ($1.peer == nil ? 1 : 0) } }
 
     /// Adds a channel to ``slots`` (and, dialed, to its peer's channels) and watches it.
-    private func register(_ channel: any FabricChannel, peer: FabricPeer?, index: Int, now: UInt64) {
+    @discardableResult
+    private func register(_ channel: any FabricChannel, peer: FabricPeer?, index: Int, now: UInt64) -> ChannelSlot {
         let slot = slots.add(base: Self.tokenFlag | Self.channelKind) { token in
             ChannelSlot(token: token, channel: channel, peer: peer, index: index, now: now)
         }
@@ -388,6 +396,7 @@ final class Fabric {
         } catch {
             dropChannel(slot, reason: "cannot watch the channel: \(error)")
         }
+        return slot
     }
 
     private func dial(_ peer: FabricPeer, index: Int, now: UInt64) {
@@ -400,7 +409,10 @@ final class Fabric {
             scheduleRedial(peer, index: index, now: now)
             return
         }
-        register(channel, peer: peer, index: index, now: now)
+        let slot = register(channel, peer: peer, index: index, now: now)
+        // A transport whose channels connect at once (not TCP's connect-then-writable) says
+        // HELLO now.
+        if slot.isLive, channel.isConnected { sendHello(slot) }
     }
 
     private func scheduleRedial(_ peer: FabricPeer, index: Int, now: UInt64) {
@@ -498,7 +510,7 @@ final class Fabric {
             forget(slot)
         }
         peer.slots = Array(repeating: nil, count: peer.channelCount)
-        let now = MonotonicClock.nanoseconds()
+        let now = clock()
         if peer.dials {
             for index in 0..<peer.channelCount { scheduleRedial(peer, index: index, now: now) }
         }
@@ -548,7 +560,7 @@ final class Fabric {
         case .heartbeatResponse:
             if payload.count == 8 {
                 let sent = UInt64(littleEndian: payload.loadUnaligned(as: UInt64.self))
-                let now = MonotonicClock.nanoseconds()
+                let now = clock()
                 if now >= sent { peer.rttMicroseconds = UInt32(min((now - sent) / 1000, UInt64(UInt32.max))) }
             }
         case .healthRequest:
@@ -713,7 +725,7 @@ final class Fabric {
         }
         let id = nextHealthRequest
         nextHealthRequest &+= 1
-        healthRequests[id] = (connection, host, MonotonicClock.nanoseconds() + 2_000_000_000)
+        healthRequests[id] = (connection, host, clock() + 2_000_000_000)
         send(FrameHeader(type: .healthRequest, sequence: id), on: slot)
         return nil
     }

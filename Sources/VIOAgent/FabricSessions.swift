@@ -28,8 +28,8 @@ extension Fabric {
         // agent refuses at once if its instance is not attached, so wait up to the peer
         // timeout for that answer rather than expiring the open before it can come.
         let deadline = waitMilliseconds == UInt32.max ? UInt64.max
-            : waitMilliseconds == 0 ? MonotonicClock.nanoseconds() + peerTimeoutNanoseconds
-            : MonotonicClock.nanoseconds() + UInt64(waitMilliseconds) * 1_000_000
+            : waitMilliseconds == 0 ? clock() + peerTimeoutNanoseconds
+            : clock() + UInt64(waitMilliseconds) * 1_000_000
         guard peer.isUp else {
             if waitMilliseconds == 0 {
                 return ControlError(.peerHostDown,
@@ -108,7 +108,7 @@ extension Fabric {
                       "instance '\(declared.localEnd)' is not attached to the agent on '\(view.host.name)'")
             } else {
                 let deadline = open.waitMilliseconds == UInt32.max ? UInt64.max
-                    : MonotonicClock.nanoseconds() + UInt64(open.waitMilliseconds) * 1_000_000
+                    : clock() + UInt64(open.waitMilliseconds) * 1_000_000
                 waitingForInstance.append(WaitingStart(session: session, open: open, peer: peer.name, deadline: deadline))
             }
             return

@@ -1,0 +1,180 @@
+import Testing
+import VIOSharedMemory
+import VIOTopology
+import VIOTransport
+import VIOWire
+@testable import VIOAgent
+
+/// The inter-host protocol between real fabrics in one process (``FabricLab``): HELLO and its
+/// refusals, sessions, credit, heartbeats and timeouts, reconnection, and frames from a broken
+/// or hostile agent. Milliseconds each, no root.
+@Suite struct FabricProtocolTests {
+    static let pair = labTopology(hosts: ["alpha", "beta"], instances: """
+          - { name: a1, host: alpha }
+          - { name: a2, host: alpha }
+          - { name: b1, host: beta }
+          - { name: b2, host: beta }
+        """, links: """
+          - between: [a1, b1]
+          - between: [a2, b2]
+        """, defaults: "  channels: 1\n  ring_size: 64KiB\n")
+
+    func attachAll(_ lab: FabricLab) {
+        lab["alpha"].attach("a1"); lab["alpha"].attach("a2")
+        lab["beta"].attach("b1"); lab["beta"].attach("b2")
+    }
+
+    @Test func linkOpensAndCarriesMessagesBothWays() throws {
+        let lab = try FabricLab(Self.pair)
+        attachAll(lab)
+        #expect(lab.connect())
+        let (a1, b1) = try lab.open("a1", on: "alpha", to: "b1", on: "beta")
+        for i in 0..<50 {
+            try a1.send(Array("ping \(i)".utf8))
+            #expect(try lab.receive(on: b1) == Array("ping \(i)".utf8))
+            // Large enough to be fragmented by the far agent's frame size.
+            let reply = [UInt8](repeating: UInt8(i), count: 40_000)
+            try b1.send(reply)
+            #expect(try lab.receive(on: a1) == reply)
+        }
+        let status = lab["alpha"].fabric.peerStates()
+        #expect(status.first?.state == "up" && status.first?.transport == "memory: lab")
+    }
+
+    /// A HELLO from an agent whose topology differs is refused with the reason, and the pair
+    /// never comes up.
+    @Test func differentTopologiesAreRefused() throws {
+        let other = labTopology(hosts: ["alpha", "beta"], instances: """
+              - { name: a1, host: alpha }
+              - { name: b1, host: beta }
+            """, links: "  - between: [a1, b1]", defaults: "  channels: 1\n")
+        let lab = try FabricLab(Self.pair, topologies: ["alpha": other])
+        #expect(!lab.connect())
+        #expect(lab["beta"].log.contains("the topologies differ"), "\(lab["beta"].log.all)")
+        #expect(lab["alpha"].log.contains("the far agent refused the channel"), "\(lab["alpha"].log.all)")
+    }
+
+    /// An agent that cannot prove the key the topology gives its host (an impostor) gets no
+    /// channel on an encrypted pair.
+    @Test func anImpostorIsRefused() throws {
+        let lab = try FabricLab(Self.pair, identities: ["alpha": [UInt8](repeating: 7, count: 32)])
+        #expect(!lab.connect())
+        #expect(lab["beta"].log.contains("is encrypted (security: tls), but this channel is not authenticated"), "\(lab["beta"].log.all)")
+    }
+
+    /// One receiver stops reading: its link runs out of credit and its sender blocks, while
+    /// the other link on the same channel keeps flowing; once the reader reads, the first
+    /// link resumes with nothing lost.
+    @Test func aStoppedReaderStallsOnlyItsLink() throws {
+        let lab = try FabricLab(Self.pair)
+        attachAll(lab)
+        #expect(lab.connect())
+        let (a1, b1) = try lab.open("a1", on: "alpha", to: "b1", on: "beta")
+        let (a2, b2) = try lab.open("a2", on: "alpha", to: "b2", on: "beta")
+        var sent = 0
+        let message = [UInt8](repeating: 1, count: 1000)
+        func trySend() -> Bool { (try? a1.send(message, timeout: .zero)) != nil }
+        // Fill a1's ring, the credit and b1's ring: sends stop succeeding.
+        while sent < 10_000 {
+            if !trySend() {
+                lab.run(rounds: 20)
+                if !trySend() { break }
+            }
+            sent += 1
+            lab.run(rounds: 1)
+        }
+        #expect(sent > 64 && sent < 10_000, "sent \(sent)")
+        let link = try #require(lab["alpha"].fabric.links.values.first { $0.instance == "a1" })
+        #expect(link.creditStalls > 0)
+        for i in 0..<20 {
+            try a2.send([UInt8(i)])
+            #expect(try lab.receive(on: b2) == [UInt8(i)])
+        }
+        for _ in 0..<sent { #expect(try lab.receive(on: b1) == message) }
+        try a1.send([42])
+        #expect(try lab.receive(on: b1) == [42])
+    }
+
+    /// Heartbeats keep an idle pair up; a cut network is noticed after the peer timeout
+    /// (links report the host down, with what may be lost), and the dialer reconnects once the
+    /// network is back, after which links open again.
+    @Test func peerTimeoutThenReconnect() throws {
+        let lab = try FabricLab(Self.pair)
+        attachAll(lab)
+        #expect(lab.connect())
+        let (a1, b1) = try lab.open("a1", on: "alpha", to: "b1", on: "beta")
+        // Idle for three peer timeouts: heartbeats keep it up.
+        lab.run(stepMilliseconds: 10, rounds: 300)
+        #expect(lab["alpha"].fabric.peers["beta"]!.isUp)
+        #expect(lab["alpha"].fabric.peers["beta"]!.rttMicroseconds < 1_000_000)
+        lab.network.partition()
+        try a1.send([1])
+        let down = lab.run(until: { lab["alpha"].fabric.peers["beta"]!.isUp == false }, stepMilliseconds: 10, rounds: 300)
+        #expect(down)
+        #expect(throws: LinkError.peerHostDown(peer: "b1", host: "beta", possiblyLost: 1)) { try a1.receive(timeout: .zero) }
+        #expect(throws: LinkError.self) { try b1.receive(timeout: .zero) }
+        lab.network.reachable = true
+        #expect(lab.run(until: { lab["alpha"].fabric.peers["beta"]!.isUp && lab["beta"].fabric.peers["alpha"]!.isUp },
+                        stepMilliseconds: 10, rounds: 1000))
+        #expect(lab["alpha"].fabric.peers["beta"]!.reconnects == 1)
+        let (again1, againB1) = try lab.open("a1", on: "alpha", to: "b1", on: "beta")
+        try again1.send([2])
+        #expect(try lab.receive(on: againB1) == [2])
+    }
+
+    /// Frames a broken or hostile agent sends on an established channel: one that breaks a
+    /// session's stream ends that session only; one that cannot apply is refused; one that
+    /// breaks the framing ends the channel (and the pair reconnects).
+    @Test func hostileFramesEndOnlyWhatTheyBreak() throws {
+        let lab = try FabricLab(Self.pair)
+        attachAll(lab)
+        #expect(lab.connect())
+        let (_, b1) = try lab.open("a1", on: "alpha", to: "b1", on: "beta")
+        let (a2, b2) = try lab.open("a2", on: "alpha", to: "b2", on: "beta")
+        let wire = try #require(lab.network.wires.last)
+        // Beta accepted the wire: it is side 1. Session 1 is a1-b1; b1 is instance 3.
+        wire.inject(Frame(FrameHeader(type: .data, session: 1, destination: 3, sequence: 99), payload: [1]).encoded(), toSide: 1)
+        lab.run(rounds: 20)
+        #expect(throws: LinkError.self) { try b1.receive(timeout: .zero) }
+        #expect(lab["beta"].log.contains("session ended: the far agent broke its protocol"))
+        #expect(lab["alpha"].log.contains("link reset by the far agent"), "\(lab["alpha"].log.all)")
+        try a2.send([7])
+        #expect(try lab.receive(on: b2) == [7])
+        // A frame for no session of this pair: refused, nothing else changes.
+        wire.inject(Frame(FrameHeader(type: .acknowledgement, session: 77), payload: []).encoded(), toSide: 1)
+        lab.run(rounds: 20)
+        #expect(lab["beta"].log.contains("frame refused"))
+        #expect(lab["alpha"].log.contains("refused a acknowledgement frame"), "\(lab["alpha"].log.all)")
+        try a2.send([8])
+        #expect(try lab.receive(on: b2) == [8])
+        // Broken framing: the channel goes, the pair comes back.
+        var bad = Frame(FrameHeader(type: .heartbeatRequest), payload: []).encoded()
+        bad[0] = 9
+        wire.inject(bad, toSide: 1)
+        #expect(lab.run(until: { lab["beta"].log.contains("invalid frame version: 9") }, rounds: 50))
+        #expect(throws: LinkError.self) { try b2.receive(timeout: .zero) }
+        #expect(lab.run(until: { lab["alpha"].fabric.peers["beta"]!.reconnects == 1 && lab["alpha"].fabric.peers["beta"]!.isUp },
+                        stepMilliseconds: 10, rounds: 1000))
+    }
+
+    /// An event the session's state does not allow (the far agent ends its data on a session
+    /// that is still opening) is refused with a control frame and the state kept.
+    @Test func invalidTransitionIsRefusedAndTheStateKept() throws {
+        let lab = try FabricLab(Self.pair)
+        lab["alpha"].attach("a1")
+        #expect(lab.connect())
+        let declared = try #require(lab["alpha"].fabric.view.link(between: "a1", and: "b1"))
+        // b1 is not attached: the open waits for it, the session stays in its initial state.
+        #expect(lab["alpha"].fabric.openLink(instance: "a1", link: declared, requestID: 1, waitMilliseconds: 60_000) == nil)
+        lab.run(rounds: 20)
+        let wire = try #require(lab.network.wires.last)
+        wire.inject(Frame(FrameHeader(type: .session, flags: [.dataEnd, .close], session: 1, destination: 1), payload: []).encoded(), toSide: 0)
+        lab.run(rounds: 20)
+        #expect(lab["alpha"].log.contains("event 'readDataEnd' is not valid in session state 'initial'"), "\(lab["alpha"].log.all)")
+        let link = try #require(lab["alpha"].fabric.links[1])
+        #expect(link.machine.state == .initial && !link.isOpen)
+        // The open still completes when b1 attaches.
+        lab["beta"].attach("b1")
+        #expect(lab.run(until: { lab["alpha"].delivered["a1"]?.isEmpty == false }))
+    }
+}
