@@ -31,14 +31,11 @@ public final class Agent {
     private var attachments: [String: ControlConnection] = [:]
     private var links = LocalLinkTable()
     private var pendingOpens: [PendingOpen] = []
-    private var nextToken: UInt64 = 16
+    /// A stop signal arrived: `run` returns after this turn's events.
+    private var stopping = false
 
     /// Scheduling priority the agent asks for when it carries cross-host links.
     static let fabricNice: Int32 = -10
-    private static let listenerToken: UInt64 = 1
-    private static let signalToken: UInt64 = 2
-    /// Set on epoll tokens of pidfds; the rest of the token is the connection's.
-    private static let processFlag: UInt64 = 1 << 62
 
     /// An OPEN_LINK waiting for its peer to attach.
     struct PendingOpen {
@@ -80,8 +77,8 @@ public final class Agent {
             }
             try listener.fd.setNonBlocking()
             loop = try EventLoop()
-            try loop.epoll.add(listener.fd.rawValue, token: Self.listenerToken)
-            try loop.epoll.add(signals.fd.rawValue, token: Self.signalToken)
+            try loop.register(listener.fd.rawValue) { [unowned self] _ in self.acceptAll() }
+            try loop.register(signals.fd.rawValue) { [unowned self] _ in self.signalArrived() }
         } catch {
             throw .system(error, doing: "cannot set up the control socket \(path)")
         }
@@ -205,22 +202,8 @@ public final class Agent {
             let turnStart = now
             if !events.isEmpty { lastActivity = now }
             for index in 0..<events.count {
-                let event = events[index]
-                switch event.token {
-                case let token where token & Fabric.tokenFlag != 0: fabric?.handle(event)
-                case Self.listenerToken: acceptAll()
-                case Self.signalToken:
-                    if let signal = try? signals.next() {
-                        logger.info("stopping on signal \(signal)")
-                        for connection in connections.values { drop(connection, reason: "agent stopping") }
-                        return
-                    }
-                case let token where token & Self.processFlag != 0:
-                    if let connection = connections[token & ~Self.processFlag] {
-                        drop(connection, reason: "process \(connection.credentials.pid) exited")
-                    }
-                default: serve(token: event.token, event: event)
-                }
+                loop.dispatch(events[index])
+                if stopping { return }
             }
             expirePendingOpens(now: now)
             moreWork = fabric?.finishTurn() ?? false
@@ -229,6 +212,14 @@ public final class Agent {
                 logger.warning("slow agent turn", metadata: ["ms": "\((now &- turnStart) / 1_000_000)", "events": "\(events.count)"])
             }
         }
+    }
+
+    /// SIGTERM, SIGINT or SIGHUP: every connection is dropped and the loop stops.
+    private func signalArrived() {
+        guard let signal = try? signals.next() else { return }
+        logger.info("stopping on signal \(signal)")
+        for connection in connections.values { drop(connection, reason: "agent stopping") }
+        stopping = true
     }
 
     // MARK: Connections
@@ -246,10 +237,13 @@ public final class Agent {
             do {
                 let credentials = try socket.peerCredentials()
                 try socket.fd.setNonBlocking()
-                let token = nextToken
-                nextToken += 1
-                try loop.epoll.add(socket.fd.rawValue, token: token)
-                connections[token] = ControlConnection(token: token, socket: socket, credentials: credentials)
+                // The registration's token names the connection (its events carry it).
+                let registration = try loop.register(socket.fd.rawValue) { [unowned self] event in
+                    self.serve(token: event.token, event: event)
+                }
+                let connection = ControlConnection(token: registration.token, socket: socket, credentials: credentials)
+                connection.registration = registration
+                connections[registration.token] = connection
                 logger.debug("control connection", metadata: ["pid": "\(credentials.pid)", "uid": "\(credentials.uid)"])
             } catch {
                 logger.warning("dropping control connection: \(error)")
@@ -285,8 +279,9 @@ public final class Agent {
     /// Forgets a connection; an attached instance's links are reported gone to their peers.
     private func drop(_ connection: ControlConnection, reason: String?) {
         guard connections.removeValue(forKey: connection.token) != nil else { return }
-        loop.epoll.remove(connection.socket.fd.rawValue)
-        if connection.processDescriptor >= 0 { loop.epoll.remove(connection.processDescriptor) }
+        for registration in [connection.registration, connection.processRegistration].compactMap({ $0 }) {
+            loop.unregister(registration)
+        }
         pendingOpens.removeAll { $0.connection == connection.token }
         guard let name = connection.instance, attachments[name] === connection else { return }
         attachments[name] = nil
@@ -346,7 +341,7 @@ public final class Agent {
         case (.attached, .openLink(let request)):
             return openLink(request, on: connection)
         case (.attached, .closeLink(let request)):
-            closeLink(request.linkID, on: connection)
+            closeLink(LinkID(rawValue: request.linkID), on: connection)
             return true
         default:
             return refuse(ControlError(.unexpected, "\(message.kindName) is not valid \(connection.phase == .attached ? "after ATTACH" : "before ATTACH")"))
@@ -369,7 +364,9 @@ public final class Agent {
         }
         do {
             let pidfd = try ProcessDescriptor.open(pid: credentials.pid)
-            try loop.epoll.add(pidfd.rawValue, token: connection.token | Self.processFlag)
+            connection.processRegistration = try loop.register(pidfd.rawValue) { [unowned self, weak connection] _ in
+                if let connection { self.drop(connection, reason: "process \(connection.credentials.pid) exited") }
+            }
             connection.processDescriptor = pidfd.take()
         } catch {
             // The process may already be gone; the socket hang-up will tell us.
@@ -418,7 +415,7 @@ public final class Agent {
             return true
         }
         if let existing = links.open(between: me, request.peer) {
-            let ready = LinkReady(requestID: request.requestID, linkID: existing.id, peer: request.peer,
+            let ready = LinkReady(requestID: request.requestID, linkID: existing.id.rawValue, peer: request.peer,
                                   end: UInt8(existing.end(of: me)!), alreadyDelivered: true)
             return (try? connection.send(.linkReady(ready))) != nil
         }
@@ -467,10 +464,10 @@ public final class Agent {
             // Each end also gets the other's pidfd (when the agent has one): it then learns of
             // its peer's death itself, even after this agent is gone.
             func watching(_ other: ControlConnection) -> [Int32] { other.processDescriptor >= 0 ? [other.processDescriptor] : [] }
-            try requester.send(.linkReady(LinkReady(requestID: requestID, linkID: link.id, peer: peer, end: 0,
+            try requester.send(.linkReady(LinkReady(requestID: requestID, linkID: link.id.rawValue, peer: peer, end: 0,
                                                     alreadyDelivered: false)),
                                descriptors: link.descriptors(for: 0) + watching(peerConnection))
-            try peerConnection.send(.linkReady(LinkReady(requestID: 0, linkID: link.id, peer: me, end: 1,
+            try peerConnection.send(.linkReady(LinkReady(requestID: 0, linkID: link.id.rawValue, peer: me, end: 1,
                                                          alreadyDelivered: false)),
                                     descriptors: link.descriptors(for: 1) + watching(requester))
         } catch {
@@ -483,7 +480,7 @@ public final class Agent {
                                             "ring_bytes": "\(toMe)/\(toPeer)"])
     }
 
-    private func closeLink(_ id: UInt64, on connection: ControlConnection) {
+    private func closeLink(_ id: LinkID, on connection: ControlConnection) {
         if let me = connection.instance, let fabric, fabric.closeLink(id: id, by: me) { return }
         guard let me = connection.instance, let link = links.link(id: id), let end = link.end(of: me) else { return }
         link.finish(LinkStateWord(kind: .closed, end: end))
@@ -546,7 +543,7 @@ public final class Agent {
                 guard let remote = fabric?.link(for: declared) else { return state }
                 state.state = remote.isOpen ? "open" : "opening"
                 state.session = remote.machine.state.briefName
-                state.linkID = remote.id
+                state.linkID = remote.id.rawValue
                 // The instance is end 0 of a fabric link's region: it reads ring 0.
                 Self.recordTraffic(of: remote.region, localRing: 0, into: &state)
                 return state
@@ -554,7 +551,7 @@ public final class Agent {
             guard let link = links.any(between: declared.localEnd, declared.peerEnd),
                   let local = link.end(of: declared.localEnd) else { return state }
             state.state = link.stateDescription
-            state.linkID = link.id
+            state.linkID = link.id.rawValue
             let nodes = [Int16(clamping: link.nodes.0), Int16(clamping: link.nodes.1)]
             state.numaNodes = multiNode ? (nodes[local], nodes[1 - local]) : (-1, -1)
             Self.recordTraffic(of: link.region, localRing: local, into: &state)

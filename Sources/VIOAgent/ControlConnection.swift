@@ -6,8 +6,12 @@ final class ControlConnection {
     /// Where the session stands.
     enum Phase { case awaitingHello, ready, attached }
 
+    /// Its socket's registration token on the agent's loop; names the connection.
     let token: UInt64
     let socket: UnixSocket
+    /// The socket and, once attached, the pidfd on the agent's loop.
+    var registration: Registration?
+    var processRegistration: Registration?
     let credentials: PeerCredentials
     var phase: Phase = .awaitingHello
     var role: Hello.Role? = nil

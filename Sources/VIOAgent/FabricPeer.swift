@@ -4,8 +4,9 @@ import VIOTransport
 import VIOWire
 
 /// One physical channel as the fabric tracks it.
-final class ChannelSlot: WorkListed, TokenIdentified {
-    let token: UInt64
+final class ChannelSlot: WorkListed {
+    /// On the agent's loop (nil only if watching it failed).
+    var registration: Registration?
     let channel: any FabricChannel
     /// The peer host, once known (an accepted channel learns it from HELLO).
     var peer: FabricPeer?
@@ -31,8 +32,7 @@ final class ChannelSlot: WorkListed, TokenIdentified {
         channel.admit()
     }
 
-    init(token: UInt64, channel: any FabricChannel, peer: FabricPeer?, index: Int, now: UInt64) {
-        self.token = token
+    init(channel: any FabricChannel, peer: FabricPeer?, index: Int, now: UInt64) {
         self.channel = channel
         self.peer = peer
         self.index = index

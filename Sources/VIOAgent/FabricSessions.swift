@@ -19,7 +19,7 @@ extension Fabric {
             guard existing.isOpen else {
                 return ControlError(.alreadyOpen, "an open of the link to '\(declared.peerEnd)' is already in progress")
             }
-            let ready = LinkReady(requestID: requestID, linkID: existing.id, peer: declared.peerEnd, end: 0,
+            let ready = LinkReady(requestID: requestID, linkID: existing.id.rawValue, peer: declared.peerEnd, end: 0,
                                   alreadyDelivered: true)
             _ = delegate?.fabricDeliver(ready, descriptors: [], to: instance)
             return nil
@@ -69,7 +69,7 @@ extension Fabric {
                                   ids: (instanceIDs[declared.localEnd] ?? 0, instanceIDs[declared.peerEnd] ?? 0),
                                   channel: FabricPeer.channelIndex(session: declared.session, channels: peer.channelCount),
                                   numaNode: node, phase: phase)
-        nextLinkID += 1
+        nextLinkID = nextLinkID.next
         try register(link)
         return link
     }
@@ -161,7 +161,7 @@ extension Fabric {
             return
         }
         link.granted = UInt64(link.window)
-        let ready = LinkReady(requestID: 0, linkID: link.id, peer: declared.peerEnd, end: 0, alreadyDelivered: false)
+        let ready = LinkReady(requestID: 0, linkID: link.id.rawValue, peer: declared.peerEnd, end: 0, alreadyDelivered: false)
         guard delegate?.fabricDeliver(ready, descriptors: link.descriptors, to: declared.localEnd) == true else {
             unregister(link)
             reset(session: declared.session, declared: declared, peer: peer, .notAttached,
@@ -184,7 +184,7 @@ extension Fabric {
             send(sessionHeader(.acknowledgement, [.start], link), mine.encoded(), on: slot)
         }
         if let requestID {
-            let ready = LinkReady(requestID: requestID, linkID: link.id, peer: link.peer, end: 0, alreadyDelivered: false)
+            let ready = LinkReady(requestID: requestID, linkID: link.id.rawValue, peer: link.peer, end: 0, alreadyDelivered: false)
             guard delegate?.fabricDeliver(ready, descriptors: link.descriptors, to: link.instance) == true else {
                 link.finish(LinkStateWord(kind: .gone, end: 0))
                 sendReset(link, .gone, "instance '\(link.instance)' went away while the link opened")
@@ -402,8 +402,8 @@ extension Fabric {
     }
 
     /// CLOSE_LINK from the instance: frame what it sent before, then the close.
-    func closeLink(id: UInt64, by instance: String) -> Bool {
-        guard let link = links.values.first(where: { $0.id == id && $0.instance == instance }) else { return id >= 1 << 40 }
+    func closeLink(id: LinkID, by instance: String) -> Bool {
+        guard let link = links.values.first(where: { $0.id == id && $0.instance == instance }) else { return id.kind == .remote }
         drainLink(link)
         return true
     }

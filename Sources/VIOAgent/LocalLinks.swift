@@ -5,7 +5,7 @@ import VIOWire
 /// A link between two instances of this host: its region and the four doorbells. The agent
 /// keeps its own references only to read counters and to wake the survivor when an end dies.
 final class LocalLink {
-    let id: UInt64
+    let id: LinkID
     /// End 0 is the instance that opened the link.
     let ends: (String, String)
     let region: LinkRegion
@@ -13,10 +13,10 @@ final class LocalLink {
     let data1: OwnedFileDescriptor, space1: OwnedFileDescriptor
     let nodes: (Int, Int)
 
-    init(id: UInt64, ends: (String, String), capacities: (Int, Int), maxMessage: Int, nodes: (Int, Int)) throws(SystemError) {
+    init(id: LinkID, ends: (String, String), capacities: (Int, Int), maxMessage: Int, nodes: (Int, Int)) throws(SystemError) {
         self.id = id
         self.ends = ends
-        region = try LinkRegion.create(linkID: id, names: ends, capacities: capacities, maxMessage: maxMessage,
+        region = try LinkRegion.create(linkID: id.rawValue, names: ends, capacities: capacities, maxMessage: maxMessage,
                                        readerNodes: nodes)
         data0 = try EventDescriptor.create(); space0 = try EventDescriptor.create()
         data1 = try EventDescriptor.create(); space1 = try EventDescriptor.create()
@@ -61,7 +61,7 @@ final class LocalLink {
 /// All local links of this agent, at most one per instance pair.
 struct LocalLinkTable {
     private(set) var byPair: [String: LocalLink] = [:]
-    private var nextID: UInt64 = 1
+    private var nextID = LinkID.first(.local)
 
     private static func key(_ a: String, _ b: String) -> String { a < b ? "\(a)\u{0}\(b)" : "\(b)\u{0}\(a)" }
 
@@ -77,12 +77,12 @@ struct LocalLinkTable {
     mutating func create(opener: String, peer: String, capacities: (Int, Int), maxMessage: Int,
                          nodes: (Int, Int)) throws(SystemError) -> LocalLink {
         let link = try LocalLink(id: nextID, ends: (opener, peer), capacities: capacities, maxMessage: maxMessage, nodes: nodes)
-        nextID += 1
+        nextID = nextID.next
         byPair[Self.key(opener, peer)] = link
         return link
     }
 
-    func link(id: UInt64) -> LocalLink? { byPair.values.first { $0.id == id } }
+    func link(id: LinkID) -> LocalLink? { byPair.values.first { $0.id == id } }
 
     mutating func remove(_ link: LocalLink) {
         byPair[Self.key(link.ends.0, link.ends.1)] = nil

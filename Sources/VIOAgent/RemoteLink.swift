@@ -44,7 +44,7 @@ final class RemoteLink: WorkListed {
         case open
     }
 
-    let id: UInt64
+    let id: LinkID
     let declared: ResolvedLink
     var session: UInt32 { declared.session }
     var instance: String { declared.localEnd }
@@ -68,6 +68,8 @@ final class RemoteLink: WorkListed {
     var machine = SessionStateMachine()
     /// In the fabric's session table (false once unregistered).
     var isRegistered = false
+    /// Its two agent-side doorbells (data, space) on the agent's loop.
+    var registrations: [Registration] = []
     var lists: WorkLists = []
 
     // Outbound: instance → far agent.
@@ -119,7 +121,7 @@ final class RemoteLink: WorkListed {
         var total: Int
     }
 
-    init(id: UInt64, declared: ResolvedLink, host: FabricPeer, ids: (local: UInt32, peer: UInt32), channel: Int,
+    init(id: LinkID, declared: ResolvedLink, host: FabricPeer, ids: (local: UInt32, peer: UInt32), channel: Int,
          numaNode: Int, phase: Phase) throws(SystemError) {
         self.id = id
         self.declared = declared
@@ -129,7 +131,7 @@ final class RemoteLink: WorkListed {
         self.phase = phase
         // Ring 0 is read by the instance (sized for it), ring 1 by this agent (sized for the
         // far instance: the agent forwards as fast as credit allows).
-        region = try LinkRegion.create(linkID: id, names: (declared.localEnd, declared.peerEnd),
+        region = try LinkRegion.create(linkID: id.rawValue, names: (declared.localEnd, declared.peerEnd),
                                        capacities: (declared.ringSizeToLocal.bytes, declared.ringSizeToPeer.bytes),
                                        maxMessage: declared.maxMessageSize.bytes, readerNodes: (numaNode, numaNode),
                                        peerHost: host.name)

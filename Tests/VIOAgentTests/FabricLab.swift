@@ -139,7 +139,7 @@ final class LabHost: FabricDelegate {
         var events = Epoll.EventBuffer(capacity: 64)
         for _ in 0..<4 {
             try? loop.epoll.wait(timeoutMilliseconds: 0, into: &events)
-            for i in 0..<events.count where events[i].token & Fabric.tokenFlag != 0 { fabric.handle(events[i]) }
+            for i in 0..<events.count { loop.dispatch(events[i]) }
             if !fabric.finishTurn() && events.isEmpty { return }
         }
     }
