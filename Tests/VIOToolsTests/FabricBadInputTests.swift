@@ -142,6 +142,8 @@ struct FabricBadInputTests {
               - { name: b1, host: beta }
             """, links: "  - between: [a1, b1]", extra: "host_pairs:\n  - { between: [alpha, beta], security: plaintext }\n",
             start: ["beta"])
+        // Serving status means serving the fabric port too (the control socket exists earlier).
+        #expect(try cluster.waitForStatus("beta", "peer hosts"))
         let forged = "gamma\n2026-12-06T00:00:00+0000 error vio-agent: FORGED [VIOAgent] \u{1B}[2K\u{202E}"
         let hello = Self.frame(FrameHeader(type: .helloRequest), ChannelHello(
             cluster: "loopback", from: forged, to: "beta", channel: 0, channels: 2, fingerprint: 0).encoded())
