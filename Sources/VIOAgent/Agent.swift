@@ -541,7 +541,7 @@ public final class Agent {
                                               peerHost: peerHost, state: "declared")
             if case .remote = declared.kind {
                 guard let remote = fabric?.link(for: declared) else { return state }
-                state.state = remote.isOpen ? "open" : "opening"
+                state.state = remote.isOpen ? "open" : remote.closeReceived ? "closing" : "opening"
                 state.session = remote.machine.state.briefName
                 state.linkID = remote.id.rawValue
                 // The instance is end 0 of a fabric link's region: it reads ring 0.

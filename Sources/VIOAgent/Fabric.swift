@@ -306,7 +306,7 @@ final class Fabric {
         let message = "'\(view.host.name)' ended session \(session): \(reason)"
         waitingForInstance.removeAll { $0.session == session }
         if let link = links[session], link.host === peer {
-            if case .opening(let requestID, _) = link.phase {
+            if let (requestID, _) = link.openRequest {
                 delegate?.fabricRefuse(requestID: requestID, of: link.instance, ControlError(.internalError, message))
             }
             link.finish(LinkStateWord(kind: .corrupt, end: 1))

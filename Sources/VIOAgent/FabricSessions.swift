@@ -50,7 +50,7 @@ extension Fabric {
         guard case .remote(let host) = declared.kind, let peer = peers[host] else { return }
         let link: RemoteLink
         do {
-            link = try makeLink(declared, peer: peer, phase: .opening(requestID: requestID, deadline: deadline))
+            link = try makeLink(declared, peer: peer, openRequest: (requestID, deadline))
         } catch {
             delegate?.fabricRefuse(requestID: requestID, of: instance,
                                    ControlError(.internalError, "the agent could not create the link: \(error)"))
@@ -63,12 +63,13 @@ extension Fabric {
         send(sessionHeader(.session, [.start], link), open.encoded(), on: slot)
     }
 
-    private func makeLink(_ declared: ResolvedLink, peer: FabricPeer, phase: RemoteLink.Phase) throws(SystemError) -> RemoteLink {
+    private func makeLink(_ declared: ResolvedLink, peer: FabricPeer,
+                          openRequest: (requestID: UInt32, deadline: UInt64)?) throws(SystemError) -> RemoteLink {
         let node = delegate?.fabricAttachment(of: declared.localEnd).numaNode ?? 0
         let link = try RemoteLink(id: nextLinkID, declared: declared, host: peer,
                                   ids: (instanceIDs[declared.localEnd] ?? 0, instanceIDs[declared.peerEnd] ?? 0),
                                   channel: FabricPeer.channelIndex(session: declared.session, channels: peer.channelCount),
-                                  numaNode: node, phase: phase)
+                                  numaNode: node, openRequest: openRequest)
         nextLinkID = nextLinkID.next
         try register(link)
         return link
@@ -91,7 +92,7 @@ extension Fabric {
                 throw ProtocolViolation(.session(session), "session \(session) is \(declared.peerEnd) -> \(declared.localEnd), not \(open.from) -> \(open.to)")
             }
             if let existing = links[session] {
-                if case .opening(let requestID, _) = existing.phase {
+                if let (requestID, _) = existing.openRequest {
                     // Both ends opened at once: each start accepts the other.
                     accept(existing, open, requestID: requestID, acknowledge: true)
                     return
@@ -118,7 +119,7 @@ extension Fabric {
             do { reset = try SessionReset(decoding: payload) } catch { throw ProtocolViolation(.session(session), "malformed SESSION reset: \(error)") }
             waitingForInstance.removeAll { $0.session == session }
             guard let link = links[session] else { return }
-            if case .opening(let requestID, _) = link.phase {
+            if let (requestID, _) = link.openRequest {
                 unregister(link)
                 link.finish(LinkStateWord(kind: .closed, end: 1))
                 let code: ControlError.Code = reset.reason == .notAttached ? .peerNotAttached : .undeclaredLink
@@ -139,12 +140,11 @@ extension Fabric {
         if header.flags.contains(.close) {
             guard let link = links[session] else { return }
             do {
-                if header.flags.contains(.dataEnd) { try link.machine.apply(.readDataEnd) }
-                try link.machine.apply(.close)
+                if header.flags.contains(.dataEnd) { try link.apply(.readDataEnd) }
+                try link.apply(.close)
             } catch {
                 throw ProtocolViolation(.frame, "session \(session): \(error)")
             }
-            link.closeReceived = true
             finishRemoteClose(link)
             return
         }
@@ -155,7 +155,7 @@ extension Fabric {
     private func acceptNew(_ declared: ResolvedLink, _ open: SessionOpen, peer: FabricPeer) {
         let link: RemoteLink
         do {
-            link = try makeLink(declared, peer: peer, phase: .open)
+            link = try makeLink(declared, peer: peer, openRequest: nil)
         } catch {
             reset(session: declared.session, declared: declared, peer: peer, .refused, "the far agent could not create the link: \(error)")
             return
@@ -176,8 +176,11 @@ extension Fabric {
         link.sendCredit = Int(open.window)
         link.peerMaxFramePayload = Int(open.maxFramePayload)
         link.peerTakesRuns = open.features.contains(.recordRuns)
-        link.phase = .open
-        try? link.machine.apply(.start)
+        link.openRequest = nil
+        do { try link.apply(.start) } catch {
+            // Only a link in its initial state is accepted; anything else is a bug here.
+            logger.error("session accepted twice", metadata: ["session": "\(link.session)", "reason": "\(error)"])
+        }
         if acknowledge, let slot = slot(for: link) {
             let mine = SessionOpen(from: link.instance, to: link.peer, window: UInt32(link.window),
                                    maxFramePayload: UInt32(link.maxFramePayload))
@@ -216,7 +219,7 @@ extension Fabric {
         if header.flags.contains(.start) {
             let open: SessionOpen
             do { open = try SessionOpen(decoding: payload) } catch { throw ProtocolViolation(.session(link.session), "malformed acceptance: \(error)") }
-            if case .opening(let requestID, _) = link.phase {
+            if let (requestID, _) = link.openRequest {
                 accept(link, open, requestID: requestID, acknowledge: false)
             }
             return
@@ -300,8 +303,10 @@ extension Fabric {
     private func instanceEnded(_ link: RemoteLink, _ state: LinkStateWord) {
         switch state.kind {
         case .closed:
-            try? link.machine.apply(.writeDataEnd)
-            try? link.machine.apply(.close)
+            // From open (data write and read): end of data, then close. A session the far
+            // end already ended its data on (data write) goes straight to close.
+            if link.machine.state == .open { try? link.apply(.writeDataEnd) }
+            try? link.apply(.close)
             if let slot = slot(for: link) { send(sessionHeader(.session, [.dataEnd, .close], link), on: slot) }
         case .corrupt:
             sendReset(link, .corrupt, "'\(link.instance)' found its ring corrupt")
@@ -361,7 +366,7 @@ extension Fabric {
 
     /// The peer host is down: the link reports it with the count of unacknowledged messages.
     func linkHostDown(_ link: RemoteLink) {
-        if case .opening(let requestID, _) = link.phase {
+        if let (requestID, _) = link.openRequest {
             delegate?.fabricRefuse(requestID: requestID, of: link.instance,
                                    ControlError(.peerHostDown, "host '\(link.peerHost)' went down while the link opened"))
         }
@@ -425,7 +430,7 @@ extension Fabric {
         }
         waitingForInstance.removeAll { $0.deadline <= now }
         for link in Array(links.values) {
-            guard case .opening(let requestID, let deadline) = link.phase, deadline <= now else { continue }
+            guard let (requestID, deadline) = link.openRequest, deadline <= now else { continue }
             delegate?.fabricRefuse(requestID: requestID, of: link.instance, ControlError(.peerNotAttached,
                 "instance '\(link.peer)' on host '\(link.peerHost)' did not accept the link before the timeout; is it running?"))
             sendReset(link, .cancelled, "'\(link.instance)' stopped waiting")

@@ -37,13 +37,6 @@ struct ProtocolViolation: Error, CustomStringConvertible {
 /// bytes (``RegionLayout/Record/size(payload:)`` per frame): the far agent grants it from the
 /// space in its instance's ring, so a stopped reader backs up only its own link.
 final class RemoteLink: WorkListed {
-    enum Phase {
-        /// SESSION start sent; waiting for the far agent's acceptance.
-        case opening(requestID: UInt32, deadline: UInt64)
-        /// Data flows.
-        case open
-    }
-
     let id: LinkID
     let declared: ResolvedLink
     var session: UInt32 { declared.session }
@@ -64,8 +57,12 @@ final class RemoteLink: WorkListed {
     let producer: RingProducer
     /// Reads ring 1 (the instance writes it).
     let consumer: RingConsumer
-    var phase: Phase
-    var machine = SessionStateMachine()
+    /// The session's state: the one place it lives. (The region's state word is the link as
+    /// the instance sees it; ``openRequest`` is bookkeeping of a request, not state.)
+    private(set) var machine = SessionStateMachine()
+    /// The instance's OPEN_LINK, while the session this end started waits for the far
+    /// agent's acceptance: answered with LINK_READY then, refused on a reset or at `deadline`.
+    var openRequest: (requestID: UInt32, deadline: UInt64)?
     /// In the fabric's session table (false once unregistered).
     var isRegistered = false
     /// Its two agent-side doorbells (data, space) on the agent's loop.
@@ -112,8 +109,6 @@ final class RemoteLink: WorkListed {
     /// Whole messages written into ring 0, and the count last acknowledged.
     var deliveredMessages: UInt64 = 0
     var acknowledgedDelivered: UInt64 = 0
-    /// The far end closed: set the state once the backlog is in the ring.
-    var closeReceived = false
 
     struct BackloggedRecord {
         var bytes: [UInt8]
@@ -122,13 +117,13 @@ final class RemoteLink: WorkListed {
     }
 
     init(id: LinkID, declared: ResolvedLink, host: FabricPeer, ids: (local: UInt32, peer: UInt32), channel: Int,
-         numaNode: Int, phase: Phase) throws(SystemError) {
+         numaNode: Int, openRequest: (requestID: UInt32, deadline: UInt64)?) throws(SystemError) {
         self.id = id
         self.declared = declared
         self.host = host
         (localID, peerID) = ids
         self.channel = channel
-        self.phase = phase
+        self.openRequest = openRequest
         // Ring 0 is read by the instance (sized for it), ring 1 by this agent (sized for the
         // far instance: the agent forwards as fast as credit allows).
         region = try LinkRegion.create(linkID: id.rawValue, names: (declared.localEnd, declared.peerEnd),
@@ -151,7 +146,13 @@ final class RemoteLink: WorkListed {
     /// Largest data payload accepted in one frame: one fragment of ring 0.
     var maxFramePayload: Int { min(RegionLayout.fragmentPayload(capacity: window), FrameHeader.maximumPayload - 8) }
 
-    var isOpen: Bool { if case .open = phase { return true } else { return false } }
+    /// Data may flow: the session started and has not closed.
+    var isOpen: Bool { machine.state != .initial && machine.state != .closed }
+    /// The far end closed the session: the link ends once the backlog is in the ring.
+    var closeReceived: Bool { machine.state == .closed }
+
+    /// Moves the session on `event`; throws, leaving it as it was, when the state does not allow it.
+    func apply(_ event: SessionEvent) throws(InvalidTransition) { try machine.apply(event) }
 
     /// Records `state` and wakes the instance so its blocked calls see it.
     func finish(_ state: LinkStateWord) {

@@ -41,6 +41,23 @@ import VIOWire
         #expect(status.first?.state == "up" && status.first?.transport == "memory: lab")
     }
 
+    /// An orderly close travels as the session's end of data and close: the far instance gets
+    /// everything sent before it, then "peer closed"; both sessions end and leave the tables.
+    @Test func closeArrivesAfterTheData() throws {
+        let lab = try FabricLab(Self.pair)
+        attachAll(lab)
+        #expect(lab.connect())
+        let (a1, b1) = try lab.open("a1", on: "alpha", to: "b1", on: "beta")
+        let alphaLink = try #require(lab["alpha"].fabric.links[1])
+        #expect(alphaLink.machine.state == .open)
+        for i in 0..<3 { try a1.send([UInt8(i)]) }
+        a1.close()
+        for i in 0..<3 { #expect(try lab.receive(on: b1) == [UInt8(i)]) }
+        #expect(throws: LinkError.peerClosed(peer: "a1")) { try lab.receive(on: b1) }
+        #expect(alphaLink.machine.state == .closed)
+        #expect(lab.run(until: { lab["alpha"].fabric.links[1] == nil && lab["beta"].fabric.links[1] == nil }))
+    }
+
     /// A HELLO from an agent whose topology differs is refused with the reason, and the pair
     /// never comes up.
     @Test func differentTopologiesAreRefused() throws {
