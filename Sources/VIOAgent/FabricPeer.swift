@@ -52,7 +52,7 @@ final class FabricPeer {
     var slots: [ChannelSlot?]
     /// When each missing channel may be dialed again.
     var nextAttempt: [UInt64]
-    var backoffMilliseconds: UInt64 = Fabric.initialBackoffMilliseconds
+    var backoffMilliseconds: UInt64 = ChannelManager.initialBackoffMilliseconds
     var wasUp = false
     var isUp = false
     var rttMicroseconds: UInt32 = 0

@@ -5,8 +5,54 @@ import VIOTopology
 import VIOTransport
 import VIOWire
 
-/// Session life of cross-host links: open, accept, data and credit, close, reset.
-extension Fabric {
+/// The session protocol of cross-host links: open, accept, refuse, close and reset, the
+/// waits for a host or an instance, and the table of links. Each link's session state lives
+/// in its state machine (``RemoteLink/machine``). Framing, credit and the turn are the
+/// multiplexer's (``Fabric``); channels are ``ChannelManager``'s.
+final class SessionManager {
+    /// The fabric this belongs to (set once it exists; it outlives this).
+    unowned(unsafe) var fabric: Fabric!
+    /// Open and opening links, by session.
+    private(set) var links: SessionTable<RemoteLink>
+    /// OPEN_LINKs waiting for their peer host's channels to come up.
+    var waitingForHost: [PendingRemoteOpen] = []
+    /// SESSION starts waiting for a local instance to attach.
+    var waitingForInstance: [WaitingStart] = []
+    private var nextLinkID = LinkID.first(.remote)
+
+    struct PendingRemoteOpen {
+        var instance: String
+        var link: ResolvedLink
+        var requestID: UInt32
+        var waitMilliseconds: UInt32
+        var deadline: UInt64
+    }
+
+    struct WaitingStart {
+        var session: UInt32
+        var open: SessionOpen
+        var peer: String
+        var deadline: UInt64
+    }
+
+    init(view: HostView) {
+        links = SessionTable(largest: view.links.map { Int($0.session) }.max() ?? 0)
+    }
+
+    // The fabric's context, as the moved code reads it.
+    private var view: HostView { fabric.view }
+    private var logger: Logger { fabric.logger }
+    private var loop: EventLoop { fabric.loop }
+    private var delegate: FabricDelegate? { fabric.delegate }
+    private var peers: [String: FabricPeer] { fabric.channels.peers }
+    private var peerTimeoutNanoseconds: UInt64 { fabric.peerTimeoutNanoseconds }
+    private var instanceIDs: [String: UInt32] { fabric.instanceIDs }
+    private func clock() -> UInt64 { fabric.clock() }
+    private func slot(for link: RemoteLink) -> ChannelSlot? { fabric.channels.slot(for: link) }
+    private func send(_ header: FrameHeader, _ payload: [UInt8] = [], on slot: ChannelSlot) { fabric.send(header, payload, on: slot) }
+    private func drainLink(_ link: RemoteLink, sendAtOnce: Bool = false) { fabric.drainLink(link, sendAtOnce: sendAtOnce) }
+    private func grantCredit(_ link: RemoteLink, force: Bool = false) { fabric.grantCredit(link, force: force) }
+
     // MARK: Opening
 
     /// OPEN_LINK for a link to another host. Returns an error to send now, or nil when the
@@ -197,7 +243,7 @@ extension Fabric {
         }
         logger.info("link open", metadata: ["id": "\(link.id)", "ends": "\(link.instance) <-> \(link.peer)@\(link.peerHost)",
                                             "session": "\(link.session)", "channel": "\(link.channel)"])
-        readyLinks.insert(link)
+        fabric.readyLinks.insert(link)
     }
 
     func reset(session: UInt32, declared: ResolvedLink, peer: FabricPeer, _ reason: SessionReset.Reason, _ message: String) {
@@ -212,7 +258,7 @@ extension Fabric {
         send(sessionHeader(.session, .reset, link), SessionReset(reason, message).encoded(), on: slot)
     }
 
-    // MARK: Data and credit
+    // MARK: Acknowledgements and corrupt links
 
     /// ACK frames: acceptance of our start, or credit and delivered-message counts.
     func acknowledged(_ link: RemoteLink, _ header: FrameHeader, _ payload: [UInt8]) throws(ProtocolViolation) {
@@ -235,53 +281,6 @@ extension Fabric {
         if header.credit > 0 { drainLink(link) }
     }
 
-    /// Frames what the instance wrote, as far as credit and the channel allow; handles the
-    /// instance closing its end.
-    ///
-    /// With `sendAtOnce` (this link is the only one with frames to send now), a lone message
-    /// is written at once rather than queued for the turn's flush: there is nothing to batch
-    /// it with, and skipping the queue and the flush's bookkeeping took 14% off the agent's
-    /// instructions per round trip.
-    func drainLink(_ link: RemoteLink, sendAtOnce: Bool = false) {
-        guard link.isOpen, let slot = slot(for: link) else { return }
-        if slot.channel.queuedBytes >= Self.outputHighWater {
-            if !slot.waitingLinks.contains(where: { $0 === link }) { slot.waitingLinks.append(link) }
-            return
-        }
-        var wroteAll = false
-        let result = link.drain(budget: Self.drainBudget) { header, prefix, payload, sentThrough, alone in
-            var h = header
-            h.destination = link.peerID
-            // The payload stays in the ring until the channel has written it (no copy).
-            let loan = PayloadLoan(lender: link, position: sentThrough)
-            if sendAtOnce && alone {
-                wroteAll = slot.channel.sendNow(h, prefix: prefix, payload: payload, loan: loan)
-            } else {
-                slot.channel.enqueue(h, prefix: prefix, payload: payload, loan: loan)
-            }
-        }
-        slot.lastSent = now
-        if !wroteAll || slot.channel.queuedBytes > 0 { dirty.insert(slot) }
-        switch result {
-        case .empty:
-            let state = link.region.state
-            if state.kind != .open && state.end == 0 {
-                instanceEnded(link, state)
-            } else if polling {
-                polledLinks.insert(link)
-            } else if !link.armForData() {
-                readyLinks.insert(link)
-            }
-        case .needCredit:
-            break  // the far agent's next ACK resumes it
-        case .budgetSpent:
-            readyLinks.insert(link)
-        case .corrupt(let why):
-            endCorrupt(link, "instance wrote a corrupt ring", detail: why,
-                       reset: "the ring of '\(link.instance)' on '\(view.host.name)' is corrupt: \(why)")
-        }
-    }
-
     /// The far instance's messages on `link` arrived malformed (its ring changed while its
     /// agent sent from it): the link ends as corrupt at both ends; the channel and the other
     /// links on it carry on.
@@ -292,7 +291,7 @@ extension Fabric {
 
     /// Ends `link` as corrupt at both ends (logged with `detail`, the far agent told `reset`);
     /// the channel and the other links on it carry on.
-    private func endCorrupt(_ link: RemoteLink, _ message: Logger.Message, detail: String, reset: String) {
+    func endCorrupt(_ link: RemoteLink, _ message: Logger.Message, detail: String, reset: String) {
         logger.warning(message, metadata: ["link": "\(link.instance) <-> \(link.peer)@\(link.peerHost)", "detail": "\(detail)"])
         link.finish(LinkStateWord(kind: .corrupt, end: 1))
         sendReset(link, .corrupt, reset)
@@ -300,7 +299,7 @@ extension Fabric {
     }
 
     /// The instance closed (or broke) its end and everything it sent is framed.
-    private func instanceEnded(_ link: RemoteLink, _ state: LinkStateWord) {
+    func instanceEnded(_ link: RemoteLink, _ state: LinkStateWord) {
         switch state.kind {
         case .closed:
             // From open (data write and read): end of data, then close. A session the far
@@ -317,44 +316,8 @@ extension Fabric {
         unregister(link)
     }
 
-    /// The instance freed ring space: move backlog in, grant credit, finish a pending close.
-    func spaceFreed(_ link: RemoteLink) {
-        link.producer.writerArmed.store(0, ordering: .relaxed)
-        if link.closeReceived {
-            finishRemoteClose(link)
-            return
-        }
-        link.flushBacklog()
-        grantCredit(link)
-    }
-
-    /// Grants the far agent the credit that became free (at least a quarter of the window,
-    /// or anything when `force`, with the delivered-message count); otherwise, when the far
-    /// sender runs short, arms the space doorbell so the instance's reads bring us back.
-    func grantCredit(_ link: RemoteLink, force: Bool = false) {
-        guard link.isOpen, let slot = slot(for: link) else { return }
-        while true {
-            if !link.backlog.isEmpty { link.flushBacklog() }
-            let grantable = link.grantable
-            if grantable >= link.minimumGrant || force {
-                let credit = max(0, grantable)
-                link.granted += UInt64(credit)
-                link.acknowledgedDelivered = link.deliveredMessages
-                var delivered = link.deliveredMessages.littleEndian
-                var header = sessionHeader(.acknowledgement, [], link)
-                header.credit = UInt32(credit)
-                withUnsafeBytes(of: &delivered) { send(header, payload: $0, on: slot) }
-                return
-            }
-            // Nothing worth a grant yet. While the far sender holds credit, its next frame
-            // brings us back here: no need to have the instance ring on every read it makes.
-            if link.farSenderHasCredit { return }
-            if link.armForSpace() { return }
-        }
-    }
-
     /// Applies a close from the far end once everything it sent is in the ring.
-    private func finishRemoteClose(_ link: RemoteLink) {
+    func finishRemoteClose(_ link: RemoteLink) {
         guard link.flushBacklog() else {
             _ = link.armForSpace()
             return
@@ -437,5 +400,83 @@ extension Fabric {
             link.finish(LinkStateWord(kind: .closed, end: 0))
             unregister(link)
         }
+    }
+
+    // MARK: Faults and lookups
+
+    /// A frame broke one session's protocol: that session ends at both ends (the far agent is
+    /// told in a reset, the local instance sees the link corrupt); the channel carries on.
+    func endSession(_ session: UInt32, on slot: ChannelSlot, _ reason: String) {
+        guard let peer = slot.peer else { return }
+        logger.warning("session ended: the far agent broke its protocol",
+                       metadata: ["peer": "\(peer.name)", "session": "\(session)", "reason": "\(reason)"])
+        let message = "'\(view.host.name)' ended session \(session): \(reason)"
+        waitingForInstance.removeAll { $0.session == session }
+        if let link = links[session], link.host === peer {
+            if let (requestID, _) = link.openRequest {
+                delegate?.fabricRefuse(requestID: requestID, of: link.instance, ControlError(.internalError, message))
+            }
+            link.finish(LinkStateWord(kind: .corrupt, end: 1))
+            sendReset(link, .corrupt, message)
+            unregister(link)
+        } else if let declared = view.links.first(where: { $0.session == session && $0.kind == .remote(host: peer.name) }) {
+            reset(session: session, declared: declared, peer: peer, .corrupt, message)
+        }
+    }
+    /// A frame for a session that is not open here: legal for a declared link (a close
+    /// crossed it), a protocol violation otherwise.
+    func unknownSession(_ header: FrameHeader, from peer: FabricPeer) throws(ProtocolViolation) {
+        let declared = view.links.contains { $0.session == header.session && $0.kind == .remote(host: peer.name) }
+        guard declared else {
+            throw ProtocolViolation(.frame, "frame for session \(header.session), which is not a link between \(view.host.name) and \(peer.name)")
+        }
+        logger.debug("frame for a closed session dropped", metadata: ["session": "\(header.session)", "type": "\(header.type)"])
+    }
+    /// The open link carrying `declared`, for status.
+    func link(for declared: ResolvedLink) -> RemoteLink? {
+        guard let link = links[declared.session], link.instance == declared.localEnd else { return nil }
+        return link
+    }
+    func register(_ link: RemoteLink) throws(SystemError) {
+        // unowned(unsafe) as for channels: these run once per message in each direction.
+        let fabric: Fabric = self.fabric
+        let data = try loop.register(link.data1.rawValue) { [unowned(unsafe) fabric] _ in fabric.dataRang(link) }
+        do {
+            link.registrations = [data, try loop.register(link.space1.rawValue) { [unowned(unsafe) fabric] _ in fabric.spaceRang(link) }]
+        } catch {
+            loop.unregister(data)
+            throw error
+        }
+        links[link.session] = link
+        link.isRegistered = true
+    }
+
+    func unregister(_ link: RemoteLink) {
+        guard links[link.session] === link else { return }
+        for registration in link.registrations { loop.unregister(registration) }
+        link.registrations = []
+        links[link.session] = nil
+        link.isRegistered = false
+        fabric.forgetWork(of: link)
+        link.host.creditStalls &+= link.creditStalls
+    }
+
+    /// `peer`'s channels are all up: opens that waited for it start.
+    func hostUp(_ peer: FabricPeer) {
+        let starting = waitingForHost.filter { $0.link.kind == .remote(host: peer.name) }
+        waitingForHost.removeAll { $0.link.kind == .remote(host: peer.name) }
+        for pending in starting {
+            startSession(instance: pending.instance, link: pending.link, requestID: pending.requestID,
+                         waitMilliseconds: pending.waitMilliseconds, deadline: pending.deadline)
+        }
+    }
+
+    /// `peer` went down: its links report it; starts waiting from it are dropped. Returns how
+    /// many links it carried.
+    func hostDown(_ peer: FabricPeer) -> Int {
+        let affected = links.values.filter { $0.host === peer }
+        for link in affected { linkHostDown(link) }
+        waitingForInstance.removeAll { $0.peer == peer.name }
+        return affected.count
     }
 }

@@ -55,7 +55,7 @@ final class FabricLab {
 
     /// Runs until every host has all its peer hosts up.
     func connect() -> Bool {
-        run(until: { hosts.values.allSatisfy { $0.fabric.peers.values.allSatisfy(\.isUp) } })
+        run(until: { hosts.values.allSatisfy { $0.fabric.channels.peers.values.allSatisfy(\.isUp) } })
     }
 
     /// Opens the declared link from `instance` (attached on `host`) to `peer` and runs until

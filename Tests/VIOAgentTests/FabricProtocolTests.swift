@@ -48,14 +48,14 @@ import VIOWire
         attachAll(lab)
         #expect(lab.connect())
         let (a1, b1) = try lab.open("a1", on: "alpha", to: "b1", on: "beta")
-        let alphaLink = try #require(lab["alpha"].fabric.links[1])
+        let alphaLink = try #require(lab["alpha"].fabric.sessions.links[1])
         #expect(alphaLink.machine.state == .open)
         for i in 0..<3 { try a1.send([UInt8(i)]) }
         a1.close()
         for i in 0..<3 { #expect(try lab.receive(on: b1) == [UInt8(i)]) }
         #expect(throws: LinkError.peerClosed(peer: "a1")) { try lab.receive(on: b1) }
         #expect(alphaLink.machine.state == .closed)
-        #expect(lab.run(until: { lab["alpha"].fabric.links[1] == nil && lab["beta"].fabric.links[1] == nil }))
+        #expect(lab.run(until: { lab["alpha"].fabric.sessions.links[1] == nil && lab["beta"].fabric.sessions.links[1] == nil }))
     }
 
     /// A HELLO from an agent whose topology differs is refused with the reason, and the pair
@@ -101,7 +101,7 @@ import VIOWire
             lab.run(rounds: 1)
         }
         #expect(sent > 64 && sent < 10_000, "sent \(sent)")
-        let link = try #require(lab["alpha"].fabric.links.values.first { $0.instance == "a1" })
+        let link = try #require(lab["alpha"].fabric.sessions.links.values.first { $0.instance == "a1" })
         #expect(link.creditStalls > 0)
         for i in 0..<20 {
             try a2.send([UInt8(i)])
@@ -122,18 +122,18 @@ import VIOWire
         let (a1, b1) = try lab.open("a1", on: "alpha", to: "b1", on: "beta")
         // Idle for three peer timeouts: heartbeats keep it up.
         lab.run(stepMilliseconds: 10, rounds: 300)
-        #expect(lab["alpha"].fabric.peers["beta"]!.isUp)
-        #expect(lab["alpha"].fabric.peers["beta"]!.rttMicroseconds < 1_000_000)
+        #expect(lab["alpha"].fabric.channels.peers["beta"]!.isUp)
+        #expect(lab["alpha"].fabric.channels.peers["beta"]!.rttMicroseconds < 1_000_000)
         lab.network.partition()
         try a1.send([1])
-        let down = lab.run(until: { lab["alpha"].fabric.peers["beta"]!.isUp == false }, stepMilliseconds: 10, rounds: 300)
+        let down = lab.run(until: { lab["alpha"].fabric.channels.peers["beta"]!.isUp == false }, stepMilliseconds: 10, rounds: 300)
         #expect(down)
         #expect(throws: LinkError.peerHostDown(peer: "b1", host: "beta", possiblyLost: 1)) { try a1.receive(timeout: .zero) }
         #expect(throws: LinkError.self) { try b1.receive(timeout: .zero) }
         lab.network.reachable = true
-        #expect(lab.run(until: { lab["alpha"].fabric.peers["beta"]!.isUp && lab["beta"].fabric.peers["alpha"]!.isUp },
+        #expect(lab.run(until: { lab["alpha"].fabric.channels.peers["beta"]!.isUp && lab["beta"].fabric.channels.peers["alpha"]!.isUp },
                         stepMilliseconds: 10, rounds: 1000))
-        #expect(lab["alpha"].fabric.peers["beta"]!.reconnects == 1)
+        #expect(lab["alpha"].fabric.channels.peers["beta"]!.reconnects == 1)
         let (again1, againB1) = try lab.open("a1", on: "alpha", to: "b1", on: "beta")
         try again1.send([2])
         #expect(try lab.receive(on: againB1) == [2])
@@ -170,7 +170,7 @@ import VIOWire
         wire.inject(bad, toSide: 1)
         #expect(lab.run(until: { lab["beta"].log.contains("invalid frame version: 9") }, rounds: 50))
         #expect(throws: LinkError.self) { try b2.receive(timeout: .zero) }
-        #expect(lab.run(until: { lab["alpha"].fabric.peers["beta"]!.reconnects == 1 && lab["alpha"].fabric.peers["beta"]!.isUp },
+        #expect(lab.run(until: { lab["alpha"].fabric.channels.peers["beta"]!.reconnects == 1 && lab["alpha"].fabric.channels.peers["beta"]!.isUp },
                         stepMilliseconds: 10, rounds: 1000))
     }
 
@@ -188,7 +188,7 @@ import VIOWire
         wire.inject(Frame(FrameHeader(type: .session, flags: [.dataEnd, .close], session: 1, destination: 1), payload: []).encoded(), toSide: 0)
         lab.run(rounds: 20)
         #expect(lab["alpha"].log.contains("event 'readDataEnd' is not valid in session state 'initial'"), "\(lab["alpha"].log.all)")
-        let link = try #require(lab["alpha"].fabric.links[1])
+        let link = try #require(lab["alpha"].fabric.sessions.links[1])
         #expect(link.machine.state == .initial && !link.isOpen)
         // The open still completes when b1 attaches.
         lab["beta"].attach("b1")

@@ -1,0 +1,325 @@
+import Logging
+import VIOLinux
+import VIOTopology
+import VIOTransport
+import VIOWire
+
+/// The fabric's channels to every peer host: takes them from the transports (dial, accept),
+/// authenticates them with HELLO, keeps them alive with heartbeats, drops them on timeouts
+/// and redials with backoff. What the channels carry is the sessions' and the multiplexer's
+/// business (``SessionManager``, ``Fabric``).
+final class ChannelManager {
+    static let initialBackoffMilliseconds: UInt64 = 50
+    static let maximumBackoffMilliseconds: UInt64 = 1000
+    /// Accepted connections that have not said HELLO yet, at most: beyond, new ones are closed
+    /// at once. With the small frames such a channel takes (``FrameDecoder/admit()``) and the
+    /// HELLO deadline, a flood of connections costs the agent a bounded few MiB.
+    static let maximumPendingChannels = 64
+    /// The longest an accepted connection may take to say HELLO (the peer timeout when shorter).
+    static let maximumHelloNanoseconds: UInt64 = 5_000_000_000
+
+    /// The fabric this belongs to (set once it exists; it outlives this).
+    unowned(unsafe) var fabric: Fabric!
+    /// Hosts that may connect over an authenticated channel, in the order of the keys the
+    /// transports were given (``Fabric/acceptedKeys(of:)``): an accepted channel's proven key indexes it.
+    let acceptedHosts: [String]
+    /// The transports that listen, watched by the loop.
+    private let listening: [any FabricTransport]
+    /// Every peer host, by name.
+    private(set) var peers: [String: FabricPeer] = [:]
+    /// Every channel, connecting, waiting for HELLO or ready.
+    private(set) var slots: [ChannelSlot] = []
+    /// Connections closed at accept because ``maximumPendingChannels`` were waiting, since
+    /// the last warning about it.
+    private var refusedPending = 0
+    private var lastRefusalWarning: UInt64 = 0
+
+    init(view: HostView, transports: FabricTransports, logger: Logger) {
+        acceptedHosts = Fabric.acceptedKeys(of: view).map(\.host)
+        for p in view.peers {
+            guard let (transport, reason) = transports.perPeer[p.host.name] else { continue }
+            peers[p.host.name] = FabricPeer(host: p.host, dials: p.weDial, channels: p.channels, security: p.security,
+                                            transport: transport, transportReason: reason)
+            logger.info("peer host transport", metadata: ["peer": "\(p.host.name)", "transport": "\(transport.name)",
+                                                         "why": "\(reason)"])
+        }
+        listening = transports.all.filter { $0.listeningDescriptor != nil }
+    }
+
+    /// Watches every listening transport.
+    func listen() throws(SystemError) {
+        for transport in listening {
+            try loop.register(transport.listeningDescriptor!) { [unowned self] _ in self.acceptAll(from: transport) }
+            logger.info("fabric listening", metadata: ["address": "\(transport.listeningAddress ?? "?")",
+                                                       "transport": "\(transport.name)"])
+        }
+    }
+
+    // The fabric's context, as the moved code reads it.
+    private var view: HostView { fabric.view }
+    private var topology: Topology { fabric.topology }
+    private var logger: Logger { fabric.logger }
+    private var loop: EventLoop { fabric.loop }
+    private var now: UInt64 { fabric.now }
+    private var peerTimeoutNanoseconds: UInt64 { fabric.peerTimeoutNanoseconds }
+    private var heartbeatNanoseconds: UInt64 { fabric.heartbeatNanoseconds }
+    private var fingerprint: UInt64 { fabric.fingerprint }
+    private func clock() -> UInt64 { fabric.clock() }
+    private func send(_ header: FrameHeader, _ payload: [UInt8] = [], on slot: ChannelSlot) { fabric.send(header, payload, on: slot) }
+
+    /// An event on a channel still connecting: once connected it says HELLO. False when the
+    /// channel failed (dropped) or is still connecting.
+    func finishConnecting(_ slot: ChannelSlot, _ event: Epoll.Event) -> Bool {
+        guard event.writable || event.hangUp else { return false }
+        do {
+            try slot.channel.finishConnect()
+        } catch {
+            dropChannel(slot, reason: "cannot connect to \(slot.peer?.name ?? "?"): \(error)")
+            return false
+        }
+        sendHello(slot)
+        return true
+    }
+    private func acceptAll(from transport: any FabricTransport) {
+        while true {
+            let accepted: (channel: any FabricChannel, from: String)?
+            do { accepted = try transport.accept() } catch {
+                logger.warning("fabric accept failed: \(error)", metadata: ["transport": "\(transport.name)"])
+                return
+            }
+            guard let (channel, address) = accepted else { return }
+            let now = clock()
+            if pendingChannels >= Self.maximumPendingChannels {
+                // Closed here (the channel goes out of scope); a real peer redials with backoff.
+                refusedPending += 1
+                if now - lastRefusalWarning >= 1_000_000_000 {
+                    logger.warning("fabric connections refused: too many waiting for HELLO",
+                                   metadata: ["refused": "\(refusedPending)", "waiting": "\(pendingChannels)",
+                                              "latest_from": "\(address)"])
+                    refusedPending = 0
+                    lastRefusalWarning = now
+                }
+                continue
+            }
+            register(channel, peer: nil, index: -1, now: now)
+            logger.debug("fabric connection accepted", metadata: ["from": "\(address)"])
+        }
+    }
+    /// Accepted channels whose HELLO has not arrived.
+    private var pendingChannels: Int { slots.reduce(0) { $0 + ($1.peer == nil ? 1 : 0) } }
+    /// Adds a channel to ``slots`` (and, dialed, to its peer's channels) and watches it.
+    @discardableResult
+    private func register(_ channel: any FabricChannel, peer: FabricPeer?, index: Int, now: UInt64) -> ChannelSlot {
+        let slot = ChannelSlot(channel: channel, peer: peer, index: index, now: now)
+        slots.append(slot)
+        // Before watching: a channel epoll refuses is then dropped as the peer's (redialed).
+        if let peer { peer.slots[index] = slot }
+        do {
+            // Events go straight to the multiplexer (the data path); unowned(unsafe): the fabric
+            // outlives every registration on its loop, and a checked reference would cost a
+            // retain and release per event (measured: 1.2% of the agent's instructions per
+            // round trip).
+            let fabric: Fabric = self.fabric
+            slot.registration = try loop.register(slot.channel.descriptor, writable: slot.watchingWritable) { [unowned(unsafe) fabric] event in
+                fabric.channelEvent(slot, event)
+            }
+        } catch {
+            dropChannel(slot, reason: "cannot watch the channel: \(error)")
+        }
+        return slot
+    }
+    private func dial(_ peer: FabricPeer, index: Int, now: UInt64) {
+        let channel: any FabricChannel
+        do {
+            channel = try peer.transport.dial(TransportPeer(name: peer.name, address: peer.host.address, port: peer.host.port,
+                                                            key: peer.security == .tls ? peer.host.key?.bytes : nil))
+        } catch {
+            peer.lastError = "cannot dial: \(error)"
+            scheduleRedial(peer, index: index, now: now)
+            return
+        }
+        let slot = register(channel, peer: peer, index: index, now: now)
+        // A transport whose channels connect at once (not TCP's connect-then-writable) says
+        // HELLO now.
+        if slot.isLive, channel.isConnected { sendHello(slot) }
+    }
+    private func scheduleRedial(_ peer: FabricPeer, index: Int, now: UInt64) {
+        peer.nextAttempt[index] = now + peer.backoffMilliseconds * 1_000_000
+        peer.backoffMilliseconds = min(peer.backoffMilliseconds * 2, Self.maximumBackoffMilliseconds)
+    }
+    private func sendHello(_ slot: ChannelSlot) {
+        guard let peer = slot.peer else { return }
+        let hello = ChannelHello(cluster: topology.cluster, from: view.host.name, to: peer.name,
+                                 channel: UInt16(slot.index), channels: UInt16(peer.channelCount), fingerprint: fingerprint)
+        send(FrameHeader(type: .helloRequest), hello.encoded(), on: slot)
+    }
+    /// The ready channel a session uses, if its peer host is up.
+    func slot(for link: RemoteLink) -> ChannelSlot? {
+        let peer = link.host
+        guard peer.isUp, let slot = peer.slots[link.channel], slot.ready else { return nil }
+        return slot
+    }
+    /// Closes a channel; if it was part of a peer's fabric, that host is down.
+    func dropChannel(_ slot: ChannelSlot, reason: String) {
+        guard forget(slot) else { return }
+        guard let peer = slot.peer, slot.index >= 0, peer.slots[slot.index] === slot else {
+            logger.warning("fabric connection dropped", metadata: ["from": "\(slot.channel.peerDescription)", "reason": "\(reason)"])
+            return
+        }
+        peer.retire(slot)
+        peer.slots[slot.index] = nil
+        logger.warning("fabric channel dropped", metadata: ["peer": "\(peer.name)", "channel": "\(slot.index)",
+                                                           "reason": "\(reason)"])
+        hostDown(peer, reason: reason)
+    }
+    /// Takes a channel out of the fabric: the slot table, epoll and the work lists (items
+    /// still on a list taken this turn see `isLive` false). False if it was already out.
+    @discardableResult
+    private func forget(_ slot: ChannelSlot) -> Bool {
+        guard let index = slots.firstIndex(where: { $0 === slot }) else { return false }
+        slots.remove(at: index)
+        slot.isLive = false
+        if let registration = slot.registration { loop.unregister(registration) }
+        fabric.dirty.remove(slot)
+        fabric.unreadChannels.remove(slot)
+        return true
+    }
+    /// Every channel to `peer` closes and every link through it reports "peer host down";
+    /// the dialing side reconnects with capped backoff.
+    private func hostDown(_ peer: FabricPeer, reason: String) {
+        let wasUp = peer.isUp
+        peer.isUp = false
+        peer.lastError = reason
+        for case let slot? in peer.slots {
+            peer.retire(slot)
+            forget(slot)
+        }
+        peer.slots = Array(repeating: nil, count: peer.channelCount)
+        let now = clock()
+        if peer.dials {
+            for index in 0..<peer.channelCount { scheduleRedial(peer, index: index, now: now) }
+        }
+        let affected = fabric.sessions.hostDown(peer)
+        fabric.failHealthRequests(to: peer, reason: reason)
+        if wasUp || affected > 0 {
+            logger.error("peer host down", metadata: ["peer": "\(peer.name)", "reason": "\(reason)",
+                                                      "links": "\(affected)"])
+        }
+    }
+    func handshake(_ header: FrameHeader, _ payload: [UInt8], on slot: ChannelSlot) throws(ProtocolViolation) {
+        switch header.type {
+        case .helloRequest where slot.peer == nil:
+            let hello: ChannelHello
+            do { hello = try ChannelHello(decoding: payload) } catch { throw ProtocolViolation("malformed HELLO: \(error)") }
+            // The violation path tells the dialer the reason in a control frame before closing.
+            func refuse(_ why: String) -> ProtocolViolation {
+                ProtocolViolation("refused HELLO from \(hello.from): \(why)")
+            }
+            guard hello.cluster == topology.cluster else { throw refuse("cluster '\(hello.cluster)' is not '\(topology.cluster)'") }
+            guard hello.to == view.host.name else { throw refuse("this is host '\(view.host.name)', not '\(hello.to)'") }
+            guard let peer = peers[hello.from] else {
+                throw refuse("host '\(hello.from)' has no links to '\(view.host.name)' in the topology")
+            }
+            guard !peer.dials else { throw refuse("'\(view.host.name)' dials '\(peer.name)', not the other way (nat roles)") }
+            if let proven = slot.channel.authenticatedPeer {
+                guard proven < acceptedHosts.count, acceptedHosts[proven] == peer.name else {
+                    throw refuse("the channel proved the key of host '\(proven < acceptedHosts.count ? acceptedHosts[proven] : "?")', not of '\(peer.name)'")
+                }
+            } else if peer.security == .tls {
+                throw refuse("the pair \(view.host.name)–\(peer.name) is encrypted (security: tls), but this channel is not authenticated")
+            }
+            guard hello.fingerprint == fingerprint else {
+                throw refuse("the topologies differ (link tables do not match); give both agents the same file")
+            }
+            guard Int(hello.channels) == peer.channelCount, Int(hello.channel) < peer.channelCount else {
+                throw refuse("channel \(hello.channel) of \(hello.channels); expected \(peer.channelCount) channels")
+            }
+            let index = Int(hello.channel)
+            if let old = peer.slots[index] {
+                // The far agent restarted or lost the channel before we noticed.
+                dropChannel(old, reason: "host '\(peer.name)' reconnected channel \(index)")
+            }
+            slot.peer = peer
+            slot.index = index
+            slot.markReady()
+            peer.slots[index] = slot
+            send(FrameHeader(type: .helloResponse), Array(view.host.name.utf8), on: slot)
+            channelReady(peer)
+        case .helloResponse where slot.peer != nil:
+            slot.markReady()
+            channelReady(slot.peer!)
+        case .control:
+            throw ProtocolViolation("the far agent refused the channel: \(String(decoding: payload, as: UTF8.self))")
+        default:
+            throw ProtocolViolation("expected HELLO, got \(header.type)")
+        }
+    }
+    private func channelReady(_ peer: FabricPeer) {
+        guard peer.readyCount == peer.channelCount, !peer.isUp else { return }
+        peer.isUp = true
+        peer.backoffMilliseconds = Self.initialBackoffMilliseconds
+        if peer.wasUp { peer.reconnects &+= 1 }
+        peer.wasUp = true
+        logger.info("peer host up", metadata: ["peer": "\(peer.name)", "channels": "\(peer.channelCount)",
+                                               "role": "\(peer.dials ? "dialer" : "acceptor")"])
+        fabric.sessions.hostUp(peer)
+    }
+    /// Per-peer-host state for `vioctl status`.
+    func peerStates() -> [AgentStatus.PeerHostState] {
+        view.peers.compactMap { peers[$0.host.name] }.map { peer in
+            var s = AgentStatus.PeerHostState(name: peer.name,
+                                              state: peer.isUp ? "up" : peer.slots.contains { $0 != nil } ? "connecting" : "down",
+                                              dials: peer.dials, channelsUp: UInt16(peer.readyCount),
+                                              channels: UInt16(peer.channelCount))
+            let totals = peer.totals
+            s.rttMicroseconds = peer.rttMicroseconds
+            s.bytesSent = totals.bytesSent; s.bytesReceived = totals.bytesReceived
+            s.framesSent = totals.framesSent; s.framesReceived = totals.framesReceived
+            s.creditStalls = peer.creditStalls + fabric.sessions.links.values.filter { $0.host === peer }.reduce(0) { $0 + $1.creditStalls }
+            s.reconnects = peer.reconnects
+            s.linksOpen = UInt32(fabric.sessions.links.values.filter { $0.host === peer && $0.isOpen }.count)
+            s.lastError = peer.lastError
+            s.keyUpdates = totals.keyUpdates
+            s.transport = "\(peer.transport.name): \(peer.transportReason)"
+            let live = peer.slots.compactMap { $0 }.filter(\.ready)
+            s.encrypted = !live.isEmpty && live.allSatisfy { $0.channel.capabilities.encrypted }
+            s.security = live.compactMap { $0.channel.securityDescription }.first
+                ?? (peer.security == .tls ? "tls" : "plaintext")
+            return s
+        }
+    }
+
+    // MARK: Timers
+
+    /// Redials missing channels, drops channels past their deadlines, sends heartbeats.
+    func tick(_ now: UInt64) {
+        // Slots may be stamped after `now` was read: never let a difference wrap.
+        func since(_ t: UInt64) -> UInt64 { now > t ? now - t : 0 }
+        for peer in peers.values {
+            if peer.dials {
+                for index in 0..<peer.channelCount where peer.slots[index] == nil && now >= peer.nextAttempt[index] {
+                    dial(peer, index: index, now: now)
+                }
+            }
+        }
+        for slot in slots {
+            if !slot.ready {
+                let limit = slot.peer == nil ? min(peerTimeoutNanoseconds, Self.maximumHelloNanoseconds) : peerTimeoutNanoseconds
+                if since(slot.createdAt) > limit {
+                    dropChannel(slot, reason: slot.channel.isConnected ? "no HELLO within the peer timeout"
+                                                                        : "connect timed out")
+                }
+                continue
+            }
+            if since(slot.lastReceived) > peerTimeoutNanoseconds {
+                dropChannel(slot, reason: "no frames for \(since(slot.lastReceived) / 1_000_000) ms (peer timeout)")
+                continue
+            }
+            if since(slot.lastSent) >= heartbeatNanoseconds {
+                var stamp = now.littleEndian
+                let bytes = withUnsafeBytes(of: &stamp) { Array($0) }
+                send(FrameHeader(type: .heartbeatRequest), bytes, on: slot)
+            }
+        }
+    }
+}
