@@ -161,24 +161,30 @@ final class ChannelManager {
     }
     /// Closes a channel; if it was part of a peer's fabric, that host is down.
     func dropChannel(_ slot: ChannelSlot, reason: String) {
-        guard forget(slot) else { return }
+        guard slot.isLive else { return }
+        // Logged before the channel closes: the far end (a test reading this log among them)
+        // sees the close only after the reason is written.
         guard let peer = slot.peer, slot.index >= 0, peer.slots[slot.index] === slot else {
             logger.warning("fabric connection dropped", metadata: ["from": "\(slot.channel.peerDescription)", "reason": "\(reason)"])
+            forget(slot, reason: reason)
             return
         }
-        peer.retire(slot)
-        peer.slots[slot.index] = nil
         logger.warning("fabric channel dropped", metadata: ["peer": "\(peer.name)", "channel": "\(slot.index)",
                                                            "reason": "\(reason)"])
+        forget(slot, reason: reason)
+        peer.retire(slot)
+        peer.slots[slot.index] = nil
         hostDown(peer, reason: reason)
     }
+
     /// Takes a channel out of the fabric: the slot table, epoll and the work lists (items
     /// still on a list taken this turn see `isLive` false). False if it was already out.
     @discardableResult
-    private func forget(_ slot: ChannelSlot) -> Bool {
+    private func forget(_ slot: ChannelSlot, reason: String) -> Bool {
         guard let index = slots.firstIndex(where: { $0 === slot }) else { return false }
         slots.remove(at: index)
         slot.isLive = false
+        slot.channel.close(reason: reason)
         if let registration = slot.registration { loop.unregister(registration) }
         fabric.dirty.remove(slot)
         fabric.unreadChannels.remove(slot)
@@ -192,7 +198,7 @@ final class ChannelManager {
         peer.lastError = reason
         for case let slot? in peer.slots {
             peer.retire(slot)
-            forget(slot)
+            forget(slot, reason: reason)
         }
         peer.slots = Array(repeating: nil, count: peer.channelCount)
         let now = clock()

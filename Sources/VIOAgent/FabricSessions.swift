@@ -117,6 +117,10 @@ final class SessionManager {
                                   channel: FabricPeer.channelIndex(session: declared.session, channels: peer.channelCount),
                                   numaNode: node, openRequest: openRequest)
         nextLinkID = nextLinkID.next
+        // Frames no larger than the channel carries, both ways (8 bytes for a length prefix).
+        if let channel = peer.slots[link.channel]?.channel {
+            link.channelFrameLimit = min(FrameHeader.maximumPayload, channel.capabilities.maximumFramePayload)
+        }
         try register(link)
         return link
     }
@@ -220,7 +224,7 @@ final class SessionManager {
     /// The session is open: record the far side's window and tell our instance.
     private func accept(_ link: RemoteLink, _ open: SessionOpen, requestID: UInt32?, acknowledge: Bool) {
         link.sendCredit = Int(open.window)
-        link.peerMaxFramePayload = Int(open.maxFramePayload)
+        link.peerMaxFramePayload = min(Int(open.maxFramePayload), link.channelFrameLimit - 8)
         link.peerTakesRuns = open.features.contains(.recordRuns)
         link.openRequest = nil
         do { try link.apply(.start) } catch {

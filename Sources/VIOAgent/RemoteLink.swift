@@ -72,8 +72,11 @@ final class RemoteLink: WorkListed {
     // Outbound: instance → far agent.
     /// Ring bytes the far instance's ring may still take.
     var sendCredit = 0
-    /// Largest data payload the far agent takes in one frame.
+    /// Largest data payload the far agent takes in one frame (and the channel carries).
     var peerMaxFramePayload = 1024
+    /// Largest frame payload the channel carrying this link takes
+    /// (``ChannelCapabilities/maximumFramePayload``).
+    var channelFrameLimit = FrameHeader.maximumPayload
     /// The far agent takes runs of whole messages in one frame (``FrameFlags/records``).
     var peerTakesRuns = false
     var sendSequence: UInt32 = 0
@@ -144,7 +147,7 @@ final class RemoteLink: WorkListed {
     /// Credit this agent grants for the whole ring.
     var window: Int { region.capacity(ofRing: 0) }
     /// Largest data payload accepted in one frame: one fragment of ring 0.
-    var maxFramePayload: Int { min(RegionLayout.fragmentPayload(capacity: window), FrameHeader.maximumPayload - 8) }
+    var maxFramePayload: Int { min(RegionLayout.fragmentPayload(capacity: window), channelFrameLimit - 8) }
 
     /// Data may flow: the session started and has not closed.
     var isOpen: Bool { machine.state != .initial && machine.state != .closed }

@@ -168,6 +168,12 @@ public struct TCPSocket: ~Copyable, Sendable {
         return try nonBlockingSyscall("sendmsg") { sendmsg(fd.rawValue, &message, Int32(MSG_NOSIGNAL)) }
     }
 
+    /// Ends both directions now (the far end reads end of stream even while this descriptor
+    /// stays open).
+    public func shutdown() throws(SystemError) {
+        _ = try retryingSyscall("shutdown") { Glibc.shutdown(fd.rawValue, Int32(SHUT_RDWR)) }
+    }
+
     /// The local address (the port the kernel chose for an ephemeral bind).
     public func localAddress() throws(SystemError) -> Address {
         var address = Address()

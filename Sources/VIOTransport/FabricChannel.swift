@@ -6,7 +6,8 @@ import VIOWire
 public struct ChannelCapabilities: Sendable, Equatable {
     /// Transport name for status output (`tcp`, `rdma`).
     public var transport: String
-    /// Largest frame payload the channel carries.
+    /// Largest frame payload the channel carries: the multiplexer sizes the frames of every
+    /// session on it to fit (the smaller of this and what the far agent announced).
     public var maximumFramePayload: Int
     /// Whether bytes are encrypted and authenticated on the wire.
     public var encrypted: Bool
@@ -93,6 +94,9 @@ public protocol FabricChannel: AnyObject {
     /// How the bytes are protected, for status (e.g. the TLS version and suite); nil for a
     /// plaintext channel or before its handshake is done.
     var securityDescription: String? { get }
+    /// Ends the channel: the far agent sees it end now, even while this object lingers (in a
+    /// work list taken this turn). `reason` is for transports that can tell the far end why.
+    func close(reason: String)
     /// The far agent's HELLO was accepted. Until then a channel takes only small frames and
     /// buffers little, so an unauthenticated connection costs a few KiB whatever it announces.
     func admit()

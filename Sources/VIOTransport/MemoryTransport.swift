@@ -26,7 +26,7 @@ public final class MemoryNetwork {
         wires.append(wire)
         listener.pending.append(wire)
         EventDescriptor.ring(listener.doorbell.rawValue)
-        return MemoryChannel(wire: wire, side: 0, authenticatedPeer: nil)
+        return MemoryChannel(wire: wire, side: 0, authenticatedPeer: nil, maximumFramePayload: dialer.maximumFramePayload)
     }
 
     /// Cuts every wire (each end reads end of stream) and refuses new dials until
@@ -94,11 +94,15 @@ public final class MemoryTransport: FabricTransport {
     private let listenKey: String?
     fileprivate let doorbell: OwnedFileDescriptor
     fileprivate var pending: [MemoryWire] = []
+    /// The largest frame payload its channels report they carry (tests of frame sizing).
+    fileprivate let maximumFramePayload: Int
 
     /// A transport in `network`; listens on `listen` ("address:port") when given. `identity`
     /// is this agent's key (shown to the hosts it dials); `acceptedKeys` are the keys of the
     /// hosts that may dial it authenticated.
-    public init(network: MemoryNetwork, listen: String?, identity: [UInt8]?, acceptedKeys: [[UInt8]]) throws(SystemError) {
+    public init(network: MemoryNetwork, listen: String?, identity: [UInt8]?, acceptedKeys: [[UInt8]],
+                maximumFramePayload: Int = FrameHeader.maximumPayload) throws(SystemError) {
+        self.maximumFramePayload = maximumFramePayload
         self.network = network
         self.identity = identity
         self.acceptedKeys = acceptedKeys
@@ -115,7 +119,8 @@ public final class MemoryTransport: FabricTransport {
         guard !pending.isEmpty else { return nil }
         let wire = pending.removeFirst()
         let proven = wire.dialerIdentity.flatMap { key in acceptedKeys.firstIndex(of: key) }
-        return (MemoryChannel(wire: wire, side: 1, authenticatedPeer: proven), "memory wire \(network.wires.count)")
+        return (MemoryChannel(wire: wire, side: 1, authenticatedPeer: proven, maximumFramePayload: maximumFramePayload),
+                "memory wire \(network.wires.count)")
     }
 
     public func dial(_ peer: TransportPeer) throws(ChannelError) -> any FabricChannel {
@@ -132,22 +137,26 @@ public final class MemoryChannel: FabricChannel {
     private var admitted = false
     public private(set) var counters = ChannelCounters()
     public let authenticatedPeer: Int?
+    private let maximumFramePayload: Int
 
-    fileprivate init(wire: MemoryWire, side: Int, authenticatedPeer: Int?) {
+    fileprivate init(wire: MemoryWire, side: Int, authenticatedPeer: Int?, maximumFramePayload: Int) {
+        self.maximumFramePayload = maximumFramePayload
         self.wire = wire
         self.side = side
         self.authenticatedPeer = authenticatedPeer
     }
 
-    deinit {
-        // The far end reads end of stream, as after a socket's close.
+    deinit { close(reason: "released") }
+
+    /// The far end reads end of stream, as after a socket's close.
+    public func close(reason: String) {
         if side == 0 { wire.closed.0 = true } else { wire.closed.1 = true }
         EventDescriptor.ring(wire.doorbell(1 - side))
     }
 
     public var descriptor: Int32 { wire.doorbell(side) }
     public var capabilities: ChannelCapabilities {
-        ChannelCapabilities(transport: "memory", maximumFramePayload: FrameHeader.maximumPayload, encrypted: false)
+        ChannelCapabilities(transport: "memory", maximumFramePayload: maximumFramePayload, encrypted: false)
     }
     public var peerDescription: String { "memory wire, side \(side)" }
     public var isConnected: Bool { true }
@@ -156,6 +165,9 @@ public final class MemoryChannel: FabricChannel {
     public func admit() { admitted = true }
 
     public func enqueue(_ header: FrameHeader, prefix: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer, loan: PayloadLoan?) {
+        // A multiplexer that ignored the capability is a bug: fail loudly in the tests.
+        precondition(prefix.count + payload.count <= maximumFramePayload,
+                     "a \(prefix.count + payload.count)-byte frame on a channel that carries \(maximumFramePayload)")
         var h = header
         h.length = UInt32(prefix.count + payload.count)
         var w = ByteWriter()

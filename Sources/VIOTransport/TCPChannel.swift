@@ -114,6 +114,10 @@ public final class TCPChannel: FabricChannel {
 
     public func admit() { admitted = true }
 
+    /// Shuts the connection down (TCP says nothing more about why: the fabric sent the reason
+    /// in a control frame where it could).
+    public func close(reason: String) { try? socket.shutdown() }
+
     public var authenticatedPeer: Int? {
         guard case .tls(let session, _) = security, session.isEstablished else { return nil }
         return session.peerKeyIndex

@@ -30,12 +30,14 @@ final class FabricLab {
     /// Every host of `yaml` (a whole topology), each with its fabric; `topologies` gives a host
     /// a file of its own (to make the two ends disagree), `identities` a key other than its
     /// topology key (an impostor).
-    init(_ yaml: String, topologies: [String: String] = [:], identities: [String: [UInt8]] = [:]) throws {
+    init(_ yaml: String, topologies: [String: String] = [:], identities: [String: [UInt8]] = [:],
+         maximumFramePayload: Int = FrameHeader.maximumPayload) throws {
         topology = try TopologyLoader.parse(text: yaml, file: "lab.yaml").0
         for host in topology.hosts {
             let own = try topologies[host.name].map { try TopologyLoader.parse(text: $0, file: "\(host.name).yaml").0 } ?? topology
             hosts[host.name] = try LabHost(name: host.name, topology: own, network: network, clock: clock,
-                                           identity: identities[host.name] ?? host.key?.bytes)
+                                           identity: identities[host.name] ?? host.key?.bytes,
+                                           maximumFramePayload: maximumFramePayload)
         }
     }
 
@@ -111,14 +113,16 @@ final class LabHost: FabricDelegate {
     /// OPEN_LINK refusals.
     var refusals: [(instance: String, error: ControlError)] = []
 
-    init(name: String, topology: Topology, network: MemoryNetwork, clock: FabricLab.Clock, identity: [UInt8]?) throws {
+    init(name: String, topology: Topology, network: MemoryNetwork, clock: FabricLab.Clock, identity: [UInt8]?,
+         maximumFramePayload: Int) throws {
         self.name = name
         self.clock = clock
         loop = try EventLoop()
         let view = try #require(topology.view(for: name, controlSocket: "/nonexistent/\(name).sock"))
         let transport = try MemoryTransport(network: network,
                                             listen: view.peers.contains { !$0.weDial } ? "\(view.host.address):\(view.host.port)" : nil,
-                                            identity: identity, acceptedKeys: Fabric.acceptedKeys(of: view).map(\.key))
+                                            identity: identity, acceptedKeys: Fabric.acceptedKeys(of: view).map(\.key),
+                                            maximumFramePayload: maximumFramePayload)
         let perPeer = Dictionary(uniqueKeysWithValues: view.peers.map { ($0.host.name, (transport as any FabricTransport, "lab")) })
         let records = log
         let logger = Logger(label: name) { _ in RecordingLogHandler(records: records) }

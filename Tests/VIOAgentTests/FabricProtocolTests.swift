@@ -41,6 +41,24 @@ import VIOWire
         #expect(status.first?.state == "up" && status.first?.transport == "memory: lab")
     }
 
+    /// Frames fit the channel: a transport that carries at most 4 KiB per frame gets every
+    /// message in frames that size, both ways, and the messages arrive whole.
+    @Test func framesFitWhatTheChannelCarries() throws {
+        let lab = try FabricLab(Self.pair, maximumFramePayload: 4096)
+        attachAll(lab)
+        #expect(lab.connect())
+        let (a1, b1) = try lab.open("a1", on: "alpha", to: "b1", on: "beta")
+        for side in ["alpha", "beta"] {
+            let link = try #require(lab[side].fabric.sessions.links[1])
+            #expect(link.peerMaxFramePayload <= 4096 - 8 && link.maxFramePayload <= 4096 - 8)
+        }
+        let message = (0..<40_000).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+        try a1.send(message)
+        #expect(try lab.receive(on: b1) == message)
+        try b1.send(message)
+        #expect(try lab.receive(on: a1) == message)
+    }
+
     /// An orderly close travels as the session's end of data and close: the far instance gets
     /// everything sent before it, then "peer closed"; both sessions end and leave the tables.
     @Test func closeArrivesAfterTheData() throws {
