@@ -1,35 +1,17 @@
 import Logging
-import Synchronization
 import Testing
 @testable import VIOAgent
 
 /// The agent's log sink escapes what it writes: a peer's string cannot start a record of its own.
 struct EscapingLogHandlerTests {
-    final class Records: Sendable { let list = Mutex<[(String, Logger.Metadata)]>([]) }
-
-    /// Keeps what reaches it.
-    struct Capture: LogHandler {
-        let records: Records
-        var logLevel = Logger.Level.trace
-        var metadata: Logger.Metadata = [:]
-        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-            get { metadata[key] }
-            set { metadata[key] = newValue }
-        }
-        func log(level: Logger.Level, message: Logger.Message, metadata: Logger.Metadata?,
-                 source: String, file: String, function: String, line: UInt) {
-            records.list.withLock { $0.append((message.description, metadata ?? [:])) }
-        }
-    }
-
     @Test func messagesAndMetadataAreEscaped() {
-        let records = Records()
-        let logger = Logger(label: "test") { _ in EscapingLogHandler(Capture(records: records)) }
+        let records = LogRecords()
+        let logger = Logger(label: "test") { _ in EscapingLogHandler(RecordingLogHandler(records: records)) }
         let forged = "gamma\n2026-12-06T00:00:00+0000 error vio-agent: forged\u{1B}[2K"
         logger.warning("refused HELLO from \(forged)", metadata: [
             "peer": "\(forged)", "list": .array([.string("a\u{202E}b")]), "nested": .dictionary(["k\n": "v\r"]),
         ])
-        let (message, metadata) = records.list.withLock { $0[0] }
+        let (_, message, metadata) = records.entries[0]
         #expect(message == #"refused HELLO from gamma\u{A}2026-12-06T00:00:00+0000 error vio-agent: forged\u{1B}[2K"#)
         #expect(metadata["peer"]?.description == #"gamma\u{A}2026-12-06T00:00:00+0000 error vio-agent: forged\u{1B}[2K"#)
         guard case .array(let list)? = metadata["list"] else { Issue.record("list metadata lost"); return }

@@ -178,17 +178,25 @@ final class LabHost: FabricDelegate {
     func fabricHealthReply(to connection: UInt64, _ result: Result<AgentStatus, ControlError>) { healthReplies.append(result) }
 }
 
-/// Log records kept for assertions, one line each (message and metadata).
+/// Log records kept for assertions.
 final class LogRecords: Sendable {
-    private let lines = Mutex<[String]>([])
-    func append(_ line: String) { lines.withLock { $0.append(line) } }
-    var all: [String] { lines.withLock { $0 } }
+    private let records = Mutex<[(level: Logger.Level, message: String, metadata: Logger.Metadata)]>([])
+    func append(_ level: Logger.Level, _ message: String, _ metadata: Logger.Metadata) {
+        records.withLock { $0.append((level, message, metadata)) }
+    }
+    /// Every record as it came.
+    var entries: [(level: Logger.Level, message: String, metadata: Logger.Metadata)] { records.withLock { $0 } }
+    /// Every record on one line: level, message, metadata sorted by key.
+    var all: [String] {
+        entries.map { e in "\(e.level) \(e.message) " + e.metadata.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ") }
+    }
     func contains(_ text: String) -> Bool { all.contains { $0.contains(text) } }
 }
 
+/// Keeps what reaches it in a ``LogRecords``.
 struct RecordingLogHandler: LogHandler {
     let records: LogRecords
-    var logLevel = Logger.Level.debug
+    var logLevel = Logger.Level.trace
     var metadata: Logger.Metadata = [:]
     subscript(metadataKey key: String) -> Logger.Metadata.Value? {
         get { metadata[key] }
@@ -196,8 +204,7 @@ struct RecordingLogHandler: LogHandler {
     }
     func log(level: Logger.Level, message: Logger.Message, metadata: Logger.Metadata?,
              source: String, file: String, function: String, line: UInt) {
-        let fields = (metadata ?? [:]).sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
-        records.append("\(level) \(message) \(fields)")
+        records.append(level, message.description, metadata ?? [:])
     }
 }
 

@@ -3,30 +3,6 @@ import Testing
 import VIOLinux
 import VIOWire
 
-/// Frames read from a blocking socket, for tests that play an agent by hand.
-struct FrameInbox {
-    let fd: Int32
-    var decoder = FrameDecoder()
-
-    func send(_ bytes: [UInt8]) {
-        _ = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-    }
-
-    /// The next frame `matching` (others are skipped), nil when the socket closes or stays
-    /// silent past its receive timeout.
-    mutating func next(matching: (Frame) -> Bool) -> Frame? {
-        var buffer = [UInt8](repeating: 0, count: 65536)
-        while true {
-            while let frame = try? decoder.next() {
-                if matching(frame) { return frame }
-            }
-            let n = recv(fd, &buffer, buffer.count, 0)
-            if n <= 0 { return nil }
-            decoder.feed(buffer[..<n])
-        }
-    }
-}
-
 /// Garbage on the fabric port: the agent drops that connection with a logged reason and keeps
 /// carrying every other link.
 @Suite(.serialized)
@@ -50,6 +26,19 @@ struct FabricBadInputTests {
     /// The test plays gamma with raw frames, so the pair beta-gamma runs in plaintext (the
     /// TLS layer's own bad input is SecureChannelTests' business); alpha-beta stays encrypted.
     static let plaintextGamma = "host_pairs:\n  - { between: [beta, gamma], security: plaintext }\n"
+
+    /// alpha and beta running (encrypted pair, a1 <-> b1), gamma declared behind NAT with a
+    /// plaintext pair to beta (b1 <-> g1) and no agent: the test speaks for it.
+    static func alphaBetaAndPlaintextGamma(defaults: String = "  ring_size: 256KiB\n  heartbeat_interval_ms: 100\n  peer_timeout_ms: 800\n") throws -> LoopbackCluster {
+        try LoopbackCluster(hosts: ["alpha", "beta", "gamma"], hostFields: ["gamma": "nat: behind"], instances: """
+              - { name: a1, host: alpha }
+              - { name: b1, host: beta }
+              - { name: g1, host: gamma }
+            """, links: """
+              - between: [a1, b1]
+              - between: [b1, g1]
+            """, defaults: defaults, extra: plaintextGamma, start: ["alpha", "beta"])
+    }
 
     static func frame(_ header: FrameHeader, _ payload: [UInt8] = []) -> [UInt8] {
         Frame(header, payload: payload).encoded()
@@ -93,16 +82,8 @@ struct FabricBadInputTests {
     /// small number are closed at accept, and the agent's memory stays flat (before: each
     /// reserved what it announced, 300 took an agent from 33 to 365 MB).
     @Test func unauthenticatedConnectionsCostLittle() throws {
-        let cluster = try LoopbackCluster(hosts: ["alpha", "beta", "gamma"], hostFields: ["gamma": "nat: behind"],
-                                          instances: """
-              - { name: a1, host: alpha }
-              - { name: b1, host: beta }
-              - { name: g1, host: gamma }
-            """, links: """
-              - between: [a1, b1]
-              - between: [b1, g1]
-            """, defaults: "  ring_size: 256KiB\n  heartbeat_interval_ms: 100\n  peer_timeout_ms: 3000\n",
-            extra: Self.plaintextGamma, start: ["alpha", "beta"])
+        let cluster = try Self.alphaBetaAndPlaintextGamma(
+            defaults: "  ring_size: 256KiB\n  heartbeat_interval_ms: 100\n  peer_timeout_ms: 3000\n")
         #expect(try cluster.waitForStatus("alpha", "channels 2/2"))
         let port = cluster.ports["beta"]!
         let agent = cluster.agents["beta"]!.process.processIdentifier
@@ -156,15 +137,7 @@ struct FabricBadInputTests {
     }
 
     @Test func badFramesDropOnlyTheirConnection() throws {
-        let cluster = try LoopbackCluster(hosts: ["alpha", "beta", "gamma"], hostFields: ["gamma": "nat: behind"],
-                                          instances: """
-              - { name: a1, host: alpha }
-              - { name: b1, host: beta }
-              - { name: g1, host: gamma }
-            """, links: """
-              - between: [a1, b1]
-              - between: [b1, g1]
-            """, extra: Self.plaintextGamma, start: ["alpha", "beta"])
+        let cluster = try Self.alphaBetaAndPlaintextGamma()
         #expect(try cluster.waitForStatus("alpha", "channels 2/2"))
         let port = cluster.ports["beta"]!
         let gammaHello = Self.frame(FrameHeader(type: .helloRequest), ChannelHello(
@@ -237,40 +210,29 @@ struct FabricBadInputTests {
     /// its instance sees the link fail, the far agent gets a reset naming the reason, and the
     /// channel carries on (a heartbeat sent after it is answered). The test plays gamma's agent.
     @Test func aBadFrameEndsOnlyItsSession() throws {
-        let cluster = try LoopbackCluster(hosts: ["beta", "gamma"], hostFields: ["gamma": "nat: behind"],
-                                          instances: """
-              - { name: b1, host: beta }
-              - { name: g1, host: gamma }
-            """, links: "  - between: [b1, g1]",
-            defaults: "  ring_size: 256KiB\n  channels: 1\n  heartbeat_interval_ms: 100\n  peer_timeout_ms: 5000\n",
-            extra: Self.plaintextGamma, start: ["beta"])
+        let cluster = try RawPeer.betaWithPlayedGamma()
         let holder = try cluster.probe("beta", ["hold", "--as", "b1"])
         #expect(holder.waitFor("attached"))
-        let fingerprint = try Tools.run("vioctl", ["topology", "fingerprint", cluster.topology]).stdout
-            .trimmingCharacters(in: .whitespacesAndNewlines)
-        guard let fd = connectLoopback(port: cluster.ports["beta"]!, receiveTimeout: timeval(tv_sec: 5, tv_usec: 0)) else {
-            Issue.record("cannot connect"); return
-        }
-        defer { close(fd) }
-        var inbox = FrameInbox(fd: fd)
-        inbox.send(Self.frame(FrameHeader(type: .helloRequest), ChannelHello(
-            cluster: "loopback", from: "gamma", to: "beta", channel: 0, channels: 1,
-            fingerprint: UInt64(fingerprint, radix: 16) ?? 0).encoded()))
-        #expect(inbox.next { $0.header.type == .helloResponse } != nil)
+        let gamma = try RawPeer.gammaAfterHello(in: cluster)
         // Session 1 (b1-g1) from g1; b1 is instance 1 in the topology.
-        inbox.send(Self.frame(FrameHeader(type: .session, flags: .start, session: 1, destination: 1),
-                              SessionOpen(from: "g1", to: "b1", window: 1 << 16, maxFramePayload: 1 << 16).encoded()))
-        #expect(inbox.next { $0.header.type == .acknowledgement && $0.header.flags.contains(.start) } != nil)
+        gamma.send(FrameHeader(type: .session, flags: .start, session: 1, destination: 1),
+                   SessionOpen(from: "g1", to: "b1", window: 1 << 16, maxFramePayload: 1 << 16).encoded())
+        #expect(gamma.waitFor { h, _ in h.type == .acknowledgement && h.flags.contains(.start) })
         #expect(holder.waitFor("ready"))
-        inbox.send(Self.frame(FrameHeader(type: .data, session: 1, destination: 1, sequence: 7), [1, 2, 3]))
-        let reset = inbox.next { $0.header.type == .session && $0.header.flags.contains(.reset) }
-        let message = reset.flatMap { try? SessionReset(decoding: $0.payload) }?.message ?? ""
-        #expect(message.contains("'beta' ended session 1: session 1: frame 7 arrived, 0 expected"), "\(message)")
+        gamma.send(FrameHeader(type: .data, session: 1, destination: 1, sequence: 7), [1, 2, 3])
+        var reset: SessionReset?
+        #expect(gamma.waitFor { h, p in
+            guard h.type == .session, h.flags.contains(.reset) else { return false }
+            reset = try? SessionReset(decoding: p)
+            return true
+        })
+        #expect(reset?.message.contains("'beta' ended session 1: session 1: frame 7 arrived, 0 expected") == true, "\(String(describing: reset))")
         #expect(holder.finish(timeout: 10) == 3, "\(holder.output)")
         #expect(holder.output.contains("corrupt ring"), "\(holder.output)")
         // Still the same channel: a heartbeat is answered.
-        inbox.send(Self.frame(FrameHeader(type: .heartbeatRequest, sequence: 42), [UInt8](repeating: 0, count: 8)))
-        #expect(inbox.next { $0.header.type == .heartbeatResponse && $0.header.sequence == 42 } != nil)
+        gamma.send(FrameHeader(type: .heartbeatRequest, sequence: 42), [UInt8](repeating: 0, count: 8))
+        #expect(gamma.waitFor { h, _ in h.type == .heartbeatResponse && h.sequence == 42 })
+        #expect(!gamma.closed)
         #expect(!cluster.log("beta").contains("closing the channel"), "\(cluster.log("beta"))")
         #expect(cluster.log("beta").contains("session ended: the far agent broke its protocol"))
     }
