@@ -85,6 +85,9 @@ final class Fabric {
     var polledLinks = WorkList<RemoteLink>(.polled)
     /// Channels with bytes still buffered after one turn.
     var unreadChannels = WorkList<ChannelSlot>(.unread)
+    /// Channels whose transport must be polled (``FabricChannel/mustBePolled``): received
+    /// from every turn; while there is one, the agent's loop does not sleep.
+    var polledChannels: [ChannelSlot] = []
     /// Channels with queued output.
     var dirty = WorkList<ChannelSlot>(.dirty)
     /// Links that received data this turn (credit to grant).
@@ -150,6 +153,12 @@ final class Fabric {
             tick(now)
             nextTick = now + heartbeatNanoseconds / 4
         }
+        if !polledChannels.isEmpty {
+            for slot in polledChannels where slot.isLive {
+                if !slot.channel.isConnected, !channels.finishConnecting(slot) { continue }
+                receive(on: slot)
+            }
+        }
         // Items on a taken list may have closed since they were added: `isLive` says.
         if !unreadChannels.isEmpty {
             let unread = unreadChannels.take()
@@ -169,7 +178,7 @@ final class Fabric {
             received.recycle(credited)
         }
         flushAll()
-        return !readyLinks.isEmpty || !unreadChannels.isEmpty
+        return !readyLinks.isEmpty || !unreadChannels.isEmpty || !polledChannels.isEmpty
     }
 
     /// Moves the polled links that have records (or changed state) to the ready list.
@@ -203,7 +212,9 @@ final class Fabric {
 
     /// A channel's descriptor is ready: output can go, frames may have arrived.
     func channelEvent(_ slot: ChannelSlot, _ event: Epoll.Event) {
-        if !slot.channel.isConnected, !channels.finishConnecting(slot, event) { return }
+        if !slot.channel.isConnected {
+            guard event.writable || event.hangUp, channels.finishConnecting(slot) else { return }
+        }
         if event.writable { dirty.insert(slot) }
         if event.readable || event.hangUp { receive(on: slot) }
     }

@@ -67,10 +67,9 @@ final class ChannelManager {
     private func clock() -> UInt64 { fabric.clock() }
     private func send(_ header: FrameHeader, _ payload: [UInt8] = [], on slot: ChannelSlot) { fabric.send(header, payload, on: slot) }
 
-    /// An event on a channel still connecting: once connected it says HELLO. False when the
-    /// channel failed (dropped) or is still connecting.
-    func finishConnecting(_ slot: ChannelSlot, _ event: Epoll.Event) -> Bool {
-        guard event.writable || event.hangUp else { return false }
+    /// A channel still connecting may have finished (its descriptor turned writable, or it is
+    /// polled): once connected it says HELLO. False when it failed (dropped).
+    func finishConnecting(_ slot: ChannelSlot) -> Bool {
         do {
             try slot.channel.finishConnect()
         } catch {
@@ -114,6 +113,11 @@ final class ChannelManager {
         slots.append(slot)
         // Before watching: a channel epoll refuses is then dropped as the peer's (redialed).
         if let peer { peer.slots[index] = slot }
+        if channel.mustBePolled {
+            // Nothing to watch: the multiplexer looks at it every turn.
+            fabric.polledChannels.append(slot)
+            return slot
+        }
         do {
             // Events go straight to the multiplexer (the data path); unowned(unsafe): the fabric
             // outlives every registration on its loop, and a checked reference would cost a
@@ -186,6 +190,7 @@ final class ChannelManager {
         slot.isLive = false
         slot.channel.close(reason: reason)
         if let registration = slot.registration { loop.unregister(registration) }
+        fabric.polledChannels.removeAll { $0 === slot }
         fabric.dirty.remove(slot)
         fabric.unreadChannels.remove(slot)
         return true

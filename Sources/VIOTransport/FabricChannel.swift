@@ -49,8 +49,14 @@ public enum ChannelError: Error, Sendable, Equatable, CustomStringConvertible {
 /// frames from many links into one system call: ``enqueue(_:payload:)`` then ``flush()``.
 public protocol FabricChannel: AnyObject {
     /// The descriptor the agent's loop watches (readable: frames may have arrived;
-    /// writable: queued bytes may be sent or a connect finished).
+    /// writable: queued bytes may be sent or a connect finished). Not watched for a channel
+    /// that ``mustBePolled``.
     var descriptor: Int32 { get }
+    /// Whether arrivals can only be found by asking (a completion queue with no event
+    /// channel, say): the fabric then calls ``receive(budget:place:_:)`` every turn and the
+    /// agent's loop does not sleep while such a channel is open. False for descriptor-driven
+    /// channels (the default).
+    var mustBePolled: Bool { get }
     /// What this channel offers.
     var capabilities: ChannelCapabilities { get }
     /// The far end's address, for logs.
@@ -138,6 +144,8 @@ public struct ChannelCounters: Sendable, Equatable {
 }
 
 extension FabricChannel {
+    public var mustBePolled: Bool { false }
+
     /// Queues the frame: a channel that cannot write one frame on its own writes it with the
     /// next ``flush()``.
     public func sendNow(_ header: FrameHeader, prefix: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer,

@@ -26,7 +26,8 @@ public final class MemoryNetwork {
         wires.append(wire)
         listener.pending.append(wire)
         EventDescriptor.ring(listener.doorbell.rawValue)
-        return MemoryChannel(wire: wire, side: 0, authenticatedPeer: nil, maximumFramePayload: dialer.maximumFramePayload)
+        return MemoryChannel(wire: wire, side: 0, authenticatedPeer: nil, maximumFramePayload: dialer.maximumFramePayload,
+                             polled: dialer.polled)
     }
 
     /// Cuts every wire (each end reads end of stream) and refuses new dials until
@@ -96,13 +97,16 @@ public final class MemoryTransport: FabricTransport {
     fileprivate var pending: [MemoryWire] = []
     /// The largest frame payload its channels report they carry (tests of frame sizing).
     fileprivate let maximumFramePayload: Int
+    /// Its channels must be polled (tests of a transport without an event descriptor).
+    fileprivate let polled: Bool
 
     /// A transport in `network`; listens on `listen` ("address:port") when given. `identity`
     /// is this agent's key (shown to the hosts it dials); `acceptedKeys` are the keys of the
     /// hosts that may dial it authenticated.
     public init(network: MemoryNetwork, listen: String?, identity: [UInt8]?, acceptedKeys: [[UInt8]],
-                maximumFramePayload: Int = FrameHeader.maximumPayload) throws(SystemError) {
+                maximumFramePayload: Int = FrameHeader.maximumPayload, polled: Bool = false) throws(SystemError) {
         self.maximumFramePayload = maximumFramePayload
+        self.polled = polled
         self.network = network
         self.identity = identity
         self.acceptedKeys = acceptedKeys
@@ -119,7 +123,7 @@ public final class MemoryTransport: FabricTransport {
         guard !pending.isEmpty else { return nil }
         let wire = pending.removeFirst()
         let proven = wire.dialerIdentity.flatMap { key in acceptedKeys.firstIndex(of: key) }
-        return (MemoryChannel(wire: wire, side: 1, authenticatedPeer: proven, maximumFramePayload: maximumFramePayload),
+        return (MemoryChannel(wire: wire, side: 1, authenticatedPeer: proven, maximumFramePayload: maximumFramePayload, polled: polled),
                 "memory wire \(network.wires.count)")
     }
 
@@ -138,9 +142,11 @@ public final class MemoryChannel: FabricChannel {
     public private(set) var counters = ChannelCounters()
     public let authenticatedPeer: Int?
     private let maximumFramePayload: Int
+    public let mustBePolled: Bool
 
-    fileprivate init(wire: MemoryWire, side: Int, authenticatedPeer: Int?, maximumFramePayload: Int) {
+    fileprivate init(wire: MemoryWire, side: Int, authenticatedPeer: Int?, maximumFramePayload: Int, polled: Bool) {
         self.maximumFramePayload = maximumFramePayload
+        mustBePolled = polled
         self.wire = wire
         self.side = side
         self.authenticatedPeer = authenticatedPeer

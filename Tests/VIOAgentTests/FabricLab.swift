@@ -31,13 +31,13 @@ final class FabricLab {
     /// a file of its own (to make the two ends disagree), `identities` a key other than its
     /// topology key (an impostor).
     init(_ yaml: String, topologies: [String: String] = [:], identities: [String: [UInt8]] = [:],
-         maximumFramePayload: Int = FrameHeader.maximumPayload) throws {
+         maximumFramePayload: Int = FrameHeader.maximumPayload, polled: Bool = false) throws {
         topology = try TopologyLoader.parse(text: yaml, file: "lab.yaml").0
         for host in topology.hosts {
             let own = try topologies[host.name].map { try TopologyLoader.parse(text: $0, file: "\(host.name).yaml").0 } ?? topology
             hosts[host.name] = try LabHost(name: host.name, topology: own, network: network, clock: clock,
                                            identity: identities[host.name] ?? host.key?.bytes,
-                                           maximumFramePayload: maximumFramePayload)
+                                           maximumFramePayload: maximumFramePayload, polled: polled)
         }
     }
 
@@ -114,7 +114,7 @@ final class LabHost: FabricDelegate {
     var refusals: [(instance: String, error: ControlError)] = []
 
     init(name: String, topology: Topology, network: MemoryNetwork, clock: FabricLab.Clock, identity: [UInt8]?,
-         maximumFramePayload: Int) throws {
+         maximumFramePayload: Int, polled: Bool) throws {
         self.name = name
         self.clock = clock
         loop = try EventLoop()
@@ -122,7 +122,7 @@ final class LabHost: FabricDelegate {
         let transport = try MemoryTransport(network: network,
                                             listen: view.peers.contains { !$0.weDial } ? "\(view.host.address):\(view.host.port)" : nil,
                                             identity: identity, acceptedKeys: Fabric.acceptedKeys(of: view).map(\.key),
-                                            maximumFramePayload: maximumFramePayload)
+                                            maximumFramePayload: maximumFramePayload, polled: polled)
         let perPeer = Dictionary(uniqueKeysWithValues: view.peers.map { ($0.host.name, (transport as any FabricTransport, "lab")) })
         let records = log
         let logger = Logger(label: name) { _ in RecordingLogHandler(records: records) }

@@ -59,6 +59,25 @@ import VIOWire
         #expect(try lab.receive(on: a1) == message)
     }
 
+    /// A transport whose channels must be polled (no descriptor says when frames arrive): the
+    /// multiplexer receives from them every turn and the pair works as any other; the turn
+    /// reports more work while such a channel is open, so the agent's loop never sleeps on it.
+    @Test func polledChannelsCarryLinks() throws {
+        let lab = try FabricLab(Self.pair, polled: true)
+        attachAll(lab)
+        #expect(lab.connect())
+        let slot = try #require(lab["alpha"].fabric.channels.slots.first)
+        #expect(slot.registration == nil && lab["alpha"].fabric.polledChannels.count == 1)
+        let (a1, b1) = try lab.open("a1", on: "alpha", to: "b1", on: "beta")
+        for i in 0..<20 {
+            try a1.send([UInt8(i)])
+            #expect(try lab.receive(on: b1) == [UInt8(i)])
+            try b1.send([UInt8(i), 1])
+            #expect(try lab.receive(on: a1) == [UInt8(i), 1])
+        }
+        #expect(lab["alpha"].fabric.finishTurn())
+    }
+
     /// An orderly close travels as the session's end of data and close: the far instance gets
     /// everything sent before it, then "peer closed"; both sessions end and leave the tables.
     @Test func closeArrivesAfterTheData() throws {
