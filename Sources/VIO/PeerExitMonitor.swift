@@ -46,33 +46,43 @@ final class PeerExitMonitor: Sendable {
     }
 
     /// Ends `link` as `gone` once the process behind `pidfd` exits; takes ownership of
-    /// `pidfd`. Without epoll (never seen) the descriptor is closed and the link relies on
-    /// the agent, as before.
-    func watch(_ link: LinkEndpoint, peerProcess pidfd: consuming OwnedFileDescriptor) {
-        guard let poller else { return }
+    /// `pidfd`. Returns the watch's token for ``unwatch(_:)`` (when the link closes), nil when
+    /// it could not be watched (the link then relies on the agent, as before).
+    ///
+    /// Never reads other links here (no weak loads under the lock: releasing the last
+    /// reference to a link would run its close, which calls back into the client).
+    func watch(_ link: LinkEndpoint, peerProcess pidfd: consuming OwnedFileDescriptor) -> UInt64? {
+        guard let poller else { return nil }
         let fd = pidfd.take()
-        let (token, start, released) = state.withLock { state in
-            // Links released since the last call no longer need their peer watched.
-            let released = state.watches.filter { $0.value.link == nil }
-            for key in released.keys { state.watches[key] = nil }
+        let token = state.withLock { state in
             let token = state.nextToken
             state.nextToken &+= 1
             state.watches[token] = Watch(pidfd: fd, link: link)
-            defer { state.started = true }
-            return (token, !state.started, released.values.map(\.pidfd))
-        }
-        for old in released {
-            poller.epoll.remove(old)
-            close(old)
+            return token
         }
         do {
             try poller.epoll.add(fd, token: token)
         } catch {
             _ = state.withLock { $0.watches.removeValue(forKey: token) }
             close(fd)
-            return
+            return nil
         }
-        if start { DetachedThread.start { self.run(poller) } }
+        let start = state.withLock { state in
+            defer { state.started = true }
+            return !state.started
+        }
+        if start, !DetachedThread.start({ self.run(poller) }) {
+            // No thread: the next watch tries again.
+            state.withLock { $0.started = false }
+        }
+        return token
+    }
+
+    /// Stops watching for the link that `token` was given for (it closed). Idempotent.
+    func unwatch(_ token: UInt64) {
+        guard let poller, let watch = state.withLock({ $0.watches.removeValue(forKey: token) }) else { return }
+        poller.epoll.remove(watch.pidfd)
+        close(watch.pidfd)
     }
 
     private func run(_ poller: Poller) {
@@ -92,7 +102,9 @@ final class PeerExitMonitor: Sendable {
 
 /// A detached POSIX thread (libvio does not depend on Foundation).
 enum DetachedThread {
-    static func start(_ body: @escaping @Sendable () -> Void) {
+    /// False when the thread could not be created.
+    @discardableResult
+    static func start(_ body: @escaping @Sendable () -> Void) -> Bool {
         final class Box { let body: @Sendable () -> Void; init(_ b: @escaping @Sendable () -> Void) { body = b } }
         var thread = pthread_t()
         let box = Unmanaged.passRetained(Box(body)).toOpaque()
@@ -101,8 +113,9 @@ enum DetachedThread {
             return nil
         }, box) == 0 {
             pthread_detach(thread)
-        } else {
-            Unmanaged<Box>.fromOpaque(box).release()
+            return true
         }
+        Unmanaged<Box>.fromOpaque(box).release()
+        return false
     }
 }

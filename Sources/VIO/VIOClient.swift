@@ -158,12 +158,18 @@ public final class VIOClient: @unchecked Sendable {
             // The far end of a link to another host is the local agent.
             link.endWhenProcessExits(descriptor: agentExit.descriptor, owner: agentExit)
         }
+        let watch: UInt64?
         if region.peerHost.isEmpty, let peerProcess {
-            PeerExitMonitor.shared.watch(link, peerProcess: peerProcess)
+            watch = PeerExitMonitor.shared.watch(link, peerProcess: peerProcess)
+        } else {
+            watch = nil
         }
         // The link keeps the attachment alive: dropping the client while links are in use
         // must not detach the instance (which would close them).
-        link.onClose = { id in self.notifyClosed(id) }
+        link.onClose = { id in
+            self.notifyClosed(id)
+            if let watch { PeerExitMonitor.shared.unwatch(watch) }
+        }
         return link
     }
 

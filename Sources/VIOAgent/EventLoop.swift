@@ -29,6 +29,11 @@ final class EventLoop {
         epoll = try Epoll()
     }
 
+    /// Handlers hold their owners (links, channels); a loop that goes away lets them go.
+    deinit {
+        for registration in registrations.values { registration.handler = nil }
+    }
+
     /// Watches `descriptor` (readable, and `writable` if asked): `handler` gets its events
     /// until ``unregister(_:)``.
     @discardableResult

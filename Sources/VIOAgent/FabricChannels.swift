@@ -29,8 +29,8 @@ final class ChannelManager {
     private(set) var peers: [String: FabricPeer] = [:]
     /// Every channel, connecting, waiting for HELLO or ready.
     private(set) var slots: [ChannelSlot] = []
-    /// Connections closed at accept because ``maximumPendingChannels`` were waiting, since
-    /// the last warning about it.
+    /// Connections waiting for HELLO dropped because ``maximumPendingChannels`` were waiting,
+    /// since the last warning about it.
     private var refusedPending = 0
     private var lastRefusalWarning: UInt64 = 0
 
@@ -88,17 +88,20 @@ final class ChannelManager {
             }
             guard let (channel, address) = accepted else { return }
             let now = clock()
-            if pendingChannels >= Self.maximumPendingChannels {
-                // Closed here (the channel goes out of scope); a real peer redials with backoff.
+            if pendingChannels >= Self.maximumPendingChannels,
+               let oldest = slots.filter({ $0.peer == nil }).min(by: { $0.createdAt < $1.createdAt }) {
+                // The one that waited longest goes, not the newcomer: connections held open
+                // without a word cannot keep a real peer (whose HELLO follows its connect
+                // within a round trip) out for good.
                 refusedPending += 1
+                forget(oldest, reason: "too many connections waiting for HELLO")
                 if now - lastRefusalWarning >= 1_000_000_000 {
-                    logger.warning("fabric connections refused: too many waiting for HELLO",
-                                   metadata: ["refused": "\(refusedPending)", "waiting": "\(pendingChannels)",
+                    logger.warning("fabric connections dropped: too many waiting for HELLO",
+                                   metadata: ["dropped": "\(refusedPending)", "waiting": "\(pendingChannels)",
                                               "latest_from": "\(address)"])
                     refusedPending = 0
                     lastRefusalWarning = now
                 }
-                continue
             }
             register(channel, peer: nil, index: -1, now: now)
             logger.debug("fabric connection accepted", metadata: ["from": "\(address)"])

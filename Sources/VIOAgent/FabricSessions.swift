@@ -61,6 +61,11 @@ final class SessionManager {
         guard case .remote(let host) = declared.kind, let peer = peers[host] else {
             return ControlError(.internalError, "no fabric peer for the link")
         }
+        // One open at a time per link: a second one (libvio never sends it, another client
+        // might) would make a second link for the same session.
+        if waitingForHost.contains(where: { $0.link.session == declared.session }) {
+            return ControlError(.alreadyOpen, "an open of the link to '\(declared.peerEnd)' is already waiting for host '\(host)'")
+        }
         if let existing = links[declared.session] {
             guard existing.isOpen else {
                 return ControlError(.alreadyOpen, "an open of the link to '\(declared.peerEnd)' is already in progress")
@@ -94,6 +99,12 @@ final class SessionManager {
     func startSession(instance: String, link declared: ResolvedLink, requestID: UInt32, waitMilliseconds: UInt32,
                       deadline: UInt64) {
         guard case .remote(let host) = declared.kind, let peer = peers[host] else { return }
+        guard links[declared.session] == nil else {
+            // The far end opened it meanwhile (its start arrived first): that link is the one.
+            delegate?.fabricRefuse(requestID: requestID, of: instance, ControlError(.alreadyOpen,
+                "the link to '\(declared.peerEnd)' was opened from the other end meanwhile; accept it"))
+            return
+        }
         let link: RemoteLink
         do {
             link = try makeLink(declared, peer: peer, openRequest: (requestID, deadline))
@@ -325,6 +336,11 @@ final class SessionManager {
         guard link.flushBacklog() else {
             _ = link.armForSpace()
             return
+        }
+        if let (requestID, _) = link.openRequest {
+            // Closed before it was accepted: the OPEN_LINK waiting for it hears so.
+            delegate?.fabricRefuse(requestID: requestID, of: link.instance, ControlError(.peerNotAttached,
+                "'\(link.peer)' on host '\(link.peerHost)' closed the link before accepting it"))
         }
         link.finish(LinkStateWord(kind: .closed, end: 1))
         unregister(link)

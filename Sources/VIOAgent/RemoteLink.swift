@@ -213,6 +213,9 @@ final class RemoteLink: WorkListed {
             }
             let first = record.flags & RegionLayout.Record.first != 0
             let last = record.flags & RegionLayout.Record.last != 0
+            if outboundRecordOffset > 0, outboundRecordShape != (record.flags, record.payload.count, record.total) {
+                return .corrupt("a record's header changed while it was being sent (flags \(outboundRecordShape.flags) -> \(record.flags), length \(outboundRecordShape.length) -> \(record.payload.count), total \(outboundRecordShape.total) -> \(record.total))")
+            }
             if record.flags == RegionLayout.Record.abort {
                 guard outboundInMessage else { return .corrupt("abort record outside a fragmented message") }
                 let cost = RegionLayout.Record.size(payload: 0)
@@ -222,9 +225,6 @@ final class RemoteLink: WorkListed {
                 emit(header(flags: .reset), UnsafeRawBufferPointer(start: nil, count: 0), UnsafeRawBufferPointer(start: nil, count: 0), end, false)
                 outboundInMessage = false
                 continue
-            }
-            if outboundRecordOffset > 0, outboundRecordShape != (record.flags, record.payload.count, record.total) {
-                return .corrupt("a record's header changed while it was being sent (flags \(outboundRecordShape.flags) -> \(record.flags), length \(outboundRecordShape.length) -> \(record.payload.count), total \(outboundRecordShape.total) -> \(record.total))")
             }
             if outboundRecordOffset == 0 {
                 outboundRecordShape = (record.flags, record.payload.count, record.total)

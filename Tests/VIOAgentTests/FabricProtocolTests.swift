@@ -95,6 +95,56 @@ import VIOWire
         #expect(lab.run(until: { lab["alpha"].fabric.sessions.links[1] == nil && lab["beta"].fabric.sessions.links[1] == nil }))
     }
 
+    /// Connections that never say HELLO cannot keep a real peer out: beyond the 64 that may
+    /// wait, the longest-waiting one is dropped, so the peer's channels get in at once.
+    @Test func silentConnectionsCannotKeepAPeerOut() throws {
+        let lab = try FabricLab(Self.pair)
+        attachAll(lab)
+        let stranger = try MemoryTransport(network: lab.network, listen: nil, identity: nil, acceptedKeys: [])
+        let beta = lab["beta"].fabric.view.host
+        var silent: [any FabricChannel] = []
+        for _ in 0..<80 {
+            silent.append(try stranger.dial(TransportPeer(name: "stranger", address: beta.address, port: beta.port, key: nil)))
+        }
+        // alpha (which dials beta) gets both its channels up well before the silent ones'
+        // HELLO deadline (the peer timeout, 1 s) could have made room.
+        #expect(lab.run(until: { lab["alpha"].fabric.channels.peers["beta"]!.isUp }, rounds: 100))
+        #expect(lab["beta"].fabric.channels.slots.filter { $0.peer == nil }.count <= ChannelManager.maximumPendingChannels)
+        #expect(lab["beta"].log.contains("fabric connections dropped: too many waiting for HELLO"))
+        _ = silent
+    }
+
+    /// A second OPEN_LINK for a link whose first is still waiting for the peer host is refused
+    /// (libvio never sends one; another client could): one link comes up, none is left behind.
+    @Test func aSecondOpenWhileTheHostIsDownIsRefused() throws {
+        let lab = try FabricLab(Self.pair)
+        attachAll(lab)
+        let alpha: Fabric = lab["alpha"].fabric
+        let declared = try #require(alpha.view.link(between: "a1", and: "b1"))
+        #expect(alpha.openLink(instance: "a1", link: declared, requestID: 1, waitMilliseconds: 10_000) == nil)
+        #expect(alpha.openLink(instance: "a1", link: declared, requestID: 2, waitMilliseconds: 10_000)?.code == .alreadyOpen)
+        #expect(lab.connect())
+        #expect(lab.run(until: { lab["alpha"].delivered["a1"]?.count == 1 && lab["beta"].delivered["b1"]?.count == 1 }))
+        lab.run(rounds: 50)
+        #expect(lab["alpha"].delivered["a1"]?.count == 1 && lab["alpha"].refusals.isEmpty)
+    }
+
+    /// The far agent closing a session this end is still opening answers the waiting
+    /// OPEN_LINK (it used to wait for ever with an infinite timeout).
+    @Test func aCloseBeforeAcceptanceAnswersTheOpen() throws {
+        let lab = try FabricLab(Self.pair)
+        lab["alpha"].attach("a1")
+        #expect(lab.connect())
+        let declared = try #require(lab["alpha"].fabric.view.link(between: "a1", and: "b1"))
+        #expect(lab["alpha"].fabric.openLink(instance: "a1", link: declared, requestID: 1, waitMilliseconds: UInt32.max) == nil)
+        lab.run(rounds: 20)
+        let wire = try #require(lab.network.wires.last)
+        wire.inject(Frame(FrameHeader(type: .session, flags: .close, session: 1, destination: 1), payload: []).encoded(), toSide: 0)
+        #expect(lab.run(until: { !lab["alpha"].refusals.isEmpty }, rounds: 50))
+        #expect(lab["alpha"].refusals.first?.error.message.contains("closed the link before accepting it") == true)
+        #expect(lab["alpha"].fabric.sessions.links[1] == nil)
+    }
+
     /// A HELLO from an agent whose topology differs is refused with the reason, and the pair
     /// never comes up.
     @Test func differentTopologiesAreRefused() throws {

@@ -11,12 +11,20 @@ final class LoopbackCluster: AgentCluster {
     let ports: [String: Int]
     private(set) var agents: [String: RunningAgent] = [:]
 
-    /// A port no socket on 127.0.0.1 uses now, picked by the kernel (bound, then released):
-    /// clusters of suites running side by side never share one, as a fixed spread could.
+    /// A port no socket on 127.0.0.1 uses now: random below the kernel's ephemeral range (so
+    /// no outgoing connection of a test running beside takes it before the agent binds it),
+    /// checked by binding it. Clusters of suites running side by side never share one.
     static func freePort() throws -> Int {
-        let socket = try TCPSocket.listen(on: TCPSocket.resolve("127.0.0.1", port: 0))
-        return Int(try socket.localAddress().description.split(separator: ":").last.flatMap { Int($0) } ?? 0)
+        let range = Tools.contents("/proc/sys/net/ipv4/ip_local_port_range").split(whereSeparator: \.isWhitespace)
+        let ephemeralStart = range.first.flatMap { Int($0) } ?? 32768
+        for _ in 0..<1000 {
+            let port = Int.random(in: 20000..<max(20001, ephemeralStart))
+            if (try? TCPSocket.listen(on: TCPSocket.resolve("127.0.0.1", port: UInt16(port)))) != nil { return port }
+        }
+        throw TCPSocketBusy()
     }
+
+    struct TCPSocketBusy: Error {}
 
     /// `count` distinct free ports (a released port may come back at once).
     static func freePorts(_ count: Int) throws -> [Int] {
