@@ -286,7 +286,19 @@ final class Fabric {
     }
 
     /// Queues a frame whose payload the caller holds in memory (copied now).
+    /// Frames larger than the channel carries never go: a control frame's text is cut to fit;
+    /// anything else is not sent and the error logged (the callers size what can be large).
     func send(_ header: FrameHeader, payload: UnsafeRawBufferPointer, on slot: ChannelSlot) {
+        var payload = payload
+        let limit = slot.frameLimit
+        if payload.count > limit {
+            guard header.type == .control else {
+                logger.error("frame larger than the channel carries not sent", metadata: [
+                    "type": "\(header.type)", "bytes": "\(payload.count)", "limit": "\(limit)"])
+                return
+            }
+            payload = UnsafeRawBufferPointer(rebasing: payload[..<limit])
+        }
         slot.channel.enqueue(header, payload: payload)
         slot.lastSent = now
         dirty.insert(slot)
@@ -356,7 +368,15 @@ final class Fabric {
             }
         case .healthRequest:
             guard let status = delegate?.fabricStatus() else { return }
-            send(FrameHeader(type: .healthResponse, sequence: header.sequence), status.encodedPayload(), on: slot)
+            let encoded = status.encodedPayload()
+            let limit = slot.frameLimit
+            guard encoded.count <= limit else {
+                // The asker's request times out with the reason in its agent's log.
+                send(FrameHeader(type: .control, sequence: header.sequence),
+                     Array("'\(view.host.name)' cannot answer a health request: its status is \(encoded.count) bytes, more than one frame carries (\(limit))".utf8), on: slot)
+                return
+            }
+            send(FrameHeader(type: .healthResponse, sequence: header.sequence), encoded, on: slot)
         case .healthResponse:
             // Only the host asked may answer (request numbers are easy to guess).
             guard let request = healthRequests[header.sequence], request.peer == peer.name else { return }

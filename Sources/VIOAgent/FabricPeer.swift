@@ -32,7 +32,11 @@ final class ChannelSlot: WorkListed {
         channel.admit()
     }
 
+    /// The largest frame payload the channel carries (read once: the capability is computed).
+    let frameLimit: Int
+
     init(channel: any FabricChannel, peer: FabricPeer?, index: Int, now: UInt64) {
+        frameLimit = channel.capabilities.maximumFramePayload
         self.channel = channel
         self.peer = peer
         self.index = index

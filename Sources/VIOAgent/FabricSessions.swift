@@ -129,8 +129,8 @@ final class SessionManager {
                                   numaNode: node, openRequest: openRequest)
         nextLinkID = nextLinkID.next
         // Frames no larger than the channel carries, both ways (8 bytes for a length prefix).
-        if let channel = peer.slots[link.channel]?.channel {
-            link.channelFrameLimit = min(FrameHeader.maximumPayload, channel.capabilities.maximumFramePayload)
+        if let slot = peer.slots[link.channel] {
+            link.channelFrameLimit = min(FrameHeader.maximumPayload, slot.frameLimit)
         }
         try register(link)
         return link

@@ -52,6 +52,16 @@ import VIOWire
             let link = try #require(lab[side].fabric.sessions.links[1])
             #expect(link.peerMaxFramePayload <= 4096 - 8 && link.maxFramePayload <= 4096 - 8)
         }
+        // A health answer fits here...
+        #expect(lab["alpha"].fabric.requestHealth(of: "beta", for: 1) == nil)
+        #expect(lab.run(until: { !lab["alpha"].healthReplies.isEmpty }, rounds: 50))
+        if case .success(let status)? = lab["alpha"].healthReplies.first { #expect(status.host == "beta") } else { Issue.record("no status") }
+        // ...not on a channel of 96-byte frames: it is not sent, and the asker hears why.
+        let tiny = try FabricLab(Self.pair, maximumFramePayload: 96)
+        #expect(tiny.connect())
+        #expect(tiny["alpha"].fabric.requestHealth(of: "beta", for: 1) == nil)
+        tiny.run(rounds: 50)
+        #expect(tiny["alpha"].log.contains("cannot answer a health request: its status is"), "\(tiny["alpha"].log.all)")
         let message = (0..<40_000).map { UInt8(truncatingIfNeeded: $0 &* 7) }
         try a1.send(message)
         #expect(try lab.receive(on: b1) == message)
