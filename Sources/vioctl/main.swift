@@ -50,6 +50,8 @@ struct StatusCommand: ParsableCommand {
         abstract: "Show a running agent's state: instances, links, transport.")
 
     @OptionGroup var location: AgentLocation
+    @Flag(help: "Print the state as JSON (schema vio.status, version 1; see docs/status-json.md).")
+    var json = false
 
     func run() throws {
         let path = try location.socketPath()
@@ -61,7 +63,7 @@ struct StatusCommand: ParsableCommand {
             // The agent's reasons quote names from clients and far agents.
             throw FailureMessage(DisplaySafe.escape(error.description))
         }
-        print(StatusPrinter.render(status, socket: path), terminator: "")
+        print(json ? try StatusJSON.render(status) : StatusPrinter.render(status, socket: path), terminator: "")
     }
 }
 
@@ -74,6 +76,8 @@ struct HealthCommand: ParsableCommand {
     var remoteHost: String
 
     @OptionGroup var location: AgentLocation
+    @Flag(help: "Print the state as JSON (as status --json).")
+    var json = false
 
     func run() throws {
         let path = try location.socketPath()
@@ -85,7 +89,7 @@ struct HealthCommand: ParsableCommand {
             // The agent's reasons quote names from clients and far agents.
             throw FailureMessage(DisplaySafe.escape(error.description))
         }
-        print(StatusPrinter.render(status, socket: "(remote, via \(path))"), terminator: "")
+        print(json ? try StatusJSON.render(status) : StatusPrinter.render(status, socket: "(remote, via \(path))"), terminator: "")
     }
 }
 
