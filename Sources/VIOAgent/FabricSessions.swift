@@ -288,6 +288,10 @@ final class SessionManager {
         guard payload.count == 8 else { throw ProtocolViolation(.session(link.session), "acknowledgement of \(payload.count) bytes") }
         let delivered = payload.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
         guard delivered >= link.acknowledgedMessages else { throw ProtocolViolation(.session(link.session), "acknowledged count went backwards") }
+        // More than was sent would hide what a host loss may have lost (possiblyLost).
+        guard delivered <= link.framedMessages else {
+            throw ProtocolViolation(.session(link.session), "acknowledged \(delivered) messages, \(link.framedMessages) were sent")
+        }
         link.acknowledgedMessages = delivered
         link.sendCredit += Int(header.credit)
         guard link.sendCredit <= link.region.capacity(ofRing: 1) * 2 + FrameHeader.maximumPayload * 2 else {

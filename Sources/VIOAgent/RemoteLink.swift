@@ -95,6 +95,8 @@ final class RemoteLink: WorkListed {
     var outboundRecordShape = (flags: UInt16(0), length: 0, total: 0)
     /// Whole messages the far agent acknowledged as delivered into its instance's ring.
     var acknowledgedMessages: UInt64 = 0
+    /// Whole messages framed to the far agent: what it may acknowledge at most.
+    var framedMessages: UInt64 = 0
     /// Times a record waited for credit.
     var creditStalls: UInt64 = 0
     var stalledOnCredit = false
@@ -207,6 +209,7 @@ final class RemoteLink: WorkListed {
                 sendCredit -= run.bytes.count
                 let end = consumer.consume(run)
                 emit(header(flags: .records), UnsafeRawBufferPointer(start: nil, count: 0), run.bytes, end, false)
+                framedMessages &+= UInt64(run.messages)
                 spent += run.bytes.count + FrameHeader.size
                 stalledOnCredit = false
                 continue
@@ -265,6 +268,7 @@ final class RemoteLink: WorkListed {
                 outboundRecordOffset += chunk
                 if endsRecord { break }
             }
+            if last { framedMessages &+= 1 }
             outboundRecordOffset = 0
             outboundInMessage = !last
             // Counted once the record is consumed: a record that waited for credit is checked again.

@@ -271,6 +271,24 @@ import VIOWire
                         stepMilliseconds: 10, rounds: 1000))
     }
 
+    /// A far agent acknowledging more messages than it was sent would hide what a host loss
+    /// may lose: the session ends instead.
+    @Test func acknowledgingMoreThanWasSentEndsTheSession() throws {
+        let lab = try FabricLab(Self.pair)
+        attachAll(lab)
+        #expect(lab.connect())
+        let (a1, b1) = try lab.open("a1", on: "alpha", to: "b1", on: "beta")
+        try a1.send([1])
+        #expect(try lab.receive(on: b1) == [1])
+        let wire = try #require(lab.network.wires.last)
+        var count = UInt64(1 << 40).littleEndian
+        let payload = withUnsafeBytes(of: &count) { Array($0) }
+        wire.inject(Frame(FrameHeader(type: .acknowledgement, session: 1, destination: 1), payload: payload).encoded(), toSide: 0)
+        #expect(lab.run(until: { lab["alpha"].fabric.sessions.links[1] == nil }, rounds: 50))
+        #expect(lab["alpha"].log.contains("acknowledged 1099511627776 messages, 1 were sent"), "\(lab["alpha"].log.all)")
+        #expect(throws: LinkError.self) { try a1.send([2], timeout: .zero) }
+    }
+
     /// An event the session's state does not allow (the far agent ends its data on a session
     /// that is still opening) is refused with a control frame and the state kept.
     @Test func invalidTransitionIsRefusedAndTheStateKept() throws {
