@@ -590,13 +590,14 @@ extension Agent: FabricDelegate {
         guard let c = connections[connection] else { return }
         switch result {
         case .success(let status):
-            let size = ControlMessage.status(status).encoded().count
-            guard size <= UnixSocket.maximumMessage else {
+            // Encoded once: measured, then sent as it is.
+            let bytes = ControlMessage.status(status).encoded()
+            guard bytes.count <= UnixSocket.maximumMessage else {
                 try? c.send(.error(ControlError(.internalError,
-                    "the status of host '\(status.host)' is \(size) bytes, more than one control message carries (\(UnixSocket.maximumMessage))")))
+                    "the status of host '\(status.host)' is \(bytes.count) bytes, more than one control message carries (\(UnixSocket.maximumMessage))")))
                 return
             }
-            try? c.send(.status(status))
+            try? c.socket.send(bytes)
         case .failure(let error): try? c.send(.error(error))
         }
     }

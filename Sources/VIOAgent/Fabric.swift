@@ -522,6 +522,7 @@ final class Fabric {
                        reset: "the ring of '\(link.instance)' on '\(view.host.name)' is corrupt: \(why)")
         }
     }
+
     /// The instance freed ring space: move backlog in, grant credit, finish a pending close.
     func spaceFreed(_ link: RemoteLink) {
         link.producer.writerArmed.store(0, ordering: .relaxed)
@@ -532,6 +533,7 @@ final class Fabric {
         link.flushBacklog()
         grantCredit(link)
     }
+
     /// Grants the far agent the credit that became free (at least a quarter of the window,
     /// or anything when `force`, with the delivered-message count); otherwise, when the far
     /// sender runs short, arms the space doorbell so the instance's reads bring us back.

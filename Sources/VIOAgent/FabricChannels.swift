@@ -11,9 +11,9 @@ import VIOWire
 final class ChannelManager {
     static let initialBackoffMilliseconds: UInt64 = 50
     static let maximumBackoffMilliseconds: UInt64 = 1000
-    /// Accepted connections that have not said HELLO yet, at most: beyond, new ones are closed
-    /// at once. With the small frames such a channel takes (``FrameDecoder/admit()``) and the
-    /// HELLO deadline, a flood of connections costs the agent a bounded few MiB.
+    /// Accepted connections that have not said HELLO yet, at most: beyond, the one that waited
+    /// longest is dropped. With the small frames such a channel takes (``FrameDecoder/admit()``)
+    /// and the HELLO deadline, a flood of connections costs the agent a bounded few MiB.
     static let maximumPendingChannels = 64
     /// The longest an accepted connection may take to say HELLO (the peer timeout when shorter).
     static let maximumHelloNanoseconds: UInt64 = 5_000_000_000
@@ -31,8 +31,8 @@ final class ChannelManager {
     private(set) var slots: [ChannelSlot] = []
     /// Connections waiting for HELLO dropped because ``maximumPendingChannels`` were waiting,
     /// since the last warning about it.
-    private var refusedPending = 0
-    private var lastRefusalWarning: UInt64 = 0
+    private var droppedPending = 0
+    private var lastDropWarning: UInt64 = 0
 
     init(view: HostView, transports: FabricTransports, logger: Logger) {
         acceptedHosts = Fabric.acceptedKeys(of: view).map(\.host)
@@ -60,7 +60,6 @@ final class ChannelManager {
     private var topology: Topology { fabric.topology }
     private var logger: Logger { fabric.logger }
     private var loop: EventLoop { fabric.loop }
-    private var now: UInt64 { fabric.now }
     private var peerTimeoutNanoseconds: UInt64 { fabric.peerTimeoutNanoseconds }
     private var heartbeatNanoseconds: UInt64 { fabric.heartbeatNanoseconds }
     private var fingerprint: UInt64 { fabric.fingerprint }
@@ -79,6 +78,7 @@ final class ChannelManager {
         sendHello(slot)
         return true
     }
+
     private func acceptAll(from transport: any FabricTransport) {
         while true {
             let accepted: (channel: any FabricChannel, from: String)?
@@ -93,20 +93,21 @@ final class ChannelManager {
                 // The one that waited longest goes, not the newcomer: connections held open
                 // without a word cannot keep a real peer (whose HELLO follows its connect
                 // within a round trip) out for good.
-                refusedPending += 1
+                droppedPending += 1
                 forget(oldest, reason: "too many connections waiting for HELLO")
-                if now - lastRefusalWarning >= 1_000_000_000 {
+                if now - lastDropWarning >= 1_000_000_000 {
                     logger.warning("fabric connections dropped: too many waiting for HELLO",
-                                   metadata: ["dropped": "\(refusedPending)", "waiting": "\(pendingChannels)",
+                                   metadata: ["dropped": "\(droppedPending)", "waiting": "\(pendingChannels)",
                                               "latest_from": "\(address)"])
-                    refusedPending = 0
-                    lastRefusalWarning = now
+                    droppedPending = 0
+                    lastDropWarning = now
                 }
             }
             register(channel, peer: nil, index: -1, now: now)
             logger.debug("fabric connection accepted", metadata: ["from": "\(address)"])
         }
     }
+
     /// Accepted channels whose HELLO has not arrived.
     private var pendingChannels: Int { slots.reduce(0) { $0 + ($1.peer == nil ? 1 : 0) } }
     /// Adds a channel to ``slots`` (and, dialed, to its peer's channels) and watches it.
@@ -135,6 +136,7 @@ final class ChannelManager {
         }
         return slot
     }
+
     private func dial(_ peer: FabricPeer, index: Int, now: UInt64) {
         let channel: any FabricChannel
         do {
@@ -150,22 +152,26 @@ final class ChannelManager {
         // HELLO now.
         if slot.isLive, channel.isConnected { sendHello(slot) }
     }
+
     private func scheduleRedial(_ peer: FabricPeer, index: Int, now: UInt64) {
         peer.nextAttempt[index] = now + peer.backoffMilliseconds * 1_000_000
         peer.backoffMilliseconds = min(peer.backoffMilliseconds * 2, Self.maximumBackoffMilliseconds)
     }
+
     private func sendHello(_ slot: ChannelSlot) {
         guard let peer = slot.peer else { return }
         let hello = ChannelHello(cluster: topology.cluster, from: view.host.name, to: peer.name,
                                  channel: UInt16(slot.index), channels: UInt16(peer.channelCount), fingerprint: fingerprint)
         send(FrameHeader(type: .helloRequest), hello.encoded(), on: slot)
     }
+
     /// The ready channel a session uses, if its peer host is up.
     func slot(for link: RemoteLink) -> ChannelSlot? {
         let peer = link.host
         guard peer.isUp, let slot = peer.slots[link.channel], slot.ready else { return nil }
         return slot
     }
+
     /// Closes a channel; if it was part of a peer's fabric, that host is down.
     func dropChannel(_ slot: ChannelSlot, reason: String) {
         guard slot.isLive else { return }
@@ -198,6 +204,7 @@ final class ChannelManager {
         fabric.unreadChannels.remove(slot)
         return true
     }
+
     /// Every channel to `peer` closes and every link through it reports "peer host down";
     /// the dialing side reconnects with capped backoff.
     private func hostDown(_ peer: FabricPeer, reason: String) {
@@ -220,6 +227,7 @@ final class ChannelManager {
                                                       "links": "\(affected)"])
         }
     }
+
     func handshake(_ header: FrameHeader, _ payload: [UInt8], on slot: ChannelSlot) throws(ProtocolViolation) {
         switch header.type {
         case .helloRequest where slot.peer == nil:
@@ -268,6 +276,7 @@ final class ChannelManager {
             throw ProtocolViolation("expected HELLO, got \(header.type)")
         }
     }
+
     private func channelReady(_ peer: FabricPeer) {
         guard peer.readyCount == peer.channelCount, !peer.isUp else { return }
         peer.isUp = true
@@ -278,6 +287,7 @@ final class ChannelManager {
                                                "role": "\(peer.dials ? "dialer" : "acceptor")"])
         fabric.sessions.hostUp(peer)
     }
+
     /// Per-peer-host state for `vioctl status`.
     func peerStates() -> [AgentStatus.PeerHostState] {
         view.peers.compactMap { peers[$0.host.name] }.map { peer in

@@ -51,7 +51,6 @@ final class SessionManager {
     private func slot(for link: RemoteLink) -> ChannelSlot? { fabric.channels.slot(for: link) }
     private func send(_ header: FrameHeader, _ payload: [UInt8] = [], on slot: ChannelSlot) { fabric.send(header, payload, on: slot) }
     private func drainLink(_ link: RemoteLink, sendAtOnce: Bool = false) { fabric.drainLink(link, sendAtOnce: sendAtOnce) }
-    private func grantCredit(_ link: RemoteLink, force: Bool = false) { fabric.grantCredit(link, force: force) }
 
     // MARK: Opening
 
@@ -143,7 +142,7 @@ final class SessionManager {
     /// SESSION frames: start, close (with data end), reset.
     func sessionFrame(_ header: FrameHeader, _ payload: [UInt8], from peer: FabricPeer) throws(ProtocolViolation) {
         let session = header.session
-        guard let declared = view.links.first(where: { $0.session == session && $0.kind == .remote(host: peer.name) }) else {
+        guard let declared = declaredLink(session, with: peer.name) else {
             throw ProtocolViolation(.frame, "session \(session) is not a link between \(view.host.name) and \(peer.name)")
         }
         if header.flags.contains(.start) {
@@ -367,12 +366,12 @@ final class SessionManager {
     /// Starts waiting for `instance` complete now.
     func instanceAttached(_ instance: String) {
         let starting = waitingForInstance.filter { start in
-            view.links.first { $0.session == start.session }?.localEnd == instance
+            declaredLink(start.session, with: start.peer)?.localEnd == instance
         }
         waitingForInstance.removeAll { w in starting.contains { $0.session == w.session } }
         for start in starting {
             guard let peer = peers[start.peer], peer.isUp,
-                  let declared = view.links.first(where: { $0.session == start.session }) else { continue }
+                  let declared = declaredLink(start.session, with: start.peer) else { continue }
             acceptNew(declared, start.open, peer: peer)
         }
     }
@@ -410,7 +409,7 @@ final class SessionManager {
                 "host '\(host)' did not come up before the timeout (\(peers[host]?.lastError ?? "no channel"))"))
         }
         for start in waitingForInstance where start.deadline <= now {
-            if let peer = peers[start.peer], let declared = view.links.first(where: { $0.session == start.session }) {
+            if let peer = peers[start.peer], let declared = declaredLink(start.session, with: start.peer) {
                 reset(session: start.session, declared: declared, peer: peer, .notAttached,
                       "instance '\(declared.localEnd)' did not attach to the agent on '\(view.host.name)' in time")
             }
@@ -443,24 +442,32 @@ final class SessionManager {
             link.finish(LinkStateWord(kind: .corrupt, end: 1))
             sendReset(link, .corrupt, message)
             unregister(link)
-        } else if let declared = view.links.first(where: { $0.session == session && $0.kind == .remote(host: peer.name) }) {
+        } else if let declared = declaredLink(session, with: peer.name) {
             reset(session: session, declared: declared, peer: peer, .corrupt, message)
         }
     }
+
     /// A frame for a session that is not open here: legal for a declared link (a close
     /// crossed it), a protocol violation otherwise.
     func unknownSession(_ header: FrameHeader, from peer: FabricPeer) throws(ProtocolViolation) {
-        let declared = view.links.contains { $0.session == header.session && $0.kind == .remote(host: peer.name) }
-        guard declared else {
+        guard declaredLink(header.session, with: peer.name) != nil else {
             throw ProtocolViolation(.frame, "frame for session \(header.session), which is not a link between \(view.host.name) and \(peer.name)")
         }
         logger.debug("frame for a closed session dropped", metadata: ["session": "\(header.session)", "type": "\(header.type)"])
     }
+
+    /// The link `session` names, if the topology declares it between this host and `peer`
+    /// (anything from the far agent is checked against this before it is believed).
+    private func declaredLink(_ session: UInt32, with peer: String) -> ResolvedLink? {
+        view.links.first { $0.session == session && $0.kind == .remote(host: peer) }
+    }
+
     /// The open link carrying `declared`, for status.
     func link(for declared: ResolvedLink) -> RemoteLink? {
         guard let link = links[declared.session], link.instance == declared.localEnd else { return nil }
         return link
     }
+
     func register(_ link: RemoteLink) throws(SystemError) {
         // unowned(unsafe) as for channels: these run once per message in each direction.
         let fabric: Fabric = self.fabric

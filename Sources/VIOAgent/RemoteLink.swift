@@ -314,12 +314,12 @@ final class RemoteLink: WorkListed {
     /// agent sent it): that breaks this link only, never the channel; nil when delivered.
     func receive(_ frame: FrameHeader, _ payload: UnsafeRawBufferPointer) throws(ProtocolViolation) -> String? {
         guard frame.sequence == receiveSequence else {
-            throw ProtocolViolation(.session(session), "session \(session): frame \(frame.sequence) arrived, \(receiveSequence) expected")
+            throw broken("frame \(frame.sequence) arrived, \(receiveSequence) expected")
         }
         receiveSequence &+= 1
         if frame.flags.contains(.records) { return try receiveRun(frame, payload) }
         if frame.flags.contains(.reset) {
-            guard inboundInMessage, payload.isEmpty else { throw ProtocolViolation(.session(session), "session \(session): stray abort") }
+            guard inboundInMessage, payload.isEmpty else { throw broken("stray abort") }
             inboundInMessage = false
             try spend(RegionLayout.Record.size(payload: 0))
             write(UnsafeRawBufferPointer(start: nil, count: 0), flags: RegionLayout.Record.abort, total: 0)
@@ -332,11 +332,11 @@ final class RemoteLink: WorkListed {
         if !inboundInMessage {
             flags = RegionLayout.Record.first
             if more {
-                guard payload.count >= 8 else { throw ProtocolViolation(.session(session), "session \(session): fragment without a length") }
+                guard payload.count >= 8 else { throw broken("fragment without a length") }
                 total = Int(truncatingIfNeeded: UInt64(littleEndian: payload.loadUnaligned(as: UInt64.self)))
                 data = UnsafeRawBufferPointer(rebasing: payload[8...])
                 guard total > data.count, total <= region.maxMessage else {
-                    throw ProtocolViolation(.session(session), "session \(session): message of \(total) bytes (maximum \(region.maxMessage))")
+                    throw broken("message of \(total) bytes (maximum \(region.maxMessage))")
                 }
                 inboundRemaining = total - data.count
                 inboundInMessage = true
@@ -346,7 +346,7 @@ final class RemoteLink: WorkListed {
             }
         } else {
             guard data.count <= inboundRemaining, more || data.count == inboundRemaining else {
-                throw ProtocolViolation(.session(session), "session \(session): fragments do not add up to the announced length")
+                throw broken("fragments do not add up to the announced length")
             }
             inboundRemaining -= data.count
             if !more {
@@ -355,7 +355,7 @@ final class RemoteLink: WorkListed {
             }
         }
         guard data.count <= maxFramePayload else {
-            throw ProtocolViolation(.session(session), "session \(session): \(data.count)-byte frame exceeds the \(maxFramePayload) granted")
+            throw broken("\(data.count)-byte frame exceeds the \(maxFramePayload) granted")
         }
         try spend(RegionLayout.Record.size(payload: data.count))
         if let placed = placed, data.baseAddress == UnsafeRawPointer(placed.baseAddress), data.count == placed.count {
@@ -373,10 +373,10 @@ final class RemoteLink: WorkListed {
     /// when the ring has no contiguous room for it.
     private func receiveRun(_ frame: FrameHeader, _ payload: UnsafeRawBufferPointer) throws(ProtocolViolation) -> String? {
         guard !inboundInMessage, frame.flags == .records else {
-            throw ProtocolViolation(.session(session), "session \(session): a record run inside a fragmented message or with flags \(frame.flags.rawValue)")
+            throw broken("a record run inside a fragmented message or with flags \(frame.flags.rawValue)")
         }
         guard payload.count <= maxFramePayload else {
-            throw ProtocolViolation(.session(session), "session \(session): \(payload.count)-byte record run exceeds the \(maxFramePayload) granted")
+            throw broken("\(payload.count)-byte record run exceeds the \(maxFramePayload) granted")
         }
         let run: RecordRun
         do { run = try RecordRun.validate(payload, maxPayload: region.maxMessage) } catch {
@@ -423,9 +423,14 @@ final class RemoteLink: WorkListed {
         return placed
     }
 
+    /// A frame that breaks this session's stream: it ends the session, not the channel.
+    private func broken(_ what: String) -> ProtocolViolation {
+        ProtocolViolation(.session(session), "session \(session): \(what)")
+    }
+
     private func spend(_ cost: Int) throws(ProtocolViolation) {
         guard creditUsed + UInt64(cost) <= granted else {
-            throw ProtocolViolation(.session(session), "session \(session): the far agent sent beyond its credit")
+            throw broken("the far agent sent beyond its credit")
         }
         creditUsed += UInt64(cost)
     }

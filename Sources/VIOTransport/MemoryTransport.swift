@@ -74,15 +74,6 @@ public final class MemoryWire {
         EventDescriptor.ring(doorbell0.rawValue)
         EventDescriptor.ring(doorbell1.rawValue)
     }
-
-    /// Frames side `side` sent so far and the peer has not read, decoded (for assertions).
-    public func unread(from side: Int) -> [Frame] {
-        var decoder = FrameDecoder()
-        decoder.feed(side == 0 ? queues.0 : queues.1)
-        var frames: [Frame] = []
-        while let frame = try? decoder.next() { frames.append(frame) }
-        return frames
-    }
 }
 
 /// One agent's memory transport. The agent's identity key stands in for a TLS handshake: an
@@ -160,6 +151,9 @@ public final class MemoryChannel: FabricChannel {
         EventDescriptor.ring(wire.doorbell(1 - side))
     }
 
+    /// The other end let its channel go.
+    private var farEndClosed: Bool { side == 0 ? wire.closed.1 : wire.closed.0 }
+
     public var descriptor: Int32 { wire.doorbell(side) }
     public var capabilities: ChannelCapabilities {
         ChannelCapabilities(transport: "memory", maximumFramePayload: maximumFramePayload, encrypted: false)
@@ -194,7 +188,7 @@ public final class MemoryChannel: FabricChannel {
     public var queuedBytes: Int { output.count }
 
     public func flush() throws(ChannelError) -> Bool {
-        guard !wire.isCut, !(side == 0 ? wire.closed.1 : wire.closed.0) else {
+        guard !wire.isCut, !farEndClosed else {
             throw .system(SystemError("send", .brokenPipe, detail: peerDescription))
         }
         guard !output.isEmpty else { return true }
@@ -224,7 +218,7 @@ public final class MemoryChannel: FabricChannel {
             counters.framesReceived &+= 1
             if !more { return true }
         }
-        if wire.isCut || (side == 0 ? wire.closed.1 : wire.closed.0) { throw .closedByPeer }
+        if wire.isCut || farEndClosed { throw .closedByPeer }
         return false
     }
 }

@@ -68,7 +68,7 @@ public enum DisplaySafe {
     }
 
     private static func hex(_ b: UInt8) -> String {
-        let digits = Array("0123456789ABCDEF")
-        return String(digits[Int(b >> 4)]) + String(digits[Int(b & 0xF)])
+        let digits = String(b, radix: 16, uppercase: true)
+        return b < 16 ? "0" + digits : digits
     }
 }
