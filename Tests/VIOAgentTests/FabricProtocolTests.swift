@@ -24,10 +24,16 @@ import VIOWire
         lab["beta"].attach("b1"); lab["beta"].attach("b2")
     }
 
-    @Test func linkOpensAndCarriesMessagesBothWays() throws {
+    /// The pair with every instance attached and both hosts up.
+    func connectedPair(sourceLocation: Testing.SourceLocation = #_sourceLocation) throws -> FabricLab {
         let lab = try FabricLab(Self.pair)
         attachAll(lab)
-        #expect(lab.connect())
+        try #require(lab.connect(), sourceLocation: sourceLocation)
+        return lab
+    }
+
+    @Test func linkOpensAndCarriesMessagesBothWays() throws {
+        let lab = try connectedPair()
         let (a1, b1) = try lab.open("a1", on: "alpha", to: "b1", on: "beta")
         for i in 0..<50 {
             try a1.send(Array("ping \(i)".utf8))
@@ -91,9 +97,7 @@ import VIOWire
     /// An orderly close travels as the session's end of data and close: the far instance gets
     /// everything sent before it, then "peer closed"; both sessions end and leave the tables.
     @Test func closeArrivesAfterTheData() throws {
-        let lab = try FabricLab(Self.pair)
-        attachAll(lab)
-        #expect(lab.connect())
+        let lab = try connectedPair()
         let (a1, b1) = try lab.open("a1", on: "alpha", to: "b1", on: "beta")
         let alphaLink = try #require(lab["alpha"].fabric.sessions.links[1])
         #expect(alphaLink.machine.state == .open)
@@ -180,9 +184,7 @@ import VIOWire
     /// the other link on the same channel keeps flowing; once the reader reads, the first
     /// link resumes with nothing lost.
     @Test func aStoppedReaderStallsOnlyItsLink() throws {
-        let lab = try FabricLab(Self.pair)
-        attachAll(lab)
-        #expect(lab.connect())
+        let lab = try connectedPair()
         let (a1, b1) = try lab.open("a1", on: "alpha", to: "b1", on: "beta")
         let (a2, b2) = try lab.open("a2", on: "alpha", to: "b2", on: "beta")
         var sent = 0
@@ -213,9 +215,7 @@ import VIOWire
     /// (links report the host down, with what may be lost), and the dialer reconnects once the
     /// network is back, after which links open again.
     @Test func peerTimeoutThenReconnect() throws {
-        let lab = try FabricLab(Self.pair)
-        attachAll(lab)
-        #expect(lab.connect())
+        let lab = try connectedPair()
         let (a1, b1) = try lab.open("a1", on: "alpha", to: "b1", on: "beta")
         // Idle for three peer timeouts: heartbeats keep it up.
         lab.run(stepMilliseconds: 10, rounds: 300)
@@ -240,9 +240,7 @@ import VIOWire
     /// session's stream ends that session only; one that cannot apply is refused; one that
     /// breaks the framing ends the channel (and the pair reconnects).
     @Test func hostileFramesEndOnlyWhatTheyBreak() throws {
-        let lab = try FabricLab(Self.pair)
-        attachAll(lab)
-        #expect(lab.connect())
+        let lab = try connectedPair()
         let (_, b1) = try lab.open("a1", on: "alpha", to: "b1", on: "beta")
         let (a2, b2) = try lab.open("a2", on: "alpha", to: "b2", on: "beta")
         let wire = try #require(lab.network.wires.last)
@@ -274,9 +272,7 @@ import VIOWire
     /// A far agent acknowledging more messages than it was sent would hide what a host loss
     /// may lose: the session ends instead.
     @Test func acknowledgingMoreThanWasSentEndsTheSession() throws {
-        let lab = try FabricLab(Self.pair)
-        attachAll(lab)
-        #expect(lab.connect())
+        let lab = try connectedPair()
         let (a1, b1) = try lab.open("a1", on: "alpha", to: "b1", on: "beta")
         try a1.send([1])
         #expect(try lab.receive(on: b1) == [1])
