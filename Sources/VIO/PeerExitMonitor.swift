@@ -79,10 +79,15 @@ final class PeerExitMonitor: Sendable {
     }
 
     /// Stops watching for the link that `token` was given for (it closed). Idempotent.
-    func unwatch(_ token: UInt64) {
-        guard let poller, let watch = state.withLock({ $0.watches.removeValue(forKey: token) }) else { return }
+    func unwatch(_ token: UInt64) { _ = end(token) }
+
+    /// Takes the watch out and closes its pidfd; whoever removes it owns that (the thread on
+    /// the peer's exit, or the link's close), so it is closed once. Nil when already gone.
+    private func end(_ token: UInt64) -> Watch? {
+        guard let poller, let watch = state.withLock({ $0.watches.removeValue(forKey: token) }) else { return nil }
         poller.epoll.remove(watch.pidfd)
         close(watch.pidfd)
+        return watch
     }
 
     private func run(_ poller: Poller) {
@@ -90,11 +95,7 @@ final class PeerExitMonitor: Sendable {
         while true {
             do { try poller.epoll.wait(timeoutMilliseconds: -1, into: &events) } catch { continue }
             for i in 0..<events.count {
-                let token = events[i].token
-                guard let watch = state.withLock({ $0.watches.removeValue(forKey: token) }) else { continue }
-                poller.epoll.remove(watch.pidfd)
-                close(watch.pidfd)
-                watch.link?.peerProcessExited()
+                end(events[i].token)?.link?.peerProcessExited()
             }
         }
     }

@@ -159,7 +159,7 @@ public final class VIOClient: @unchecked Sendable {
             link.endWhenProcessExits(descriptor: agentExit.descriptor, owner: agentExit)
         }
         let watch: UInt64?
-        if region.peerHost.isEmpty, let peerProcess {
+        if let peerProcess {  // a link within this host (checked above)
             watch = PeerExitMonitor.shared.watch(link, peerProcess: peerProcess)
         } else {
             watch = nil
