@@ -42,6 +42,9 @@ let package = Package(
         // liburing is used only from C, behind an opaque handle: its copy of the io_uring
         // structs clashes with the kernel header swift-system imports.
         .target(name: "CVIOShim", dependencies: ["CURing"]),
+        // RDMA RC queue pairs carrying a byte stream (librdmacm set-up, verbs data path),
+        // behind opaque handles: verbs' unions and inline functions stay in C.
+        .target(name: "CVIORDMA", dependencies: ["CIBVerbs", "CRDMACM"]),
         // TLS 1.3 over the system's OpenSSL (libssl-dev), behind opaque handles.
         .target(name: "CVIOTLS", linkerSettings: [.linkedLibrary("ssl"), .linkedLibrary("crypto")]),
 
@@ -66,7 +69,7 @@ let package = Package(
         .target(name: "VIOSecurity", dependencies: ["CVIOTLS"]),
         /// Physical channels between agents: TCP (plain or TLS), RDMA.
         .target(name: "VIOTransport", dependencies: [
-            "VIOWire", "VIOLinux", "VIOSecurity", "CIBVerbs", "CRDMACM",
+            "VIOWire", "VIOLinux", "VIOSecurity", "CIBVerbs", "CRDMACM", "CVIORDMA",
             .product(name: "SystemPackage", package: "swift-system"),
             .product(name: "DequeModule", package: "swift-collections"),
         ], swiftSettings: agentHotPath),

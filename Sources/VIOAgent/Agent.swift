@@ -18,7 +18,7 @@ import Glibc
 public final class Agent {
     let configuration: AgentConfiguration
     let logger: Logger
-    private let transport: TransportChoice
+    private var transport: TransportChoice
     private let startedAt = MonotonicClock.nanoseconds()
     private let admission: Admission
 
@@ -52,11 +52,13 @@ public final class Agent {
         self.logger = logger
         admission = Admission(view: configuration.view, agentUID: getuid())
         let host = configuration.view.host
+        var transport: TransportChoice
         do {
             transport = try TransportSelector.choose(requested: host.transport.rawValue, device: host.rdmaDevice)
         } catch {
             throw .transportUnavailable("host '\(host.name)': \(error.description)")
         }
+        self.transport = transport
         let tls = try Self.loadIdentity(configuration)
         let path = configuration.view.controlSocket
         if let probe = try? UnixSocket.connect(path: path) {
@@ -89,9 +91,15 @@ public final class Agent {
             if setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, Self.fabricNice) != 0 {
                 logger.debug("could not raise the agent's priority (nice \(Self.fabricNice)); running at the default")
             }
+            let transports: FabricTransports
+            do { transports = try Self.makeTransports(configuration, host: &transport, tls: tls) } catch {
+                unlink(path)
+                throw error
+            }
+            self.transport = transport
             do {
                 fabric = try Fabric(view: configuration.view, topology: configuration.topology, loop: loop, logger: logger,
-                                    transports: try Self.makeTransports(configuration, host: transport, tls: tls))
+                                    transports: transports)
             } catch {
                 unlink(path)
                 throw .system(error, doing: "cannot listen for other agents on \(host.address):\(host.port) (is another agent running, or is the address not on this host?)")
@@ -101,26 +109,48 @@ public final class Agent {
     }
 
     /// The transports the fabric takes its channels from, one chosen per peer host: TCP (plain
-    /// or TLS) is built here; a pair that would run over RDMA says why it runs over TCP until
-    /// the RDMA transport exists.
-    private static func makeTransports(_ configuration: AgentConfiguration, host choice: TransportChoice,
-                                       tls: TLSContext?) throws(SystemError) -> FabricTransports {
+    /// or TLS) always; RDMA when this host chose it and an active RDMA port serves its topology
+    /// address (under `auto`, a host where none does uses TCP and `choice` says why).
+    private static func makeTransports(_ configuration: AgentConfiguration, host choice: inout TransportChoice,
+                                       tls: TLSContext?) throws(AgentError) -> FabricTransports {
         let view = configuration.view
         let defaults = configuration.topology.defaults
         // Listen only if some peer dials us (a host behind NAT never accepts).
-        let tcp = try TCPTransport(TCPTransport.Configuration(
+        var settings = TCPTransport.Configuration(
             listen: view.peers.contains { !$0.weDial } ? (view.host.address, view.host.port) : nil,
             tls: tls, acceptedKeys: Fabric.acceptedKeys(of: view).map(\.key),
             acceptsPlaintext: view.peers.contains { !$0.weDial && $0.security == .plaintext },
             rekey: TCPChannel.RekeyPolicy(bytes: UInt64(defaults.rekeyAfter.bytes),
-                                          nanoseconds: UInt64(defaults.rekeyIntervalSeconds) * 1_000_000_000)))
+                                          nanoseconds: UInt64(defaults.rekeyIntervalSeconds) * 1_000_000_000))
+        let listening = "cannot listen for other agents on \(view.host.address):\(view.host.port) (is another agent running, or is the address not on this host?)"
+        let tcp: TCPTransport
+        do { tcp = try TCPTransport(settings) } catch { throw .system(error, doing: listening) }
+        var rdma: RDMATransport?
+        if choice.kind == "rdma" {
+            do {
+                rdma = try RDMATransport(tcp: tcp, address: view.host.address, required: view.host.transport == .rdma)
+                choice.reason += "; \(rdma!.deviceDescription) serves \(view.host.address)"
+            } catch {
+                guard view.host.transport != .rdma else {
+                    throw .transportUnavailable("host '\(view.host.name)': transport 'rdma' requested, but \(error); set 'transport: auto' or 'tcp' to run without RDMA")
+                }
+                choice = TransportChoice(kind: "tcp", device: nil, reason: "auto: \(error)")
+            }
+        }
+        // With RDMA, its transport takes every incoming channel (it meets peers on `tcp`'s
+        // listener); pairs that stay on TCP dial through a transport that does not listen.
+        var dialing = tcp
+        if rdma != nil {
+            settings.listen = nil
+            do { dialing = try TCPTransport(settings) } catch { throw .system(error, doing: listening) }
+        }
         var perPeer: [String: (transport: any FabricTransport, reason: String)] = [:]
         for peer in view.peers {
-            let (_, reason) = TransportSelector.forPair(local: choice, peer: peer.host.name,
-                                                        peerSetting: peer.host.transport.rawValue, rdmaBuilt: false)
-            perPeer[peer.host.name] = (tcp, reason)
+            let (kind, reason) = TransportSelector.forPair(local: choice, peer: peer.host.name,
+                                                           peerSetting: peer.host.transport.rawValue)
+            if kind == "rdma", let rdma { perPeer[peer.host.name] = (rdma, reason) } else { perPeer[peer.host.name] = (dialing, reason) }
         }
-        return FabricTransports(perPeer: perPeer)
+        return FabricTransports(perPeer: perPeer, listener: rdma)
     }
 
     /// Loads this host's private key when some of its host pairs are encrypted, and checks it

@@ -27,11 +27,14 @@ protocol FabricDelegate: AnyObject {
 struct FabricTransports {
     /// Per peer host (by name): its transport and the reason, for logs and status.
     var perPeer: [String: (transport: any FabricTransport, reason: String)]
+    /// A transport that takes incoming channels whether or not a pair is carried by it (the
+    /// RDMA transport: it meets every peer on TCP first).
+    var listener: (any FabricTransport)? = nil
 
     /// Every distinct transport, once each.
     var all: [any FabricTransport] {
         var seen: [ObjectIdentifier] = []
-        return perPeer.values.map(\.transport).filter { t in
+        return (perPeer.values.map(\.transport) + (listener.map { [$0] } ?? [])).filter { t in
             guard !seen.contains(ObjectIdentifier(t)) else { return false }
             seen.append(ObjectIdentifier(t))
             return true
@@ -216,7 +219,10 @@ final class Fabric {
     /// A channel's descriptor is ready: output can go, frames may have arrived.
     func channelEvent(_ slot: ChannelSlot, _ event: Epoll.Event) {
         if !slot.channel.isConnected {
-            guard event.writable || event.hangUp, channels.finishConnecting(slot) else { return }
+            // A channel whose descriptor gathers several sources reports its connect as
+            // readable: it checks for itself, and may still be connecting.
+            guard event.writable || event.hangUp || event.readable, channels.finishConnecting(slot),
+                  slot.channel.isConnected else { return }
         }
         if event.writable { dirty.insert(slot) }
         if event.readable || event.hangUp { receive(on: slot) }
@@ -403,6 +409,10 @@ final class Fabric {
             break
         case .helloRequest, .helloResponse:
             throw ProtocolViolation(.frame, "HELLO on an established channel")
+        case .carrier:
+            // The channel's transport takes its own frames; one that reaches here came from a
+            // far transport this channel's does not speak.
+            throw ProtocolViolation(.frame, "a carrier frame this channel's transport does not take")
         }
     }
 

@@ -75,7 +75,7 @@ final class ChannelManager {
             dropChannel(slot, reason: "cannot connect to \(slot.peer?.name ?? "?"): \(error)")
             return false
         }
-        sendHello(slot)
+        if slot.channel.isConnected { sendHello(slot) }
         return true
     }
 
@@ -304,8 +304,10 @@ final class ChannelManager {
             s.linksOpen = UInt32(fabric.sessions.links.values.filter { $0.host === peer && $0.isOpen }.count)
             s.lastError = peer.lastError
             s.keyUpdates = totals.keyUpdates
-            s.transport = "\(peer.transport.name): \(peer.transportReason)"
             let live = peer.slots.compactMap { $0 }.filter(\.ready)
+            // What carries the channels now (an RDMA channel moves after HELLO, or says why not).
+            s.transport = live.lazy.compactMap { $0.channel.carrierDescription }.first
+                ?? "\(live.first?.channel.capabilities.transport ?? peer.transport.name): \(peer.transportReason)"
             s.encrypted = !live.isEmpty && live.allSatisfy { $0.channel.capabilities.encrypted }
             s.security = live.compactMap { $0.channel.securityDescription }.first
                 ?? (peer.security == .tls ? "tls" : "plaintext")
@@ -334,6 +336,12 @@ final class ChannelManager {
                                                                         : "connect timed out")
                 }
                 continue
+            }
+            if let carrier = slot.channel.carrierDescription, carrier != slot.carrier, let peer = slot.peer {
+                // Checked here, not per frame: the move to RDMA is logged within a tick.
+                slot.carrier = carrier
+                logger.info("channel carrier", metadata: ["peer": "\(peer.name)", "channel": "\(slot.index)",
+                                                          "carrier": "\(carrier)"])
             }
             if since(slot.lastReceived) > peerTimeoutNanoseconds {
                 dropChannel(slot, reason: "no frames for \(since(slot.lastReceived) / 1_000_000) ms (peer timeout)")

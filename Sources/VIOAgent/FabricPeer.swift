@@ -20,6 +20,8 @@ final class ChannelSlot: WorkListed {
     let createdAt: UInt64
     var lastReceived: UInt64
     var lastSent: UInt64
+    /// The channel's carrier as last logged (``FabricChannel/carrierDescription``).
+    var carrier: String?
     /// Links waiting for this channel's output to drain before they may queue more.
     var waitingLinks: [RemoteLink] = []
     /// Still one of the fabric's channels (false once dropped).

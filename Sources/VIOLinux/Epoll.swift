@@ -30,6 +30,11 @@ public struct Epoll: ~Copyable, Sendable {
         fd = OwnedFileDescriptor(taking: try retryingSyscall("epoll_create1") { epoll_create1(Int32(EPOLL_CLOEXEC)) })
     }
 
+    /// The epoll instance's own descriptor: readable while any descriptor in the set has an
+    /// event, so a set can itself be watched (a channel with several event sources gives its
+    /// owner's loop this one descriptor).
+    public var descriptor: Int32 { fd.rawValue }
+
     /// Watches `descriptor` for readability and hang-up, and for writability when `writable`;
     /// events carry `token`.
     public func add(_ descriptor: Int32, token: UInt64, writable: Bool = false) throws(SystemError) {

@@ -31,6 +31,9 @@ public enum ChannelError: Error, Sendable, Equatable, CustomStringConvertible {
     /// The secure channel failed: handshake refused (wrong or unknown key), a record that
     /// fails its integrity check (changed, replayed, reordered), or a security mismatch.
     case authentication(String)
+    /// The carrier under the channel failed or could not be set up (an RDMA queue pair error,
+    /// a refused or unreachable queue pair, no active device): what happened.
+    case carrier(String)
 
     public var description: String {
         switch self {
@@ -38,6 +41,7 @@ public enum ChannelError: Error, Sendable, Equatable, CustomStringConvertible {
         case .closedByPeer: return "the peer closed the connection"
         case .protocolViolation(let why): return "protocol violation: \(why)"
         case .authentication(let why): return "secure channel failed: \(why)"
+        case .carrier(let why): return why
         }
     }
 }
@@ -63,7 +67,9 @@ public protocol FabricChannel: AnyObject {
     var peerDescription: String { get }
     /// Whether the connection is established (a dialed channel starts connecting).
     var isConnected: Bool { get }
-    /// Completes a pending connect once the descriptor is writable; throws why it failed.
+    /// Completes a pending connect once the descriptor reports an event (writable, for a
+    /// socket); throws why it failed. A channel whose connect is still under way (its
+    /// descriptor watches several sources) stays not ``isConnected`` and is asked again.
     func finishConnect() throws(ChannelError)
     /// Queues one frame whose payload is `prefix` followed by `payload` (the length is set
     /// from them); nothing is written until ``flush()``. With a `loan`, the channel may send
@@ -106,6 +112,9 @@ public protocol FabricChannel: AnyObject {
     /// The far agent's HELLO was accepted. Until then a channel takes only small frames and
     /// buffers little, so an unauthenticated connection costs a few KiB whatever it announces.
     func admit()
+    /// What carries the channel and why, when that can differ from the transport's choice
+    /// (an RDMA channel the far host declined, running over TCP); nil otherwise.
+    var carrierDescription: String? { get }
 }
 
 /// Where a frame's payload is received in place: memory of exactly the frame's payload length
@@ -145,6 +154,7 @@ public struct ChannelCounters: Sendable, Equatable {
 
 extension FabricChannel {
     public var mustBePolled: Bool { false }
+    public var carrierDescription: String? { nil }
 
     /// Queues the frame: a channel that cannot write one frame on its own writes it with the
     /// next ``flush()``.

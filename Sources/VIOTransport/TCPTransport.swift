@@ -58,6 +58,11 @@ public final class TCPTransport: FabricTransport {
     public var listeningAddress: String? { listener.map { "\($0.address)" } }
 
     public func accept() throws(ChannelError) -> (channel: any FabricChannel, from: String)? {
+        try acceptTCP()
+    }
+
+    /// ``accept()``, typed: the RDMA transport meets its peers on these.
+    func acceptTCP() throws(ChannelError) -> (channel: TCPChannel, from: String)? {
         guard let listener else { return nil }
         var address = TCPSocket.Address()
         let accepted: TCPSocket?
@@ -70,6 +75,11 @@ public final class TCPTransport: FabricTransport {
     }
 
     public func dial(_ peer: TransportPeer) throws(ChannelError) -> any FabricChannel {
+        try dialTCP(peer)
+    }
+
+    /// ``dial(_:)``, typed.
+    func dialTCP(_ peer: TransportPeer) throws(ChannelError) -> TCPChannel {
         let address: TCPSocket.Address
         do { address = try TCPSocket.resolve(peer.address, port: peer.port) } catch { throw .system(error) }
         if let key = peer.key {

@@ -122,6 +122,9 @@ public enum FrameType: UInt8, Sendable, CaseIterable {
     case control = 10
     case heartbeatRequest = 11
     case heartbeatResponse = 12
+    /// Between the two ends of one channel's transport (moving a channel onto an RDMA queue
+    /// pair, say): taken by the channel, never seen by the multiplexer.
+    case carrier = 13
 }
 
 /// Session control bits.

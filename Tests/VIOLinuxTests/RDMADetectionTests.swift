@@ -20,16 +20,14 @@ struct RDMADetectionTests {
         #expect(choice.device == "mlx5_1")
     }
 
-    /// Per host pair: RDMA only when this host chose it, the peer allows it and the build has
-    /// the transport; every other case says which rule made it TCP.
+    /// Per host pair: RDMA only when this host chose it and the peer allows it; every other
+    /// case says which rule made it TCP.
     @Test func eachPairFallsBackToWhatBothHave() {
         let rdma = TransportChoice(kind: "rdma", device: "rxe0", reason: "RDMA device rxe0 has an active port")
         let tcp = TransportChoice(kind: "tcp", device: nil, reason: "auto: no RDMA device: test")
-        #expect(TransportSelector.forPair(local: tcp, peer: "h2", peerSetting: "rdma", rdmaBuilt: true) == ("tcp", "auto: no RDMA device: test"))
-        #expect(TransportSelector.forPair(local: rdma, peer: "h2", peerSetting: "tcp", rdmaBuilt: true) == ("tcp", "'h2' is set to transport: tcp"))
-        #expect(TransportSelector.forPair(local: rdma, peer: "h2", peerSetting: "auto", rdmaBuilt: true) == ("rdma", "both ends may use RDMA (rxe0 here)"))
-        #expect(TransportSelector.forPair(local: rdma, peer: "h2", peerSetting: "auto", rdmaBuilt: false)
-                == ("tcp", "both ends may use RDMA (rxe0 here), but this build has no RDMA transport yet"))
+        #expect(TransportSelector.forPair(local: tcp, peer: "h2", peerSetting: "rdma") == ("tcp", "auto: no RDMA device: test"))
+        #expect(TransportSelector.forPair(local: rdma, peer: "h2", peerSetting: "tcp") == ("tcp", "'h2' is set to transport: tcp"))
+        #expect(TransportSelector.forPair(local: rdma, peer: "h2", peerSetting: "auto") == ("rdma", "both ends may use RDMA (rxe0 here)"))
     }
 
     @Test func rdmaWithoutDeviceRefusesWithWhatToDo() {

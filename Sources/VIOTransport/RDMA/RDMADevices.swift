@@ -53,6 +53,13 @@ public struct TransportChoice: Sendable, Equatable, CustomStringConvertible {
     /// Why this was chosen.
     public var reason: String
 
+    /// A choice.
+    public init(kind: String, device: String?, reason: String) {
+        self.kind = kind
+        self.device = device
+        self.reason = reason
+    }
+
     public var description: String { "\(kind)\(device.map { " (\($0))" } ?? ""): \(reason)" }
 }
 
@@ -85,15 +92,11 @@ public enum TransportSelector {
 
     /// The carrier for one host pair: RDMA only when this host chose it (``choose(requested:device:scan:)``)
     /// and the peer's setting allows it (`auto` or `rdma`; a peer set to `tcp` has the pair
-    /// fall back to what both have), then only if this build has an RDMA transport
-    /// (`rdmaBuilt`). Returns `rdma` or `tcp` and why, in words for logs and status.
-    public static func forPair(local: TransportChoice, peer: String, peerSetting: String,
-                               rdmaBuilt: Bool) -> (kind: String, reason: String) {
+    /// fall back to what both have). Whether the far host has RDMA is learnt when its channel
+    /// moves (``RDMAChannel``). Returns `rdma` or `tcp` and why, in words for logs and status.
+    public static func forPair(local: TransportChoice, peer: String, peerSetting: String) -> (kind: String, reason: String) {
         guard local.kind == "rdma" else { return ("tcp", local.reason) }
         guard peerSetting != "tcp" else { return ("tcp", "'\(peer)' is set to transport: tcp") }
-        guard rdmaBuilt else {
-            return ("tcp", "both ends may use RDMA (\(local.device ?? "?") here), but this build has no RDMA transport yet")
-        }
         return ("rdma", "both ends may use RDMA (\(local.device ?? "?") here)")
     }
 }

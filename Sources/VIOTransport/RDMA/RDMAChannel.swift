@@ -1,0 +1,394 @@
+import VIOLinux
+import VIOWire
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A channel that meets its far agent on TCP and moves onto an RDMA RC queue pair.
+///
+/// The TCP connection (TLS for an encrypted pair) carries HELLO and its authentication as on
+/// any TCP channel. Once the far agent is admitted, the dialer proposes RDMA in a carrier
+/// frame; the acceptor answers with a single-use ticket and the port of its RDMA listener (or
+/// declines, saying why); the dialer connects a queue pair presenting the ticket, which the
+/// acceptor checks before it creates anything, so an agent that failed authentication never
+/// gets a queue pair. Each end, once its queue pair is established, sends SWITCH on TCP and
+/// from then on sends its frames over the queue pair; each end reads TCP up to the far end's
+/// SWITCH and the queue pair after it, so no frame is reordered by the move. The TCP
+/// connection stays open, silent: its end is the fastest sign that the far agent died.
+///
+/// Under `transport: auto`, a pair whose far host declines or whose queue pair cannot be set
+/// up stays on TCP and says why (``carrierDescription``); under `transport: rdma` that ends the
+/// channel with the reason. A queue pair failure after either end switched ends the channel.
+public final class RDMAChannel: FabricChannel {
+    private let tcp: TCPChannel
+    private let rendezvous: RDMARendezvous
+    /// For a dialed channel: the far agent's address, and whether RDMA is required.
+    private let dialing: (address: String, required: Bool)?
+    /// The descriptors behind this channel (TCP, then the queue pair's two), as one.
+    private let sources: Epoll
+    private var queuePair: RDMAQueuePair?
+    private var watchingCompletions = false
+    private var phase = Phase.tcp
+    /// This end sends its frames over the queue pair (it sent SWITCH).
+    private var sendingOverQueuePair = false
+    /// The far end sent SWITCH: its frames come over the queue pair.
+    private var receivingOverQueuePair = false
+    /// Output once this end switched; input once the far end did.
+    private let output = OutputQueue()
+    private var decoder = FrameDecoder(admitted: true)
+    private var admitted = false
+    /// The TCP connection is watched for writability (a connect or a flush in progress).
+    private var watchingTCPWritable: Bool
+    /// The ticket this (accepting) end handed out, until it is used or the channel ends.
+    private var ticket: RDMARendezvous.Ticket?
+    private var note: String?
+    private var rdmaCounters = ChannelCounters()
+
+    private enum Phase: Equatable {
+        /// Frames over TCP; RDMA not asked for yet (or not to be).
+        case tcp
+        /// The dialer asked; waiting for the ticket.
+        case proposed
+        /// The queue pair is being connected.
+        case connecting
+        /// The queue pair is established (this end switched).
+        case rdma
+        /// The pair stays on TCP.
+        case declined
+    }
+
+    private enum Token: UInt64 { case tcp, events, completions }
+
+    /// Carrier frame kinds (first payload byte).
+    private enum Kind: UInt8 { case propose = 1, offer = 2, decline = 3, switchOver = 4 }
+
+    /// Version of the move's protocol and the queue pair's buffer layout (`CVIORDMA.h`).
+    static let version: UInt8 = 1
+
+    init(dialed tcp: TCPChannel, to address: String, required: Bool, rendezvous: RDMARendezvous) throws(ChannelError) {
+        self.tcp = tcp
+        self.rendezvous = rendezvous
+        dialing = (address, required)
+        do { sources = try Epoll() } catch { throw .system(error) }
+        watchingTCPWritable = !tcp.isConnected
+        do { try sources.add(tcp.descriptor, token: Token.tcp.rawValue, writable: watchingTCPWritable) } catch { throw .system(error) }
+    }
+
+    init(accepted tcp: TCPChannel, rendezvous: RDMARendezvous) throws(ChannelError) {
+        self.tcp = tcp
+        self.rendezvous = rendezvous
+        dialing = nil
+        do { sources = try Epoll() } catch { throw .system(error) }
+        watchingTCPWritable = false
+        do { try sources.add(tcp.descriptor, token: Token.tcp.rawValue) } catch { throw .system(error) }
+    }
+
+    deinit { if let ticket { rendezvous.withdraw(ticket) } }
+
+    public var descriptor: Int32 { sources.descriptor }
+    public var peerDescription: String { tcp.peerDescription }
+    public var isConnected: Bool { tcp.isConnected }
+    public var authenticatedPeer: Int? { tcp.authenticatedPeer }
+    public var securityDescription: String? { tcp.securityDescription }
+    public var carrierDescription: String? { note }
+
+    public var capabilities: ChannelCapabilities {
+        var c = tcp.capabilities
+        if sendingOverQueuePair || receivingOverQueuePair { c.transport = "rdma" }
+        return c
+    }
+
+    public var counters: ChannelCounters {
+        var c = tcp.counters
+        c.add(rdmaCounters)
+        return c
+    }
+
+    public func finishConnect() throws(ChannelError) {
+        guard !tcp.isConnected else { return }
+        // The set's event may be another source's: only a socket that turned writable (or
+        // failed) finished connecting.
+        var poller = pollfd(fd: tcp.descriptor, events: Int16(POLLOUT), revents: 0)
+        let ready: Int32
+        do { ready = try retryingSyscall("poll") { poll(&poller, 1, 0) } } catch { throw .system(error) }
+        guard ready > 0 else { return }
+        try tcp.finishConnect()
+        watchTCPWritable(tcp.queuedBytes > 0)
+    }
+
+    public func admit() {
+        tcp.admit()
+        admitted = true
+        guard dialing != nil, phase == .tcp else { return }
+        // The far agent proved who it is: ask it for a queue pair.
+        sendCarrier(.propose, [Self.version])
+        phase = .proposed
+    }
+
+    public func close(reason: String) {
+        if let ticket { rendezvous.withdraw(ticket); self.ticket = nil }
+        queuePair = nil
+        tcp.close(reason: reason)
+    }
+
+    // MARK: Sending
+
+    public func enqueue(_ header: FrameHeader, prefix: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer, loan: PayloadLoan?) {
+        guard sendingOverQueuePair else { return tcp.enqueue(header, prefix: prefix, payload: payload, loan: loan) }
+        var h = header
+        h.length = UInt32(prefix.count + payload.count)
+        output.appendFrame(head: FrameHeader.size + prefix.count, { p in
+            h.store(to: p)
+            if let source = prefix.baseAddress, prefix.count > 0 { (p + FrameHeader.size).copyMemory(from: source, byteCount: prefix.count) }
+        }, payload: payload, loan: loan, inPlace: true)
+        rdmaCounters.framesSent &+= 1
+    }
+
+    public func sendNow(_ header: FrameHeader, prefix: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer, loan: PayloadLoan?) -> Bool {
+        guard sendingOverQueuePair else { return tcp.sendNow(header, prefix: prefix, payload: payload, loan: loan) }
+        enqueue(header, prefix: prefix, payload: payload, loan: loan)
+        return false
+    }
+
+    public var queuedBytes: Int { tcp.queuedBytes + output.count }
+
+    public func flush() throws(ChannelError) -> Bool {
+        var done = true
+        if tcp.queuedBytes > 0 {
+            done = try tcp.flush()
+            watchTCPWritable(!done && tcp.isConnected)
+        }
+        if sendingOverQueuePair, output.count > 0, let queuePair {
+            done = try flushQueuePair(queuePair) && done
+        }
+        return done
+    }
+
+    /// Copies queued frames into send buffers and posts them; false while credit or buffers
+    /// are short (a completion makes the channel readable, and the fabric flushes again).
+    private func flushQueuePair(_ queuePair: RDMAQueuePair) throws(ChannelError) -> Bool {
+        while output.count > 0 {
+            guard let buffer = queuePair.sendBuffer() else {
+                try check(queuePair.state)
+                return false
+            }
+            var filled = 0
+            while filled < buffer.count, let front = output.front {
+                let n = min(front.count, buffer.count - filled)
+                (buffer.baseAddress! + filled).copyMemory(from: front.baseAddress!, byteCount: n)
+                output.consume(n)
+                filled += n
+            }
+            try queuePair.send(filled)
+            rdmaCounters.bytesSent &+= UInt64(filled)
+        }
+        return true
+    }
+
+    // MARK: Receiving
+
+    public func receive(budget: Int, place: (FrameHeader) -> PayloadPlacement?,
+                        _ body: (FrameHeader, UnsafeRawBufferPointer) -> Bool) throws(ChannelError) -> Bool {
+        try progress()
+        if !receivingOverQueuePair {
+            var failure: ChannelError?
+            let more = try tcp.receive(budget: budget, place: place) { header, payload in
+                guard header.type == .carrier else { return body(header, payload) }
+                do throws(ChannelError) { try carrierFrame(payload) } catch {
+                    failure = error
+                    return false
+                }
+                // Nothing follows SWITCH on TCP: stop reading it.
+                return !receivingOverQueuePair
+            }
+            if let failure { throw failure }
+            guard receivingOverQueuePair else { return more }
+        } else {
+            // The TCP connection is silent after SWITCH; its end is the far agent's.
+            _ = try tcp.receive(budget: 4096, place: { _ in nil }) { header, _ in
+                rdmaFailure = .protocolViolation("a \(header.type) frame on TCP after the far agent moved to RDMA")
+                return false
+            }
+            if let rdmaFailure { throw rdmaFailure }
+        }
+        guard let queuePair else { return false }
+        return try receiveFromQueuePair(queuePair, budget: budget, body)
+    }
+
+    private var rdmaFailure: ChannelError?
+
+    private func receiveFromQueuePair(_ queuePair: RDMAQueuePair, budget: Int,
+                                      _ body: (FrameHeader, UnsafeRawBufferPointer) -> Bool) throws(ChannelError) -> Bool {
+        var read = 0
+        while true {
+            while true {
+                let more: Bool?
+                do {
+                    more = try decoder.nextFrame { header, payload in
+                        guard header.type != .carrier else {
+                            rdmaFailure = .protocolViolation("a carrier frame on the queue pair")
+                            return false
+                        }
+                        return body(header, payload)
+                    }
+                } catch {
+                    throw .protocolViolation("\(error)")
+                }
+                if let rdmaFailure { throw rdmaFailure }
+                guard let more else { break }
+                rdmaCounters.framesReceived &+= 1
+                if !more { return true }
+            }
+            if read >= budget { return queuePair.received() != nil }
+            let n = try decoder.fill { buffer throws(ChannelError) -> Int? in
+                guard let message = queuePair.received() else { return nil }
+                let n = min(message.count, buffer.count)
+                buffer.baseAddress!.copyMemory(from: message.baseAddress!, byteCount: n)
+                try queuePair.consume(n)
+                return n
+            }
+            guard let n else { return false }
+            read += n
+            rdmaCounters.bytesReceived &+= UInt64(n)
+        }
+    }
+
+    // MARK: The move to RDMA
+
+    /// Runs the queue pair's events and completions and acts on its state.
+    private func progress() throws(ChannelError) {
+        guard let queuePair else { return }
+        let state = queuePair.progress()
+        if !watchingCompletions, let fd = queuePair.completionDescriptor {
+            // A dialed queue pair exists once its route is resolved.
+            do { try sources.add(fd, token: Token.completions.rawValue) } catch { throw .system(error) }
+            watchingCompletions = true
+        }
+        if phase == .connecting, state == .established {
+            // Everything sent before goes on TCP, SWITCH last; everything after on the pair.
+            sendCarrier(.switchOver, [])
+            sendingOverQueuePair = true
+            phase = .rdma
+            note = "rdma: \(queuePair.description)"
+            return
+        }
+        try check(state)
+    }
+
+    /// A queue pair that failed or closed: before either end moved, the channel stays on TCP
+    /// unless RDMA is required; after, the channel ends.
+    private func check(_ state: RDMAQueuePair.State) throws(ChannelError) {
+        let why: String
+        switch state {
+        case .connecting, .established: return
+        case .closed(let w), .failed(let w): why = w
+        }
+        if sendingOverQueuePair || receivingOverQueuePair || dialing?.required == true {
+            throw .carrier("RDMA queue pair: \(why)")
+        }
+        stayOnTCP("the RDMA queue pair could not be set up: \(why)")
+    }
+
+    private func stayOnTCP(_ why: String) {
+        if let queuePair {
+            sources.remove(queuePair.eventDescriptor)
+            if let fd = queuePair.completionDescriptor, watchingCompletions { sources.remove(fd) }
+        }
+        watchingCompletions = false
+        queuePair = nil
+        phase = .declined
+        note = "tcp: \(why)"
+    }
+
+    private func carrierFrame(_ payload: UnsafeRawBufferPointer) throws(ChannelError) {
+        guard let first = payload.first, let kind = Kind(rawValue: first) else {
+            throw .protocolViolation("unknown carrier frame")
+        }
+        let body = UnsafeRawBufferPointer(rebasing: payload.dropFirst())
+        switch (kind, dialing) {
+        case (.propose, nil):
+            guard admitted, phase == .tcp else { throw .protocolViolation("RDMA proposed before HELLO or twice") }
+            guard body.first == Self.version else {
+                phase = .declined
+                note = "tcp: the far agent speaks RDMA set-up version \(body.first ?? 0), this one \(Self.version)"
+                sendCarrier(.decline, Array("host runs RDMA set-up version \(Self.version)".utf8))
+                return
+            }
+            guard let listener = rendezvous.listener else {
+                phase = .declined
+                note = "tcp: \(rendezvous.unavailable)"
+                sendCarrier(.decline, Array(rendezvous.unavailable.utf8))
+                return
+            }
+            let ticket = rendezvous.issue(to: self)
+            self.ticket = ticket
+            var offer = [UInt8]()
+            withUnsafeBytes(of: listener.port.littleEndian) { offer += $0 }
+            offer += ticket.bytes
+            sendCarrier(.offer, offer)
+            phase = .connecting
+        case (.offer, let dialing?):
+            guard phase == .proposed, body.count == 2 + RDMARendezvous.Ticket.size else {
+                throw .protocolViolation("unexpected RDMA offer")
+            }
+            let port = UInt16(littleEndian: body.loadUnaligned(as: UInt16.self))
+            let ticket = Array(body[2...])
+            do {
+                let pair = try RDMAQueuePair(dialingFrom: rendezvous.localAddress, to: dialing.address, port: port,
+                                             privateData: RDMARendezvous.requestMagic + ticket)
+                try watch(pair)
+                queuePair = pair
+                phase = .connecting
+            } catch {
+                if dialing.required { throw error }
+                stayOnTCP("the RDMA queue pair could not be set up: \(error)")
+            }
+        case (.decline, let dialing?):
+            guard phase == .proposed else { throw .protocolViolation("unexpected RDMA decline") }
+            let why = DisplaySafe.escape(String(decoding: body.prefix(512), as: UTF8.self))
+            if dialing.required { throw .carrier("transport: rdma, but the far agent declined RDMA: \(why)") }
+            stayOnTCP("the far agent declined RDMA: \(why)")
+        case (.switchOver, _):
+            guard queuePair != nil, body.isEmpty else { throw .protocolViolation("SWITCH without a queue pair") }
+            receivingOverQueuePair = true
+        default:
+            throw .protocolViolation("carrier frame \(kind) out of place")
+        }
+    }
+
+    /// The accepting end: the dialer presented this channel's ticket.
+    func acceptQueuePair(_ request: OpaquePointer) {
+        ticket = nil
+        do {
+            let pair = try RDMAQueuePair(accepting: request)
+            try watch(pair)
+            queuePair = pair
+        } catch {
+            // The dialer sees its queue pair fail and stays on TCP (or ends, if required).
+            stayOnTCP("the RDMA queue pair could not be accepted: \(error)")
+        }
+    }
+
+    private func watch(_ pair: RDMAQueuePair) throws(ChannelError) {
+        do {
+            try sources.add(pair.eventDescriptor, token: Token.events.rawValue)
+            if let fd = pair.completionDescriptor {
+                try sources.add(fd, token: Token.completions.rawValue)
+                watchingCompletions = true
+            }
+        } catch {
+            throw .system(error)
+        }
+    }
+
+    private func sendCarrier(_ kind: Kind, _ body: [UInt8]) {
+        tcp.enqueue(FrameHeader(type: .carrier), bytes: [kind.rawValue] + body)
+    }
+
+    private func watchTCPWritable(_ on: Bool) {
+        guard on != watchingTCPWritable else { return }
+        watchingTCPWritable = on
+        try? sources.modify(tcp.descriptor, token: Token.tcp.rawValue, writable: on)
+    }
+}

@@ -1,0 +1,144 @@
+import CVIORDMA
+
+/// One RDMA RC queue pair carrying a byte stream in registered buffers (the protocol is in
+/// `CVIORDMA.h` and docs/rdma.md): set up with librdmacm, driven by two descriptors the
+/// owner watches, with credit so a receive buffer is always posted for what is sent.
+final class RDMAQueuePair {
+    private let handle: OpaquePointer
+
+    enum State: Equatable {
+        case connecting, established
+        /// The peer disconnected, or the set-up or queue pair failed: why.
+        case closed(String), failed(String)
+    }
+
+    /// Starts connecting from `source` to `destination`:`port` with `privateData` in the
+    /// request (the ticket the far agent handed out).
+    init(dialingFrom source: String, to destination: String, port: UInt16, privateData: [UInt8]) throws(ChannelError) {
+        var error = [CChar](repeating: 0, count: 256)
+        guard let h = vio_rdma_dial(source, destination, port, privateData, privateData.count, &error, error.count) else {
+            throw .carrier(text(error))
+        }
+        handle = h
+    }
+
+    /// Accepts a request taken from an ``RDMAListener``.
+    init(accepting request: OpaquePointer) throws(ChannelError) {
+        var error = [CChar](repeating: 0, count: 256)
+        guard let h = vio_rdma_accept(request, &error, error.count) else {
+            throw .carrier(text(error))
+        }
+        handle = h
+    }
+
+    deinit { vio_rdma_free(handle) }
+
+    /// Readable when connection events wait.
+    var eventDescriptor: Int32 { vio_rdma_event_fd(handle) }
+    /// Readable when completions wait; nil until the queue pair exists.
+    var completionDescriptor: Int32? {
+        let fd = vio_rdma_completion_fd(handle)
+        return fd < 0 ? nil : fd
+    }
+
+    /// Handles pending connection events and completions.
+    @discardableResult
+    func progress() -> State {
+        decode(vio_rdma_progress(handle))
+    }
+
+    var state: State { decode(vio_rdma_state(handle)) }
+
+    private func decode(_ raw: Int32) -> State {
+        switch Int(raw) {
+        case Int(VIO_RDMA_CONNECTING): .connecting
+        case Int(VIO_RDMA_ESTABLISHED): .established
+        case Int(VIO_RDMA_CLOSED): .closed(String(cString: vio_rdma_error(handle)))
+        default: .failed(String(cString: vio_rdma_error(handle)))
+        }
+    }
+
+    /// Device, port, queue pair number and MTU, for logs and status.
+    var description: String {
+        var out = [CChar](repeating: 0, count: 160)
+        return String(cString: vio_rdma_describe(handle, &out, out.count))
+    }
+
+    /// Size of one send buffer: the most one message carries.
+    static let bufferBytes = Int(VIO_RDMA_SLOT_BYTES)
+
+    /// A free send buffer to fill, or nil while credit or buffers are short (a completion
+    /// that frees one makes the completion descriptor readable).
+    func sendBuffer() -> UnsafeMutableRawBufferPointer? {
+        guard let p = vio_rdma_send_buffer(handle) else { return nil }
+        return UnsafeMutableRawBufferPointer(start: p, count: Self.bufferBytes)
+    }
+
+    /// Sends the first `count` bytes of the buffer ``sendBuffer()`` returned.
+    func send(_ count: Int) throws(ChannelError) {
+        guard vio_rdma_send(handle, count) == 0 else { throw .carrier(String(cString: vio_rdma_error(handle))) }
+    }
+
+    /// The oldest received message's unread bytes, nil when none waits.
+    func received() -> UnsafeMutableRawBufferPointer? {
+        var count = 0
+        guard let p = vio_rdma_received(handle, &count) else { return nil }
+        return UnsafeMutableRawBufferPointer(start: p, count: count)
+    }
+
+    /// Marks `count` bytes of ``received()`` read; a message read to its end is reposted.
+    func consume(_ count: Int) throws(ChannelError) {
+        guard vio_rdma_consume(handle, count) == 0 else { throw .carrier(String(cString: vio_rdma_error(handle))) }
+    }
+
+    var counters: vio_rdma_counters {
+        var c = vio_rdma_counters()
+        vio_rdma_get_counters(handle, &c)
+        return c
+    }
+}
+
+/// Where an agent takes RDMA connect requests: bound to the host's topology address, which
+/// an active RDMA port must serve (that is the check `transport: auto` makes).
+final class RDMAListener {
+    private let handle: OpaquePointer
+
+    /// Binds and listens; throws with the reason when no active RDMA port serves `address`.
+    init(address: String, port: UInt16 = 0) throws(ChannelError) {
+        var error = [CChar](repeating: 0, count: 256)
+        guard let h = vio_rdma_listen(address, port, &error, error.count) else {
+            throw .carrier(text(error))
+        }
+        handle = h
+    }
+
+    deinit { vio_rdma_listener_free(handle) }
+
+    var descriptor: Int32 { vio_rdma_listener_fd(handle) }
+    var port: UInt16 { vio_rdma_listener_port(handle) }
+    var description: String {
+        var out = [CChar](repeating: 0, count: 128)
+        return String(cString: vio_rdma_listener_describe(handle, &out, out.count))
+    }
+
+    /// The next connect request and its private data; nil when none waits.
+    func next() throws(ChannelError) -> (request: OpaquePointer, privateData: [UInt8])? {
+        var request: OpaquePointer?
+        var data = [UInt8](repeating: 0, count: Int(VIO_RDMA_PRIVATE_MAX))
+        var count = 0
+        var error = [CChar](repeating: 0, count: 256)
+        switch vio_rdma_listener_next(handle, &request, &data, &count, &error, error.count) {
+        case 1: return (request!, Array(data[..<count]))
+        case 0: return nil
+        default: throw .carrier(text(error))
+        }
+    }
+
+    /// Refuses a request.
+    static func reject(_ request: OpaquePointer) { vio_rdma_reject(request) }
+}
+
+/// A C string filled in by CVIORDMA, up to its terminator.
+private func text(_ buffer: [CChar]) -> String {
+    String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+}
