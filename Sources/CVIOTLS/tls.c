@@ -542,3 +542,58 @@ const char *vio_tls_description(vio_tls *tls, char *out, size_t len) {
 }
 
 const char *vio_tls_error(const vio_tls *tls) { return tls->error; }
+
+/* MARK: record protection for a second carrier */
+
+struct vio_tls_seal {
+    vio_records records;
+};
+
+vio_tls_seal *vio_tls_export_seal(vio_tls *tls, char *err, size_t errlen) {
+    if (!vio_tls_established(tls)) {
+        snprintf(err, errlen, "the TLS handshake is not complete");
+        return NULL;
+    }
+    const SSL_CIPHER *suite = SSL_get_current_cipher(tls->ssl);
+    uint16_t id = suite ? SSL_CIPHER_get_protocol_id(suite) : 0;
+    size_t hash_len = id == 0x1302 ? 48 : 32;
+    uint8_t dialer[VIO_MAX_SECRET], acceptor[VIO_MAX_SECRET];
+    static const char dialer_label[] = "EXPORTER-vio carrier dialer";
+    static const char acceptor_label[] = "EXPORTER-vio carrier acceptor";
+    if (SSL_export_keying_material(tls->ssl, dialer, hash_len, dialer_label, sizeof dialer_label - 1, NULL, 0, 0) != 1 ||
+        SSL_export_keying_material(tls->ssl, acceptor, hash_len, acceptor_label, sizeof acceptor_label - 1, NULL, 0, 0) != 1) {
+        snprintf(err, errlen, "SSL_export_keying_material failed");
+        return NULL;
+    }
+    vio_tls_seal *seal = calloc(1, sizeof *seal);
+    int ok = seal && vio_records_init(&seal->records, id, tls->dialer ? dialer : acceptor,
+                                      tls->dialer ? acceptor : dialer, err, errlen) == 0;
+    OPENSSL_cleanse(dialer, sizeof dialer);
+    OPENSSL_cleanse(acceptor, sizeof acceptor);
+    if (!ok) {
+        if (seal) vio_records_free(&seal->records);
+        free(seal);
+        return NULL;
+    }
+    return seal;
+}
+
+void vio_tls_seal_free(vio_tls_seal *seal) {
+    if (!seal) return;
+    vio_records_free(&seal->records);
+    free(seal);
+}
+
+long vio_tls_seal_record(vio_tls_seal *seal, const uint8_t *data, size_t len, uint8_t *out) {
+    if (len == 0 || len > VIO_RECORD_MAX_PLAINTEXT) return -1;
+    return (long)vio_records_seal(&seal->records, 23 /* application_data */, data, len, out);
+}
+
+long vio_tls_open_record(vio_tls_seal *seal, uint8_t *record, size_t len) {
+    if (len < VIO_RECORD_HEADER + 1 + VIO_RECORD_TAG || len > VIO_RECORD_MAX) return -1;
+    size_t ciphertext = ((size_t)record[3] << 8) | record[4];
+    if (record[0] != 23 || ciphertext != len - VIO_RECORD_HEADER) return -1;
+    uint8_t type = 0;
+    long n = vio_records_open(&seal->records, record, ciphertext, record + VIO_RECORD_HEADER, &type);
+    return n < 0 || type != 23 ? -1 : n;
+}

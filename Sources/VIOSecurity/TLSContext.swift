@@ -132,3 +132,47 @@ public final class TLSSession {
         }
     }
 }
+
+extension TLSSession {
+    /// Record protection for a second carrier between the same two agents (an RDMA queue
+    /// pair), with keys exported from this authenticated session: see ``CarrierSeal``.
+    public func exportCarrierSeal() throws(SecurityError) -> CarrierSeal {
+        var out = [CChar](repeating: 0, count: 256)
+        guard let seal = vio_tls_export_seal(handle, &out, out.count) else {
+            throw SecurityError("cannot export keys for the carrier: \(KeyFile.text(out))")
+        }
+        return CarrierSeal(seal)
+    }
+}
+
+/// Seals and opens TLS 1.3 records for a carrier other than the session's socket, one key per
+/// direction exported from the session (RFC 8446 7.5): each record's sequence number is
+/// implicit, so a record that is changed, replayed, dropped or reordered does not open.
+public final class CarrierSeal {
+    private let handle: OpaquePointer
+
+    init(_ handle: OpaquePointer) { self.handle = handle }
+    deinit { vio_tls_seal_free(handle) }
+
+    /// Most content one record carries.
+    public static let maximumContent = 16384
+    /// What a record adds to its content: header, content type, tag.
+    public static let overhead = 22
+
+    /// Seals `content` (1 to ``maximumContent`` bytes) into `out` (content + ``overhead``
+    /// bytes); returns the record's size.
+    public func seal(_ content: UnsafeRawBufferPointer, into out: UnsafeMutableRawPointer) -> Int {
+        let n = vio_tls_seal_record(handle, content.baseAddress!.assumingMemoryBound(to: UInt8.self), content.count,
+                                    out.assumingMemoryBound(to: UInt8.self))
+        precondition(n > 0, "sealing \(content.count) bytes")
+        return n
+    }
+
+    /// Opens the record in `record` in place: its content's length (the content starts 5
+    /// bytes in); throws when the record does not verify.
+    public func open(_ record: UnsafeMutableRawBufferPointer) throws(SecurityError) -> Int {
+        let n = vio_tls_open_record(handle, record.baseAddress!.assumingMemoryBound(to: UInt8.self), record.count)
+        guard n >= 0 else { throw SecurityError("a record from the carrier does not verify (changed, replayed, reordered or not sealed by the peer)") }
+        return n
+    }
+}

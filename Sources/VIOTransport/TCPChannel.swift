@@ -123,6 +123,13 @@ public final class TCPChannel: FabricChannel {
         return session.peerKeyIndex
     }
 
+    /// For a TLS channel, record protection for a second carrier to the same agent (keys
+    /// exported from this session); nil for a plaintext channel.
+    func exportCarrierSeal() throws(ChannelError) -> CarrierSeal? {
+        guard case .tls(let session, _) = security else { return nil }
+        do { return try session.exportCarrierSeal() } catch { throw .authentication(error.description) }
+    }
+
     /// The negotiated TLS version and suite, or nil for a plaintext channel.
     public var securityDescription: String? {
         guard case .tls(let session, _) = security, session.isEstablished else { return nil }

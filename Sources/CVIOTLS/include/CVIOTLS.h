@@ -74,6 +74,21 @@ int vio_tls_key_update(vio_tls *tls);
 int vio_tls_peer_index(const vio_tls *tls);
 /* The negotiated suite and version, e.g. "TLSv1.3 TLS_AES_128_GCM_SHA256". */
 const char *vio_tls_description(vio_tls *tls, char *out, size_t len);
+/* Record protection for a second carrier between the same two agents (an RDMA queue pair
+ * that carries what this session authenticated): one key per direction, exported from the
+ * session (RFC 8446 7.5, labels "EXPORTER-vio carrier dialer|acceptor"), the session's
+ * suite, TLS 1.3 records with implicit sequence numbers, so a record that is changed,
+ * replayed, dropped or reordered fails to open. NULL with `err` filled before the
+ * handshake is complete. */
+typedef struct vio_tls_seal vio_tls_seal;
+vio_tls_seal *vio_tls_export_seal(vio_tls *tls, char *err, size_t errlen);
+void vio_tls_seal_free(vio_tls_seal *seal);
+/* Seals 1 to 16384 bytes into one record at `out` (len + 22 bytes): the record's size, or -1. */
+long vio_tls_seal_record(vio_tls_seal *seal, const uint8_t *data, size_t len, uint8_t *out);
+/* Opens the `len`-byte record at `record` in place: its content (at record + 5) length, or
+ * -1 when it does not verify or is malformed. */
+long vio_tls_open_record(vio_tls_seal *seal, uint8_t *record, size_t len);
+
 /* Why the last call failed (OpenSSL's reason or the key check's). */
 const char *vio_tls_error(const vio_tls *tls);
 

@@ -1,4 +1,5 @@
 import VIOLinux
+import VIOSecurity
 import VIOWire
 
 #if canImport(Glibc)
@@ -16,6 +17,11 @@ import Glibc
 /// from then on sends its frames over the queue pair; each end reads TCP up to the far end's
 /// SWITCH and the queue pair after it, so no frame is reordered by the move. The TCP
 /// connection stays open, silent: its end is the fastest sign that the far agent died.
+///
+/// On an encrypted pair, every message on the queue pair is one TLS 1.3 record sealed with
+/// keys exported from the channel's authenticated TLS session (one per direction): the agent
+/// seals frames into its registered send buffers and the far agent opens them in its receive
+/// buffers, so a record changed, replayed, dropped or reordered on the wire ends the channel.
 ///
 /// Under `transport: auto`, a pair whose far host declines or whose queue pair cannot be set
 /// up stays on TCP and says why (``carrierDescription``); under `transport: rdma` that ends the
@@ -44,6 +50,13 @@ public final class RDMAChannel: FabricChannel {
     private var ticket: RDMARendezvous.Ticket?
     private var note: String?
     private var rdmaCounters = ChannelCounters()
+    /// Record protection on the queue pair (encrypted pairs), set when this end moves.
+    private var seal: CarrierSeal?
+    /// Frames gathered for one record before sealing (encrypted pairs).
+    private var staging: UnsafeMutableRawBufferPointer?
+    /// Of the received record being read: content bytes left, and the bytes after them
+    /// (content type and tag) to drop with them.
+    private var opened: (left: Int, tail: Int)?
 
     private enum Phase: Equatable {
         /// Frames over TCP; RDMA not asked for yet (or not to be).
@@ -84,7 +97,10 @@ public final class RDMAChannel: FabricChannel {
         do { try sources.add(tcp.descriptor, token: Token.tcp.rawValue) } catch { throw .system(error) }
     }
 
-    deinit { if let ticket { rendezvous.withdraw(ticket) } }
+    deinit {
+        if let ticket { rendezvous.withdraw(ticket) }
+        staging?.deallocate()
+    }
 
     public var descriptor: Int32 { sources.descriptor }
     public var peerDescription: String { tcp.peerDescription }
@@ -173,17 +189,30 @@ public final class RDMAChannel: FabricChannel {
                 try check(queuePair.state)
                 return false
             }
-            var filled = 0
-            while filled < buffer.count, let front = output.front {
-                let n = min(front.count, buffer.count - filled)
-                (buffer.baseAddress! + filled).copyMemory(from: front.baseAddress!, byteCount: n)
-                output.consume(n)
-                filled += n
+            if let seal, let staging {
+                let content = gather(into: staging)
+                let size = seal.seal(UnsafeRawBufferPointer(rebasing: staging[..<content]), into: buffer.baseAddress!)
+                try queuePair.send(size)
+                rdmaCounters.bytesSent &+= UInt64(size)
+            } else {
+                let filled = gather(into: buffer)
+                try queuePair.send(filled)
+                rdmaCounters.bytesSent &+= UInt64(filled)
             }
-            try queuePair.send(filled)
-            rdmaCounters.bytesSent &+= UInt64(filled)
         }
         return true
+    }
+
+    /// Moves queued bytes into `buffer`, as many as fit: how many.
+    private func gather(into buffer: UnsafeMutableRawBufferPointer) -> Int {
+        var filled = 0
+        while filled < buffer.count, let front = output.front {
+            let n = min(front.count, buffer.count - filled)
+            (buffer.baseAddress! + filled).copyMemory(from: front.baseAddress!, byteCount: n)
+            output.consume(n)
+            filled += n
+        }
+        return filled
     }
 
     // MARK: Receiving
@@ -217,6 +246,8 @@ public final class RDMAChannel: FabricChannel {
     }
 
     private var rdmaFailure: ChannelError?
+    /// A TLS record's header, before its content.
+    private static let recordHeader = 5
 
     private func receiveFromQueuePair(_ queuePair: RDMAQueuePair, budget: Int,
                                       _ body: (FrameHeader, UnsafeRawBufferPointer) -> Bool) throws(ChannelError) -> Bool {
@@ -242,10 +273,29 @@ public final class RDMAChannel: FabricChannel {
             }
             if read >= budget { return queuePair.received() != nil }
             let n = try decoder.fill { buffer throws(ChannelError) -> Int? in
-                guard let message = queuePair.received() else { return nil }
-                let n = min(message.count, buffer.count)
+                guard var message = queuePair.received() else { return nil }
+                guard let seal else {
+                    let n = min(message.count, buffer.count)
+                    buffer.baseAddress!.copyMemory(from: message.baseAddress!, byteCount: n)
+                    try queuePair.consume(n)
+                    return n
+                }
+                if opened == nil {
+                    // A new record: opened in place, its header dropped.
+                    let content: Int
+                    do { content = try seal.open(message) } catch { throw .authentication("\(error)") }
+                    try queuePair.consume(Self.recordHeader)
+                    opened = (content, message.count - Self.recordHeader - content)
+                    message = queuePair.received()!
+                }
+                let n = min(opened!.left, buffer.count)
                 buffer.baseAddress!.copyMemory(from: message.baseAddress!, byteCount: n)
                 try queuePair.consume(n)
+                opened!.left -= n
+                if opened!.left == 0 {
+                    try queuePair.consume(opened!.tail)
+                    opened = nil
+                }
                 return n
             }
             guard let n else { return false }
@@ -266,6 +316,7 @@ public final class RDMAChannel: FabricChannel {
             watchingCompletions = true
         }
         if phase == .connecting, state == .established {
+            try makeSeal()
             // Everything sent before goes on TCP, SWITCH last; everything after on the pair.
             sendCarrier(.switchOver, [])
             sendingOverQueuePair = true
@@ -274,6 +325,13 @@ public final class RDMAChannel: FabricChannel {
             return
         }
         try check(state)
+    }
+
+    /// On an encrypted pair, the queue pair's record protection (once, by whichever end moves first).
+    private func makeSeal() throws(ChannelError) {
+        guard seal == nil, let made = try tcp.exportCarrierSeal() else { return }
+        seal = made
+        staging = .allocate(byteCount: CarrierSeal.maximumContent, alignment: 16)
     }
 
     /// A queue pair that failed or closed: before either end moved, the channel stays on TCP
@@ -351,6 +409,7 @@ public final class RDMAChannel: FabricChannel {
             stayOnTCP("the far agent declined RDMA: \(why)")
         case (.switchOver, _):
             guard queuePair != nil, body.isEmpty else { throw .protocolViolation("SWITCH without a queue pair") }
+            try makeSeal()
             receivingOverQueuePair = true
         default:
             throw .protocolViolation("carrier frame \(kind) out of place")
