@@ -19,10 +19,13 @@ release: deps
 demo: release
 	@bash scripts/demo.sh "$$($(SWIFT) build -c release --show-bin-path)"
 
-# Every test (unit, process-level, and multi-host ones that need root or say they skipped).
+# Every test (unit, process-level, and multi-host ones that need root or say they skipped),
+# then the RDMA lab's (two QEMU guests with soft-RoCE, scripts/rdma-lab) in a step of their
+# own: the guests take both cores, and no timing-bound test runs beside them.
 test: deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build --disable-xctest
+	VIO_LAB_TESTS=1 $(SWIFT) test --skip-build --disable-xctest --filter RDMALabTests
 
 # libvio for C/C++ engines: libvio.so, vio.h and vio.pc under PREFIX, plus the tools.
 # Then: cc app.c $$(PKG_CONFIG_PATH=$(PREFIX)/lib/pkgconfig pkg-config --cflags --libs vio)

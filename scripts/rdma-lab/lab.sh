@@ -7,11 +7,14 @@
 # the project's binaries run in the guest straight from the host. Addresses: 198.18.0.1/.2.
 #
 #   scripts/rdma-lab/lab.sh setup            # packages, guest kernel, initramfs (idempotent)
-#   scripts/rdma-lab/lab.sh pair SCRIPT      # boot both guests; each runs SCRIPT with
-#                                            # LAB_ROLE=1|2 and LAB_DIR (writable, shared)
+#   scripts/rdma-lab/lab.sh pair SCRIPT [ARG...]  # boot both guests; each runs SCRIPT ARG...
+#                                            # with LAB_ROLE=1|2 and LAB_DIR (writable, shared)
 #
 # SCRIPT must end by itself: the guest powers off when it returns, and every command in it
 # should run under `timeout` (a perftest client whose server is gone waits for ever).
+# A guest cuts or restores its own wire by creating LAB_DIR/link-off-N or link-on-N (N its
+# role): the host then sets the guest's NIC link down or up through QEMU's monitor (carrier
+# lost, rxe port down, queue pairs kept: a pulled cable), and removes the file.
 set -euo pipefail
 LAB=${VIO_RDMA_LAB:-/var/tmp/vio-rdma-lab}
 here=$(cd "$(dirname "$0")" && pwd)
@@ -20,7 +23,7 @@ mkdir -p "$LAB"
 kernel_version() { cat "$LAB/kernel-version" 2>/dev/null; }
 
 setup() {
-    local packages="qemu-system-x86 busybox-static kmod rdma-core ibverbs-providers ibverbs-utils rdmacm-utils perftest"
+    local packages="qemu-system-x86 busybox-static kmod rdma-core ibverbs-providers ibverbs-utils rdmacm-utils perftest socat"
     # shellcheck disable=SC2086
     if ! dpkg -s $packages >/dev/null 2>&1; then
         apt-get update -qq
@@ -44,7 +47,7 @@ setup() {
 boot() {
     local kv; kv=$(kernel_version)
     timeout "${VIO_RDMA_LAB_TIMEOUT:-120}" qemu-system-x86_64 -accel tcg -machine q35 -cpu max -smp 1 -m "${VIO_RDMA_LAB_MEMORY:-256}" \
-        -nographic -no-reboot \
+        -nographic -no-reboot -monitor "unix:$LAB/monitor-$1.sock,server=on,wait=off" \
         -kernel "$LAB/kroot/boot/vmlinuz-$kv" -initrd "$LAB/initramfs.cpio.gz" \
         -append "console=ttyS0 quiet panic=-1 lab.dir=$LAB lab.run=$LAB/guest-$1.sh" \
         -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
@@ -54,8 +57,26 @@ boot() {
         > "$LAB/console-$1.txt" 2>&1 &
 }
 
+# Serves the guests' link-off-N / link-on-N requests until both guests are gone.
+links() {
+    while kill -0 "$@" 2>/dev/null; do
+        for role in 1 2; do
+            for state in off on; do
+                if [ -e "$LAB/link-$state-$role" ]; then
+                    echo "set_link n0 $state" | socat - "UNIX-CONNECT:$LAB/monitor-$role.sock" >/dev/null 2>&1 || true
+                    rm -f "$LAB/link-$state-$role"
+                fi
+            done
+        done
+        sleep 0.1
+    done
+}
+
 pair() {
     local script; script=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
+    shift
+    local args=""
+    for a in "$@"; do args="$args '$a'"; done
     for role in 1 2; do
         # The guest's entry: network and rxe0 up, then the caller's script; its output in LAB.
         cat > "$LAB/guest-$role.sh" <<GUEST
@@ -64,19 +85,22 @@ exec > "$LAB/out-$role.txt" 2>&1
 ip link set lo up; ip addr add 198.18.0.$role/24 dev eth0; ip link set eth0 up
 rdma link add rxe0 type rxe netdev eth0 || { echo "rdma link add failed"; exit 1; }
 export LAB_ROLE=$role LAB_DIR="$LAB"
-timeout ${VIO_RDMA_LAB_TIMEOUT:-120} sh "$script"
+timeout ${VIO_RDMA_LAB_TIMEOUT:-120} sh "$script"$args
 echo "lab script exited with \$?"
 GUEST
         chmod +x "$LAB/guest-$role.sh"
     done
     local p1=$((40000 + RANDOM % 10000)); local p2=$((p1 + 1))
-    boot 1 "$p1" "$p2"; boot 2 "$p2" "$p1"
+    rm -f "$LAB"/link-o*-? "$LAB"/out-?.txt
+    boot 1 "$p1" "$p2"; local g1=$!
+    boot 2 "$p2" "$p1"; local g2=$!
+    links "$g1" "$g2" &
     wait
     for role in 1 2; do echo "== guest $role"; cat "$LAB/out-$role.txt" 2>/dev/null || tail -5 "$LAB/console-$role.txt"; done
 }
 
 case "${1:-}" in
     setup) setup ;;
-    pair) [ $# -eq 2 ] || { echo "usage: $0 pair SCRIPT" >&2; exit 2; }; setup >/dev/null; pair "$2" ;;
-    *) echo "usage: $0 setup | pair SCRIPT" >&2; exit 2 ;;
+    pair) [ $# -ge 2 ] || { echo "usage: $0 pair SCRIPT [ARG...]" >&2; exit 2; }; setup >/dev/null; shift; pair "$@" ;;
+    *) echo "usage: $0 setup | pair SCRIPT [ARG...]" >&2; exit 2 ;;
 esac
