@@ -25,6 +25,12 @@ struct RDMALabTests {
         #expect(run.cases("carrier").count == 2 && run.cases("carrier").allSatisfy { $0.hasPrefix("ok") && $0.contains("QP") }, "\(run.output)")
     }
 
+    /// A connect request that presents no ticket (rping) is rejected; the pair carries on.
+    @Test func requestWithoutTicketIsRejected() throws {
+        let run = try RDMALab.shared()
+        #expect(run.cases("impostor").first?.hasPrefix("ok") == true, "\(run.output)")
+    }
+
     /// A receiver that never reads stalls only its own link.
     @Test func headOfLineIsolation() throws {
         let run = try RDMALab.shared()

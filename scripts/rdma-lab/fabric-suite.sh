@@ -111,6 +111,19 @@ st=$(status)
 echo "$st" | grep -q "transport rdma: rxe0"; result carrier $? "$(echo "$st" | grep 'transport rdma' | head -1)"
 barrier oneByte
 
+# An RDMA connect request without a ticket (rping, not an agent) is rejected before any queue
+# pair exists, and the pair carries on.
+if [ "$R" = 1 ]; then
+    port=$(sed -n 's/.*RDMA on 198.18.0.2 port \([0-9][0-9]*\).*/\1/p' "$L/agent-2.plain.log" | head -1)
+    out=$(timeout 20 rping -c -a 198.18.0.2 -p "${port:-0}" -C 1 -v 2>&1); rc=$?
+    echo "$out" | grep -qi "reject"; rejected=$?
+    timeout 60 "$B/vio-probe" ping --as a2 --peer b2 --count 5 --warmup 1 > /dev/null 2>&1; still=$?
+    result impostor $((rejected + still + (rc == 0))) "port=$port rping=$rc $(echo "$out" | tr '\n' ' ' | cut -c1-160)"
+else
+    timeout 60 "$B/vio-probe" echo --as b2 --count 6 > /dev/null 2>&1
+fi
+barrier impostor
+
 # 2. Head of line: b1 never reads, so a1's stream to it stalls; a2 -> b2 must still finish.
 if [ "$R" = 2 ]; then
     timeout 200 "$B/vio-probe" hold --as b1 --stall > "$L/hold.txt" 2>&1 &
