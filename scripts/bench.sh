@@ -113,6 +113,9 @@ done
 # Across hosts: two network-namespace hosts, VIO next to direct TCP over the same veth (root only).
 bash "$root/scripts/bench-hosts.sh" "$bin" "$raw" "$runs"
 
+# Across two soft-RoCE guests (scripts/rdma-lab): perftest, VIO over RDMA and over TCP.
+bash "$root/scripts/bench-rdma.sh" "$bin" "$raw" "$runs"
+
 mkdir -p "$root/bench"
 python3 - "$raw" "$root/bench/results.json" <<'PY'
 import json, re, statistics, sys, platform, os
@@ -125,7 +128,9 @@ for line in open(raw):
 model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "unknown")
 records = []
 for name, runs in cases.items():
-    if name.startswith("fanout."):
+    # The lab's records (lab.KIND.…) are read as their kind's.
+    kind = name.split(".")[1] if name.startswith("lab.") else name.split(".")[0]
+    if kind == "fanout":
         v = [float(r["gb_per_s"]) for r in runs if "gb_per_s" in r]
         if not v: continue
         mid = sorted(runs, key=lambda r: float(r.get("gb_per_s", 0)))[len(runs) // 2]
@@ -133,29 +138,29 @@ for name, runs in cases.items():
                         "runs": len(v), "value": statistics.median(v),
                         "app_cpu_s": float(mid.get("app_cpu_s", 0)), "agent_cpu_s": float(mid.get("agent_cpu_s", 0)),
                         "sockets_per_host": int(float(mid.get("sockets_per_host", 0)))})
-    elif name.startswith("rtt.") or name.startswith("xrtt."):
+    elif kind in ("rtt", "xrtt"):
         p50 = [float(r["p50"]) for r in runs if "p50" in r]
         p99 = [float(r["p99"]) for r in runs if "p99" in r]
         if not p50: continue
         records.append({"name": name, "unit": "us", "p50": statistics.median(p50),
                         "p99": statistics.median(p99) if p99 else None,
                         "min": min(p50), "max": max(p50), "runs": len(p50), "value": statistics.median(p50)})
-    elif name.startswith("rate."):
+    elif kind == "rate":
         v = [float(r["msgs_per_s"]) / 1e6 for r in runs if "msgs_per_s" in r]
         if not v: continue
         records.append({"name": name, "unit": "Mmsg/s", "p50": None, "p99": None, "min": min(v), "max": max(v),
                         "runs": len(v), "value": statistics.median(v)})
-    elif name.startswith("cpu."):
+    elif kind == "cpu":
         v = [float(r["percent"]) for r in runs if "percent" in r]
         if not v: continue
         records.append({"name": name, "unit": "% core", "p50": None, "p99": None, "min": min(v), "max": max(v),
                         "runs": len(v), "value": statistics.median(v)})
-    elif name.startswith("mem."):
+    elif kind == "mem":
         v = [float(r["kib"]) for r in runs if "kib" in r]
         if not v: continue
         records.append({"name": name, "unit": "KiB", "p50": None, "p99": None, "min": min(v), "max": max(v),
                         "runs": len(v), "value": statistics.median(v)})
-    elif name.startswith("bw.") or name.startswith("xbw."):
+    elif kind in ("bw", "xbw"):
         v = [float(r["gb_per_s"]) for r in runs if "gb_per_s" in r]
         if not v: continue
         records.append({"name": name, "unit": "GB/s", "p50": None, "p99": None, "min": min(v), "max": max(v),
@@ -185,8 +190,19 @@ for a, b in (("xrtt.vio.sleep.64", "xrtt.relay_c.sleep.64"), ("xrtt.vio_poll.sle
              ("xbw.vio.65536", "xbw.relay_c.65536")):
     if a in by and b in by:
         print(f"{a:32} vs the relay floor ({b}): {by[a]['value'] / by[b]['value']:.2f}x")
+# The lab: VIO over RDMA against perftest on the same rxe devices, and against VIO over TCP
+# between the same guests (absolute times under TCG mean nothing).
+for a, b, what in (("lab.rtt.vio_rdma.64", "lab.rtt.perftest_send.64", "vs perftest ib_send_lat (round trip)"),
+                   ("lab.rtt.vio_rdma.64", "lab.rtt.vio_tcp.64", "vs VIO over TCP on the lab"),
+                   ("lab.rtt.vio_rdma_tls.64", "lab.rtt.vio_rdma.64", "encrypted / plaintext"),
+                   ("lab.bw.vio_rdma.65536", "lab.bw.perftest_write.65536", "vs perftest ib_write_bw"),
+                   ("lab.bw.vio_rdma.65536", "lab.bw.vio_tcp.65536", "vs VIO over TCP on the lab"),
+                   ("lab.bw.vio_rdma_tls.65536", "lab.bw.vio_rdma.65536", "encrypted / plaintext"),
+                   ("lab.fanout.vio_rdma.16384", "lab.fanout.vio_tcp.16384", "64 links, vs VIO over TCP on the lab")):
+    if a in by and b in by:
+        print(f"{a:32} {what}: {by[a]['value'] / by[b]['value']:.2f}x")
 for r in records:
-    if r["name"].startswith("fanout."):
+    if r["name"].startswith("fanout.") or r["name"].startswith("lab.fanout."):
         print(f"{r['name']:32} sockets per host {r['sockets_per_host']}, app CPU {r['app_cpu_s']:.2f} s, "
               f"agent CPU {r['agent_cpu_s']:.2f} s (both agents, whole run)")
 PY

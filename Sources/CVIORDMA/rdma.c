@@ -18,8 +18,14 @@
 /* Credit owed to the peer is returned by a message of its own once this much accumulated
  * (data messages carry it sooner). */
 #define CREDIT_THRESHOLD (VIO_RDMA_SLOTS / 4)
-/* wr_id of a credit-only send (no buffer). */
-#define CREDIT_ONLY UINT64_MAX
+/* A send's wr_id: its sequence number (high 32 bits) and send buffer (low; CREDIT_ONLY for
+ * a credit-only message). */
+#define CREDIT_ONLY UINT32_MAX
+/* Sends are signalled (raise a completion) only every SIGNAL_EVERY work requests, or while
+ * free send buffers are few: a completion frees every buffer posted before it (a send queue
+ * completes in order), and a request/response exchange does not wake its sender just to
+ * learn that a send finished. */
+#define SIGNAL_EVERY 8
 /* Address and route resolution time limit, milliseconds. */
 #define RESOLVE_MS 2000
 
@@ -57,6 +63,11 @@ struct vio_rdma_conn {
     uint32_t free_slots[VIO_RDMA_SLOTS];
     uint32_t free_count;
     int64_t lent_slot;
+    /* Data sends posted and not known complete, in posting order (a ring). */
+    struct { uint32_t seq, slot; } posted[VIO_RDMA_SLOTS];
+    uint32_t posted_head, posted_count;
+    uint32_t send_seq;
+    uint32_t unsignalled;
     /* Receiving: messages in arrival order (a ring), credit not yet returned. */
     struct arrival arrived[VIO_RDMA_SLOTS];
     uint32_t arrived_head, arrived_count;
@@ -246,7 +257,7 @@ static int build_queue_pair(vio_rdma_conn *c) {
         !(c->recv_mr = ibv_reg_mr(c->pd, c->recv_memory, bytes, IBV_ACCESS_LOCAL_WRITE)))
         return fail(c, "ibv_reg_mr of %zu bytes: %s (locked-memory limit? see `ulimit -l`)", bytes, strerror(errno));
     struct ibv_qp_init_attr attr = {
-        .send_cq = c->cq, .recv_cq = c->cq, .qp_type = IBV_QPT_RC, .sq_sig_all = 1,
+        .send_cq = c->cq, .recv_cq = c->cq, .qp_type = IBV_QPT_RC, .sq_sig_all = 0,
         .cap = {.max_send_wr = 2 * VIO_RDMA_SLOTS + 1, .max_recv_wr = VIO_RDMA_SLOTS,
                 .max_send_sge = 1, .max_recv_sge = 1},
     };
@@ -432,20 +443,35 @@ static void completion(vio_rdma_conn *c, const struct ibv_wc *wc) {
         uint32_t tail = (c->arrived_head + c->arrived_count) % VIO_RDMA_SLOTS;
         c->arrived[tail] = (struct arrival){.slot = slot, .length = wc->byte_len, .offset = 0};
         c->arrived_count++;
-    } else if (wc->wr_id != CREDIT_ONLY) {
-        c->free_slots[c->free_count++] = (uint32_t)wc->wr_id;
+    } else {
+        /* Every send posted up to this one is complete: its buffers are free again. */
+        uint32_t done = (uint32_t)(wc->wr_id >> 32);
+        while (c->posted_count > 0 && (int32_t)(c->posted[c->posted_head].seq - done) <= 0) {
+            c->free_slots[c->free_count++] = c->posted[c->posted_head].slot;
+            c->posted_head = (c->posted_head + 1) % VIO_RDMA_SLOTS;
+            c->posted_count--;
+        }
     }
 }
 
-static int post_send(vio_rdma_conn *c, uint64_t slot, size_t len) {
+static int post_send(vio_rdma_conn *c, uint32_t slot, size_t len) {
     struct ibv_sge sge = {.lkey = c->send_mr->lkey, .length = (uint32_t)len};
     if (slot != CREDIT_ONLY) sge.addr = (uintptr_t)(c->send_memory + (size_t)slot * VIO_RDMA_SLOT_BYTES);
+    uint32_t seq = ++c->send_seq;
+    int signal = ++c->unsignalled >= SIGNAL_EVERY || c->free_count <= VIO_RDMA_SLOTS / 4;
     struct ibv_send_wr wr = {
-        .wr_id = slot, .sg_list = &sge, .num_sge = slot == CREDIT_ONLY ? 0 : 1,
-        .opcode = IBV_WR_SEND_WITH_IMM, .send_flags = IBV_SEND_SIGNALED, .imm_data = htonl(c->owed),
+        .wr_id = ((uint64_t)seq << 32) | slot, .sg_list = &sge, .num_sge = slot == CREDIT_ONLY ? 0 : 1,
+        .opcode = IBV_WR_SEND_WITH_IMM, .send_flags = signal ? IBV_SEND_SIGNALED : 0, .imm_data = htonl(c->owed),
     }, *bad;
     int rc = ibv_post_send(c->id->qp, &wr, &bad);
     if (rc != 0) return fail(c, "ibv_post_send: %s", strerror(rc));
+    if (signal) c->unsignalled = 0;
+    if (slot != CREDIT_ONLY) {
+        uint32_t tail = (c->posted_head + c->posted_count) % VIO_RDMA_SLOTS;
+        c->posted[tail].seq = seq;
+        c->posted[tail].slot = slot;
+        c->posted_count++;
+    }
     c->owed = 0;
     c->credit--;
     c->counters.sends++;
@@ -502,7 +528,7 @@ uint8_t *vio_rdma_send_buffer(vio_rdma_conn *c) {
 
 int vio_rdma_send(vio_rdma_conn *c, size_t len) {
     if (c->lent_slot < 0 || len == 0 || len > VIO_RDMA_SLOT_BYTES) return fail(c, "vio_rdma_send without a buffer");
-    uint64_t slot = (uint64_t)c->lent_slot;
+    uint32_t slot = (uint32_t)c->lent_slot;
     c->lent_slot = -1;
     if (post_send(c, slot, len) != 0) {
         c->free_slots[c->free_count++] = (uint32_t)slot;

@@ -242,17 +242,37 @@ public final class RDMAChannel: FabricChannel {
             if let rdmaFailure { throw rdmaFailure }
         }
         guard let queuePair else { return false }
-        return try receiveFromQueuePair(queuePair, budget: budget, body)
+        return try receiveFromQueuePair(queuePair, budget: budget, place: place, body)
     }
 
     private var rdmaFailure: ChannelError?
     /// A TLS record's header, before its content.
     private static let recordHeader = 5
 
-    private func receiveFromQueuePair(_ queuePair: RDMAQueuePair, budget: Int,
+    /// A frame whose payload is copied from the receive buffers straight to its place (a
+    /// record reserved in the link's ring): its header, the placement, bytes there so far.
+    private var placing: (header: FrameHeader, placement: PayloadPlacement, filled: Int)?
+    /// Frames at least this large are placed when the fabric offers a place.
+    static let placedFrame = 8 * 1024
+
+    private func receiveFromQueuePair(_ queuePair: RDMAQueuePair, budget: Int, place: (FrameHeader) -> PayloadPlacement?,
                                       _ body: (FrameHeader, UnsafeRawBufferPointer) -> Bool) throws(ChannelError) -> Bool {
         var read = 0
         while true {
+            if let p = placing {
+                if p.filled == p.placement.destination.count {
+                    placing = nil
+                    rdmaCounters.framesReceived &+= 1
+                    if !body(p.header, UnsafeRawBufferPointer(p.placement.destination)) { return true }
+                    continue
+                }
+                if read >= budget { return true }
+                let rest = UnsafeMutableRawBufferPointer(rebasing: p.placement.destination[p.filled...])
+                guard let n = try pull(from: queuePair, into: rest) else { return false }
+                placing!.filled += n
+                read += n
+                continue
+            }
             while true {
                 let more: Bool?
                 do {
@@ -271,37 +291,57 @@ public final class RDMAChannel: FabricChannel {
                 rdmaCounters.framesReceived &+= 1
                 if !more { return true }
             }
-            if read >= budget { return queuePair.received() != nil }
-            let n = try decoder.fill { buffer throws(ChannelError) -> Int? in
-                guard var message = queuePair.received() else { return nil }
-                guard let seal else {
-                    let n = min(message.count, buffer.count)
-                    buffer.baseAddress!.copyMemory(from: message.baseAddress!, byteCount: n)
-                    try queuePair.consume(n)
-                    return n
+            // A large frame only partly here: the rest goes straight where it belongs.
+            do {
+                if let (header, _) = try decoder.partialFrame(), header.type != .carrier, Int(header.length) >= Self.placedFrame,
+                   let placement = place(header), placement.destination.count == Int(header.length) {
+                    placing = (header, placement, decoder.takePartialPayload(into: placement.destination.baseAddress!))
+                    continue
                 }
-                if opened == nil {
-                    // A new record: opened in place, its header dropped.
-                    let content: Int
-                    do { content = try seal.open(message) } catch { throw .authentication("\(error)") }
-                    try queuePair.consume(Self.recordHeader)
-                    opened = (content, message.count - Self.recordHeader - content)
-                    message = queuePair.received()!
-                }
-                let n = min(opened!.left, buffer.count)
-                buffer.baseAddress!.copyMemory(from: message.baseAddress!, byteCount: n)
-                try queuePair.consume(n)
-                opened!.left -= n
-                if opened!.left == 0 {
-                    try queuePair.consume(opened!.tail)
-                    opened = nil
-                }
-                return n
+            } catch {
+                throw .protocolViolation("\(error)")
             }
-            guard let n else { return false }
+            if read >= budget { return queuePair.received() != nil }
+            // Up to the next header only, when it is not here yet: a large frame's payload is
+            // then placed rather than buffered and copied again.
+            let pending = decoder.pendingBytes
+            let limit = pending < FrameHeader.size ? FrameHeader.size - pending : Int.max
+            guard let n = try decoder.fill(limit: limit, { buffer throws(ChannelError) -> Int? in
+                try pull(from: queuePair, into: buffer)
+            }) else { return false }
             read += n
-            rdmaCounters.bytesReceived &+= UInt64(n)
         }
+    }
+
+    /// Copies received stream bytes into `buffer` (opening records on an encrypted pair), at
+    /// most one message's worth: how many, nil when nothing has arrived.
+    private func pull(from queuePair: RDMAQueuePair, into buffer: UnsafeMutableRawBufferPointer) throws(ChannelError) -> Int? {
+        guard var message = queuePair.received() else { return nil }
+        let n: Int
+        if let seal {
+            if opened == nil {
+                // A new record: opened in place, its header dropped.
+                let content: Int
+                do { content = try seal.open(message) } catch { throw .authentication(error.description) }
+                try queuePair.consume(Self.recordHeader)
+                opened = (content, message.count - Self.recordHeader - content)
+                message = queuePair.received()!
+            }
+            n = min(opened!.left, buffer.count)
+            buffer.baseAddress!.copyMemory(from: message.baseAddress!, byteCount: n)
+            try queuePair.consume(n)
+            opened!.left -= n
+            if opened!.left == 0 {
+                try queuePair.consume(opened!.tail)
+                opened = nil
+            }
+        } else {
+            n = min(message.count, buffer.count)
+            buffer.baseAddress!.copyMemory(from: message.baseAddress!, byteCount: n)
+            try queuePair.consume(n)
+        }
+        rdmaCounters.bytesReceived &+= UInt64(n)
+        return n
     }
 
     // MARK: The move to RDMA
