@@ -19,7 +19,9 @@ mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
 for ko in /mods/*.ko; do insmod "$ko" || echo "initramfs: insmod $ko failed"; done
 mount -t 9p -o ro,trans=virtio,version=9p2000.L,msize=512000,cache=loose hostroot /newroot || { echo "initramfs: 9p root mount failed"; sh; }
 mount -t proc proc /newroot/proc; mount -t sysfs sys /newroot/sys; mount -t devtmpfs dev /newroot/dev
-mount -t tmpfs tmp /newroot/tmp; mount -t tmpfs run /newroot/run
+# /tmp stays the host's (read-only), so binaries built under it (a CI clone in /tmp) run in
+# the guest; /run is the guest's own scratch.
+mount -t tmpfs run /newroot/run
 mount -t devpts devpts /newroot/dev/pts 2>/dev/null
 # writable per-lab share at the same path it has on the host
 lab=$(sed -n 's/.*lab.dir=\([^ ]*\).*/\1/p' /proc/cmdline)

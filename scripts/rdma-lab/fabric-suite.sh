@@ -9,7 +9,7 @@ B=$1
 R=$LAB_ROLE
 O=$((3 - R))
 L=$LAB_DIR/suite
-S=/tmp/vio.sock
+S=/run/vio.sock
 export VIO_CONTROL_SOCKET=$S
 mkdir -p "$L"
 

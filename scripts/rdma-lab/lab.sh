@@ -39,7 +39,8 @@ setup() {
         depmod -b "$LAB/kroot" "$kv"
         echo "$kv" > "$LAB/kernel-version"
     fi
-    [ -f "$LAB/initramfs.cpio.gz" ] || bash "$here/build-initramfs.sh" "$LAB/kroot" "$(kernel_version)" "$LAB/initramfs.cpio.gz" >/dev/null
+    # Rebuilt when its script changed since.
+    [ "$LAB/initramfs.cpio.gz" -nt "$here/build-initramfs.sh" ] || bash "$here/build-initramfs.sh" "$LAB/kroot" "$(kernel_version)" "$LAB/initramfs.cpio.gz" >/dev/null
     echo "rdma lab ready in $LAB (guest kernel $(kernel_version))"
 }
 
