@@ -28,6 +28,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.0.0"),
     ],
     targets: [
         // MARK: C libraries and the one C shim
@@ -77,6 +78,7 @@ let package = Package(
         .target(name: "VIOAgent", dependencies: [
             "VIOWire", "VIOTopology", "VIOLinux", "VIOSharedMemory", "VIOTransport", "VIOSecurity",
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
             .product(name: "Atomics", package: "swift-atomics"),
             .product(name: "DequeModule", package: "swift-collections"),
         ], swiftSettings: agentHotPath),

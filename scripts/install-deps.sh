@@ -13,6 +13,7 @@ packages=(
   libssl-dev        # TLS 1.3 between agents (OpenSSL)
   libacl1-dev       # the control socket's ACL: only the topology's uids may connect
   tcpdump           # the test that captures a channel and looks for plaintext
+  prometheus        # promtool checks a real scrape of the agent's metrics
   iproute2          # network namespaces for multi-host tests
   procps            # process tools used by tests and demo
   util-linux        # setpriv (tests run a process as another uid), taskset (bench)

@@ -25,6 +25,8 @@ public final class Agent {
     private let loop: EventLoop
     /// The inter-host fabric; nil when this host has no links to other hosts.
     private var fabric: Fabric?
+    /// The Prometheus endpoint, when the host's `metrics_listen` (or `--metrics-listen`) asks.
+    private var metricsEndpoint: MetricsEndpoint?
     private let signals: SignalDescriptor
     private let listener: UnixSocket
     private var connections: [UInt64: ControlConnection] = [:]
@@ -106,6 +108,21 @@ public final class Agent {
             }
             fabric?.delegate = self
         }
+        if let listen = configuration.view.host.metricsListen {
+            guard let (address, port) = Host.listenAddress(listen) else {
+                unlink(path)
+                throw .system(SystemError("bind", .invalidArgument, detail: listen), doing: "metrics_listen is not ADDRESS:PORT")
+            }
+            let metrics = AgentMetrics(startTime: Double(time(nil)))
+            do {
+                metricsEndpoint = try MetricsEndpoint(address: address, port: port, loop: loop) { [unowned self] in
+                    metrics.scrape(self.statusWithTotals(), roundTrips: self.fabric?.takeRoundTrips() ?? [])
+                }
+            } catch {
+                unlink(path)
+                throw .system(error, doing: "cannot serve metrics on \(listen) (metrics_listen)")
+            }
+        }
     }
 
     /// The transports the fabric takes its channels from, one chosen per peer host: TCP (plain
@@ -185,6 +202,9 @@ public final class Agent {
             "links": "\(view.links.count)", "transport": "\(transport)", "numa_nodes": "\(NUMA.nodeCount)",
         ])
         defer { unlink(view.controlSocket) }
+        if let metricsEndpoint {
+            logger.info("metrics listening", metadata: ["address": "\(metricsEndpoint.address)", "path": "/metrics"])
+        }
         var moreWork = false
         var lastActivity: UInt64 = 0
         // How long the loop keeps polling after activity (topology `agent_poll_us`).
@@ -549,6 +569,21 @@ public final class Agent {
         state.ringBytes = (UInt64(region.capacity(ofRing: localRing)), UInt64(region.capacity(ofRing: 1 - localRing)))
         state.sent = counters(1 - localRing)
         state.received = counters(localRing)
+    }
+
+    /// ``status()`` with each link's counters counting every link between its two instances
+    /// since the agent started, closed ones included (metrics).
+    func statusWithTotals() -> AgentStatus {
+        var s = status()
+        let retired = [links.retired, fabric?.retiredTraffic].compactMap { $0 }
+        for i in s.links.indices {
+            let (a, b) = (s.links[i].localEnd, s.links[i].peerEnd)
+            for r in retired {
+                s.links[i].sent = s.links[i].sent.adding(r.counters(from: a, to: b))
+                s.links[i].received = s.links[i].received.adding(r.counters(from: b, to: a))
+            }
+        }
+        return s
     }
 
     /// The current state, for `vioctl status`.

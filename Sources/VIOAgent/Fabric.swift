@@ -370,7 +370,10 @@ final class Fabric {
             if payload.count == 8 {
                 let sent = UInt64(littleEndian: payload.loadUnaligned(as: UInt64.self))
                 let now = clock()
-                if now >= sent { peer.rttMicroseconds = UInt32(min((now - sent) / 1000, UInt64(UInt32.max))) }
+                if now >= sent {
+                    peer.rttMicroseconds = UInt32(min((now - sent) / 1000, UInt64(UInt32.max)))
+                    if peer.rttSamples.count < FabricPeer.maximumRTTSamples { peer.rttSamples.append(peer.rttMicroseconds) }
+                }
             }
         case .healthRequest:
             guard let status = delegate?.fabricStatus() else { return }
@@ -417,6 +420,17 @@ final class Fabric {
     }
 
     // MARK: Timers
+
+    /// What cross-host links that are gone had carried.
+    var retiredTraffic: RetiredTraffic { sessions.retired }
+
+    /// The heartbeat round trips measured since the last call, per peer host (for metrics).
+    func takeRoundTrips() -> [(peer: String, microseconds: [UInt32])] {
+        channels.peers.values.map { peer in
+            defer { peer.rttSamples.removeAll(keepingCapacity: true) }
+            return (peer.name, peer.rttSamples)
+        }
+    }
 
     /// `peer` went down: its health requests fail with the reason.
     func failHealthRequests(to peer: FabricPeer, reason: String) {

@@ -62,6 +62,9 @@ final class FabricPeer {
     var wasUp = false
     var isUp = false
     var rttMicroseconds: UInt32 = 0
+    /// Round trips measured since the metrics last took them (at most ``maximumRTTSamples``).
+    var rttSamples: [UInt32] = []
+    static let maximumRTTSamples = 1024
     var reconnects: UInt64 = 0
     var lastError = ""
     /// Counters of channels already closed, so status totals survive reconnects.

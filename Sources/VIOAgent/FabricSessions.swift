@@ -14,6 +14,8 @@ final class SessionManager {
     unowned(unsafe) var fabric: Fabric!
     /// Open and opening links, by session.
     private(set) var links: SessionTable<RemoteLink>
+    /// What links unregistered here had carried (metrics totals).
+    private(set) var retired = RetiredTraffic()
     /// OPEN_LINKs waiting for their peer host's channels to come up.
     var waitingForHost: [PendingRemoteOpen] = []
     /// SESSION starts waiting for a local instance to attach.
@@ -490,6 +492,8 @@ final class SessionManager {
         link.isRegistered = false
         fabric.forgetWork(of: link)
         link.host.creditStalls &+= link.creditStalls
+        // The instance (end 0) reads ring 0; the far instance's messages come that way.
+        retired.retire(link.region, readers: (link.instance, link.peer))
     }
 
     /// `peer`'s channels are all up: opens that waited for it start.

@@ -62,6 +62,8 @@ final class LocalLink {
 struct LocalLinkTable {
     private(set) var byPair: [String: LocalLink] = [:]
     private var nextID = LinkID.first(.local)
+    /// What links this table let go had carried (metrics totals).
+    private(set) var retired = RetiredTraffic()
 
     private static func key(_ a: String, _ b: String) -> String { a < b ? "\(a)\u{0}\(b)" : "\(b)\u{0}\(a)" }
 
@@ -70,7 +72,7 @@ struct LocalLinkTable {
         let key = Self.key(a, b)
         guard let link = byPair[key] else { return nil }
         if link.isOpen { return link }
-        byPair[key] = nil
+        remove(link)
         return nil
     }
 
@@ -85,7 +87,10 @@ struct LocalLinkTable {
     func link(id: LinkID) -> LocalLink? { byPair.values.first { $0.id == id } }
 
     mutating func remove(_ link: LocalLink) {
-        byPair[Self.key(link.ends.0, link.ends.1)] = nil
+        let key = Self.key(link.ends.0, link.ends.1)
+        guard byPair[key] === link else { return }
+        byPair[key] = nil
+        retired.retire(link.region, readers: link.ends)
     }
 
     /// Marks every link of `instance` as gone for its peers and forgets them.

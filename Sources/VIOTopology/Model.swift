@@ -52,6 +52,8 @@ public struct Defaults: Sendable, Equatable {
     /// (0: it sleeps at once). Polling saves the agent's wake-ups on cross-host round trips
     /// and costs CPU: for hosts with a core to spare.
     public var agentPollMicroseconds: Int = 0
+    /// Where agents serve Prometheus metrics (`ADDRESS:PORT`); nil: no metrics endpoint.
+    public var metricsListen: String?
 
     /// The built-in defaults.
     public init() {}
@@ -81,6 +83,8 @@ public struct Host: Sendable, Equatable {
     public var keyFile: String?
     /// How long this host's agent polls after activity, in microseconds (see ``Defaults``).
     public var agentPollMicroseconds: Int
+    /// Where this host's agent serves Prometheus metrics (`ADDRESS:PORT`); nil: nowhere.
+    public var metricsListen: String? = nil
     /// Where the host was declared.
     public var location: SourceLocation
 }
@@ -185,4 +189,12 @@ public struct ServiceEndpoint: Sendable, Equatable {
     public var port: UInt16
     /// Where the endpoint was declared.
     public var location: SourceLocation
+}
+
+extension Host {
+    /// `ADDRESS:PORT` (`[IPv6]:PORT`) split, or nil when it is not one: the form of
+    /// `metrics_listen` and of `vio-agent --metrics-listen`.
+    public static func listenAddress(_ text: String) -> (address: String, port: UInt16)? {
+        Addresses.splitHostPort(text).map { (address: $0.0, port: $0.1) }
+    }
 }

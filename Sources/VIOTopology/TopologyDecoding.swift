@@ -5,9 +5,9 @@ extension NodeDecoder {
     static let topLevelKeys = ["cluster", "version", "defaults", "hosts", "instances", "links", "services", "host_pairs"]
     static let defaultsKeys = ["ring_size", "max_message_size", "port", "transport", "channels",
                                "heartbeat_interval_ms", "peer_timeout_ms", "security", "rekey_after", "rekey_interval_s",
-                               "agent_poll_us"]
+                               "agent_poll_us", "metrics_listen"]
     static let hostKeys = ["name", "address", "port", "transport", "rdma_device", "nat", "channels", "control_socket",
-                           "key", "key_file", "agent_poll_us"]
+                           "key", "key_file", "agent_poll_us", "metrics_listen"]
     static let hostPairKeys = ["between", "security"]
     static let instanceKeys = ["name", "host", "uid", "gid", "token_file", "ring_size"]
     static let linkKeys = ["between", "group", "ring_size", "max_message_size"]
@@ -67,6 +67,7 @@ extension NodeDecoder {
         if let v = f.size("rekey_after", powerOfTwo: false, in: Self.rekeySizes) { d.rekeyAfter = v }
         if let v = f.integer("rekey_interval_s", in: 1...86_400 * 7) { d.rekeyIntervalSeconds = v }
         if let v = f.integer("agent_poll_us", in: 0...10_000) { d.agentPollMicroseconds = v }
+        d.metricsListen = metricsListen(f)
         if d.peerTimeoutMilliseconds <= d.heartbeatIntervalMilliseconds {
             error(at: f.location(of: "peer_timeout_ms"),
                   "peer_timeout_ms (\(d.peerTimeoutMilliseconds)) must be longer than heartbeat_interval_ms (\(d.heartbeatIntervalMilliseconds))",
@@ -105,13 +106,25 @@ extension NodeDecoder {
         }
         let keyFile = f.string("key_file")
         let poll = f.integer("agent_poll_us", in: 0...10_000) ?? defaults.agentPollMicroseconds
+        let metrics = metricsListen(f) ?? defaults.metricsListen
         if let keyFile, !keyFile.hasPrefix("/") {
             error(at: f.location(of: "key_file"), "key_file '\(keyFile)' must be an absolute path")
         }
         guard let name, let address else { return nil }
         return Host(name: name, address: address, port: port, transport: transport, rdmaDevice: rdmaDevice,
                     nat: nat, channels: channels, controlSocket: socket, key: key, keyFile: keyFile,
-                    agentPollMicroseconds: poll, location: f.location)
+                    agentPollMicroseconds: poll, metricsListen: metrics, location: f.location)
+    }
+
+    /// `metrics_listen: ADDRESS:PORT` (an IPv6 address in brackets), checked.
+    private func metricsListen(_ f: Fields) -> String? {
+        guard let text = f.string("metrics_listen") else { return nil }
+        guard Addresses.splitHostPort(text) != nil else {
+            error(at: f.location(of: "metrics_listen"), "metrics_listen '\(text)' is not ADDRESS:PORT",
+                  hint: "for example 127.0.0.1:9464, 0.0.0.0:9464 or [::1]:9464")
+            return nil
+        }
+        return text
     }
 
     private func decodeInstance(_ node: Node) -> Instance? {

@@ -17,6 +17,7 @@ public enum TopologyPrinter {
           rekey_after: \(t.defaults.rekeyAfter)
           rekey_interval_s: \(t.defaults.rekeyIntervalSeconds)
           agent_poll_us: \(t.defaults.agentPollMicroseconds)
+          metrics_listen: \(t.defaults.metricsListen ?? "(off)")
         hosts:
 
         """
@@ -37,6 +38,7 @@ public enum TopologyPrinter {
             "  channels: \(h.channels)",
             "  key: \(h.key?.description ?? "(none)")",
             "  agent_poll_us: \(h.agentPollMicroseconds)",
+            "  metrics_listen: \(h.metricsListen ?? "(off)")",
             "  control_socket: \(v.controlSocket)",
             "  instances:" + (v.instances.isEmpty ? " []" : ""),
         ]

@@ -45,6 +45,12 @@ struct VIOAgentCommand: ParsableCommand {
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
+    @Option(name: .long, help: ArgumentHelp("""
+        Serve Prometheus metrics at http://ADDRESS:PORT/metrics (overrides the host's \
+        metrics_listen in the topology). Default: the topology's, else none.
+        """, valueName: "address:port"))
+    var metricsListen: String?
+
     @Flag(name: .long, help: "Check the topology and the host, print the resolved host view, and exit.")
     var check = false
 
@@ -60,6 +66,12 @@ struct VIOAgentCommand: ParsableCommand {
             controlSocket: controlSocket,
             defaultControlSocket: Topology.defaultControlSocket(host: hostName))
         configuration.keyFile = keyFile
+        if let metricsListen {
+            guard Host.listenAddress(metricsListen) != nil else {
+                throw ValidationError("--metrics-listen '\(metricsListen)' is not ADDRESS:PORT (e.g. 127.0.0.1:9464 or [::1]:9464)")
+            }
+            configuration.view.host.metricsListen = metricsListen
+        }
         if check {
             print(TopologyPrinter.render(configuration.view), terminator: "")
             return
