@@ -27,9 +27,11 @@ test: deps
 	$(SWIFT) test --skip-build --disable-xctest
 	VIO_LAB_TESTS=1 $(SWIFT) test --skip-build --disable-xctest --filter RDMALabTests
 
-# libvio for C/C++ engines: libvio.so, vio.h and vio.pc under PREFIX, plus the tools.
+# libvio for C/C++ engines: libvio.so, vio.h and vio.pc under PREFIX, plus the tools and the
+# agent's systemd unit (SYSTEMD_UNIT_DIR; `systemctl enable --now vio-agent` then).
 # Then: cc app.c $$(PKG_CONFIG_PATH=$(PREFIX)/lib/pkgconfig pkg-config --cflags --libs vio)
 PREFIX ?= /usr/local
+SYSTEMD_UNIT_DIR ?= /etc/systemd/system
 install: release
 	@bin="$$($(SWIFT) build -c release --show-bin-path)"; \
 	install -d "$(PREFIX)/lib/pkgconfig" "$(PREFIX)/include" "$(PREFIX)/bin"; \
@@ -37,7 +39,9 @@ install: release
 	install -m 0644 include/vio.h "$(PREFIX)/include/vio.h"; \
 	sed "s|@PREFIX@|$(PREFIX)|" scripts/vio.pc.in > "$(PREFIX)/lib/pkgconfig/vio.pc"; \
 	for t in vio-agent vioctl vio-probe; do install -m 0755 "$$bin/$$t" "$(PREFIX)/bin/$$t"; done; \
-	echo "installed libvio, vio.h, vio.pc and the tools under $(PREFIX)"
+	install -d "$(SYSTEMD_UNIT_DIR)"; \
+	sed "s|@PREFIX@|$(PREFIX)|" scripts/vio-agent.service.in > "$(SYSTEMD_UNIT_DIR)/vio-agent.service"; \
+	echo "installed libvio, vio.h, vio.pc and the tools under $(PREFIX), vio-agent.service in $(SYSTEMD_UNIT_DIR)"
 
 clean:
 	rm -rf .build

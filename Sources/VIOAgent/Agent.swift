@@ -205,6 +205,8 @@ public final class Agent {
         if let metricsEndpoint {
             logger.info("metrics listening", metadata: ["address": "\(metricsEndpoint.address)", "path": "/metrics"])
         }
+        // Under systemd (Type=notify): ready once the control socket and the fabric listen.
+        ServiceManager.notify("READY=1\nSTATUS=serving host \(view.host.name)\nMAINPID=\(getpid())")
         var moreWork = false
         var lastActivity: UInt64 = 0
         // How long the loop keeps polling after activity (topology `agent_poll_us`).
@@ -268,6 +270,8 @@ public final class Agent {
     private func signalArrived() {
         guard let signal = try? signals.next() else { return }
         logger.info("stopping on signal \(signal)")
+        ServiceManager.notify("STOPPING=1")
+        fabric?.announceStop("signal \(signal)")
         for connection in connections.values { drop(connection, reason: "agent stopping") }
         stopping = true
     }

@@ -402,6 +402,12 @@ final class Fabric {
         case .control:
             // At most a line's worth: a far agent's reason, not a way to fill this host's log.
             let text = String(decoding: payload.prefix(Self.controlTextLogged), as: UTF8.self)
+            if text.hasPrefix(Self.stoppingNotice) {
+                // The far agent is shutting down: its links go down now, with its reason,
+                // rather than when its channels close.
+                channels.dropChannel(slot, reason: "the agent of '\(peer.name)' is stopping (\(text.dropFirst(Self.stoppingNotice.count)))")
+                return
+            }
             logger.warning("peer agent reports", metadata: ["peer": "\(peer.name)", "message": "\(text)",
                                                             "bytes": "\(payload.count)"])
         case .serviceUpdate:
@@ -420,6 +426,18 @@ final class Fabric {
     }
 
     // MARK: Timers
+
+    /// Starts a control frame that announces an orderly shutdown; the rest is the reason.
+    static let stoppingNotice = "agent stopping: "
+
+    /// The agent is stopping (`reason`, e.g. the signal): every far agent hears it on each
+    /// channel before the channels close, so its links report why at once.
+    func announceStop(_ reason: String) {
+        for slot in channels.slots where slot.ready && slot.isLive {
+            slot.channel.enqueue(FrameHeader(type: .control), bytes: Array((Self.stoppingNotice + reason).utf8))
+            _ = try? slot.channel.flush()
+        }
+    }
 
     /// What cross-host links that are gone had carried.
     var retiredTraffic: RetiredTraffic { sessions.retired }

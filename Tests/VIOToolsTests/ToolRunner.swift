@@ -87,9 +87,9 @@ final class RunningAgent {
     /// The file the agent logs to.
     let logFile: String
 
-    init(arguments: [String] = [], socket: String) throws {
+    init(arguments: [String] = [], environment: [String: String] = [:], socket: String) throws {
         self.socket = socket
-        let (p, _, err) = Tools.process("vio-agent", arguments + ["--control-socket", socket])
+        let (p, _, err) = Tools.process("vio-agent", arguments + ["--control-socket", socket], environment: environment)
         process = p
         logFile = err
         try p.run()
