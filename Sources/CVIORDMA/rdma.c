@@ -21,6 +21,8 @@
 /* A send's wr_id: its sequence number (high 32 bits) and send buffer (low; CREDIT_ONLY for
  * a credit-only message). */
 #define CREDIT_ONLY UINT32_MAX
+/* The low half of an RDMA READ's wr_id. */
+#define READ_MARK (UINT32_MAX - 1)
 /* Sends are signalled (raise a completion) only every SIGNAL_EVERY work requests, or while
  * free send buffers are few: a completion frees every buffer posted before it (a send queue
  * completes in order), and a request/response exchange does not wake its sender just to
@@ -68,6 +70,8 @@ struct vio_rdma_conn {
     uint32_t posted_head, posted_count;
     uint32_t send_seq;
     uint32_t unsignalled;
+    /* The RDMA READ in flight (at most one), and whether one finished since last asked. */
+    int read_pending, read_done;
     /* Receiving: messages in arrival order (a ring), credit not yet returned. */
     struct arrival arrived[VIO_RDMA_SLOTS];
     uint32_t arrived_head, arrived_count;
@@ -271,8 +275,8 @@ static int build_queue_pair(vio_rdma_conn *c) {
 static struct rdma_conn_param connection_parameters(const uint8_t *data, size_t len) {
     struct rdma_conn_param p = {
         .private_data = data, .private_data_len = (uint8_t)len,
-        /* SEND only: no RDMA READ in flight either way. */
-        .responder_resources = 0, .initiator_depth = 0,
+        /* One RDMA READ in flight each way (payloads pulled ring to ring). */
+        .responder_resources = 1, .initiator_depth = 1,
         .retry_count = 7,
         /* Credit means a receive buffer is always posted: an RNR would be a bug, not load. */
         .rnr_retry_count = 0,
@@ -444,6 +448,10 @@ static void completion(vio_rdma_conn *c, const struct ibv_wc *wc) {
         c->arrived[tail] = (struct arrival){.slot = slot, .length = wc->byte_len, .offset = 0};
         c->arrived_count++;
     } else {
+        if ((uint32_t)wc->wr_id == READ_MARK) {
+            c->read_pending = 0;
+            c->read_done = 1;
+        }
         /* Every send posted up to this one is complete: its buffers are free again. */
         uint32_t done = (uint32_t)(wc->wr_id >> 32);
         while (c->posted_count > 0 && (int32_t)(c->posted[c->posted_head].seq - done) <= 0) {
@@ -556,4 +564,64 @@ int vio_rdma_consume(vio_rdma_conn *c, size_t n) {
     c->owed++;
     if (post_receive(c, slot) != 0) return -1;
     return return_credit(c);
+}
+
+/* MARK: memory registration and RDMA READ */
+
+struct vio_rdma_mr {
+    struct ibv_mr *mr;
+};
+
+vio_rdma_mr *vio_rdma_register(vio_rdma_conn *c, void *address, size_t length, int remote_read, char *err, size_t errlen) {
+    if (!c->pd) {
+        say(err, errlen, "the queue pair is not set up");
+        return NULL;
+    }
+    int access = IBV_ACCESS_LOCAL_WRITE | (remote_read ? IBV_ACCESS_REMOTE_READ : 0);
+    struct ibv_mr *mr = ibv_reg_mr(c->pd, address, length, access);
+    if (!mr) {
+        say(err, errlen, "ibv_reg_mr of %zu bytes: %s (locked-memory limit? see `ulimit -l`)", length, strerror(errno));
+        return NULL;
+    }
+    vio_rdma_mr *r = malloc(sizeof *r);
+    if (!r) {
+        ibv_dereg_mr(mr);
+        say(err, errlen, "out of memory");
+        return NULL;
+    }
+    r->mr = mr;
+    return r;
+}
+
+void vio_rdma_deregister(vio_rdma_mr *r) {
+    if (!r) return;
+    ibv_dereg_mr(r->mr);
+    free(r);
+}
+
+uint32_t vio_rdma_lkey(const vio_rdma_mr *r) { return r->mr->lkey; }
+uint32_t vio_rdma_rkey(const vio_rdma_mr *r) { return r->mr->rkey; }
+
+int vio_rdma_read(vio_rdma_conn *c, void *local, const vio_rdma_mr *local_mr, uint64_t remote, uint32_t rkey, uint32_t length) {
+    if (c->state != VIO_RDMA_ESTABLISHED) return fail(c, "RDMA READ on a queue pair that is not established");
+    if (c->read_pending) return fail(c, "a second RDMA READ while one is in flight");
+    struct ibv_sge sge = {.addr = (uintptr_t)local, .length = length, .lkey = local_mr->mr->lkey};
+    uint32_t seq = ++c->send_seq;
+    struct ibv_send_wr wr = {
+        .wr_id = ((uint64_t)seq << 32) | READ_MARK, .sg_list = &sge, .num_sge = 1,
+        .opcode = IBV_WR_RDMA_READ, .send_flags = IBV_SEND_SIGNALED,
+        .wr.rdma = {.remote_addr = remote, .rkey = rkey},
+    }, *bad;
+    int rc = ibv_post_send(c->id->qp, &wr, &bad);
+    if (rc != 0) return fail(c, "ibv_post_send (RDMA READ): %s", strerror(rc));
+    c->unsignalled = 0;
+    c->read_pending = 1;
+    c->counters.reads++;
+    return 0;
+}
+
+int vio_rdma_read_finished(vio_rdma_conn *c) {
+    if (!c->read_done) return 0;
+    c->read_done = 0;
+    return 1;
 }

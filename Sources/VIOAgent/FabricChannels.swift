@@ -304,6 +304,7 @@ final class ChannelManager {
             s.linksOpen = UInt32(fabric.sessions.links.values.filter { $0.host === peer && $0.isOpen }.count)
             s.lastError = peer.lastError
             s.keyUpdates = totals.keyUpdates
+            s.payloadsPulled = totals.payloadsPulled
             let live = peer.slots.compactMap { $0 }.filter(\.ready)
             // What carries the channels now (an RDMA channel moves after HELLO, or says why not).
             s.transport = live.lazy.compactMap { $0.channel.carrierDescription }.first

@@ -511,4 +511,8 @@ extension RemoteLink: PayloadLender {
     /// The channel wrote this link's frames through `position`: their ring space goes back
     /// to the instance (which may be waiting for room).
     func sent(through position: UInt64) { consumer.publish(through: position) }
+
+    /// The link's whole region: a transport may register it and let the far agent pull
+    /// payloads from the ring in place.
+    var lentMemory: UnsafeRawBufferPointer? { UnsafeRawBufferPointer(start: region.base, count: region.byteCount) }
 }

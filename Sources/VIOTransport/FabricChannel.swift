@@ -124,11 +124,15 @@ public struct PayloadPlacement {
     public let destination: UnsafeMutableRawBufferPointer
     /// The memory's owner.
     public let owner: AnyObject
+    /// All the memory `destination` lies in (the link's region), for transports that register
+    /// it to move the payload there without the CPU; nil when it cannot be.
+    public let memory: UnsafeRawBufferPointer?
 
     /// A placement.
-    public init(destination: UnsafeMutableRawBufferPointer, owner: AnyObject) {
+    public init(destination: UnsafeMutableRawBufferPointer, owner: AnyObject, memory: UnsafeRawBufferPointer? = nil) {
         self.destination = destination
         self.owner = owner
+        self.memory = memory
     }
 }
 
@@ -140,6 +144,8 @@ public struct ChannelCounters: Sendable, Equatable {
     public var framesReceived: UInt64 = 0
     /// Key updates this end asked for (encrypted channels).
     public var keyUpdates: UInt64 = 0
+    /// Payloads this end pulled from the far agent's memory by RDMA READ (no CPU copy).
+    public var payloadsPulled: UInt64 = 0
 
     /// Zero counters.
     public init() {}
@@ -149,6 +155,7 @@ public struct ChannelCounters: Sendable, Equatable {
         bytesSent &+= other.bytesSent; bytesReceived &+= other.bytesReceived
         framesSent &+= other.framesSent; framesReceived &+= other.framesReceived
         keyUpdates &+= other.keyUpdates
+        payloadsPulled &+= other.payloadsPulled
     }
 }
 

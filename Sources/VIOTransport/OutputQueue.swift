@@ -9,6 +9,13 @@ public protocol PayloadLender: AnyObject {
     /// The channel has written every frame of this lender up to the one enqueued with
     /// `position`: bytes lent for them may be reused.
     func sent(through position: UInt64)
+    /// All the memory the lender lends from (a link's whole region), for transports that
+    /// register it so the far end can read payloads in place; nil when it cannot be.
+    var lentMemory: UnsafeRawBufferPointer? { get }
+}
+
+extension PayloadLender {
+    public var lentMemory: UnsafeRawBufferPointer? { nil }
 }
 
 /// A payload lent to a channel with its frame: the bytes stay valid and unchanged until

@@ -131,6 +131,8 @@ public struct AgentStatus: Sendable, Equatable {
         public var keyUpdates: UInt64 = 0
         /// What carries the channels (`tcp`, `rdma`) and why it was chosen for this pair.
         public var transport: String = ""
+        /// Payloads this agent pulled from the far agent's rings by RDMA READ (no CPU copy).
+        public var payloadsPulled: UInt64 = 0
 
         /// A peer-host entry.
         public init(name: String, state: String, dials: Bool, channelsUp: UInt16, channels: UInt16) {
@@ -150,6 +152,7 @@ public struct AgentStatus: Sendable, Equatable {
             w.write(security)
             w.write(keyUpdates)
             w.write(transport)
+            w.write(payloadsPulled)
         }
 
         init(from r: inout ByteReader) throws(DecodeError) {
@@ -164,6 +167,7 @@ public struct AgentStatus: Sendable, Equatable {
             security = try r.readString()
             keyUpdates = try r.read()
             transport = try r.readString()
+            payloadsPulled = try r.read()
         }
     }
 

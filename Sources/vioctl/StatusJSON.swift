@@ -50,7 +50,7 @@ enum StatusJSON {
                     "rtt_us": p.rttMicroseconds, "links_open": p.linksOpen,
                     "bytes_sent": p.bytesSent, "bytes_received": p.bytesReceived,
                     "frames_sent": p.framesSent, "frames_received": p.framesReceived,
-                    "credit_stalls": p.creditStalls, "reconnects": p.reconnects, "key_updates": p.keyUpdates,
+                    "credit_stalls": p.creditStalls, "reconnects": p.reconnects, "key_updates": p.keyUpdates, "payloads_pulled": p.payloadsPulled,
                     "last_error": text(p.lastError),
                 ]
             },

@@ -33,7 +33,9 @@ enum StatusPrinter {
                 let security = p.encrypted ? "encrypted \(p.security)" : "plaintext"
                 lines.append("  \(pad(p.name, 16)) \(pad(p.state, 10)) channels \(p.channelsUp)/\(p.channels) (\(p.dials ? "dials" : "accepts"), \(security)), rtt \(p.rttMicroseconds) us, \(p.linksOpen) links open")
                 lines.append("    sent \(bytes(p.bytesSent)) in \(p.framesSent) frames, received \(bytes(p.bytesReceived)) in \(p.framesReceived) frames, \(p.creditStalls) credit stalls, \(p.reconnects) reconnects\(p.encrypted ? ", \(p.keyUpdates) key updates" : "")")
-                if !p.transport.isEmpty { lines.append("    transport \(p.transport)") }
+                if !p.transport.isEmpty {
+                    lines.append("    transport \(p.transport)\(p.payloadsPulled > 0 ? ", \(p.payloadsPulled) payloads pulled by RDMA READ" : "")")
+                }
                 if !p.lastError.isEmpty { lines.append("    last error: \(p.lastError)") }
             }
         }

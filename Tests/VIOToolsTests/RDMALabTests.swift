@@ -23,6 +23,8 @@ struct RDMALabTests {
         #expect(run.cases("one-byte").first?.hasPrefix("ok") == true, "\(run.output)")
         // Both ends name the RDMA device and queue pair that carries the pair.
         #expect(run.cases("carrier").count == 2 && run.cases("carrier").allSatisfy { $0.hasPrefix("ok") && $0.contains("QP") }, "\(run.output)")
+        // Large payloads crossed ring to ring by RDMA READ, at both ends.
+        #expect(run.cases("pulled").count == 2 && run.cases("pulled").allSatisfy { $0.hasPrefix("ok") }, "\(run.output)")
     }
 
     /// A connect request that presents no ticket (rping) is rejected; the pair carries on.

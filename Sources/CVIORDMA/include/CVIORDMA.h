@@ -94,8 +94,24 @@ int vio_rdma_consume(vio_rdma_conn *c, size_t n);
 
 /* Counters: messages posted and received, credit-only messages, times a send found no credit. */
 typedef struct {
-    uint64_t sends, receives, credit_messages, credit_waits;
+    uint64_t sends, receives, credit_messages, credit_waits, reads;
 } vio_rdma_counters;
 void vio_rdma_get_counters(const vio_rdma_conn *c, vio_rdma_counters *out);
+
+/* Memory registered with the connection's protection domain: local writes always, and remote
+ * reads by the peer when `remote_read` (a link's ring a far agent pulls payloads from). NULL
+ * with `err` filled on failure. Deregister before the memory goes away. */
+typedef struct vio_rdma_mr vio_rdma_mr;
+vio_rdma_mr *vio_rdma_register(vio_rdma_conn *c, void *address, size_t length, int remote_read, char *err, size_t errlen);
+void vio_rdma_deregister(vio_rdma_mr *r);
+uint32_t vio_rdma_lkey(const vio_rdma_mr *r);
+uint32_t vio_rdma_rkey(const vio_rdma_mr *r);
+
+/* Pulls `length` bytes of the peer's registered memory at `remote` (`rkey`) into `local`
+ * (inside `local_mr`) with an RDMA READ: no CPU touches the bytes. One READ at a time; its
+ * end shows through vio_rdma_read_finished after vio_rdma_progress. 0 ok, -1 on error. */
+int vio_rdma_read(vio_rdma_conn *c, void *local, const vio_rdma_mr *local_mr, uint64_t remote, uint32_t rkey, uint32_t length);
+/* 1 once the READ posted last has completed (successfully: a failed one fails the connection). */
+int vio_rdma_read_finished(vio_rdma_conn *c);
 
 #endif

@@ -18,6 +18,10 @@ import Glibc
 /// SWITCH and the queue pair after it, so no frame is reordered by the move. The TCP
 /// connection stays open, silent: its end is the fastest sign that the far agent died.
 ///
+/// On a plaintext pair, payloads of ``PayloadPulls/threshold`` bytes and more are not copied
+/// into the stream: the far agent pulls them from this host's ring into its instance's ring by
+/// RDMA READ (``PayloadPulls``).
+///
 /// On an encrypted pair, every message on the queue pair is one TLS 1.3 record sealed with
 /// keys exported from the channel's authenticated TLS session (one per direction): the agent
 /// seals frames into its registered send buffers and the far agent opens them in its receive
@@ -74,7 +78,10 @@ public final class RDMAChannel: FabricChannel {
     private enum Token: UInt64 { case tcp, events, completions }
 
     /// Carrier frame kinds (first payload byte).
-    private enum Kind: UInt8 { case propose = 1, offer = 2, decline = 3, switchOver = 4 }
+    private enum Kind: UInt8 { case propose = 1, offer = 2, decline = 3, switchOver = 4, pull = 5, released = 6 }
+
+    /// Payloads the far agent pulls by RDMA READ, and the one this end pulls (plaintext pairs).
+    private let pulls = PayloadPulls()
 
     /// Version of the move's protocol and the queue pair's buffer layout (`CVIORDMA.h`).
     static let version: UInt8 = 1
@@ -154,11 +161,42 @@ public final class RDMAChannel: FabricChannel {
         guard sendingOverQueuePair else { return tcp.enqueue(header, prefix: prefix, payload: payload, loan: loan) }
         var h = header
         h.length = UInt32(prefix.count + payload.count)
+        rdmaCounters.framesSent &+= 1
+        if let loan, seal == nil, payload.count >= PayloadPulls.threshold, enqueuePull(h, prefix: prefix, payload: payload, loan: loan) {
+            return
+        }
+        // While pulled loans of this lender are out, its inline ones report through the same
+        // ledger: ring space is given back in order.
+        var routed = loan
+        if let loan, let ledger = pulls.ledgers[ObjectIdentifier(loan.lender)] {
+            routed = PayloadLoan(lender: ledger, position: ledger.add(position: loan.position, pulled: false))
+        }
         output.appendFrame(head: FrameHeader.size + prefix.count, { p in
             h.store(to: p)
             if let source = prefix.baseAddress, prefix.count > 0 { (p + FrameHeader.size).copyMemory(from: source, byteCount: prefix.count) }
-        }, payload: payload, loan: loan, inPlace: true)
-        rdmaCounters.framesSent &+= 1
+        }, payload: payload, loan: routed, inPlace: true)
+    }
+
+    /// Puts a PULL descriptor in the stream instead of the payload, when the payload lies in
+    /// memory its lender lets this queue pair register; false when it cannot be pulled.
+    private func enqueuePull(_ header: FrameHeader, prefix: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer,
+                             loan: PayloadLoan) -> Bool {
+        guard let queuePair, let memory = loan.lender.lentMemory,
+              let registration = pulls.lent.registration(of: loan.lender, memory, on: queuePair),
+              registration.contains(payload) else { return false }
+        let ledger = pulls.ledger(for: loan.lender)
+        let seq = ledger.add(position: loan.position, pulled: true)
+        let token = pulls.nextToken
+        pulls.nextToken += 1
+        pulls.out[token] = (ledger, seq)
+        let descriptor = PayloadPulls.descriptor(kind: Kind.pull.rawValue, header: header, prefix: prefix,
+                                                 address: UInt64(UInt(bitPattern: payload.baseAddress!)),
+                                                 rkey: registration.remoteKey, count: payload.count, token: token)
+        output.appendFrame(head: FrameHeader.size + descriptor.count, { p in
+            FrameHeader(type: .carrier, length: UInt32(descriptor.count)).store(to: p)
+            descriptor.withUnsafeBytes { (p + FrameHeader.size).copyMemory(from: $0.baseAddress!, byteCount: descriptor.count) }
+        }, payload: UnsafeRawBufferPointer(start: nil, count: 0), loan: nil, inPlace: false)
+        return true
     }
 
     public func sendNow(_ header: FrameHeader, prefix: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer, loan: PayloadLoan?) -> Bool {
@@ -184,6 +222,10 @@ public final class RDMAChannel: FabricChannel {
     /// Copies queued frames into send buffers and posts them; false while credit or buffers
     /// are short (a completion makes the channel readable, and the fabric flushes again).
     private func flushQueuePair(_ queuePair: RDMAQueuePair) throws(ChannelError) -> Bool {
+        defer {
+            // Ledgers with nothing out let their lenders go.
+            if !pulls.ledgers.isEmpty { pulls.ledgers = pulls.ledgers.filter { !$0.value.isEmpty } }
+        }
         while output.count > 0 {
             guard let buffer = queuePair.sendBuffer() else {
                 try check(queuePair.state)
@@ -259,6 +301,26 @@ public final class RDMAChannel: FabricChannel {
                                       _ body: (FrameHeader, UnsafeRawBufferPointer) -> Bool) throws(ChannelError) -> Bool {
         var read = 0
         while true {
+            if var p = pulls.pulling {
+                // Frames behind a pulled payload wait for its READs.
+                guard queuePair.readFinished() else { return false }
+                p.pulled += min(PayloadPulls.chunk, p.count - p.pulled)
+                if p.pulled < p.count {
+                    try readNext(p, on: queuePair)
+                    pulls.pulling = p
+                    return false
+                }
+                pulls.pulling = nil
+                rdmaCounters.payloadsPulled &+= 1
+                read += p.destination.count
+                rdmaCounters.framesReceived &+= 1
+                rdmaCounters.bytesReceived &+= UInt64(p.destination.count)
+                var token = [UInt8]()
+                withUnsafeBytes(of: p.token.littleEndian) { token += $0 }
+                sendCarrierOnQueuePair(.released, token)
+                if !body(p.header, UnsafeRawBufferPointer(p.destination)) { return true }
+                continue
+            }
             if let p = placing {
                 if p.filled == p.placement.destination.count {
                     placing = nil
@@ -278,8 +340,10 @@ public final class RDMAChannel: FabricChannel {
                 do {
                     more = try decoder.nextFrame { header, payload in
                         guard header.type != .carrier else {
-                            rdmaFailure = .protocolViolation("a carrier frame on the queue pair")
-                            return false
+                            do throws(ChannelError) { return try pullFrame(payload, queuePair: queuePair, place: place) } catch {
+                                rdmaFailure = error
+                                return false
+                            }
                         }
                         return body(header, payload)
                     }
@@ -288,9 +352,11 @@ public final class RDMAChannel: FabricChannel {
                 }
                 if let rdmaFailure { throw rdmaFailure }
                 guard let more else { break }
+                if pulls.pulling != nil { break }
                 rdmaCounters.framesReceived &+= 1
                 if !more { return true }
             }
+            if pulls.pulling != nil { continue }
             // A large frame only partly here: the rest goes straight where it belongs.
             do {
                 if let (header, _) = try decoder.partialFrame(), header.type != .carrier, Int(header.length) >= Self.placedFrame,
@@ -311,6 +377,66 @@ public final class RDMAChannel: FabricChannel {
             }) else { return false }
             read += n
         }
+    }
+
+    /// A carrier frame on the queue pair: a PULL (start the READ; false: frames behind it wait)
+    /// or RELEASED (a payload this end lent was pulled). Anything else breaks the channel.
+    private func pullFrame(_ payload: UnsafeRawBufferPointer, queuePair: RDMAQueuePair,
+                           place: (FrameHeader) -> PayloadPlacement?) throws(ChannelError) -> Bool {
+        guard let first = payload.first, let kind = Kind(rawValue: first) else { throw .protocolViolation("unknown carrier frame on the queue pair") }
+        let body = Array(payload.dropFirst())
+        switch kind {
+        case .released:
+            guard body.count == 8 else { throw .protocolViolation("malformed RELEASED") }
+            let token = body.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
+            guard let (ledger, seq) = pulls.out.removeValue(forKey: token) else {
+                throw .protocolViolation("RELEASED for payload \(token), which is not out")
+            }
+            ledger.released(seq)
+            pulls.prune(ledger)
+            return true
+        case .pull:
+            let d: (header: FrameHeader, prefix: [UInt8], address: UInt64, rkey: UInt32, count: Int, token: UInt64)
+            do { d = try PayloadPulls.parse(body) } catch { throw .protocolViolation("\(error)") }
+            guard seal == nil else { throw .protocolViolation("a PULL on an encrypted pair") }
+            // Where the payload goes: its place in the instance's ring, or a bounce buffer.
+            var destination: UnsafeMutableRawBufferPointer
+            var registration: MemoryRegistration?
+            var owner: AnyObject?
+            if let placement = place(d.header), placement.destination.count == Int(d.header.length), let memory = placement.memory,
+               let r = pulls.placed.registration(of: placement.owner, memory, on: queuePair),
+               r.contains(UnsafeRawBufferPointer(placement.destination)) {
+                destination = placement.destination
+                registration = r
+                owner = placement.owner
+            } else {
+                if pulls.bounce == nil {
+                    let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: FrameHeader.maximumPayload, alignment: 64)
+                    do { pulls.bounce = (buffer, try queuePair.register(UnsafeRawBufferPointer(buffer), remoteRead: false)) } catch {
+                        buffer.deallocate()
+                        throw error
+                    }
+                }
+                destination = UnsafeMutableRawBufferPointer(rebasing: pulls.bounce!.buffer[..<Int(d.header.length)])
+                registration = pulls.bounce!.registration
+            }
+            d.prefix.withUnsafeBytes { destination.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: d.prefix.count) }
+            let pull = PayloadPulls.Pull(header: d.header, destination: destination, owner: owner, token: d.token,
+                                         registration: registration!, prefix: d.prefix.count, remote: d.address, rkey: d.rkey,
+                                         pulled: 0, count: d.count)
+            try readNext(pull, on: queuePair)
+            pulls.pulling = pull
+            return false
+        default:
+            throw .protocolViolation("carrier frame \(kind) on the queue pair")
+        }
+    }
+
+    /// Posts the READ of `pull`'s next chunk.
+    private func readNext(_ pull: PayloadPulls.Pull, on queuePair: RDMAQueuePair) throws(ChannelError) {
+        let n = min(PayloadPulls.chunk, pull.count - pull.pulled)
+        try queuePair.read(into: pull.destination.baseAddress! + pull.prefix + pull.pulled, pull.registration,
+                           from: pull.remote + UInt64(pull.pulled), rkey: pull.rkey, count: n)
     }
 
     /// Copies received stream bytes into `buffer` (opening records on an encrypted pair), at
@@ -479,6 +605,15 @@ public final class RDMAChannel: FabricChannel {
         } catch {
             throw .system(error)
         }
+    }
+
+    /// A carrier frame in the queue pair's stream (after the move).
+    private func sendCarrierOnQueuePair(_ kind: Kind, _ body: [UInt8]) {
+        let bytes = [kind.rawValue] + body
+        output.appendFrame(head: FrameHeader.size + bytes.count, { p in
+            FrameHeader(type: .carrier, length: UInt32(bytes.count)).store(to: p)
+            bytes.withUnsafeBytes { (p + FrameHeader.size).copyMemory(from: $0.baseAddress!, byteCount: bytes.count) }
+        }, payload: UnsafeRawBufferPointer(start: nil, count: 0), loan: nil, inPlace: false)
     }
 
     private func sendCarrier(_ kind: Kind, _ body: [UInt8]) {

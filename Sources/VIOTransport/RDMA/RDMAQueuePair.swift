@@ -91,6 +91,29 @@ final class RDMAQueuePair {
         guard vio_rdma_consume(handle, count) == 0 else { throw .carrier(String(cString: vio_rdma_error(handle))) }
     }
 
+    /// Registers `memory` with this queue pair's protection domain (for the peer to read it
+    /// too, with `remoteRead`).
+    func register(_ memory: UnsafeRawBufferPointer, remoteRead: Bool) throws(ChannelError) -> MemoryRegistration {
+        var error = [CChar](repeating: 0, count: 256)
+        guard let mr = vio_rdma_register(handle, UnsafeMutableRawPointer(mutating: memory.baseAddress), memory.count,
+                                         remoteRead ? 1 : 0, &error, error.count) else {
+            throw .carrier(text(error))
+        }
+        return MemoryRegistration(mr, memory: memory)
+    }
+
+    /// Pulls `count` bytes at `remote` (`rkey`) of the peer's memory into `local` (within
+    /// `registration`); one READ at a time, its end seen by ``readFinished()``.
+    func read(into local: UnsafeMutableRawPointer, _ registration: MemoryRegistration, from remote: UInt64, rkey: UInt32,
+              count: Int) throws(ChannelError) {
+        guard vio_rdma_read(handle, local, registration.handle, remote, rkey, UInt32(count)) == 0 else {
+            throw .carrier(String(cString: vio_rdma_error(handle)))
+        }
+    }
+
+    /// True once the last READ completed (asked once per READ).
+    func readFinished() -> Bool { vio_rdma_read_finished(handle) != 0 }
+
     var counters: vio_rdma_counters {
         var c = vio_rdma_counters()
         vio_rdma_get_counters(handle, &c)
@@ -141,4 +164,26 @@ final class RDMAListener {
 /// A C string filled in by CVIORDMA, up to its terminator.
 private func text(_ buffer: [CChar]) -> String {
     String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+}
+
+/// Memory registered with a queue pair's protection domain; deregistered when released.
+final class MemoryRegistration {
+    fileprivate let handle: OpaquePointer
+    /// The registered bytes.
+    let memory: UnsafeRawBufferPointer
+
+    fileprivate init(_ handle: OpaquePointer, memory: UnsafeRawBufferPointer) {
+        self.handle = handle
+        self.memory = memory
+    }
+
+    deinit { vio_rdma_deregister(handle) }
+
+    var localKey: UInt32 { vio_rdma_lkey(handle) }
+    var remoteKey: UInt32 { vio_rdma_rkey(handle) }
+
+    func contains(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        guard let base = memory.baseAddress, let start = bytes.baseAddress else { return false }
+        return start >= base && start + bytes.count <= base + memory.count
+    }
 }

@@ -1,0 +1,165 @@
+import DequeModule
+import VIOWire
+
+/// What a channel must remember about the payloads it lets the far agent pull by RDMA READ
+/// (plaintext pairs): which loans are out, which of its memory is registered, and the pull it
+/// is itself waiting for.
+///
+/// The protocol (docs/rdma.md): instead of a large lent payload, the sender puts a PULL
+/// carrier frame in the stream: the frame's header and prefix, the payload's address in the
+/// link's registered region, its rkey and a token. The receiver reserves the frame's place in
+/// its instance's ring (or a registered bounce buffer when the fabric offers none), READs the
+/// payload straight into it, delivers the frame, and answers RELEASED with the token; only then
+/// does the sender let the lender reuse the ring space. Frames behind a PULL wait until its
+/// READ completes, so nothing is reordered.
+final class PayloadPulls {
+    /// Payloads at least this large are pulled; smaller ones are copied into the stream (a
+    /// READ's round trip costs more than copying a few KiB).
+    static let threshold = 16 * 1024
+    /// One READ moves at most this much: a frame's payload (up to 1 MiB) is pulled in several,
+    /// one after the other, so a READ's burst of response packets stays small (soft-RoCE over
+    /// an emulated wire dropped 1 MiB bursts and stalled for its retry timeout).
+    static let chunk = 64 * 1024
+
+    /// Per lender, the loans out in order; the lender hears a position once every earlier loan
+    /// is done (written inline, or pulled and released by the far agent).
+    final class Ledger: PayloadLender {
+        let lender: PayloadLender
+        private var items = Deque<(seq: UInt64, position: UInt64?, pulled: Bool, done: Bool)>()
+        private var nextSeq: UInt64 = 1
+        var isEmpty: Bool { items.isEmpty }
+
+        init(_ lender: PayloadLender) { self.lender = lender }
+
+        func add(position: UInt64?, pulled: Bool) -> UInt64 {
+            let seq = nextSeq
+            nextSeq += 1
+            items.append((seq, position, pulled, false))
+            return seq
+        }
+
+        /// Inline loans through `seq` were written (the output queue reports through this).
+        func sent(through seq: UInt64) {
+            for i in items.indices where !items[i].pulled && items[i].seq <= seq { items[i].done = true }
+            advance()
+        }
+
+        /// The far agent pulled the loan `seq`.
+        func released(_ seq: UInt64) {
+            if let i = items.firstIndex(where: { $0.seq == seq }) { items[i].done = true }
+            advance()
+        }
+
+        private func advance() {
+            var report: UInt64?
+            while let first = items.first, first.done {
+                if let p = first.position { report = p }
+                items.removeFirst()
+            }
+            if let report { lender.sent(through: report) }
+        }
+    }
+
+    /// Registered memory, by owner (a link), dropped once the owner is gone.
+    struct Registrations {
+        private final class Entry {
+            weak var owner: AnyObject?
+            let registration: MemoryRegistration
+            init(_ owner: AnyObject, _ registration: MemoryRegistration) {
+                self.owner = owner
+                self.registration = registration
+            }
+        }
+        private var entries: [ObjectIdentifier: Entry] = [:]
+        let remoteRead: Bool
+
+        init(remoteRead: Bool) { self.remoteRead = remoteRead }
+
+        /// `owner`'s `memory`, registered with `queuePair` (once while the owner lives).
+        mutating func registration(of owner: AnyObject, _ memory: UnsafeRawBufferPointer,
+                                   on queuePair: RDMAQueuePair) -> MemoryRegistration? {
+            let key = ObjectIdentifier(owner)
+            if let entry = entries[key], entry.owner === owner, entry.registration.memory.baseAddress == memory.baseAddress {
+                return entry.registration
+            }
+            // A new owner: forget the registrations of owners that are gone (their memory may
+            // be unmapped; the registration still pins it).
+            entries = entries.filter { $0.value.owner != nil }
+            guard let registration = try? queuePair.register(memory, remoteRead: remoteRead) else { return nil }
+            entries[key] = Entry(owner, registration)
+            return registration
+        }
+    }
+
+    var ledgers: [ObjectIdentifier: Ledger] = [:]
+    /// Pulled loans by token: whose, and which.
+    var out: [UInt64: (ledger: Ledger, seq: UInt64)] = [:]
+    var nextToken: UInt64 = 1
+    var lent = Registrations(remoteRead: true)
+    var placed = Registrations(remoteRead: false)
+    /// The pull this end is working on: the frame, where its payload goes (after the prefix,
+    /// `prefix` bytes in), its owner, the token, and the far memory and how much of it is here.
+    struct Pull {
+        var header: FrameHeader
+        var destination: UnsafeMutableRawBufferPointer
+        var owner: AnyObject?
+        var token: UInt64
+        var registration: MemoryRegistration
+        var prefix: Int
+        var remote: UInt64
+        var rkey: UInt32
+        var pulled: Int
+        var count: Int
+    }
+    var pulling: Pull?
+    /// For a pulled frame the fabric has no place for.
+    var bounce: (buffer: UnsafeMutableRawBufferPointer, registration: MemoryRegistration)?
+
+    deinit { bounce?.buffer.deallocate() }
+
+    /// The ledger of `lender`'s loans, made when it has none out.
+    func ledger(for lender: PayloadLender) -> Ledger {
+        let key = ObjectIdentifier(lender)
+        if let l = ledgers[key], l.lender === lender { return l }
+        let l = Ledger(lender)
+        ledgers[key] = l
+        return l
+    }
+
+    /// Drops ledgers with nothing out (their lender may go).
+    func prune(_ ledger: Ledger) {
+        if ledger.isEmpty, ledgers[ObjectIdentifier(ledger.lender)] === ledger { ledgers[ObjectIdentifier(ledger.lender)] = nil }
+    }
+
+    /// A descriptor: kind, the frame's header, prefix, payload address, rkey, length, token.
+    static func descriptor(kind: UInt8, header: FrameHeader, prefix: UnsafeRawBufferPointer, address: UInt64,
+                           rkey: UInt32, count: Int, token: UInt64) -> [UInt8] {
+        var w = ByteWriter(capacity: 64)
+        w.write(kind)
+        header.encode(to: &w)
+        w.write(UInt16(prefix.count))
+        w.write(raw: prefix)
+        w.write(address)
+        w.write(rkey)
+        w.write(UInt32(count))
+        w.write(token)
+        return w.bytes
+    }
+
+    /// A PULL descriptor read back (after its kind byte); throws on anything malformed.
+    static func parse(_ body: [UInt8]) throws(DecodeError) -> (header: FrameHeader, prefix: [UInt8], address: UInt64,
+                                                                 rkey: UInt32, count: Int, token: UInt64) {
+        var r = ByteReader(body)
+        let header = try FrameHeader(from: &r)
+        let prefix = try r.readBytes(Int(try r.read(UInt16.self)))
+        let address = try r.read(UInt64.self)
+        let rkey = try r.read(UInt32.self)
+        let count = Int(try r.read(UInt32.self))
+        let token = try r.read(UInt64.self)
+        guard r.remaining == 0, prefix.count + count == Int(header.length), count > 0,
+              Int(header.length) <= FrameHeader.maximumPayload, header.type != .carrier else {
+            throw .invalid(field: "pull descriptor", value: "\(header.length) = \(prefix.count) + \(count)")
+        }
+        return (header, prefix, address, rkey, count, token)
+    }
+}
