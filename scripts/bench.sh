@@ -155,6 +155,11 @@ for name, runs in cases.items():
         if not v: continue
         records.append({"name": name, "unit": "% core", "p50": None, "p99": None, "min": min(v), "max": max(v),
                         "runs": len(v), "value": statistics.median(v)})
+    elif kind == "agentcpu":
+        v = [float(r["cpu_s"]) for r in runs if "cpu_s" in r]
+        if not v: continue
+        records.append({"name": name, "unit": "s", "p50": None, "p99": None, "min": min(v), "max": max(v),
+                        "runs": len(v), "value": statistics.median(v)})
     elif kind == "mem":
         v = [float(r["kib"]) for r in runs if "kib" in r]
         if not v: continue
@@ -198,6 +203,10 @@ for a, b, what in (("lab.rtt.vio_rdma.64", "lab.rtt.perftest_send.64", "vs perft
                    ("lab.bw.vio_rdma.65536", "lab.bw.perftest_write.65536", "vs perftest ib_write_bw"),
                    ("lab.bw.vio_rdma.65536", "lab.bw.vio_tcp.65536", "vs VIO over TCP on the lab"),
                    ("lab.bw.vio_rdma_tls.65536", "lab.bw.vio_rdma.65536", "encrypted / plaintext"),
+                   ("lab.bw.vio_rdma.65536", "lab.bw.vio_rdma_copy.65536", "pulled by RDMA READ / copied"),
+                   ("lab.agentcpu.vio_rdma.65536.h1", "lab.agentcpu.vio_rdma_copy.65536.h1", "sending agent's CPU, pulled / copied"),
+                   ("lab.agentcpu.vio_rdma.65536.h2", "lab.agentcpu.vio_rdma_copy.65536.h2", "receiving agent's CPU, pulled / copied"),
+                   ("lab.fanout.vio_rdma.16384", "lab.fanout.vio_rdma_copy.16384", "64 links, pulled / copied"),
                    ("lab.fanout.vio_rdma.16384", "lab.fanout.vio_tcp.16384", "64 links, vs VIO over TCP on the lab")):
     if a in by and b in by:
         print(f"{a:32} {what}: {by[a]['value'] / by[b]['value']:.2f}x")

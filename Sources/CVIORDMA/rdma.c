@@ -70,8 +70,8 @@ struct vio_rdma_conn {
     uint32_t posted_head, posted_count;
     uint32_t send_seq;
     uint32_t unsignalled;
-    /* The RDMA READ in flight (at most one), and whether one finished since last asked. */
-    int read_pending, read_done;
+    /* RDMA READs in flight (at most VIO_RDMA_READS), and those finished since last asked. */
+    int reads_in_flight, reads_done;
     /* Receiving: messages in arrival order (a ring), credit not yet returned. */
     struct arrival arrived[VIO_RDMA_SLOTS];
     uint32_t arrived_head, arrived_count;
@@ -262,7 +262,7 @@ static int build_queue_pair(vio_rdma_conn *c) {
         return fail(c, "ibv_reg_mr of %zu bytes: %s (locked-memory limit? see `ulimit -l`)", bytes, strerror(errno));
     struct ibv_qp_init_attr attr = {
         .send_cq = c->cq, .recv_cq = c->cq, .qp_type = IBV_QPT_RC, .sq_sig_all = 0,
-        .cap = {.max_send_wr = 2 * VIO_RDMA_SLOTS + 1, .max_recv_wr = VIO_RDMA_SLOTS,
+        .cap = {.max_send_wr = 2 * VIO_RDMA_SLOTS + 1 + VIO_RDMA_READS, .max_recv_wr = VIO_RDMA_SLOTS,
                 .max_send_sge = 1, .max_recv_sge = 1},
     };
     if (rdma_create_qp(c->id, c->pd, &attr) != 0) return fail(c, "rdma_create_qp: %s", strerror(errno));
@@ -275,8 +275,8 @@ static int build_queue_pair(vio_rdma_conn *c) {
 static struct rdma_conn_param connection_parameters(const uint8_t *data, size_t len) {
     struct rdma_conn_param p = {
         .private_data = data, .private_data_len = (uint8_t)len,
-        /* One RDMA READ in flight each way (payloads pulled ring to ring). */
-        .responder_resources = 1, .initiator_depth = 1,
+        /* RDMA READs in flight each way (payloads pulled ring to ring). */
+        .responder_resources = VIO_RDMA_READS, .initiator_depth = VIO_RDMA_READS,
         .retry_count = 7,
         /* Credit means a receive buffer is always posted: an RNR would be a bug, not load. */
         .rnr_retry_count = 0,
@@ -449,8 +449,8 @@ static void completion(vio_rdma_conn *c, const struct ibv_wc *wc) {
         c->arrived_count++;
     } else {
         if ((uint32_t)wc->wr_id == READ_MARK) {
-            c->read_pending = 0;
-            c->read_done = 1;
+            c->reads_in_flight--;
+            c->reads_done++;
         }
         /* Every send posted up to this one is complete: its buffers are free again. */
         uint32_t done = (uint32_t)(wc->wr_id >> 32);
@@ -604,7 +604,7 @@ uint32_t vio_rdma_rkey(const vio_rdma_mr *r) { return r->mr->rkey; }
 
 int vio_rdma_read(vio_rdma_conn *c, void *local, const vio_rdma_mr *local_mr, uint64_t remote, uint32_t rkey, uint32_t length) {
     if (c->state != VIO_RDMA_ESTABLISHED) return fail(c, "RDMA READ on a queue pair that is not established");
-    if (c->read_pending) return fail(c, "a second RDMA READ while one is in flight");
+    if (c->reads_in_flight >= VIO_RDMA_READS) return fail(c, "more than %d RDMA READs in flight", VIO_RDMA_READS);
     struct ibv_sge sge = {.addr = (uintptr_t)local, .length = length, .lkey = local_mr->mr->lkey};
     uint32_t seq = ++c->send_seq;
     struct ibv_send_wr wr = {
@@ -615,13 +615,13 @@ int vio_rdma_read(vio_rdma_conn *c, void *local, const vio_rdma_mr *local_mr, ui
     int rc = ibv_post_send(c->id->qp, &wr, &bad);
     if (rc != 0) return fail(c, "ibv_post_send (RDMA READ): %s", strerror(rc));
     c->unsignalled = 0;
-    c->read_pending = 1;
+    c->reads_in_flight++;
     c->counters.reads++;
     return 0;
 }
 
-int vio_rdma_read_finished(vio_rdma_conn *c) {
-    if (!c->read_done) return 0;
-    c->read_done = 0;
-    return 1;
+int vio_rdma_reads_finished(vio_rdma_conn *c) {
+    int n = c->reads_done;
+    c->reads_done = 0;
+    return n;
 }

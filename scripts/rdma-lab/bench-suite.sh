@@ -39,10 +39,11 @@ for run in $(seq 1 "$RUNS"); do
     barrier "perftest$run"
 done
 
-# start_agent TOPOLOGY: this guest's agent, waiting until the other host is up.
+# start_agent TOPOLOGY [PULL_BYTES]: this guest's agent, waiting until the other host is up;
+# PULL_BYTES 0 makes it copy every payload through the queue pair's buffers (no RDMA READ).
 start_agent() {
     rm -f $S
-    "$B/vio-agent" -t "$1" --host "h$R" --control-socket $S > "$L/agent-$R.log" 2>&1 &
+    VIO_RDMA_PULL_BYTES=${2:-} "$B/vio-agent" -t "$1" --host "h$R" --control-socket $S > "$L/agent-$R.log" 2>&1 &
     AGENT=$!
     for _ in $(seq 1 600); do
         timeout 5 "$B/vioctl" status --socket $S 2>/dev/null | grep -q "h$O  *up" && return 0
@@ -81,8 +82,8 @@ if [ "$R" = 1 ]; then
 fi
 barrier topologies
 
-for variant in rdma rdma_tls tcp; do
-    start_agent "$L/$variant.yaml"
+for variant in rdma rdma_copy rdma_tls tcp; do
+    if [ $variant = rdma_copy ]; then start_agent "$L/rdma.yaml" 0; else start_agent "$L/$variant.yaml"; fi
     barrier "up-$variant"
     for run in $(seq 1 "$RUNS"); do
         # 64 B round trips.
@@ -93,17 +94,20 @@ for variant in rdma rdma_tls tcp; do
             echo "BENCH lab.rtt.vio_$variant.64 $(echo "$out" | grep '^rtt_us')"
         fi
         barrier "rtt-$variant-$run"
-        # One link streaming 64 KiB messages.
+        # One link streaming 64 KiB messages; each agent's CPU time over the stream.
+        hz=$(getconf CLK_TCK)
+        c0=$(agent_cpu)
         if [ "$R" = 2 ]; then
             timeout 300 "$B/vio-probe" sink --as b1 --wait sleep --count 300 > "$L/sink.txt" 2>&1
             echo "BENCH lab.bw.vio_$variant.65536 $(grep '^rate' "$L/sink.txt")"
         else
             timeout 300 "$B/vio-probe" rate --as a1 --peer b1 --wait sleep --size 65536 --count 300 --open-timeout-ms 30000 > /dev/null 2>&1
         fi
+        echo "BENCH lab.agentcpu.vio_$variant.65536.h$R cpu_s=$(awk -v d=$(($(agent_cpu) - c0)) -v hz="$hz" 'BEGIN { printf "%.2f", d / hz }')"
         barrier "bw-$variant-$run"
     done
     # 64 links at once (8 instances per host), 16 KiB messages, for 5 s.
-    if [ "$variant" != rdma_tls ]; then
+    if [ "$variant" = rdma ] || [ "$variant" = tcp ] || [ "$variant" = rdma_copy ]; then
         if [ "$R" = 2 ]; then
             timeout 120 "$B/vio-probe" fanout --as b1,b2,b3,b4,b5,b6,b7,b8 --role receive > "$L/fan.txt" 2>&1
             echo "BENCH lab.fanout.vio_$variant.16384 $(grep '^fanout links' "$L/fan.txt")"
@@ -114,7 +118,7 @@ for variant in rdma rdma_tls tcp; do
         barrier "fan-$variant"
     fi
     # Idle: two links open (each end blocked in receive), nothing flowing, for 10 s.
-    if [ "$variant" != rdma_tls ]; then
+    if [ "$variant" = rdma ] || [ "$variant" = tcp ]; then
         if [ "$R" = 2 ]; then
             timeout 60 "$B/vio-probe" hold --as b1 > /dev/null 2>&1 &
             timeout 60 "$B/vio-probe" hold --as b2 > /dev/null 2>&1 &

@@ -107,11 +107,15 @@ void vio_rdma_deregister(vio_rdma_mr *r);
 uint32_t vio_rdma_lkey(const vio_rdma_mr *r);
 uint32_t vio_rdma_rkey(const vio_rdma_mr *r);
 
+/* RDMA READs a connection keeps in flight at most (each way). */
+#define VIO_RDMA_READS 4
+
 /* Pulls `length` bytes of the peer's registered memory at `remote` (`rkey`) into `local`
- * (inside `local_mr`) with an RDMA READ: no CPU touches the bytes. One READ at a time; its
- * end shows through vio_rdma_read_finished after vio_rdma_progress. 0 ok, -1 on error. */
+ * (inside `local_mr`) with an RDMA READ: no CPU touches the bytes. At most VIO_RDMA_READS in
+ * flight; they complete in the order posted, seen through vio_rdma_reads_finished after
+ * vio_rdma_progress. 0 ok, -1 on error. */
 int vio_rdma_read(vio_rdma_conn *c, void *local, const vio_rdma_mr *local_mr, uint64_t remote, uint32_t rkey, uint32_t length);
-/* 1 once the READ posted last has completed (successfully: a failed one fails the connection). */
-int vio_rdma_read_finished(vio_rdma_conn *c);
+/* READs completed since the last call (successfully: a failed one fails the connection). */
+int vio_rdma_reads_finished(vio_rdma_conn *c);
 
 #endif

@@ -1,6 +1,10 @@
 import DequeModule
 import VIOWire
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// What a channel must remember about the payloads it lets the far agent pull by RDMA READ
 /// (plaintext pairs): which loans are out, which of its memory is registered, and the pull it
 /// is itself waiting for.
@@ -15,11 +19,19 @@ import VIOWire
 final class PayloadPulls {
     /// Payloads at least this large are pulled; smaller ones are copied into the stream (a
     /// READ's round trip costs more than copying a few KiB).
-    static let threshold = 16 * 1024
-    /// One READ moves at most this much: a frame's payload (up to 1 MiB) is pulled in several,
-    /// one after the other, so a READ's burst of response packets stays small (soft-RoCE over
-    /// an emulated wire dropped 1 MiB bursts and stalled for its retry timeout).
-    static let chunk = 64 * 1024
+    /// `VIO_RDMA_PULL_BYTES` in the agent's environment overrides it (0: never pull), so
+    /// benchmarks can run both paths side by side.
+    static let threshold: Int = {
+        if let text = getenv("VIO_RDMA_PULL_BYTES").map({ String(cString: $0) }), let n = Int(text), n >= 0 {
+            return n == 0 ? Int.max : n
+        }
+        return 16 * 1024
+    }()
+    /// One READ moves at most this much: a frame's payload (up to 1 MiB) is pulled in pieces,
+    /// ``RDMAQueuePair/readsInFlight`` at a time, so a READ's burst of response packets stays
+    /// small (soft-RoCE over an emulated wire dropped 1 MiB bursts and stalled for its retry
+    /// timeout) while the pieces still overlap.
+    static let chunk = 16 * 1024
 
     /// Per lender, the loans out in order; the lender hears a position once every earlier loan
     /// is done (written inline, or pulled and released by the far agent).
@@ -108,8 +120,12 @@ final class PayloadPulls {
         var prefix: Int
         var remote: UInt64
         var rkey: UInt32
-        var pulled: Int
+        /// Bytes whose READ was posted, and bytes landed.
+        var posted: Int
+        var landed: Int
         var count: Int
+        /// Sizes of the READs in flight, oldest first (they complete in order).
+        var inFlight: Deque<Int> = []
     }
     var pulling: Pull?
     /// For a pulled frame the fabric has no place for.

@@ -303,10 +303,11 @@ public final class RDMAChannel: FabricChannel {
         while true {
             if var p = pulls.pulling {
                 // Frames behind a pulled payload wait for its READs.
-                guard queuePair.readFinished() else { return false }
-                p.pulled += min(PayloadPulls.chunk, p.count - p.pulled)
-                if p.pulled < p.count {
-                    try readNext(p, on: queuePair)
+                for _ in 0..<queuePair.readsFinished() {
+                    if let n = p.inFlight.popFirst() { p.landed += n }
+                }
+                if p.landed < p.count {
+                    try readMore(&p, on: queuePair)
                     pulls.pulling = p
                     return false
                 }
@@ -421,10 +422,10 @@ public final class RDMAChannel: FabricChannel {
                 registration = pulls.bounce!.registration
             }
             d.prefix.withUnsafeBytes { destination.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: d.prefix.count) }
-            let pull = PayloadPulls.Pull(header: d.header, destination: destination, owner: owner, token: d.token,
+            var pull = PayloadPulls.Pull(header: d.header, destination: destination, owner: owner, token: d.token,
                                          registration: registration!, prefix: d.prefix.count, remote: d.address, rkey: d.rkey,
-                                         pulled: 0, count: d.count)
-            try readNext(pull, on: queuePair)
+                                         posted: 0, landed: 0, count: d.count)
+            try readMore(&pull, on: queuePair)
             pulls.pulling = pull
             return false
         default:
@@ -432,11 +433,15 @@ public final class RDMAChannel: FabricChannel {
         }
     }
 
-    /// Posts the READ of `pull`'s next chunk.
-    private func readNext(_ pull: PayloadPulls.Pull, on queuePair: RDMAQueuePair) throws(ChannelError) {
-        let n = min(PayloadPulls.chunk, pull.count - pull.pulled)
-        try queuePair.read(into: pull.destination.baseAddress! + pull.prefix + pull.pulled, pull.registration,
-                           from: pull.remote + UInt64(pull.pulled), rkey: pull.rkey, count: n)
+    /// Posts READs of `pull`'s next pieces while fewer than the queue pair allows are in flight.
+    private func readMore(_ pull: inout PayloadPulls.Pull, on queuePair: RDMAQueuePair) throws(ChannelError) {
+        while pull.posted < pull.count, pull.inFlight.count < RDMAQueuePair.readsInFlight {
+            let n = min(PayloadPulls.chunk, pull.count - pull.posted)
+            try queuePair.read(into: pull.destination.baseAddress! + pull.prefix + pull.posted, pull.registration,
+                               from: pull.remote + UInt64(pull.posted), rkey: pull.rkey, count: n)
+            pull.posted += n
+            pull.inFlight.append(n)
+        }
     }
 
     /// Copies received stream bytes into `buffer` (opening records on an encrypted pair), at

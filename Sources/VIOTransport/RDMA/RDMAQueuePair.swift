@@ -103,7 +103,7 @@ final class RDMAQueuePair {
     }
 
     /// Pulls `count` bytes at `remote` (`rkey`) of the peer's memory into `local` (within
-    /// `registration`); one READ at a time, its end seen by ``readFinished()``.
+    /// `registration`); up to ``readsInFlight`` at once, their ends seen by ``readsFinished()``.
     func read(into local: UnsafeMutableRawPointer, _ registration: MemoryRegistration, from remote: UInt64, rkey: UInt32,
               count: Int) throws(ChannelError) {
         guard vio_rdma_read(handle, local, registration.handle, remote, rkey, UInt32(count)) == 0 else {
@@ -111,8 +111,11 @@ final class RDMAQueuePair {
         }
     }
 
-    /// True once the last READ completed (asked once per READ).
-    func readFinished() -> Bool { vio_rdma_read_finished(handle) != 0 }
+    /// READs that completed since the last call (in the order posted).
+    func readsFinished() -> Int { Int(vio_rdma_reads_finished(handle)) }
+
+    /// READs that may be in flight at once.
+    static let readsInFlight = Int(VIO_RDMA_READS)
 
     var counters: vio_rdma_counters {
         var c = vio_rdma_counters()
