@@ -70,7 +70,9 @@ struct vio_rdma_conn {
     uint32_t posted_head, posted_count;
     uint32_t send_seq;
     uint32_t unsignalled;
-    /* RDMA READs in flight (at most VIO_RDMA_READS), and those finished since last asked. */
+    /* RDMA READs in flight (at most VIO_RDMA_READS), oldest first by send sequence number,
+     * and how many finished since last asked. */
+    uint32_t read_seqs[VIO_RDMA_READS];
     int reads_in_flight, reads_done;
     /* Receiving: messages in arrival order (a ring), credit not yet returned. */
     struct arrival arrived[VIO_RDMA_SLOTS];
@@ -448,12 +450,16 @@ static void completion(vio_rdma_conn *c, const struct ibv_wc *wc) {
         c->arrived[tail] = (struct arrival){.slot = slot, .length = wc->byte_len, .offset = 0};
         c->arrived_count++;
     } else {
-        if ((uint32_t)wc->wr_id == READ_MARK) {
-            c->reads_in_flight--;
-            c->reads_done++;
-        }
-        /* Every send posted up to this one is complete: its buffers are free again. */
+        /* Every work request posted up to this one is complete: READs before it (unsignalled
+         * but for the last of a batch) have landed, send buffers are free again. */
         uint32_t done = (uint32_t)(wc->wr_id >> 32);
+        int landed = 0;
+        while (landed < c->reads_in_flight && (int32_t)(c->read_seqs[landed] - done) <= 0) landed++;
+        if (landed > 0) {
+            memmove(c->read_seqs, c->read_seqs + landed, (size_t)(c->reads_in_flight - landed) * sizeof c->read_seqs[0]);
+            c->reads_in_flight -= landed;
+            c->reads_done += landed;
+        }
         while (c->posted_count > 0 && (int32_t)(c->posted[c->posted_head].seq - done) <= 0) {
             c->free_slots[c->free_count++] = c->posted[c->posted_head].slot;
             c->posted_head = (c->posted_head + 1) % VIO_RDMA_SLOTS;
@@ -602,20 +608,21 @@ void vio_rdma_deregister(vio_rdma_mr *r) {
 uint32_t vio_rdma_lkey(const vio_rdma_mr *r) { return r->mr->lkey; }
 uint32_t vio_rdma_rkey(const vio_rdma_mr *r) { return r->mr->rkey; }
 
-int vio_rdma_read(vio_rdma_conn *c, void *local, const vio_rdma_mr *local_mr, uint64_t remote, uint32_t rkey, uint32_t length) {
+int vio_rdma_read(vio_rdma_conn *c, void *local, const vio_rdma_mr *local_mr, uint64_t remote, uint32_t rkey, uint32_t length,
+                  int signal) {
     if (c->state != VIO_RDMA_ESTABLISHED) return fail(c, "RDMA READ on a queue pair that is not established");
     if (c->reads_in_flight >= VIO_RDMA_READS) return fail(c, "more than %d RDMA READs in flight", VIO_RDMA_READS);
     struct ibv_sge sge = {.addr = (uintptr_t)local, .length = length, .lkey = local_mr->mr->lkey};
     uint32_t seq = ++c->send_seq;
     struct ibv_send_wr wr = {
         .wr_id = ((uint64_t)seq << 32) | READ_MARK, .sg_list = &sge, .num_sge = 1,
-        .opcode = IBV_WR_RDMA_READ, .send_flags = IBV_SEND_SIGNALED,
+        .opcode = IBV_WR_RDMA_READ, .send_flags = signal ? IBV_SEND_SIGNALED : 0,
         .wr.rdma = {.remote_addr = remote, .rkey = rkey},
     }, *bad;
     int rc = ibv_post_send(c->id->qp, &wr, &bad);
     if (rc != 0) return fail(c, "ibv_post_send (RDMA READ): %s", strerror(rc));
-    c->unsignalled = 0;
-    c->reads_in_flight++;
+    if (signal) c->unsignalled = 0;
+    c->read_seqs[c->reads_in_flight++] = seq;
     c->counters.reads++;
     return 0;
 }

@@ -113,8 +113,10 @@ uint32_t vio_rdma_rkey(const vio_rdma_mr *r);
 /* Pulls `length` bytes of the peer's registered memory at `remote` (`rkey`) into `local`
  * (inside `local_mr`) with an RDMA READ: no CPU touches the bytes. At most VIO_RDMA_READS in
  * flight; they complete in the order posted, seen through vio_rdma_reads_finished after
- * vio_rdma_progress. 0 ok, -1 on error. */
-int vio_rdma_read(vio_rdma_conn *c, void *local, const vio_rdma_mr *local_mr, uint64_t remote, uint32_t rkey, uint32_t length);
+ * vio_rdma_progress. Only a `signal`led READ raises a completion (it also completes every
+ * READ before it): signal the last of a batch. 0 ok, -1 on error. */
+int vio_rdma_read(vio_rdma_conn *c, void *local, const vio_rdma_mr *local_mr, uint64_t remote, uint32_t rkey, uint32_t length,
+                  int signal);
 /* READs completed since the last call (successfully: a failed one fails the connection). */
 int vio_rdma_reads_finished(vio_rdma_conn *c);
 

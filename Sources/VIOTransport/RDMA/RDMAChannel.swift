@@ -433,12 +433,16 @@ public final class RDMAChannel: FabricChannel {
         }
     }
 
-    /// Posts READs of `pull`'s next pieces while fewer than the queue pair allows are in flight.
+    /// Posts READs of `pull`'s next pieces, as many as the queue pair allows in flight, once the
+    /// previous batch has landed; only the batch's last raises a completion (one wake-up per
+    /// batch: a 64 KiB payload is one).
     private func readMore(_ pull: inout PayloadPulls.Pull, on queuePair: RDMAQueuePair) throws(ChannelError) {
+        guard pull.inFlight.isEmpty else { return }
         while pull.posted < pull.count, pull.inFlight.count < RDMAQueuePair.readsInFlight {
             let n = min(PayloadPulls.chunk, pull.count - pull.posted)
+            let last = pull.posted + n == pull.count || pull.inFlight.count + 1 == RDMAQueuePair.readsInFlight
             try queuePair.read(into: pull.destination.baseAddress! + pull.prefix + pull.posted, pull.registration,
-                               from: pull.remote + UInt64(pull.posted), rkey: pull.rkey, count: n)
+                               from: pull.remote + UInt64(pull.posted), rkey: pull.rkey, count: n, signal: last)
             pull.posted += n
             pull.inFlight.append(n)
         }

@@ -104,9 +104,10 @@ final class RDMAQueuePair {
 
     /// Pulls `count` bytes at `remote` (`rkey`) of the peer's memory into `local` (within
     /// `registration`); up to ``readsInFlight`` at once, their ends seen by ``readsFinished()``.
+    /// Only a `signal`led READ raises a completion, for itself and every READ before it.
     func read(into local: UnsafeMutableRawPointer, _ registration: MemoryRegistration, from remote: UInt64, rkey: UInt32,
-              count: Int) throws(ChannelError) {
-        guard vio_rdma_read(handle, local, registration.handle, remote, rkey, UInt32(count)) == 0 else {
+              count: Int, signal: Bool) throws(ChannelError) {
+        guard vio_rdma_read(handle, local, registration.handle, remote, rkey, UInt32(count), signal ? 1 : 0) == 0 else {
             throw .carrier(String(cString: vio_rdma_error(handle)))
         }
     }
