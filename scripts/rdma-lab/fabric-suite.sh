@@ -109,7 +109,7 @@ else
 fi
 st=$(status)
 echo "$st" | grep -q "transport rdma: rxe0"; result carrier $? "$(echo "$st" | grep 'transport rdma' | head -1)"
-# Payloads of 16 KiB and more went ring to ring by RDMA READ (the mesh sends up to 8 MiB).
+# Payloads of 64 KiB and more went ring to ring by RDMA READ (the mesh sends up to 8 MiB).
 echo "$st" | grep -q "payloads pulled by RDMA READ"; result pulled $? "$(echo "$st" | grep -o '[0-9]* payloads pulled by RDMA READ' | head -1)"
 barrier oneByte
 

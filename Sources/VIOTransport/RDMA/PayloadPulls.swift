@@ -17,15 +17,17 @@ import Glibc
 /// does the sender let the lender reuse the ring space. Frames behind a PULL wait until its
 /// READ completes, so nothing is reordered.
 final class PayloadPulls {
-    /// Payloads at least this large are pulled; smaller ones are copied into the stream (a
-    /// READ's round trip costs more than copying a few KiB).
+    /// Payloads at least this large are pulled; smaller ones are copied into the stream: a pull
+    /// adds a crossing of the network (PULL, then READ) and a wake-up of the receiving agent,
+    /// which is worth a copy only for large payloads. Where the break-even lies needs RDMA
+    /// hardware to settle (docs/performance.md: on the emulated lab, copying won at 64 KiB).
     /// `VIO_RDMA_PULL_BYTES` in the agent's environment overrides it (0: never pull), so
     /// benchmarks can run both paths side by side.
     static let threshold: Int = {
         if let text = getenv("VIO_RDMA_PULL_BYTES").map({ String(cString: $0) }), let n = Int(text), n >= 0 {
             return n == 0 ? Int.max : n
         }
-        return 16 * 1024
+        return 64 * 1024
     }()
     /// One READ moves at most this much: a frame's payload (up to 1 MiB) is pulled in pieces,
     /// ``RDMAQueuePair/readsInFlight`` at a time, so a READ's burst of response packets stays
