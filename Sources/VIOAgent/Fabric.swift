@@ -281,8 +281,7 @@ final class Fabric {
         guard header.type == .data, let peer = slot.peer, slot.ready, let link = sessions.links[header.session],
               link.host === peer, link.channel == slot.index, let destination = link.placement(for: header)
         else { return nil }
-        return PayloadPlacement(destination: destination, owner: link,
-                                memory: UnsafeRawBufferPointer(start: link.region.base, count: link.region.byteCount))
+        return PayloadPlacement(destination: destination, owner: link)
     }
 
     // MARK: Output

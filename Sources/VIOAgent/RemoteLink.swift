@@ -512,7 +512,7 @@ extension RemoteLink: PayloadLender {
     /// to the instance (which may be waiting for room).
     func sent(through position: UInt64) { consumer.publish(through: position) }
 
-    /// The link's whole region: a transport may register it and let the far agent pull
-    /// payloads from the ring in place.
+    /// The link's whole region: a transport may register it, to let the far agent pull
+    /// payloads from the ring in place, or to pull payloads into it.
     var lentMemory: UnsafeRawBufferPointer? { UnsafeRawBufferPointer(start: region.base, count: region.byteCount) }
 }

@@ -122,17 +122,15 @@ public protocol FabricChannel: AnyObject {
 public struct PayloadPlacement {
     /// The payload's final place.
     public let destination: UnsafeMutableRawBufferPointer
-    /// The memory's owner.
+    /// The memory's owner. When it is a ``PayloadLender``, its ``PayloadLender/lentMemory``
+    /// is all the memory `destination` lies in (a transport may register it and move the
+    /// payload there without the CPU).
     public let owner: AnyObject
-    /// All the memory `destination` lies in (the link's region), for transports that register
-    /// it to move the payload there without the CPU; nil when it cannot be.
-    public let memory: UnsafeRawBufferPointer?
 
     /// A placement.
-    public init(destination: UnsafeMutableRawBufferPointer, owner: AnyObject, memory: UnsafeRawBufferPointer? = nil) {
+    public init(destination: UnsafeMutableRawBufferPointer, owner: AnyObject) {
         self.destination = destination
         self.owner = owner
-        self.memory = memory
     }
 }
 

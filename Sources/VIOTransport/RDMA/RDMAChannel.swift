@@ -404,7 +404,8 @@ public final class RDMAChannel: FabricChannel {
             var destination: UnsafeMutableRawBufferPointer
             var registration: MemoryRegistration?
             var owner: AnyObject?
-            if let placement = place(d.header), placement.destination.count == Int(d.header.length), let memory = placement.memory,
+            if let placement = place(d.header), placement.destination.count == Int(d.header.length),
+               let memory = (placement.owner as? PayloadLender)?.lentMemory,
                let r = pulls.placed.registration(of: placement.owner, memory, on: queuePair),
                r.contains(UnsafeRawBufferPointer(placement.destination)) {
                 destination = placement.destination
