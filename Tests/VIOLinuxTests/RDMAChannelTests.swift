@@ -16,26 +16,10 @@ struct RDMAChannelTests {
     /// A dialed and an accepted RDMA channel over loopback TCP, before HELLO's admission; the
     /// accepting side has no RDMA listener.
     static func pair(required: Bool) throws -> (dialer: RDMAChannel, acceptor: RDMAChannel) {
-        let listener = try TCPSocket.listen(on: TCPSocket.resolve("127.0.0.1", port: 0))
-        let port = UInt16(try listener.localAddress().description.split(separator: ":").last.flatMap { UInt16($0) } ?? 0)
-        let tcp = try TCPChannel.dial(TCPSocket.resolve("127.0.0.1", port: port))
-        var peer = TCPSocket.Address()
-        var accepted: TCPSocket?
-        for _ in 0..<1000 where accepted == nil {
-            accepted = try listener.accept(peer: &peer)
-            if accepted == nil { usleep(1000) }
-        }
+        let (tcpDialer, tcpAcceptor) = try TCPChannelPlacementTests.pair(admitted: false)
         let rendezvous = RDMARendezvous(localAddress: "127.0.0.1", listener: nil, unavailable: noDevice)
-        let dialer = try RDMAChannel(dialed: tcp, to: "127.0.0.1", required: required, rendezvous: rendezvous)
-        let acceptor = try RDMAChannel(
-            accepted: TCPChannel(accepted: accepted!, peer: "\(peer)", tls: nil, allowedKeys: [],
-                                 rekey: .init(bytes: 1 << 30, nanoseconds: 1 << 40), plaintextAllowed: true),
-            rendezvous: rendezvous)
-        for _ in 0..<1000 where !dialer.isConnected {
-            try dialer.finishConnect()
-            usleep(1000)
-        }
-        return (dialer, acceptor)
+        return (try RDMAChannel(dialed: tcpDialer, to: "127.0.0.1", required: required, rendezvous: rendezvous),
+                try RDMAChannel(accepted: tcpAcceptor, rendezvous: rendezvous))
     }
 
     /// Flushes `from` and lets `to` receive until it has nothing more; the frames it passed on.

@@ -13,7 +13,8 @@ import Glibc
 struct TCPChannelPlacementTests {
     /// A connected pair of channels on 127.0.0.1 (dialer, acceptor), both admitted (as after
     /// HELLO) so they take full-size frames.
-    static func pair() throws -> (TCPChannel, TCPChannel) {
+    /// A connected dialer and acceptor over loopback, both admitted unless `admitted` is false.
+    static func pair(admitted: Bool = true) throws -> (TCPChannel, TCPChannel) {
         let listener = try TCPSocket.listen(on: TCPSocket.resolve("127.0.0.1", port: 0))
         let port = UInt16(try listener.localAddress().description.split(separator: ":").last.flatMap { UInt16($0) } ?? 0)
         let dialer = try TCPChannel.dial(TCPSocket.resolve("127.0.0.1", port: port))
@@ -26,8 +27,10 @@ struct TCPChannelPlacementTests {
         let acceptor = TCPChannel(accepted: accepted!, peer: "\(peer)", tls: nil, allowedKeys: [],
                                   rekey: .init(bytes: 1 << 30, nanoseconds: 1 << 40), plaintextAllowed: true)
         for _ in 0..<1000 where (try? dialer.finishConnect()) == nil { usleep(1000) }
-        dialer.admit()
-        acceptor.admit()
+        if admitted {
+            dialer.admit()
+            acceptor.admit()
+        }
         return (dialer, acceptor)
     }
 

@@ -9,19 +9,10 @@ import Glibc
 @Suite(.serialized) struct MetricsTests {
     /// One HTTP exchange with 127.0.0.1:`port`: what the server sent before closing.
     static func exchange(_ port: Int, _ request: String) throws -> String {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        precondition(fd >= 0)
-        defer { close(fd) }
-        var timeout = timeval(tv_sec: 10, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let rc = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        guard let fd = connectLoopback(port: port, receiveTimeout: timeval(tv_sec: 10, tv_usec: 0)) else {
+            throw POSIXError(.ECONNREFUSED)
         }
-        guard rc == 0 else { throw POSIXError(.ECONNREFUSED) }
+        defer { close(fd) }
         _ = request.withCString { send(fd, $0, strlen($0), 0) }
         var response = [UInt8]()
         var buffer = [UInt8](repeating: 0, count: 65536)
@@ -101,16 +92,9 @@ import Glibc
         var silent: [Int32] = []
         defer { for fd in silent { close(fd) } }
         for _ in 0..<20 {
-            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-            var address = sockaddr_in()
-            address.sin_family = sa_family_t(AF_INET)
-            address.sin_port = in_port_t(UInt16(port).bigEndian)
-            address.sin_addr.s_addr = inet_addr("127.0.0.1")
-            _ = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-            }
-            silent.append(fd)
+            if let fd = connectLoopback(port: port, receiveTimeout: timeval(tv_sec: 1, tv_usec: 0)) { silent.append(fd) }
         }
+        #expect(silent.count == 20)
         let (head, body) = try Self.scrape(port)
         #expect(head.hasPrefix("HTTP/1.1 200"), "\(head)")
         #expect(body.contains("vio_agent_info{cluster=\"loopback\",host=\"alpha\""))

@@ -6,22 +6,8 @@
 # TCP on the same lab, each RUNS times. Under TCG only ratios between them mean anything.
 B=$1
 RUNS=${2:-3}
-R=$LAB_ROLE
-O=$((3 - R))
-L=$LAB_DIR/bench
-S=/run/vio.sock
-export VIO_CONTROL_SOCKET=$S
-mkdir -p "$L"
-
-barrier() {
-    touch "$L/$R.$1"
-    i=0
-    while [ ! -e "$L/$O.$1" ]; do
-        sleep 0.1
-        i=$((i + 1))
-        if [ $i -gt 3000 ]; then echo "BARRIER $1 timed out"; exit 1; fi
-    done
-}
+SCRATCH=bench
+. "$(dirname "$0")/guest-lib.sh"
 retry() { for _ in $(seq 1 100); do "$@" && return 0; sleep 0.3; done; return 1; }
 
 # 1. perftest: two-sided SEND latency (the verb VIO uses) and RDMA WRITE bandwidth. perftest's

@@ -6,22 +6,8 @@
 # channel that cannot move onto a queue pair fails instead of staying on TCP. The guests
 # meet at barriers (files in the shared lab directory).
 B=$1
-R=$LAB_ROLE
-O=$((3 - R))
-L=$LAB_DIR/suite
-S=/run/vio.sock
-export VIO_CONTROL_SOCKET=$S
-mkdir -p "$L"
-
-barrier() {
-    touch "$L/$R.$1"
-    i=0
-    while [ ! -e "$L/$O.$1" ]; do
-        sleep 0.1
-        i=$((i + 1))
-        if [ $i -gt 1800 ]; then echo "BARRIER $1 timed out"; exit 1; fi
-    done
-}
+SCRATCH=suite
+. "$(dirname "$0")/guest-lib.sh"
 
 # start_agent TOPOLOGY TAG: an agent for this guest's host, its log in the lab directory.
 start_agent() {
