@@ -251,7 +251,9 @@ static int build_queue_pair(vio_rdma_conn *c) {
     if (!(c->pd = ibv_alloc_pd(verbs))) return fail(c, "ibv_alloc_pd: %s", strerror(errno));
     if (!(c->completions = ibv_create_comp_channel(verbs)) || nonblocking(c->completions->fd) != 0)
         return fail(c, "ibv_create_comp_channel: %s", strerror(errno));
-    if (!(c->cq = ibv_create_cq(verbs, 3 * VIO_RDMA_SLOTS + 2, c, c->completions, 0)))
+    /* Room for every work request that can be outstanding: sends, credit-only sends and
+     * READs on the send queue, every posted receive buffer. */
+    if (!(c->cq = ibv_create_cq(verbs, 3 * VIO_RDMA_SLOTS + 2 + VIO_RDMA_READS + 8, c, c->completions, 0)))
         return fail(c, "ibv_create_cq: %s", strerror(errno));
     if (ibv_req_notify_cq(c->cq, 0) != 0) return fail(c, "ibv_req_notify_cq failed");
     if (posix_memalign((void **)&c->send_memory, 4096, bytes) != 0 ||
@@ -348,12 +350,20 @@ failed:
     return NULL;
 }
 
+void vio_rdma_shutdown(vio_rdma_conn *c) {
+    if (!c || !c->id) return;
+    if (c->state == VIO_RDMA_ESTABLISHED) rdma_disconnect(c->id);
+    if (c->has_qp) rdma_destroy_qp(c->id);
+    c->has_qp = 0;
+    if (c->state == VIO_RDMA_ESTABLISHED || c->state == VIO_RDMA_CONNECTING) {
+        c->state = VIO_RDMA_CLOSED;
+        snprintf(c->error, sizeof c->error, "this end closed the queue pair");
+    }
+}
+
 void vio_rdma_free(vio_rdma_conn *c) {
     if (!c) return;
-    if (c->id) {
-        if (c->state == VIO_RDMA_ESTABLISHED) rdma_disconnect(c->id);
-        if (c->has_qp) rdma_destroy_qp(c->id);
-    }
+    vio_rdma_shutdown(c);
     if (c->cq) {
         if (c->unacked_cq_events) ibv_ack_cq_events(c->cq, c->unacked_cq_events);
         ibv_destroy_cq(c->cq);
@@ -425,12 +435,18 @@ static void connection_event(vio_rdma_conn *c, struct rdma_cm_event *event) {
 static void completion(vio_rdma_conn *c, const struct ibv_wc *wc) {
     if (wc->status != IBV_WC_SUCCESS) {
         if (c->state == VIO_RDMA_CLOSED) return;  /* flushed after a disconnect */
-        fail(c, "queue pair error: %s (%s)", ibv_wc_status_str(wc->status),
-             (wc->opcode & IBV_WC_RECV) ? "receive" : "send");
+        /* wc->opcode is undefined on an error completion: name the work request by its id. */
+        fail(c, "queue pair error: %s", ibv_wc_status_str(wc->status));
         return;
     }
     if (wc->opcode & IBV_WC_RECV) {
         c->counters.receives++;
+        if (c->state == VIO_RDMA_CONNECTING) {
+            /* The peer's first message can come before this end's ESTABLISHED event (an
+             * accepting end, or a lost RTU): the connection is up. */
+            rdma_notify(c->id, IBV_EVENT_COMM_EST);
+            c->state = VIO_RDMA_ESTABLISHED;
+        }
         if (wc->wc_flags & IBV_WC_WITH_IMM) {
             uint32_t returned = ntohl(wc->imm_data);
             if (returned > VIO_RDMA_SLOTS || c->credit + returned > VIO_RDMA_SLOTS) {

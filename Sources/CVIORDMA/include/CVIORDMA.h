@@ -63,7 +63,10 @@ vio_rdma_conn *vio_rdma_accept(vio_rdma_request *request, char *err, size_t errl
  * it cannot start; later failures show in the state. */
 vio_rdma_conn *vio_rdma_dial(const char *source, const char *destination, uint16_t port, const uint8_t *data,
                              size_t data_len, char *err, size_t errlen);
-/* Disconnects (the peer sees CLOSED) and frees everything. */
+/* Disconnects (the peer sees CLOSED) and destroys the queue pair: nothing more moves, and
+ * memory registered with vio_rdma_register may then be deregistered. */
+void vio_rdma_shutdown(vio_rdma_conn *c);
+/* Shuts down (if not yet) and frees everything; deregister every vio_rdma_mr first. */
 void vio_rdma_free(vio_rdma_conn *c);
 
 /* Descriptors that turn readable when vio_rdma_progress has work: connection events and

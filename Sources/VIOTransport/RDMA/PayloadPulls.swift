@@ -74,12 +74,13 @@ final class PayloadPulls {
         }
     }
 
-    /// Registered memory, by owner (a link), dropped once the owner is gone.
+    /// Registered memory, by owner (a link), dropped once the owner is gone. A registration
+    /// that failed is remembered as failed (not tried again for every frame).
     struct Registrations {
         private final class Entry {
             weak var owner: AnyObject?
-            let registration: MemoryRegistration
-            init(_ owner: AnyObject, _ registration: MemoryRegistration) {
+            let registration: MemoryRegistration?
+            init(_ owner: AnyObject, _ registration: MemoryRegistration?) {
                 self.owner = owner
                 self.registration = registration
             }
@@ -92,14 +93,14 @@ final class PayloadPulls {
         /// `owner`'s `memory`, registered with `queuePair` (once while the owner lives).
         mutating func registration(of owner: AnyObject, _ memory: UnsafeRawBufferPointer,
                                    on queuePair: RDMAQueuePair) -> MemoryRegistration? {
+            // Owners that are gone lose their registrations at once: their memory may be
+            // unmapped (a registration still pins it) and, lent, stays readable by the peer.
+            if entries.values.contains(where: { $0.owner == nil }) { entries = entries.filter { $0.value.owner != nil } }
             let key = ObjectIdentifier(owner)
-            if let entry = entries[key], entry.owner === owner, entry.registration.memory.baseAddress == memory.baseAddress {
-                return entry.registration
+            if let entry = entries[key], entry.owner === owner {
+                return entry.registration?.memory.baseAddress == memory.baseAddress ? entry.registration : nil
             }
-            // A new owner: forget the registrations of owners that are gone (their memory may
-            // be unmapped; the registration still pins it).
-            entries = entries.filter { $0.value.owner != nil }
-            guard let registration = try? queuePair.register(memory, remoteRead: remoteRead) else { return nil }
+            let registration = try? queuePair.register(memory, remoteRead: remoteRead)
             entries[key] = Entry(owner, registration)
             return registration
         }
@@ -130,10 +131,37 @@ final class PayloadPulls {
         var inFlight: Deque<Int> = []
     }
     var pulling: Pull?
-    /// For a pulled frame the fabric has no place for.
-    var bounce: (buffer: UnsafeMutableRawBufferPointer, registration: MemoryRegistration)?
+    /// A registered buffer for a pulled frame the fabric has no place for (deregistered
+    /// before it is freed).
+    final class Bounce {
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: FrameHeader.maximumPayload, alignment: 64)
+        private(set) var registration: MemoryRegistration?
 
-    deinit { bounce?.buffer.deallocate() }
+        init(on queuePair: RDMAQueuePair) throws(ChannelError) {
+            do { registration = try queuePair.register(UnsafeRawBufferPointer(buffer), remoteRead: false) } catch {
+                buffer.deallocate()
+                throw error
+            }
+        }
+
+        deinit {
+            registration = nil
+            buffer.deallocate()
+        }
+    }
+    var bounce: Bounce?
+    /// Whether the far agent takes PULLs (it said so with its SWITCH: it has its bounce buffer).
+    var farAcceptsPulls = false
+
+    /// Lets go of every registration and pull (the queue pair is shut down first).
+    func release() {
+        pulling = nil
+        bounce = nil
+        lent = Registrations(remoteRead: true)
+        placed = Registrations(remoteRead: false)
+        ledgers = [:]
+        out = [:]
+    }
 
     /// The ledger of `lender`'s loans, made when it has none out.
     func ledger(for lender: PayloadLender) -> Ledger {
@@ -175,7 +203,8 @@ final class PayloadPulls {
         let count = Int(try r.read(UInt32.self))
         let token = try r.read(UInt64.self)
         guard r.remaining == 0, prefix.count + count == Int(header.length), count > 0,
-              Int(header.length) <= FrameHeader.maximumPayload, header.type != .carrier else {
+              Int(header.length) <= FrameHeader.maximumPayload, header.type != .carrier,
+              address <= UInt64.max - UInt64(count) else {
             throw .invalid(field: "pull descriptor", value: "\(header.length) = \(prefix.count) + \(count)")
         }
         return (header, prefix, address, rkey, count, token)

@@ -151,6 +151,9 @@ public final class RDMAChannel: FabricChannel {
 
     public func close(reason: String) {
         if let ticket { rendezvous.withdraw(ticket); self.ticket = nil }
+        // The queue pair stops first, then its memory registrations go, then the rest of it.
+        queuePair?.shutdown()
+        pulls.release()
         queuePair = nil
         tcp.close(reason: reason)
     }
@@ -162,7 +165,8 @@ public final class RDMAChannel: FabricChannel {
         var h = header
         h.length = UInt32(prefix.count + payload.count)
         rdmaCounters.framesSent &+= 1
-        if let loan, seal == nil, payload.count >= PayloadPulls.threshold, enqueuePull(h, prefix: prefix, payload: payload, loan: loan) {
+        if let loan, pulls.farAcceptsPulls, payload.count >= PayloadPulls.threshold,
+           enqueuePull(h, prefix: prefix, payload: payload, loan: loan) {
             return
         }
         // While pulled loans of this lender are out, its inline ones report through the same
@@ -212,6 +216,10 @@ public final class RDMAChannel: FabricChannel {
         if tcp.queuedBytes > 0 {
             done = try tcp.flush()
             watchTCPWritable(!done && tcp.isConnected)
+            // Nothing goes on the queue pair before TCP has written everything queued ahead of
+            // SWITCH: the far end reads the pair only after it, and a link's ring space is given
+            // back in order (an inline frame on the pair must not report past one still on TCP).
+            if !done { return false }
         }
         if sendingOverQueuePair, output.count > 0, let queuePair {
             done = try flushQueuePair(queuePair) && done
@@ -412,19 +420,15 @@ public final class RDMAChannel: FabricChannel {
                 registration = r
                 owner = placement.owner
             } else {
-                if pulls.bounce == nil {
-                    let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: FrameHeader.maximumPayload, alignment: 64)
-                    do { pulls.bounce = (buffer, try queuePair.register(UnsafeRawBufferPointer(buffer), remoteRead: false)) } catch {
-                        buffer.deallocate()
-                        throw error
-                    }
-                }
-                destination = UnsafeMutableRawBufferPointer(rebasing: pulls.bounce!.buffer[..<Int(d.header.length)])
-                registration = pulls.bounce!.registration
+                // This end said it takes PULLs only with its bounce buffer registered.
+                guard let bounce = pulls.bounce else { throw .protocolViolation("a PULL, but this end declined pulls") }
+                destination = UnsafeMutableRawBufferPointer(rebasing: bounce.buffer[..<Int(d.header.length)])
+                registration = bounce.registration
             }
+            guard let registration else { throw .carrier("no registered memory for a pulled payload") }
             d.prefix.withUnsafeBytes { destination.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: d.prefix.count) }
             var pull = PayloadPulls.Pull(header: d.header, destination: destination, owner: owner, token: d.token,
-                                         registration: registration!, prefix: d.prefix.count, remote: d.address, rkey: d.rkey,
+                                         registration: registration, prefix: d.prefix.count, remote: d.address, rkey: d.rkey,
                                          posted: 0, landed: 0, count: d.count)
             try readMore(&pull, on: queuePair)
             pulls.pulling = pull
@@ -443,7 +447,7 @@ public final class RDMAChannel: FabricChannel {
             let n = min(PayloadPulls.chunk, pull.count - pull.posted)
             let last = pull.posted + n == pull.count || pull.inFlight.count + 1 == RDMAQueuePair.readsInFlight
             try queuePair.read(into: pull.destination.baseAddress! + pull.prefix + pull.posted, pull.registration,
-                               from: pull.remote + UInt64(pull.posted), rkey: pull.rkey, count: n, signal: last)
+                               from: pull.remote &+ UInt64(pull.posted), rkey: pull.rkey, count: n, signal: last)
             pull.posted += n
             pull.inFlight.append(n)
         }
@@ -493,8 +497,11 @@ public final class RDMAChannel: FabricChannel {
         }
         if phase == .connecting, state == .established {
             try makeSeal()
+            // A plaintext pair takes PULLs when its bounce buffer registers (else the far
+            // agent copies everything into the stream).
+            if seal == nil, pulls.bounce == nil { pulls.bounce = try? PayloadPulls.Bounce(on: queuePair) }
             // Everything sent before goes on TCP, SWITCH last; everything after on the pair.
-            sendCarrier(.switchOver, [])
+            sendCarrier(.switchOver, [pulls.bounce != nil ? 1 : 0])
             sendingOverQueuePair = true
             phase = .rdma
             note = "rdma: \(queuePair.description)"
@@ -584,8 +591,9 @@ public final class RDMAChannel: FabricChannel {
             if dialing.required { throw .carrier("transport: rdma, but the far agent declined RDMA: \(why)") }
             stayOnTCP("the far agent declined RDMA: \(why)")
         case (.switchOver, _):
-            guard queuePair != nil, body.isEmpty else { throw .protocolViolation("SWITCH without a queue pair") }
+            guard queuePair != nil, body.count == 1 else { throw .protocolViolation("SWITCH without a queue pair") }
             try makeSeal()
+            pulls.farAcceptsPulls = body[0] == 1 && seal == nil
             receivingOverQueuePair = true
         default:
             throw .protocolViolation("carrier frame \(kind) out of place")

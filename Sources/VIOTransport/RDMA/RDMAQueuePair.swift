@@ -33,6 +33,10 @@ final class RDMAQueuePair {
 
     deinit { vio_rdma_free(handle) }
 
+    /// Disconnects and destroys the queue pair now (the far end sees it close); the rest goes
+    /// when the last registration of this queue pair does.
+    func shutdown() { vio_rdma_shutdown(handle) }
+
     /// Readable when connection events wait.
     var eventDescriptor: Int32 { vio_rdma_event_fd(handle) }
     /// Readable when completions wait; nil until the queue pair exists.
@@ -99,7 +103,7 @@ final class RDMAQueuePair {
                                          remoteRead ? 1 : 0, &error, error.count) else {
             throw .carrier(text(error))
         }
-        return MemoryRegistration(mr, memory: memory)
+        return MemoryRegistration(mr, memory: memory, queuePair: self)
     }
 
     /// Pulls `count` bytes at `remote` (`rkey`) of the peer's memory into `local` (within
@@ -175,10 +179,13 @@ final class MemoryRegistration {
     fileprivate let handle: OpaquePointer
     /// The registered bytes.
     let memory: UnsafeRawBufferPointer
+    /// Kept alive until this is deregistered: its protection domain cannot go first.
+    private let queuePair: RDMAQueuePair
 
-    fileprivate init(_ handle: OpaquePointer, memory: UnsafeRawBufferPointer) {
+    fileprivate init(_ handle: OpaquePointer, memory: UnsafeRawBufferPointer, queuePair: RDMAQueuePair) {
         self.handle = handle
         self.memory = memory
+        self.queuePair = queuePair
     }
 
     deinit { vio_rdma_deregister(handle) }
