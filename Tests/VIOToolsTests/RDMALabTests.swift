@@ -69,7 +69,8 @@ struct RDMALabTests {
         #expect(run.cases("cut-reopen").first?.hasPrefix("ok") == true, "\(run.output)")
     }
 
-    /// An encrypted pair moves onto RDMA too, with sealed records.
+    /// An encrypted pair moves onto RDMA too, with sealed records, and `transport: auto` picks
+    /// RDMA where both hosts have an active port on their address.
     @Test func encryptedPairOverRDMA() throws {
         let run = try RDMALab.shared()
         #expect(run.cases("tls-stream").first?.hasPrefix("ok verified 200") == true, "\(run.output)")

@@ -68,7 +68,7 @@ EOF
     k2=$("$B/vioctl" keys generate h2 --out "$L/h2.key" | grep -o 'ed25519:[^ ]*')
     sed -e "s|{ name: h1, address: 198.18.0.1 }|{ name: h1, address: 198.18.0.1, key: \"$k1\", key_file: $L/h1.key }|" \
         -e "s|{ name: h2, address: 198.18.0.2 }|{ name: h2, address: 198.18.0.2, key: \"$k2\", key_file: $L/h2.key }|" \
-        -e '/host_pairs:/d' -e '/security: plaintext/d' "$L/plain.yaml" > "$L/tls.yaml"
+        -e '/host_pairs:/d' -e '/security: plaintext/d' -e 's/transport: rdma/transport: auto/' "$L/plain.yaml" > "$L/tls.yaml"
 fi
 barrier topology
 start_agent "$L/plain.yaml" plain
@@ -195,7 +195,8 @@ else
     barrier cutBack
 fi
 
-# 5. An encrypted pair over RDMA: every queue-pair message a sealed record.
+# 5. An encrypted pair over RDMA, chosen by `transport: auto` (both hosts have an active rxe
+#    port on their address): every queue-pair message a sealed record.
 kill $AGENT; wait $AGENT 2>/dev/null
 barrier plainDone
 start_agent "$L/tls.yaml" tls
@@ -209,7 +210,8 @@ fi
 st=$(status)
 echo "$st" | grep -q "encrypted TLSv1.3"; enc=$?
 echo "$st" | grep -q "transport rdma: rxe0"; rdma=$?
-result tls-carrier $((enc + rdma)) "$(echo "$st" | grep -E 'encrypted|transport' | tr -s ' ' | tr '\n' ';')"
+echo "$st" | grep -q "^transport: rdma (rxe0)"; auto=$?
+result tls-carrier $((enc + rdma + auto)) "$(echo "$st" | grep -E 'encrypted|transport' | tr -s ' ' | tr '\n' ';')"
 barrier tlsDone
 kill $AGENT; wait $AGENT 2>/dev/null
 echo "suite done"
