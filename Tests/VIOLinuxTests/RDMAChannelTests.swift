@@ -91,3 +91,67 @@ struct RDMAChannelTests {
         #expect(ticket != other)
     }
 }
+
+/// The bookkeeping of payloads pulled by RDMA READ: ring space goes back in order, and a
+/// peer's PULL descriptor is checked before anything is read.
+struct PayloadPullsTests {
+    final class Lender: PayloadLender {
+        var reported: [UInt64] = []
+        func sent(through position: UInt64) { reported.append(position) }
+    }
+
+    /// Inline and pulled loans of one link interleave: the lender hears a position only when
+    /// every earlier loan is done, whatever order they finish in.
+    @Test func ledgerReportsInOrder() {
+        let lender = Lender()
+        let ledger = PayloadPulls.Ledger(lender)
+        let pulled = ledger.add(position: 10, pulled: true)
+        _ = ledger.add(position: 20, pulled: false)
+        let cut = ledger.add(position: nil, pulled: true)  // a record cut into frames: reported by its last
+        let inline2 = ledger.add(position: 40, pulled: false)
+        ledger.sent(through: inline2)  // both inline loans written: nothing may be reported yet
+        #expect(lender.reported.isEmpty)
+        ledger.released(cut)
+        #expect(lender.reported.isEmpty)
+        ledger.released(pulled)  // the first is done: everything through 40 is
+        #expect(lender.reported == [40])
+        #expect(ledger.isEmpty)
+    }
+
+    @Test func ledgerReportsAsSoonAsThePrefixIsDone() {
+        let lender = Lender()
+        let ledger = PayloadPulls.Ledger(lender)
+        let a = ledger.add(position: 1, pulled: false)
+        let b = ledger.add(position: 2, pulled: true)
+        _ = ledger.add(position: 3, pulled: false)
+        ledger.sent(through: a)
+        #expect(lender.reported == [1])
+        ledger.released(b)
+        #expect(lender.reported == [1, 2])
+        #expect(!ledger.isEmpty)
+    }
+
+    @Test func descriptorsRoundTripAndBadOnesAreRefused() throws {
+        let header = FrameHeader(type: .data, session: 3, destination: 4, length: 8 + 70_000, sequence: 9)
+        let prefix: [UInt8] = [1, 2, 3, 4, 5, 6, 7, 8]
+        let bytes = prefix.withUnsafeBytes {
+            PayloadPulls.descriptor(kind: 5, header: header, prefix: $0, address: 0x1000, rkey: 77, count: 70_000, token: 42)
+        }
+        let d = try PayloadPulls.parse(Array(bytes.dropFirst()))
+        #expect(d.header == header && d.prefix == prefix && d.address == 0x1000 && d.rkey == 77 && d.count == 70_000 && d.token == 42)
+        // An address that would wrap, a length that disagrees with the header, a frame larger
+        // than a frame may be, a carrier frame in a carrier frame, trailing bytes: refused.
+        func refused(_ h: FrameHeader, address: UInt64 = 0x1000, count: Int, extra: [UInt8] = []) -> Bool {
+            let b = prefix.withUnsafeBytes {
+                PayloadPulls.descriptor(kind: 5, header: h, prefix: $0, address: address, rkey: 1, count: count, token: 1)
+            }
+            return (try? PayloadPulls.parse(Array(b.dropFirst()) + extra)) == nil
+        }
+        #expect(refused(header, address: UInt64.max - 100, count: 70_000))
+        #expect(refused(header, count: 69_999))
+        #expect(refused(FrameHeader(type: .data, length: UInt32(FrameHeader.maximumPayload + 8 + 1)), count: FrameHeader.maximumPayload + 1))
+        #expect(refused(FrameHeader(type: .carrier, length: 8 + 100), count: 100))
+        #expect(refused(header, count: 70_000, extra: [0]))
+        #expect((try? PayloadPulls.parse([1, 2, 3])) == nil)
+    }
+}
