@@ -48,6 +48,16 @@ public struct Epoll: ~Copyable, Sendable {
         _ = try retryingSyscall("epoll_ctl(MOD)") { epoll_ctl(fd.rawValue, EPOLL_CTL_MOD, descriptor, &event) }
     }
 
+    /// Watches `descriptor` (already added) for writability only: for a socket whose input no
+    /// longer matters (a reply being written), so pending input or a half-close cannot make
+    /// every wait return at once.
+    public func watchOnlyWritable(_ descriptor: Int32, token: UInt64) throws(SystemError) {
+        var event = epoll_event()
+        event.events = EPOLLOUT.rawValue
+        event.data.u64 = token
+        _ = try retryingSyscall("epoll_ctl(MOD)") { epoll_ctl(fd.rawValue, EPOLL_CTL_MOD, descriptor, &event) }
+    }
+
     private static func event(token: UInt64, writable: Bool) -> epoll_event {
         var event = epoll_event()
         event.events = EPOLLIN.rawValue | EPOLLRDHUP.rawValue | (writable ? EPOLLOUT.rawValue : 0)

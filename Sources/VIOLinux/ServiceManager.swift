@@ -10,7 +10,7 @@ public enum ServiceManager {
     @discardableResult
     public static func notify(_ state: String) -> Bool {
         guard let target = getenv("NOTIFY_SOCKET").map({ String(cString: $0) }), !target.isEmpty else { return false }
-        guard let fd = try? retryingSyscall("socket(AF_UNIX, SOCK_DGRAM)", { socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) }) else {
+        guard let fd = try? retryingSyscall("socket(AF_UNIX, SOCK_DGRAM)", { socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0) }) else {
             return false
         }
         defer { close(fd) }
@@ -19,7 +19,8 @@ public enum ServiceManager {
         var path = Array(target.utf8)
         if path.first == UInt8(ascii: "@") { path[0] = 0 }  // abstract namespace
         let capacity = MemoryLayout.size(ofValue: address.sun_path)
-        guard path.count < capacity else { return false }
+        // A path needs its terminating NUL; an abstract name (leading NUL) may fill the field.
+        guard path.count < capacity || (path.first == 0 && path.count == capacity) else { return false }
         withUnsafeMutableBytes(of: &address.sun_path) { raw in
             raw.copyBytes(from: path)
         }

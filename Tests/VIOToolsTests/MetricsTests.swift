@@ -88,6 +88,11 @@ import Glibc
         #expect(try Self.exchange(port, "GET / HTTP/1.1\r\n\r\n").hasPrefix("HTTP/1.1 404"))
         #expect(try Self.exchange(port, "POST /metrics HTTP/1.1\r\n\r\n").hasPrefix("HTTP/1.1 405"))
         #expect(try Self.exchange(port, "hello\r\n\r\n").hasPrefix("HTTP/1.1 400"))
+        // HEAD: the GET reply's headers (its length included), no body.
+        let headOnly = try Self.exchange(port, "HEAD /metrics HTTP/1.1\r\n\r\n")
+        #expect(headOnly.hasPrefix("HTTP/1.1 200") && headOnly.hasSuffix("\r\n\r\n") && !headOnly.contains("Content-Length: 0\r\n"),
+                "\(headOnly)")
+        #expect(try Self.exchange(port, "HEAD /nothing HTTP/1.1\r\n\r\n").hasSuffix("\r\n\r\n"))
         #expect(try Self.exchange(port, "GET /metrics HTTP/1.1\r\nX: " + String(repeating: "a", count: 10_000)).hasPrefix("HTTP/1.1 431"))
         var silent: [Int32] = []
         defer { for fd in silent { close(fd) } }

@@ -80,15 +80,19 @@ final class AgentMetrics {
         return g
     }
 
-    /// Advances a counter to `value`; a value below the last one (its source restarted) adds
-    /// the whole new value.
+    /// Advances a counter to `value`. The sources only grow (closed links' traffic is kept),
+    /// except where an instance scribbled on its ring's counters: a value below the last one is
+    /// ignored, and no scrape adds more than ``maximumIncrease``, so an exposed counter never
+    /// goes backwards or wraps.
     private func count(_ name: String, _ help: String, _ labels: [(String, String)], _ value: UInt64) {
         let k = key(name, labels)
         let entry = counters[k] ?? (registry.makeCounter(name: name, labels: labels, help: help), 0)
-        let delta = value >= entry.last ? value - entry.last : value
-        if delta > 0 { entry.counter.increment(by: Int64(clamping: delta)) }
-        counters[k] = (entry.counter, value)
+        if value > entry.last { entry.counter.increment(by: Int64(min(value - entry.last, Self.maximumIncrease))) }
+        counters[k] = (entry.counter, max(value, entry.last))
     }
+
+    /// 2^48 (256 TiB, or messages) between two scrapes: more than any link carries.
+    static let maximumIncrease: UInt64 = 1 << 48
 
     private func histogram(_ name: String, _ help: String, _ labels: [(String, String)]) -> DurationHistogram {
         let k = key(name, labels)

@@ -105,16 +105,19 @@ final class MetricsEndpoint {
         guard line.count == 3, line[2].starts(with: Array("HTTP/1.".utf8)) else {
             return Self.response(400, "Bad Request", Array("malformed request line\n".utf8))
         }
-        guard line[0].elementsEqual("GET".utf8) || line[0].elementsEqual("HEAD".utf8) else {
-            return Self.response(405, "Method Not Allowed", Array("only GET /metrics is served\n".utf8))
+        let head = line[0].elementsEqual("HEAD".utf8)
+        // A HEAD reply has the headers of the GET one and no body.
+        func reply(_ code: Int, _ reason: String, _ body: [UInt8], type: String = "text/plain; charset=utf-8") -> [UInt8] {
+            Self.response(code, reason, head ? [] : body, type: type, length: body.count)
+        }
+        guard line[0].elementsEqual("GET".utf8) || head else {
+            return reply(405, "Method Not Allowed", Array("only GET /metrics is served\n".utf8))
         }
         let path = line[1].prefix { $0 != UInt8(ascii: "?") }
         guard path.elementsEqual("/metrics".utf8) else {
-            return Self.response(404, "Not Found", Array("only GET /metrics is served\n".utf8))
+            return reply(404, "Not Found", Array("only GET /metrics is served\n".utf8))
         }
-        let body = render()
-        return Self.response(200, "OK", line[0].elementsEqual("HEAD".utf8) ? [] : body,
-                             type: "text/plain; version=0.0.4; charset=utf-8", length: body.count)
+        return reply(200, "OK", render(), type: "text/plain; version=0.0.4; charset=utf-8")
     }
 
     private static func response(_ code: Int, _ reason: String, _ body: [UInt8], type: String = "text/plain; charset=utf-8",
@@ -132,8 +135,9 @@ final class MetricsEndpoint {
                 return
             }
             guard let n else {
-                // The socket is full: go on when it is writable.
-                if let registration = c.registration { try? loop.watchWritable(registration, true) }
+                // The socket is full: go on when it is writable, and only then (the request is
+                // read: more input or a half-close must not wake the loop meanwhile).
+                if let registration = c.registration, (try? loop.watchOnlyWritable(registration)) == nil { close(c) }
                 return
             }
             c.written += n
