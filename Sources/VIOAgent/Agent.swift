@@ -468,11 +468,6 @@ public final class Agent {
             }
             return true
         }
-        if let existing = links.open(between: me, request.peer) {
-            let ready = LinkReady(requestID: request.requestID, linkID: existing.id.rawValue, peer: request.peer,
-                                  end: UInt8(existing.end(of: me)!), alreadyDelivered: true)
-            return (try? connection.send(.linkReady(ready))) != nil
-        }
         if attachments[request.peer] != nil {
             establish(from: connection, to: request.peer, requestID: request.requestID)
             return true
@@ -494,10 +489,18 @@ public final class Agent {
         return (try? connection.send(.error(error))) != nil
     }
 
-    /// Creates the link between the requester and `peer` and hands it to both.
+    /// Creates the link between the requester and `peer` and hands it to both; when it is open
+    /// already (opened from the other side, or a second open that waited for the same peer),
+    /// the requester is pointed at it instead: at most one link per pair, never one lost.
     private func establish(from requester: ControlConnection, to peer: String, requestID: UInt32) {
         let me = requester.instance!
         guard let peerConnection = attachments[peer] else { return }
+        if let existing = links.open(between: me, peer) {
+            let ready = LinkReady(requestID: requestID, linkID: existing.id.rawValue, peer: peer,
+                                  end: UInt8(existing.end(of: me)!), alreadyDelivered: true)
+            _ = try? requester.send(.linkReady(ready))
+            return
+        }
         let view = configuration.view
         // OPEN_LINK checked the declaration before anything reaches here.
         guard let declared = view.link(between: me, and: peer) else { return }

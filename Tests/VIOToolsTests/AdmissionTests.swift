@@ -148,6 +148,36 @@ struct AdmissionTests {
         _ = db2
     }
 
+    /// Two opens of the same link that wait for the peer (a client that does not wait for the
+    /// first reply): when the peer attaches, both are answered with the one link, and the link
+    /// can still be closed (the second used to replace the first, which then leaked).
+    @Test func twoWaitingOpensGetOneLink() throws {
+        let f = try FabricFixture.standard()
+        let db1 = try UnixSocket.connect(path: f.socket)
+        try db1.send(ControlMessage.hello(Hello(role: .instance, software: "test")).encoded())
+        _ = try db1.receive()
+        try db1.send(ControlMessage.attach(Attach(instance: "db1", token: [], numaNode: 0)).encoded())
+        _ = try db1.receive()
+        for id: UInt32 in [1, 2] {
+            try db1.send(ControlMessage.openLink(OpenLink(requestID: id, peer: "db2", timeoutMilliseconds: 10_000)).encoded())
+        }
+        usleep(100_000)
+        let db2 = try VIOClient.attach(as: "db2", socketPath: f.socket)
+        var linkIDs: [UInt64] = []
+        for _ in 0..<2 {
+            let reply = try #require(try db1.receive())
+            for fd in reply.descriptors { close(fd) }
+            guard case .linkReady(let ready) = try ControlMessage.decode(reply.bytes) else { throw Failure("no LINK_READY") }
+            linkIDs.append(ready.linkID)
+        }
+        #expect(linkIDs.count == 2 && linkIDs[0] == linkIDs[1], "\(linkIDs)")
+        let link = try db2.acceptLink(timeout: .seconds(5))
+        #expect(link.region.linkID == linkIDs[0])
+        // db1 closes it: db2 sees the close (the agent's table held this link, not a lost twin).
+        try db1.send(ControlMessage.closeLink(CloseLink(linkID: linkIDs[0])).encoded())
+        #expect(throws: LinkError.self) { _ = try link.receive(timeout: .seconds(5)) }
+    }
+
     struct Failure: Error, CustomStringConvertible {
         var description: String
         init(_ description: String) { self.description = description }
