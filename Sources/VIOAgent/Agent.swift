@@ -266,14 +266,49 @@ public final class Agent {
         }
     }
 
-    /// SIGTERM, SIGINT or SIGHUP: every connection is dropped and the loop stops.
+    /// SIGTERM or SIGINT: every connection is dropped and the loop stops. SIGHUP: the topology
+    /// file is checked again (see ``topologyReread()``); the agent goes on.
     private func signalArrived() {
         guard let signal = try? signals.next() else { return }
+        if signal == SIGHUP {
+            topologyReread()
+            return
+        }
         logger.info("stopping on signal \(signal)")
         ServiceManager.notify("STOPPING=1")
         fabric?.announceStop("signal \(signal)")
         for connection in connections.values { drop(connection, reason: "agent stopping") }
         stopping = true
+    }
+
+    /// SIGHUP: re-reads the topology file and says whether it changed. Applying a change while
+    /// running is not built yet, so the agent keeps the topology it started with and says a
+    /// restart applies the new one; a file with errors is reported with their positions. Until
+    /// reload exists, this keeps SIGHUP (which operators send to mean "reload") from stopping
+    /// the agent and every link through it.
+    private func topologyReread() {
+        let source = configuration.topologySource
+        guard source != EmbeddedTopology.source else {
+            logger.notice("SIGHUP: the embedded topology cannot change; nothing to reread")
+            return
+        }
+        let fresh: Topology
+        do { (fresh, _) = try TopologyLoader.load(path: source) } catch {
+            logger.error("SIGHUP: \(source) has errors; this agent keeps running the topology it started with",
+                         metadata: ["errors": "\(error)"])
+            return
+        }
+        let host = configuration.view.host.name
+        func rendered(_ t: Topology) -> String {
+            TopologyPrinter.render(t, views: t.hosts.compactMap { t.view(for: $0.name, controlSocket: configuration.view.controlSocket) })
+        }
+        if rendered(fresh) == rendered(configuration.topology) {
+            logger.notice("SIGHUP: \(source) unchanged")
+        } else if fresh.hosts.contains(where: { $0.name == host }) {
+            logger.warning("SIGHUP: \(source) changed, but applying a topology while running is not supported yet: this agent keeps the one it started with; restart it to apply the new one (its links to other hosts report it down and reopen)")
+        } else {
+            logger.warning("SIGHUP: \(source) no longer declares host '\(host)'; this agent keeps running the topology it started with")
+        }
     }
 
     // MARK: Connections

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import VIO
 import VIOLinux
 
 #if canImport(Glibc)
@@ -39,6 +40,47 @@ import Glibc
         let (code, _) = agent.stop()
         #expect(code == 0)
         #expect(Self.nextMessage(fd).contains("STOPPING=1"))
+    }
+
+    /// SIGHUP rereads the topology file and reports; the agent (and its links) go on.
+    @Test func hangupRereadsTheTopologyAndKeepsServing() throws {
+        let dir = Tools.scratchDirectory()
+        let file = dir + "/topology.yaml"
+        let text = """
+            cluster: demo
+            version: 1
+            hosts:
+              - { name: local, address: 127.0.0.1, transport: tcp }
+            instances:
+              - { name: db1, host: local }
+              - { name: db2, host: local }
+            links:
+              - { between: [db1, db2] }
+
+            """
+        try text.write(toFile: file, atomically: true, encoding: .utf8)
+        let agent = try RunningAgent(arguments: ["--topology", file], socket: dir + "/agent.sock")
+        let db1 = try VIOClient.attach(as: "db1", socketPath: dir + "/agent.sock")
+        let db2 = try VIOClient.attach(as: "db2", socketPath: dir + "/agent.sock")
+        let link = try db1.openLink(to: "db2")
+        let peer = try db2.acceptLink(timeout: .seconds(5))
+        func hangUpAndWait(for text: String) -> Bool {
+            kill(agent.process.processIdentifier, SIGHUP)
+            return Tools.waitUntil(timeout: 10) { Tools.contents(agent.logFile).contains(text) }
+        }
+        #expect(hangUpAndWait(for: "SIGHUP: \(file) unchanged"), "\(Tools.contents(agent.logFile))")
+        try (text + "  - { between: [db1, db1b] }\n").replacingOccurrences(of: "  - { name: db2, host: local }\n",
+            with: "  - { name: db2, host: local }\n  - { name: db1b, host: local }\n").write(toFile: file, atomically: true, encoding: .utf8)
+        #expect(hangUpAndWait(for: "changed, but applying a topology while running is not supported yet"), "\(Tools.contents(agent.logFile))")
+        try "cluster: demo\nversion: 1\nhosts: [\n".write(toFile: file, atomically: true, encoding: .utf8)
+        #expect(hangUpAndWait(for: "has errors; this agent keeps running the topology it started with"), "\(Tools.contents(agent.logFile))")
+        #expect(Tools.contents(agent.logFile).contains("topology.yaml:"), "errors name their position")
+        // Still serving, the link still carrying.
+        try link.send([7])
+        #expect(try peer.receive(timeout: .seconds(5)) == [7])
+        let (code, log) = agent.stop()
+        // It stopped once: on SIGTERM, never on the SIGHUPs.
+        #expect(code == 0 && log.components(separatedBy: "stopping on signal").count == 2 && log.contains("stopping on signal 15"))
     }
 
     /// SIGTERM on one agent: the other's links to it go down at once, with the reason.
