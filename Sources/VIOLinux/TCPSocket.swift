@@ -70,6 +70,7 @@ public struct TCPSocket: ~Copyable, Sendable {
     /// A non-blocking listening socket bound to `address` (SO_REUSEADDR, so a restarted agent
     /// binds while old connections linger in TIME_WAIT).
     public static func listen(on address: Address, backlog: Int32 = 128) throws(SystemError) -> TCPSocket {
+        DescriptorReserve.prepare()
         let socket = TCPSocket(try newSocket(family: address.storage.ss_family, detail: "\(address)"))
         try socket.setOption(SOL_SOCKET, SO_REUSEADDR, 1)
         var storage = address.storage
@@ -101,10 +102,17 @@ public struct TCPSocket: ~Copyable, Sendable {
     public func accept(peer: inout Address) throws(SystemError) -> TCPSocket? {
         var address = Address()
         var length = UInt32(MemoryLayout<sockaddr_storage>.size)
-        let fd = try nonBlockingSyscall("accept4") {
-            vio_shim_accept_nonblocking(self.fd.rawValue, &address.storage, &length)
+        let accepted: Int32?
+        do {
+            accepted = try nonBlockingSyscall("accept4") {
+                vio_shim_accept_nonblocking(self.fd.rawValue, &address.storage, &length)
+            }
+        } catch {
+            // Out of descriptors, a pending connection is shed (DescriptorReserve).
+            if let report = DescriptorReserve.shedding(error, listener: self.fd.rawValue) { throw report }
+            return nil
         }
-        guard let fd else { return nil }
+        guard let fd = accepted else { return nil }
         address.length = socklen_t(length)
         peer = address
         return TCPSocket(OwnedFileDescriptor(taking: fd))

@@ -55,6 +55,7 @@ public struct UnixSocket: ~Copyable, Sendable {
     /// The socket is bound under a temporary name and renamed into place once listening, so
     /// a client never finds a path that refuses connections. `mode` sets its permissions.
     public static func listen(path: String, mode: mode_t = 0o660, backlog: Int32 = 128) throws(SystemError) -> UnixSocket {
+        DescriptorReserve.prepare()
         let temporary = "\(path).\(getpid()).tmp"
         var addr = try address(temporary)
         let fd = try newSocket()
@@ -91,11 +92,17 @@ public struct UnixSocket: ~Copyable, Sendable {
         return UnixSocket(fd)
     }
 
-    /// Accepts one connection; `nil` when none is pending on a non-blocking socket.
+    /// Accepts one connection; `nil` when none is pending on a non-blocking socket. Out of
+    /// descriptors, a pending connection is shed (``DescriptorReserve``).
     public func accept() throws(SystemError) -> UnixSocket? {
-        guard let fd = try nonBlockingSyscall("accept4", {
-            vio_shim_accept_cloexec(self.fd.rawValue)
-        }) else { return nil }
+        let accepted: Int32?
+        do {
+            accepted = try nonBlockingSyscall("accept4", { vio_shim_accept_cloexec(self.fd.rawValue) })
+        } catch {
+            if let report = DescriptorReserve.shedding(error, listener: fd.rawValue) { throw report }
+            return nil
+        }
+        guard let fd = accepted else { return nil }
         return UnixSocket(OwnedFileDescriptor(taking: fd))
     }
 

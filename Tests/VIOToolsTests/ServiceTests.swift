@@ -83,6 +83,46 @@ import Glibc
         #expect(code == 0 && log.components(separatedBy: "stopping on signal").count == 2 && log.contains("stopping on signal 15"))
     }
 
+    /// An agent out of descriptors sheds connections instead of waking for them for ever: while
+    /// a client holds more control connections than the agent may open, it stays idle, warns,
+    /// and serves again once they are gone.
+    @Test func outOfDescriptorsShedsConnectionsWithoutSpinning() throws {
+        let dir = Tools.scratchDirectory()
+        let socket = dir + "/agent.sock"
+        let (p, _, log) = Tools.process("/usr/bin/prlimit", ["--nofile=40", Tools.binDirectory + "/vio-agent", "--control-socket", socket])
+        try p.run()
+        defer { if p.isRunning { kill(p.processIdentifier, SIGKILL) } }
+        #expect(Tools.waitUntil(timeout: 20) { (try? UnixSocket.connect(path: socket)) != nil })
+        // Raw descriptors: the connections are only held, never used.
+        var held: [Int32] = []
+        for _ in 0..<60 {
+            let fd = Glibc.socket(AF_UNIX, Int32(SOCK_SEQPACKET.rawValue), 0)
+            var address = sockaddr_un()
+            address.sun_family = sa_family_t(AF_UNIX)
+            withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: Array(socket.utf8)) }
+            let rc = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            }
+            if rc == 0 { held.append(fd) } else { close(fd) }
+        }
+        usleep(300_000)
+        func cpuTicks() -> Int {
+            let stat = (try? String(contentsOfFile: "/proc/\(p.processIdentifier)/stat", encoding: .utf8)) ?? ""
+            let fields = stat.split(separator: ")").last?.split(separator: " ") ?? []
+            return fields.count > 13 ? (Int(fields[11]) ?? 0) + (Int(fields[12]) ?? 0) : 0
+        }
+        let before = cpuTicks()
+        sleep(1)
+        #expect(cpuTicks() - before < 20, "the agent spun on a listener it could not accept from")
+        #expect(Tools.contents(log).contains("out of descriptors"), "\(Tools.contents(log))")
+        for fd in held { close(fd) }
+        usleep(300_000)
+        let status = try Tools.run("vioctl", ["status", "--socket", socket])
+        #expect(status.status == 0, "\(status.stderr)")
+        kill(p.processIdentifier, SIGTERM)
+        p.waitUntilExit()
+    }
+
     /// SIGTERM on one agent: the other's links to it go down at once, with the reason.
     @Test func aStoppingAgentTellsItsPeersWhy() throws {
         let cluster = try LoopbackCluster(hosts: ["alpha", "beta"], instances: """

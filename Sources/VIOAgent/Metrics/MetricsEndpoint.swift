@@ -44,6 +44,7 @@ final class MetricsEndpoint {
     private func acceptAll() {
         while true {
             var peer = TCPSocket.Address()
+            // Out of descriptors, the socket sheds the connection itself and returns nil.
             guard let socket = (try? listener.socket.accept(peer: &peer)) ?? nil else { return }
             let connection = Connection(socket)
             if connections.count >= Self.maximumConnections, let oldest = connections.first { close(oldest) }
