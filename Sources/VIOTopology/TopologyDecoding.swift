@@ -106,7 +106,8 @@ extension NodeDecoder {
         }
         let keyFile = f.string("key_file")
         let poll = f.integer("agent_poll_us", in: 0...10_000) ?? defaults.agentPollMicroseconds
-        let metrics = metricsListen(f) ?? defaults.metricsListen
+        // `off` on a host turns off what `defaults` set.
+        let metrics = f.string("metrics_listen") == "off" ? nil : metricsListen(f) ?? defaults.metricsListen
         if let keyFile, !keyFile.hasPrefix("/") {
             error(at: f.location(of: "key_file"), "key_file '\(keyFile)' must be an absolute path")
         }
@@ -116,9 +117,9 @@ extension NodeDecoder {
                     agentPollMicroseconds: poll, metricsListen: metrics, location: f.location)
     }
 
-    /// `metrics_listen: ADDRESS:PORT` (an IPv6 address in brackets), checked.
+    /// `metrics_listen: ADDRESS:PORT` (an IPv6 address in brackets), checked; `off` is nil.
     private func metricsListen(_ f: Fields) -> String? {
-        guard let text = f.string("metrics_listen") else { return nil }
+        guard let text = f.string("metrics_listen"), text != "off" else { return nil }
         guard Addresses.splitHostPort(text) != nil else {
             error(at: f.location(of: "metrics_listen"), "metrics_listen '\(text)' is not ADDRESS:PORT",
                   hint: "for example 127.0.0.1:9464, 0.0.0.0:9464 or [::1]:9464")

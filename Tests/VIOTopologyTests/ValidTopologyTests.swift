@@ -119,5 +119,19 @@ struct ValidTopologyTests {
         #expect(text.contains("channels: 2 (this host dials)"))
         #expect(text.contains("max_message_size: 8MiB"))
     }
-}
 
+    /// `metrics_listen` in `defaults` applies to every host; a host may set its own or `off`.
+    @Test func metricsListenDefaultsAndOverrides() throws {
+        let (t, _) = try TopologyLoader.parse(text: """
+            cluster: c
+            version: 1
+            defaults: { metrics_listen: "0.0.0.0:9464" }
+            hosts:
+              - { name: a, address: 10.0.0.1 }
+              - { name: b, address: 10.0.0.2, metrics_listen: "[::1]:9500" }
+              - { name: c, address: 10.0.0.3, metrics_listen: "off" }
+            """)
+        #expect(t.hosts.map(\.metricsListen) == ["0.0.0.0:9464", "[::1]:9500", nil])
+        #expect(Host.listenAddress("[::1]:9500")! == ("::1", 9500))
+    }
+}
