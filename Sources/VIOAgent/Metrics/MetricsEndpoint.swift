@@ -3,8 +3,8 @@ import VIOLinux
 /// Serves `GET /metrics` (Prometheus' text exposition format) over HTTP/1.x on the agent's
 /// loop: one response per connection, then the connection closes. Nothing else is served. A
 /// request is read up to its blank line (at most 8 KiB); at most 16 connections are open at a
-/// time (a seventeenth drops the oldest), so a client that connects and says nothing costs a
-/// socket, not the agent.
+/// time (a seventeenth drops the oldest that has not sent its request, else the oldest), so a
+/// client that connects and says nothing costs a socket, not the agent.
 final class MetricsEndpoint {
     private final class Listener {
         let socket: TCPSocket
@@ -47,7 +47,12 @@ final class MetricsEndpoint {
             // Out of descriptors, the socket sheds the connection itself and returns nil.
             guard let socket = (try? listener.socket.accept(peer: &peer)) ?? nil else { return }
             let connection = Connection(socket)
-            if connections.count >= Self.maximumConnections, let oldest = connections.first { close(oldest) }
+            // Full: the oldest that has not asked for anything yet goes first, so connections
+            // that only connect cannot cut off a scrape being written.
+            if connections.count >= Self.maximumConnections,
+               let victim = connections.first(where: { $0.response.isEmpty }) ?? connections.first {
+                close(victim)
+            }
             do {
                 connection.registration = try loop.register(connection.socket.fd.rawValue) { [unowned self, unowned connection] event in
                     self.serve(connection, event)
