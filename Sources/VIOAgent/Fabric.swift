@@ -464,9 +464,15 @@ final class Fabric {
     private func tick(_ now: UInt64) {
         channels.tick(now)
         sessions.expireWaits(now)
-        // Acknowledge deliveries that no credit grant carried.
-        for link in sessions.links.values where link.isOpen && link.deliveredMessages != link.acknowledgedDelivered {
-            grantCredit(link, force: true)
+        for link in sessions.links.values where link.isOpen {
+            if link.deliveredMessages != link.acknowledgedDelivered {
+                // Acknowledge deliveries that no credit grant carried.
+                grantCredit(link, force: true)
+            } else if !link.backlog.isEmpty, link.flushBacklog() {
+                // A backlog that fits now: a space wake-up missed for any reason costs one
+                // tick, not the link (the grant that follows lets the far sender go on).
+                grantCredit(link)
+            }
         }
         for (id, request) in healthRequests where request.deadline <= now {
             healthRequests[id] = nil

@@ -338,9 +338,9 @@ final class SessionManager {
 
     /// Applies a close from the far end once everything it sent is in the ring.
     func finishRemoteClose(_ link: RemoteLink) {
-        guard link.flushBacklog() else {
-            _ = link.armForSpace()
-            return
+        while !link.flushBacklog() {
+            // Armed: the instance rings when it frees space. Not armed: the backlog fits now.
+            if link.armForSpace() { return }
         }
         if let (requestID, _) = link.openRequest {
             // Closed before it was accepted: the OPEN_LINK waiting for it hears so.

@@ -495,11 +495,14 @@ final class RemoteLink: WorkListed {
     var wantsGrant: Bool { !farSenderHasCredit || grantable >= minimumGrant }
 
     /// Sets ring 0's writer flag so the instance rings when it frees space; false (not
-    /// armed) when ``minimumGrant`` is already grantable.
+    /// armed: try again now) when the first backlogged record fits already, or, with nothing
+    /// backlogged, ``minimumGrant`` is grantable. The check after arming is what makes this
+    /// safe: space the instance freed before it saw the flag (it rang nothing) is seen here.
     func armForSpace() -> Bool {
         producer.writerArmed.store(1, ordering: .sequentiallyConsistent)
         atomicMemoryFence(ordering: .sequentiallyConsistent)
-        if grantable >= minimumGrant && backlog.isEmpty {
+        let ready = backlog.first.map { producer.hasSpace(payload: $0.bytes.count) } ?? (grantable >= minimumGrant)
+        if ready {
             producer.writerArmed.store(0, ordering: .relaxed)
             return false
         }
