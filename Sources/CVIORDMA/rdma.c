@@ -78,7 +78,6 @@ struct vio_rdma_conn {
     struct arrival arrived[VIO_RDMA_SLOTS];
     uint32_t arrived_head, arrived_count;
     uint32_t owed;
-    vio_rdma_counters counters;
 };
 
 static void say(char *err, size_t errlen, const char *format, ...) {
@@ -390,7 +389,6 @@ const char *vio_rdma_describe(const vio_rdma_conn *c, char *out, size_t len) {
     return out;
 }
 
-void vio_rdma_get_counters(const vio_rdma_conn *c, vio_rdma_counters *out) { *out = c->counters; }
 
 /* MARK: progress */
 
@@ -440,7 +438,6 @@ static void completion(vio_rdma_conn *c, const struct ibv_wc *wc) {
         return;
     }
     if (wc->opcode & IBV_WC_RECV) {
-        c->counters.receives++;
         if (c->state == VIO_RDMA_CONNECTING) {
             /* The peer's first message can come before this end's ESTABLISHED event (an
              * accepting end, or a lost RTU): the connection is up. */
@@ -504,14 +501,12 @@ static int post_send(vio_rdma_conn *c, uint32_t slot, size_t len) {
     }
     c->owed = 0;
     c->credit--;
-    c->counters.sends++;
     return 0;
 }
 
 /* Returns owed credit in a message of its own when enough accumulated. */
 static int return_credit(vio_rdma_conn *c) {
     if (c->state != VIO_RDMA_ESTABLISHED || c->owed < CREDIT_THRESHOLD || c->credit < 1) return 0;
-    c->counters.credit_messages++;
     return post_send(c, CREDIT_ONLY, 0);
 }
 
@@ -549,7 +544,6 @@ uint8_t *vio_rdma_send_buffer(vio_rdma_conn *c) {
     if (c->lent_slot >= 0) return c->send_memory + (size_t)c->lent_slot * VIO_RDMA_SLOT_BYTES;
     /* The last credit is kept for returning credit. */
     if (c->free_count == 0 || c->credit < 2) {
-        c->counters.credit_waits++;
         return NULL;
     }
     c->lent_slot = c->free_slots[--c->free_count];
@@ -639,7 +633,6 @@ int vio_rdma_read(vio_rdma_conn *c, void *local, const vio_rdma_mr *local_mr, ui
     if (rc != 0) return fail(c, "ibv_post_send (RDMA READ): %s", strerror(rc));
     if (signal) c->unsignalled = 0;
     c->read_seqs[c->reads_in_flight++] = seq;
-    c->counters.reads++;
     return 0;
 }
 

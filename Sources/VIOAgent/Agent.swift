@@ -603,14 +603,9 @@ public final class Agent {
 
     /// Ring sizes and per-direction counters of a link whose local end reads ring `localRing`.
     private static func recordTraffic(of region: LinkRegion, localRing: Int, into state: inout AgentStatus.LinkState) {
-        func counters(_ ring: Int) -> AgentStatus.DirectionCounters {
-            let c = region.counters(ofRing: ring)
-            return AgentStatus.DirectionCounters(messages: c.messagesSent, bytes: c.bytesSent, wakeups: c.wakeupsSent,
-                                                 fullStalls: c.fullStalls, errors: c.errors)
-        }
         state.ringBytes = (UInt64(region.capacity(ofRing: localRing)), UInt64(region.capacity(ofRing: 1 - localRing)))
-        state.sent = counters(1 - localRing)
-        state.received = counters(localRing)
+        state.sent = AgentStatus.DirectionCounters(region.counters(ofRing: 1 - localRing))
+        state.received = AgentStatus.DirectionCounters(region.counters(ofRing: localRing))
     }
 
     /// ``status()`` with each link's counters counting every link between its two instances

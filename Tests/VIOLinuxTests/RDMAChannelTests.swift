@@ -135,17 +135,17 @@ struct PayloadPullsTests {
         let header = FrameHeader(type: .data, session: 3, destination: 4, length: 8 + 70_000, sequence: 9)
         let prefix: [UInt8] = [1, 2, 3, 4, 5, 6, 7, 8]
         let bytes = prefix.withUnsafeBytes {
-            PayloadPulls.descriptor(kind: 5, header: header, prefix: $0, address: 0x1000, rkey: 77, count: 70_000, token: 42)
+            PayloadPulls.descriptor(header: header, prefix: $0, address: 0x1000, rkey: 77, count: 70_000, token: 42)
         }
-        let d = try PayloadPulls.parse(Array(bytes.dropFirst()))
+        let d = try PayloadPulls.parse(bytes)
         #expect(d.header == header && d.prefix == prefix && d.address == 0x1000 && d.rkey == 77 && d.count == 70_000 && d.token == 42)
         // An address that would wrap, a length that disagrees with the header, a frame larger
         // than a frame may be, a carrier frame in a carrier frame, trailing bytes: refused.
         func refused(_ h: FrameHeader, address: UInt64 = 0x1000, count: Int, extra: [UInt8] = []) -> Bool {
             let b = prefix.withUnsafeBytes {
-                PayloadPulls.descriptor(kind: 5, header: h, prefix: $0, address: address, rkey: 1, count: count, token: 1)
+                PayloadPulls.descriptor(header: h, prefix: $0, address: address, rkey: 1, count: count, token: 1)
             }
-            return (try? PayloadPulls.parse(Array(b.dropFirst()) + extra)) == nil
+            return (try? PayloadPulls.parse(b + extra)) == nil
         }
         #expect(refused(header, address: UInt64.max - 100, count: 70_000))
         #expect(refused(header, count: 69_999))

@@ -44,24 +44,12 @@ import Glibc
 
     /// SIGHUP rereads the topology file and reports; the agent (and its links) go on.
     @Test func hangupRereadsTheTopologyAndKeepsServing() throws {
-        let dir = Tools.scratchDirectory()
-        let file = dir + "/topology.yaml"
-        let text = """
-            cluster: demo
-            version: 1
-            hosts:
-              - { name: local, address: 127.0.0.1, transport: tcp }
-            instances:
-              - { name: db1, host: local }
-              - { name: db2, host: local }
-            links:
-              - { between: [db1, db2] }
-
-            """
-        try text.write(toFile: file, atomically: true, encoding: .utf8)
-        let agent = try RunningAgent(arguments: ["--topology", file], socket: dir + "/agent.sock")
-        let db1 = try VIOClient.attach(as: "db1", socketPath: dir + "/agent.sock")
-        let db2 = try VIOClient.attach(as: "db2", socketPath: dir + "/agent.sock")
+        let f = try FabricFixture(instances: "  - { name: db1, host: local }\n  - { name: db2, host: local }",
+                                  links: "  - { between: [db1, db2] }")
+        let (agent, file) = (f.agent, f.topology)
+        let text = try String(contentsOfFile: file, encoding: .utf8)
+        let db1 = try VIOClient.attach(as: "db1", socketPath: f.socket)
+        let db2 = try VIOClient.attach(as: "db2", socketPath: f.socket)
         let link = try db1.openLink(to: "db2")
         let peer = try db2.acceptLink(timeout: .seconds(5))
         func hangUpAndWait(for text: String) -> Bool {
@@ -69,10 +57,12 @@ import Glibc
             return Tools.waitUntil(timeout: 10) { Tools.contents(agent.logFile).contains(text) }
         }
         #expect(hangUpAndWait(for: "SIGHUP: \(file) unchanged"), "\(Tools.contents(agent.logFile))")
-        try (text + "  - { between: [db1, db1b] }\n").replacingOccurrences(of: "  - { name: db2, host: local }\n",
-            with: "  - { name: db2, host: local }\n  - { name: db1b, host: local }\n").write(toFile: file, atomically: true, encoding: .utf8)
+        let changed = (text + "\n  - { between: [db1, db1b] }\n").replacingOccurrences(of: "  - { name: db2, host: local }\n",
+            with: "  - { name: db2, host: local }\n  - { name: db1b, host: local }\n")
+        #expect(changed.contains("db1b, host"), "\(changed)")
+        try changed.write(toFile: file, atomically: true, encoding: .utf8)
         #expect(hangUpAndWait(for: "changed, but applying a topology while running is not supported yet"), "\(Tools.contents(agent.logFile))")
-        try "cluster: demo\nversion: 1\nhosts: [\n".write(toFile: file, atomically: true, encoding: .utf8)
+        try "cluster: test\nversion: 1\nhosts: [\n".write(toFile: file, atomically: true, encoding: .utf8)
         #expect(hangUpAndWait(for: "has errors; this agent keeps running the topology it started with"), "\(Tools.contents(agent.logFile))")
         #expect(Tools.contents(agent.logFile).contains("topology.yaml:"), "errors name their position")
         // Still serving, the link still carrying.

@@ -95,11 +95,6 @@ uint8_t *vio_rdma_received(vio_rdma_conn *c, size_t *len);
  * queue, and credit is returned to the peer when enough has accumulated. -1 on error. */
 int vio_rdma_consume(vio_rdma_conn *c, size_t n);
 
-/* Counters: messages posted and received, credit-only messages, times a send found no credit. */
-typedef struct {
-    uint64_t sends, receives, credit_messages, credit_waits, reads;
-} vio_rdma_counters;
-void vio_rdma_get_counters(const vio_rdma_conn *c, vio_rdma_counters *out);
 
 /* Memory registered with the connection's protection domain: local writes always, and remote
  * reads by the peer when `remote_read` (a link's ring a far agent pulls payloads from). NULL

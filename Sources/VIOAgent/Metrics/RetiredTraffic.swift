@@ -12,14 +12,8 @@ struct RetiredTraffic {
     /// Adds `region`'s counters: ring r is read by `readers`.r and written by the other end.
     mutating func retire(_ region: LinkRegion, readers: (String, String)) {
         for (ring, reader, writer) in [(0, readers.0, readers.1), (1, readers.1, readers.0)] {
-            let c = region.counters(ofRing: ring)
-            var total = byDirection[Self.key(writer, reader)] ?? AgentStatus.DirectionCounters()
-            total.messages &+= c.messagesSent
-            total.bytes &+= c.bytesSent
-            total.wakeups &+= c.wakeupsSent
-            total.fullStalls &+= c.fullStalls
-            total.errors &+= c.errors
-            byDirection[Self.key(writer, reader)] = total
+            let key = Self.key(writer, reader)
+            byDirection[key] = counters(from: writer, to: reader).adding(AgentStatus.DirectionCounters(region.counters(ofRing: ring)))
         }
     }
 
@@ -30,6 +24,11 @@ struct RetiredTraffic {
 }
 
 extension AgentStatus.DirectionCounters {
+    /// What one ring counted (its writer's side of a direction).
+    init(_ c: RingCounters) {
+        self.init(messages: c.messagesSent, bytes: c.bytesSent, wakeups: c.wakeupsSent, fullStalls: c.fullStalls, errors: c.errors)
+    }
+
     /// These counters plus `other`'s.
     func adding(_ other: AgentStatus.DirectionCounters) -> AgentStatus.DirectionCounters {
         var sum = self

@@ -172,16 +172,16 @@ final class PayloadPulls {
         return l
     }
 
-    /// Drops ledgers with nothing out (their lender may go).
-    func prune(_ ledger: Ledger) {
-        if ledger.isEmpty, ledgers[ObjectIdentifier(ledger.lender)] === ledger { ledgers[ObjectIdentifier(ledger.lender)] = nil }
+    /// Drops ledgers with nothing out (their lenders may go).
+    func pruneLedgers() {
+        if !ledgers.isEmpty { ledgers = ledgers.filter { !$0.value.isEmpty } }
     }
 
-    /// A descriptor: kind, the frame's header, prefix, payload address, rkey, length, token.
-    static func descriptor(kind: UInt8, header: FrameHeader, prefix: UnsafeRawBufferPointer, address: UInt64,
+    /// A PULL descriptor (after its kind byte): the frame's header, prefix, payload address,
+    /// rkey, length, token.
+    static func descriptor(header: FrameHeader, prefix: UnsafeRawBufferPointer, address: UInt64,
                            rkey: UInt32, count: Int, token: UInt64) -> [UInt8] {
         var w = ByteWriter(capacity: 64)
-        w.write(kind)
         header.encode(to: &w)
         w.write(UInt16(prefix.count))
         w.write(raw: prefix)
@@ -192,7 +192,7 @@ final class PayloadPulls {
         return w.bytes
     }
 
-    /// A PULL descriptor read back (after its kind byte); throws on anything malformed.
+    /// A PULL descriptor read back; throws on anything malformed.
     static func parse(_ body: [UInt8]) throws(DecodeError) -> (header: FrameHeader, prefix: [UInt8], address: UInt64,
                                                                  rkey: UInt32, count: Int, token: UInt64) {
         var r = ByteReader(body)

@@ -41,7 +41,7 @@ public final class RDMAChannel: FabricChannel {
     private var watchingCompletions = false
     private var phase = Phase.tcp
     /// This end sends its frames over the queue pair (it sent SWITCH).
-    private var sendingOverQueuePair = false
+    private var sendingOverQueuePair: Bool { phase == .rdma }
     /// The far end sent SWITCH: its frames come over the queue pair.
     private var receivingOverQueuePair = false
     /// Output once this end switched; input once the far end did.
@@ -193,13 +193,9 @@ public final class RDMAChannel: FabricChannel {
         let token = pulls.nextToken
         pulls.nextToken += 1
         pulls.out[token] = (ledger, seq)
-        let descriptor = PayloadPulls.descriptor(kind: Kind.pull.rawValue, header: header, prefix: prefix,
-                                                 address: UInt64(UInt(bitPattern: payload.baseAddress!)),
-                                                 rkey: registration.remoteKey, count: payload.count, token: token)
-        output.appendFrame(head: FrameHeader.size + descriptor.count, { p in
-            FrameHeader(type: .carrier, length: UInt32(descriptor.count)).store(to: p)
-            descriptor.withUnsafeBytes { (p + FrameHeader.size).copyMemory(from: $0.baseAddress!, byteCount: descriptor.count) }
-        }, payload: UnsafeRawBufferPointer(start: nil, count: 0), loan: nil, inPlace: false)
+        sendCarrierOnQueuePair(.pull, PayloadPulls.descriptor(header: header, prefix: prefix,
+                                                              address: UInt64(UInt(bitPattern: payload.baseAddress!)),
+                                                              rkey: registration.remoteKey, count: payload.count, token: token))
         return true
     }
 
@@ -230,10 +226,7 @@ public final class RDMAChannel: FabricChannel {
     /// Copies queued frames into send buffers and posts them; false while credit or buffers
     /// are short (a completion makes the channel readable, and the fabric flushes again).
     private func flushQueuePair(_ queuePair: RDMAQueuePair) throws(ChannelError) -> Bool {
-        defer {
-            // Ledgers with nothing out let their lenders go.
-            if !pulls.ledgers.isEmpty { pulls.ledgers = pulls.ledgers.filter { !$0.value.isEmpty } }
-        }
+        defer { pulls.pruneLedgers() }
         while output.count > 0 {
             guard let buffer = queuePair.sendBuffer() else {
                 try check(queuePair.state)
@@ -339,7 +332,7 @@ public final class RDMAChannel: FabricChannel {
                 }
                 if read >= budget { return true }
                 let rest = UnsafeMutableRawBufferPointer(rebasing: p.placement.destination[p.filled...])
-                guard let n = try pull(from: queuePair, into: rest) else { return false }
+                guard let n = try copyReceived(from: queuePair, into: rest) else { return false }
                 placing!.filled += n
                 read += n
                 continue
@@ -349,7 +342,7 @@ public final class RDMAChannel: FabricChannel {
                 do {
                     more = try decoder.nextFrame { header, payload in
                         guard header.type != .carrier else {
-                            do throws(ChannelError) { return try pullFrame(payload, queuePair: queuePair, place: place) } catch {
+                            do throws(ChannelError) { return try queuePairCarrierFrame(payload, queuePair: queuePair, place: place) } catch {
                                 rdmaFailure = error
                                 return false
                             }
@@ -382,7 +375,7 @@ public final class RDMAChannel: FabricChannel {
             let pending = decoder.pendingBytes
             let limit = pending < FrameHeader.size ? FrameHeader.size - pending : Int.max
             guard let n = try decoder.fill(limit: limit, { buffer throws(ChannelError) -> Int? in
-                try pull(from: queuePair, into: buffer)
+                try copyReceived(from: queuePair, into: buffer)
             }) else { return false }
             read += n
         }
@@ -390,7 +383,7 @@ public final class RDMAChannel: FabricChannel {
 
     /// A carrier frame on the queue pair: a PULL (start the READ; false: frames behind it wait)
     /// or RELEASED (a payload this end lent was pulled). Anything else breaks the channel.
-    private func pullFrame(_ payload: UnsafeRawBufferPointer, queuePair: RDMAQueuePair,
+    private func queuePairCarrierFrame(_ payload: UnsafeRawBufferPointer, queuePair: RDMAQueuePair,
                            place: (FrameHeader) -> PayloadPlacement?) throws(ChannelError) -> Bool {
         guard let first = payload.first, let kind = Kind(rawValue: first) else { throw .protocolViolation("unknown carrier frame on the queue pair") }
         let body = Array(payload.dropFirst())
@@ -402,7 +395,6 @@ public final class RDMAChannel: FabricChannel {
                 throw .protocolViolation("RELEASED for payload \(token), which is not out")
             }
             ledger.released(seq)
-            pulls.prune(ledger)
             return true
         case .pull:
             let d: (header: FrameHeader, prefix: [UInt8], address: UInt64, rkey: UInt32, count: Int, token: UInt64)
@@ -455,7 +447,7 @@ public final class RDMAChannel: FabricChannel {
 
     /// Copies received stream bytes into `buffer` (opening records on an encrypted pair), at
     /// most one message's worth: how many, nil when nothing has arrived.
-    private func pull(from queuePair: RDMAQueuePair, into buffer: UnsafeMutableRawBufferPointer) throws(ChannelError) -> Int? {
+    private func copyReceived(from queuePair: RDMAQueuePair, into buffer: UnsafeMutableRawBufferPointer) throws(ChannelError) -> Int? {
         guard var message = queuePair.received() else { return nil }
         let n: Int
         if let seal {
@@ -502,7 +494,6 @@ public final class RDMAChannel: FabricChannel {
             if seal == nil, pulls.bounce == nil { pulls.bounce = try? PayloadPulls.Bounce(on: queuePair) }
             // Everything sent before goes on TCP, SWITCH last; everything after on the pair.
             sendCarrier(.switchOver, [pulls.bounce != nil ? 1 : 0])
-            sendingOverQueuePair = true
             phase = .rdma
             note = "rdma: \(queuePair.description)"
             return

@@ -122,11 +122,6 @@ final class RDMAQueuePair {
     /// READs that may be in flight at once.
     static let readsInFlight = Int(VIO_RDMA_READS)
 
-    var counters: vio_rdma_counters {
-        var c = vio_rdma_counters()
-        vio_rdma_get_counters(handle, &c)
-        return c
-    }
 }
 
 /// Where an agent takes RDMA connect requests: bound to the host's topology address, which

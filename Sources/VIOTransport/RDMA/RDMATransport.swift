@@ -11,8 +11,6 @@ public final class RDMATransport: FabricTransport {
     private let rendezvous: RDMARendezvous
     /// The TCP listener and the RDMA listener, watched as one.
     private let sources: Epoll
-    /// Connect requests refused (no or a stale ticket), since start.
-    public private(set) var refusedRequests = 0
 
     /// A transport on `tcp` (which listens when some peer dials this host), with an RDMA
     /// listener on this host's topology `address`. Throws, saying why, when no active RDMA
@@ -47,7 +45,6 @@ public final class RDMATransport: FabricTransport {
             if let channel = rendezvous.redeem(data) {
                 channel.acceptQueuePair(request)
             } else {
-                refusedRequests += 1
                 RDMAListener.reject(request)
             }
         }
