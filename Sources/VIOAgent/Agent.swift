@@ -25,6 +25,8 @@ public final class Agent {
     private let loop: EventLoop
     /// The inter-host fabric; nil when this host has no links to other hosts.
     private var fabric: Fabric?
+    /// Proxy mode: the services with an end on this host (nil when there are none).
+    private var proxy: ProxyManager?
     /// The Prometheus endpoint, when the host's `metrics_listen` (or `--metrics-listen`) asks.
     private var metricsEndpoint: MetricsEndpoint?
     private let signals: SignalDescriptor
@@ -107,6 +109,17 @@ public final class Agent {
                 throw .system(error, doing: "cannot listen for other agents on \(host.address):\(host.port) (is another agent running, or is the address not on this host?)")
             }
             fabric?.delegate = self
+        }
+        if !configuration.view.services.isEmpty {
+            do {
+                let proxy = try ProxyManager(view: configuration.view, loop: loop, logger: logger)
+                proxy.fabric = fabric
+                fabric?.proxy = proxy
+                self.proxy = proxy
+            } catch {
+                unlink(path)
+                throw error
+            }
         }
         if let listen = configuration.view.host.metricsListen {
             guard let (address, port) = Host.listenAddress(listen) else {
@@ -258,6 +271,7 @@ public final class Agent {
                 if stopping { return }
             }
             expirePendingOpens(now: now)
+            if let proxy, proxy.nextDeadline <= now { proxy.tick(now) }
             moreWork = fabric?.finishTurn() ?? false
             readClock()
             if now &- turnStart > 200_000_000 {
@@ -585,7 +599,8 @@ public final class Agent {
     /// Milliseconds from `now` to the next deadline (rounded up; -1: none).
     private func nextTimeoutMilliseconds(now: UInt64) -> Int32 {
         let opens = pendingOpens.lazy.map(\.deadline).min() ?? .max
-        return Deadline(nanoseconds: min(opens, fabric?.nextTimeoutNanoseconds() ?? .max)).remainingMilliseconds(at: now)
+        let timers = min(fabric?.nextTimeoutNanoseconds() ?? .max, proxy?.nextDeadline ?? .max)
+        return Deadline(nanoseconds: min(opens, timers)).remainingMilliseconds(at: now)
     }
 
     private func expirePendingOpens(now: UInt64) {
@@ -664,6 +679,7 @@ public final class Agent {
                                  transport: transport.description, numaNodes: UInt16(NUMA.nodeCount),
                                  instances: instances, links: linkStates)
         status.peerHosts = fabric?.peerStates() ?? []
+        status.services = proxy?.statuses() ?? []
         return status
     }
 }

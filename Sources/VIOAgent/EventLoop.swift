@@ -55,6 +55,12 @@ final class EventLoop {
         try epoll.modify(registration.descriptor, token: registration.token, writable: writable)
     }
 
+    /// Sets what a registered descriptor is watched for (neither: silenced, see
+    /// ``Epoll/modify(_:token:readable:writable:)``).
+    func watch(_ registration: Registration, readable: Bool, writable: Bool) throws(SystemError) {
+        try epoll.modify(registration.descriptor, token: registration.token, readable: readable, writable: writable)
+    }
+
     /// Watches a registered descriptor for writability only (its input is no longer read).
     func watchOnlyWritable(_ registration: Registration) throws(SystemError) {
         try epoll.watchOnlyWritable(registration.descriptor, token: registration.token)

@@ -67,6 +67,8 @@ final class Fabric {
     let logger: Logger
     let loop: EventLoop
     weak var delegate: FabricDelegate?
+    /// Proxy mode's connections (nil when this host has no services).
+    weak var proxy: ProxyManager?
     let fingerprint: UInt64
     let heartbeatNanoseconds: UInt64
     let peerTimeoutNanoseconds: UInt64
@@ -326,9 +328,12 @@ final class Fabric {
                 slot.watchingWritable = !done
                 if let registration = slot.registration { try? loop.watchWritable(registration, !done) }
             }
-            if slot.channel.queuedBytes < Self.outputHighWater / 2, !slot.waitingLinks.isEmpty {
-                for link in slot.waitingLinks where link.isRegistered { readyLinks.insert(link) }
-                slot.waitingLinks.removeAll()
+            if slot.channel.queuedBytes < Self.outputHighWater / 2 {
+                if !slot.waitingLinks.isEmpty {
+                    for link in slot.waitingLinks where link.isRegistered { readyLinks.insert(link) }
+                    slot.waitingLinks.removeAll()
+                }
+                if !slot.waitingStreams.isEmpty { proxy?.channelDrained(slot) }
             }
             if slot.watchingWritable { dirty.insert(slot) }
         }
@@ -345,6 +350,7 @@ final class Fabric {
         switch header.type {
         case .data:
             guard let link = sessions.links[header.session], link.host === peer else {
+                if ProxySessionID.isProxy(header.session), let proxy { return try proxy.frame(header, payload, from: peer, on: slot) }
                 return try sessions.unknownSession(header, from: peer)
             }
             guard link.isOpen else { throw ProtocolViolation(.session(header.session), "data for session \(header.session) before it was accepted") }
@@ -359,10 +365,12 @@ final class Fabric {
             if link.wantsGrant { received.insert(link) }
         case .acknowledgement:
             guard let link = sessions.links[header.session], link.host === peer else {
+                if ProxySessionID.isProxy(header.session), let proxy { return try proxy.frame(header, payload, from: peer, on: slot) }
                 return try sessions.unknownSession(header, from: peer)
             }
             try sessions.acknowledged(link, header, Array(payload))
         case .session:
+            if ProxySessionID.isProxy(header.session), let proxy { return try proxy.frame(header, payload, from: peer, on: slot) }
             try sessions.sessionFrame(header, Array(payload), from: peer)
         case .heartbeatRequest:
             send(FrameHeader(type: .heartbeatResponse, sequence: header.sequence), Array(payload), on: slot)
@@ -411,9 +419,8 @@ final class Fabric {
             logger.warning("peer agent reports", metadata: ["peer": "\(peer.name)", "message": "\(text)",
                                                             "bytes": "\(payload.count)"])
         case .serviceUpdate:
-            // Proxy services are not carried yet; say so rather than pretend.
-            send(FrameHeader(type: .control, session: header.session),
-                 Array("service updates are not supported by \(view.host.name)".utf8), on: slot)
+            guard let proxy else { throw ProtocolViolation(.frame, "'\(view.host.name)' shares no services with '\(peer.name)'") }
+            try proxy.serviceUpdate(header, payload, from: peer, on: slot)
         case .serviceUpdateAck:
             break
         case .helloRequest, .helloResponse:

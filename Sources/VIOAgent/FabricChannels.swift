@@ -221,6 +221,7 @@ final class ChannelManager {
             for index in 0..<peer.channelCount { scheduleRedial(peer, index: index, now: now) }
         }
         let affected = fabric.sessions.hostDown(peer)
+        fabric.proxy?.hostDown(peer, reason: reason)
         fabric.failHealthRequests(to: peer, reason: reason)
         if wasUp || affected > 0 {
             logger.error("peer host down", metadata: ["peer": "\(peer.name)", "reason": "\(reason)",
@@ -240,7 +241,7 @@ final class ChannelManager {
             guard hello.cluster == topology.cluster else { throw refuse("cluster '\(hello.cluster)' is not '\(topology.cluster)'") }
             guard hello.to == view.host.name else { throw refuse("this is host '\(view.host.name)', not '\(hello.to)'") }
             guard let peer = peers[hello.from] else {
-                throw refuse("host '\(hello.from)' has no links to '\(view.host.name)' in the topology")
+                throw refuse("host '\(hello.from)' has no links or services with '\(view.host.name)' in the topology")
             }
             guard !peer.dials else { throw refuse("'\(view.host.name)' dials '\(peer.name)', not the other way (nat roles)") }
             if let proven = slot.channel.authenticatedPeer {
@@ -286,6 +287,7 @@ final class ChannelManager {
         logger.info("peer host up", metadata: ["peer": "\(peer.name)", "channels": "\(peer.channelCount)",
                                                "role": "\(peer.dials ? "dialer" : "acceptor")"])
         fabric.sessions.hostUp(peer)
+        fabric.proxy?.hostUp(peer)
     }
 
     /// Per-peer-host state for `vioctl status`.

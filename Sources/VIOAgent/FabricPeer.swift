@@ -24,6 +24,8 @@ final class ChannelSlot: WorkListed {
     var carrier: String?
     /// Links waiting for this channel's output to drain before they may queue more.
     var waitingLinks: [RemoteLink] = []
+    /// Proxied connections waiting for the same (``ProxyManager/channelDrained(_:)``).
+    var waitingStreams: [ProxyStream] = []
     /// Still one of the fabric's channels (false once dropped).
     var isLive = true
     var lists: WorkLists = []

@@ -48,6 +48,17 @@ public struct Epoll: ~Copyable, Sendable {
         _ = try retryingSyscall("epoll_ctl(MOD)") { epoll_ctl(fd.rawValue, EPOLL_CTL_MOD, descriptor, &event) }
     }
 
+    /// Sets what `descriptor` (already added) is watched for. With neither, it is silenced
+    /// (EPOLLONESHOT with no events): a hang-up or error is reported at most once until the
+    /// next call, so a socket its owner pauses cannot make every wait return at once.
+    public func modify(_ descriptor: Int32, token: UInt64, readable: Bool, writable: Bool) throws(SystemError) {
+        var event = epoll_event()
+        event.events = (readable ? EPOLLIN.rawValue | EPOLLRDHUP.rawValue : 0) | (writable ? EPOLLOUT.rawValue : 0)
+        if !readable && !writable { event.events = EPOLLONESHOT.rawValue }
+        event.data.u64 = token
+        _ = try retryingSyscall("epoll_ctl(MOD)") { epoll_ctl(fd.rawValue, EPOLL_CTL_MOD, descriptor, &event) }
+    }
+
     /// Watches `descriptor` (already added) for writability only: for a socket whose input no
     /// longer matters (a reply being written), so pending input or a half-close cannot make
     /// every wait return at once.

@@ -182,6 +182,30 @@ public struct TCPSocket: ~Copyable, Sendable {
         _ = try retryingSyscall("shutdown") { Glibc.shutdown(fd.rawValue, Int32(SHUT_RDWR)) }
     }
 
+    /// Ends this side's writing (the far end reads end of stream); reading goes on.
+    public func shutdownWrite() throws(SystemError) {
+        _ = try retryingSyscall("shutdown(SHUT_WR)") { Glibc.shutdown(fd.rawValue, Int32(SHUT_WR)) }
+    }
+
+    /// Makes closing this socket reset the connection (SO_LINGER with a zero timeout): the
+    /// far end reads ECONNRESET rather than end of stream, and unsent bytes are dropped.
+    public func resetOnClose() {
+        var value = linger(l_onoff: 1, l_linger: 0)
+        _ = setsockopt(fd.rawValue, SOL_SOCKET, SO_LINGER, &value, socklen_t(MemoryLayout<linger>.size))
+    }
+
+    /// The far end's address.
+    public func peerAddress() throws(SystemError) -> Address {
+        var address = Address()
+        address.length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        _ = try retryingSyscall("getpeername") {
+            withUnsafeMutablePointer(to: &address.storage) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getpeername(fd.rawValue, $0, &address.length) }
+            }
+        }
+        return address
+    }
+
     /// The local address (the port the kernel chose for an ephemeral bind).
     public func localAddress() throws(SystemError) -> Address {
         var address = Address()

@@ -60,7 +60,7 @@ public struct ResolvedLink: Sendable, Equatable {
     public var session: UInt32 = 0
 }
 
-/// Another host this one has links to.
+/// Another host this one has links or proxied services to.
 public struct PeerHost: Sendable, Equatable {
     /// The peer.
     public var host: Host
@@ -136,11 +136,20 @@ extension Topology {
                                       maxMessageSize: link.maxMessageSize ?? defaults.maxMessageSize,
                                       session: UInt32(index + 1)))
         }
-        let peers = hosts.filter { perPeer[$0.name] != nil }.map { peer in
-            PeerHost(host: peer, weDial: Self.dials(host, to: peer), channels: min(host.channels, peer.channels),
-                     linkCount: perPeer[peer.name]!, security: security(between: host.name, peer.name))
-        }
         let services = self.services.filter { s in s.server.host == name || s.listen.contains { $0.host == name } }
+        // A service joins the hosts where clients connect to its server's host.
+        var servicePeers: Set<String> = []
+        for s in services {
+            if s.server.host == name {
+                servicePeers.formUnion(s.listen.map(\.host).filter { $0 != name })
+            } else {
+                servicePeers.insert(s.server.host)
+            }
+        }
+        let peers = hosts.filter { perPeer[$0.name] != nil || servicePeers.contains($0.name) }.map { peer in
+            PeerHost(host: peer, weDial: Self.dials(host, to: peer), channels: min(host.channels, peer.channels),
+                     linkCount: perPeer[peer.name] ?? 0, security: security(between: host.name, peer.name))
+        }
         return HostView(host: host,
                         instances: local.map { ResolvedInstance(instance: $0, ringSize: $0.ringSize ?? defaults.ringSize) },
                         links: links, peers: peers, services: services,

@@ -1,13 +1,15 @@
 /// A growable FIFO of bytes in one raw allocation: append at the back, consume from the
 /// front, every copy a `memcpy`. The TCP channel's output buffer (an `Array` would copy
-/// element by element in unoptimised builds and re-check uniqueness on every append).
-final class ByteQueue {
+/// element by element in unoptimised builds and re-check uniqueness on every append), and
+/// the proxy's per-connection buffer of bytes its socket has not taken yet.
+public final class ByteQueue {
     private var storage: UnsafeMutableRawPointer
     private var capacity: Int
     private var start = 0
     private var end = 0
 
-    init(capacity: Int = 1 << 16) {
+    /// An empty queue with room for `capacity` bytes before it grows.
+    public init(capacity: Int = 1 << 16) {
         self.capacity = capacity
         storage = .allocate(byteCount: capacity, alignment: 64)
     }
@@ -15,13 +17,13 @@ final class ByteQueue {
     deinit { storage.deallocate() }
 
     /// Bytes queued.
-    var count: Int { end - start }
+    public var count: Int { end - start }
 
     /// The queued bytes, valid until the next mutation.
-    var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: storage + start, count: end - start) }
+    public var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: storage + start, count: end - start) }
 
     /// Room for `n` more bytes at the back; returns where they go (the caller fills them).
-    func extend(by n: Int) -> UnsafeMutableRawPointer {
+    public func extend(by n: Int) -> UnsafeMutableRawPointer {
         if capacity - end < n {
             let pending = end - start
             if pending + n <= capacity / 2 || (start > 0 && pending + n <= capacity) {
@@ -43,7 +45,7 @@ final class ByteQueue {
     }
 
     /// Drops `n` bytes from the front.
-    func consume(_ n: Int) {
+    public func consume(_ n: Int) {
         start += n
         if start == end { start = 0; end = 0 }
     }

@@ -171,6 +171,60 @@ public struct AgentStatus: Sendable, Equatable {
         }
     }
 
+    /// A proxied service with an end on this host (proxy mode).
+    public struct ServiceState: Sendable, Equatable {
+        /// The service's name.
+        public var name: String
+        /// `tcp` or `udp`.
+        public var proto: String
+        /// This host's part: `listen`, `server` or `listen+server`.
+        public var role: String
+        /// Where clients connect on this host (empty when it only serves).
+        public var listen: String
+        /// The real server: `HOST ADDRESS:PORT`.
+        public var server: String
+        /// `up`, `down` or `unknown`, as this agent knows it.
+        public var state: String
+        /// Why it is down (empty when up).
+        public var reason: String = ""
+        /// Connections (or UDP flows) open now through this agent.
+        public var connectionsOpen: UInt32 = 0
+        /// Connections (or flows) since the agent started.
+        public var connectionsTotal: UInt64 = 0
+        /// Bytes from clients towards the server, and back, through this agent.
+        public var bytesToServer: UInt64 = 0
+        public var bytesToClients: UInt64 = 0
+        /// Connections refused (server or its host down, connect failed).
+        public var refused: UInt64 = 0
+        /// Connections ended by a reset (either end, or a peer host lost).
+        public var resets: UInt64 = 0
+
+        /// A service entry.
+        public init(name: String, proto: String, role: String, listen: String, server: String, state: String) {
+            self.name = name
+            self.proto = proto
+            self.role = role
+            self.listen = listen
+            self.server = server
+            self.state = state
+        }
+
+        func encode(to w: inout ByteWriter) {
+            w.write(name); w.write(proto); w.write(role); w.write(listen); w.write(server); w.write(state); w.write(reason)
+            w.write(connectionsOpen)
+            for v in [connectionsTotal, bytesToServer, bytesToClients, refused, resets] { w.write(v) }
+        }
+
+        init(from r: inout ByteReader) throws(DecodeError) {
+            self.init(name: try r.readString(), proto: try r.readString(), role: try r.readString(),
+                      listen: try r.readString(), server: try r.readString(), state: try r.readString())
+            reason = try r.readString()
+            connectionsOpen = try r.read()
+            connectionsTotal = try r.read(); bytesToServer = try r.read(); bytesToClients = try r.read()
+            refused = try r.read(); resets = try r.read()
+        }
+    }
+
     /// Cluster name.
     public var cluster: String
     /// This host.
@@ -189,6 +243,8 @@ public struct AgentStatus: Sendable, Equatable {
     public var links: [LinkState]
     /// The fabric towards each other host this one has links to.
     public var peerHosts: [PeerHostState] = []
+    /// Proxied services with an end on this host.
+    public var services: [ServiceState] = []
 
     /// A status snapshot.
     public init(cluster: String, host: String, pid: Int32, uptimeMilliseconds: UInt64, transport: String,
@@ -235,6 +291,8 @@ public struct AgentStatus: Sendable, Equatable {
         }
         w.write(UInt32(peerHosts.count))
         for p in peerHosts { p.encode(to: &w) }
+        w.write(UInt32(services.count))
+        for s in services { s.encode(to: &w) }
     }
 
     init(from r: inout ByteReader) throws(DecodeError) {
@@ -266,5 +324,10 @@ public struct AgentStatus: Sendable, Equatable {
         let peerCount = try r.readCount(max: 1 << 16, minimumElementSize: 72)
         peerHosts = []
         for _ in 0..<peerCount { peerHosts.append(try PeerHostState(from: &r)) }
+        // An agent from before proxy mode ends here.
+        services = []
+        guard r.remaining > 0 else { return }
+        let serviceCount = try r.readCount(max: 1 << 16, minimumElementSize: 58)
+        for _ in 0..<serviceCount { services.append(try ServiceState(from: &r)) }
     }
 }

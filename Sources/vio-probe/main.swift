@@ -11,9 +11,10 @@ import Glibc
 struct Probe: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vio-probe",
-        abstract: "Attach as an instance and exercise a link: round trips, checked streams, failure drills.",
+        abstract: "Attach as an instance and exercise a link: round trips, checked streams, failure drills; or check proxied TCP services (tcp-echo, tcp-check).",
         discussion: "Progress lines go to stdout unbuffered, so scripts can wait for 'ready'. Exit status: 0 done, 2 attach or open refused, 3 link failed.",
-        subcommands: [Ping.self, Echo.self, Rate.self, Sink.self, Stream.self, Verify.self, Hold.self, Scribble.self, IdleLinks.self, Mesh.self, Fanout.self])
+        subcommands: [Ping.self, Echo.self, Rate.self, Sink.self, Stream.self, Verify.self, Hold.self, Scribble.self, IdleLinks.self, Mesh.self, Fanout.self,
+                      TCPEcho.self, TCPCheck.self])
 }
 
 /// Options every subcommand shares: who to attach as and which peer to link with.

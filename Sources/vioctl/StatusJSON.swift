@@ -54,6 +54,15 @@ enum StatusJSON {
                     "last_error": text(p.lastError),
                 ]
             },
+            "services": s.services.map { v -> [String: Any] in
+                [
+                    "name": text(v.name), "protocol": text(v.proto), "role": text(v.role),
+                    "listen": text(v.listen), "server": text(v.server), "state": text(v.state), "reason": text(v.reason),
+                    "connections_open": v.connectionsOpen, "connections_total": v.connectionsTotal,
+                    "bytes_to_server": v.bytesToServer, "bytes_to_clients": v.bytesToClients,
+                    "refused": v.refused, "resets": v.resets,
+                ]
+            },
         ]
         let data = try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])
         return String(decoding: data, as: UTF8.self) + "\n"

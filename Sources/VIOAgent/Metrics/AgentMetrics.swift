@@ -61,6 +61,18 @@ final class AgentMetrics {
             count("vio_peer_reconnects_total", "Times the peer host came back after being down.", labels, peer.reconnects)
             count("vio_peer_key_updates_total", "Key updates this agent asked for on channels to the peer host.", labels, peer.keyUpdates)
         }
+        for service in status.services {
+            let labels = [("service", service.name), ("protocol", service.proto)]
+            gauge("vio_service_up", "Whether the service's server is known to be up (1) or not (0: down or not known).", labels)
+                .set(service.state == "up" ? 1.0 : 0.0)
+            gauge("vio_service_connections_open", "Proxied connections of the service open through this agent.", labels)
+                .set(Int64(service.connectionsOpen))
+            count("vio_service_connections_total", "Proxied connections of the service through this agent.", labels, service.connectionsTotal)
+            count("vio_service_bytes_total", "Bytes of the service's connections carried by this agent.", labels + [("direction", "to_server")], service.bytesToServer)
+            count("vio_service_bytes_total", "Bytes of the service's connections carried by this agent.", labels + [("direction", "to_clients")], service.bytesToClients)
+            count("vio_service_refused_total", "Connections refused: the server or its host down, or the connect failed.", labels, service.refused)
+            count("vio_service_resets_total", "Connections ended by a reset at either end or a lost host.", labels, service.resets)
+        }
         for (peer, samples) in roundTrips {
             let h = histogram("vio_peer_rtt_seconds", "Heartbeat round trip to the peer host's agent.", [("peer", peer)])
             for us in samples { h.record(.microseconds(Int64(us))) }
