@@ -156,8 +156,8 @@ struct TCPEcho: ParsableCommand {
 /// `vio-probe tcp-check`: checked TCP connections through an echo server (a proxy in
 /// between). Each connection sends a reproducible stream of a random size, half-closes,
 /// and must read back exactly that stream and then end of stream. With `--hold`, it opens
-/// the connections, exchanges one message on each, reports, and keeps them open until its
-/// standard input closes.
+/// the connections, exchanges one message on each, reports, and keeps them open until it is
+/// killed.
 struct TCPCheck: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tcp-check",
@@ -176,7 +176,7 @@ struct TCPCheck: ParsableCommand {
     @Option(help: "Seed of the streams and their sizes.")
     var seed: UInt64 = 1
 
-    @Flag(help: "Open the connections, exchange one message on each, and keep them open until stdin closes.")
+    @Flag(help: "Open the connections, exchange one message on each, and keep them open until killed.")
     var hold = false
 
     func run() throws {
@@ -274,8 +274,6 @@ struct TCPCheck: ParsableCommand {
             guard Array(reply[..<got]) == Array(message) else { throw Failure(code: 3, "connection \(index): wrong echo") }
         }
         say("holding \(connections) connections")
-        var byte: UInt8 = 0
-        while Glibc.read(0, &byte, 1) > 0 {}
-        say("released")
+        while true { pause() }
     }
 }

@@ -115,7 +115,7 @@ final class ProxyManager {
             refuse(client, "the agent could not watch the connection")
             return
         }
-        countOpened(service)
+        countOpened(client)
     }
 
     /// Server on another host: open a session to its agent; the client's bytes wait in its
@@ -145,7 +145,7 @@ final class ProxyManager {
             return
         }
         sessions[id.rawValue] = client
-        countOpened(service)
+        countOpened(client)
         settle(client)
         let open = ProxyOpen(service: service.name, window: UInt32(ProxyStream.window), client: client.address)
         fabric.send(FrameHeader(type: .session, flags: .start, session: id.rawValue), open.encoded(), on: slot)
@@ -404,7 +404,10 @@ final class ProxyManager {
         if let remote = stream.remote, sessions[remote.id.rawValue] === stream {
             sessions[remote.id.rawValue] = nil
         }
-        if stream.countsConnection { stream.service.connectionsOpen &-= 1 }
+        if stream.counted {
+            stream.counted = false
+            stream.service.connectionsOpen &-= 1
+        }
         // Once both ends of a local pair closed, neither holds the other.
         if let partner = stream.localPartner, !partner.isOpen {
             partner.localPartner = nil
@@ -412,9 +415,11 @@ final class ProxyManager {
         }
     }
 
-    private func countOpened(_ service: ProxyService) {
-        service.connectionsOpen &+= 1
-        service.connectionsTotal &+= 1
+    /// `stream` stands for a connection in its service's counters until it closes.
+    private func countOpened(_ stream: ProxyStream) {
+        stream.counted = true
+        stream.service.connectionsOpen &+= 1
+        stream.service.connectionsTotal &+= 1
     }
 
     // MARK: Frames from the far agent
@@ -526,7 +531,7 @@ final class ProxyManager {
             return
         }
         sessions[id.rawValue] = server
-        countOpened(service)
+        countOpened(server)
     }
 
     // MARK: Hosts
@@ -683,10 +688,4 @@ final class ProxyManager {
         guard peer.isUp, let slot = peer.slots[channel], slot.ready, slot.isLive else { return nil }
         return slot
     }
-}
-
-extension ProxyStream {
-    /// Whether this stream stands for the connection in its service's counters: the client's
-    /// socket, or the server's when the client is on another host.
-    var countsConnection: Bool { side == .client || remote != nil }
 }

@@ -58,6 +58,9 @@ final class ProxyStream {
     private(set) var wroteEnd = false
     /// What the loop watches now (changed only when it differs).
     private var watching = (readable: true, writable: false)
+    /// Counted as an open connection of its service (the client's socket, or the server's
+    /// when the client is on another host; one per connection).
+    var counted = false
     /// Waiting for the channel's output to drain (on the slot's list).
     var waitingForChannel = false
 

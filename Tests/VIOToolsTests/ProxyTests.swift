@@ -1,0 +1,289 @@
+import Foundation
+import Testing
+import VIOLinux
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Two hosts on loopback with proxied services: `echo` served on b for clients on a,
+/// `local` served and reached on b. The echo server is `vio-probe tcp-echo`, started per test.
+final class ProxyCluster {
+    let cluster: LoopbackCluster
+    /// The real server's port (on b), the port clients of a use, the port of b's local service.
+    let serverPort: Int, remotePort: Int, localPort: Int
+    private(set) var server: ToolProcess?
+
+    init(startServer: Bool = true) throws {
+        let ports = try LoopbackCluster.freePorts(3)
+        (serverPort, remotePort, localPort) = (ports[0], ports[1], ports[2])
+        let services = """
+            services:
+              - name: echo
+                server: { host: b, address: "127.0.0.1:\(serverPort)" }
+                listen:
+                  - { host: a, address: "127.0.0.1:\(remotePort)" }
+              - name: local
+                server: { host: b, address: "127.0.0.1:\(serverPort)" }
+                listen:
+                  - { host: b, address: "127.0.0.1:\(localPort)" }
+
+            """
+        cluster = try LoopbackCluster(hosts: ["a", "b"], instances: "  - { name: ia, host: a }\n  - { name: ib, host: b }",
+                                      links: "  - between: [ia, ib]", extra: services)
+        _ = try cluster.waitForAllPeersUp("a", 1)
+        if startServer {
+            try self.startServer()
+            // b checked the server before it ran and told a it was down: wait for the news.
+            _ = try Tools.waitUntil(timeout: 10) { try serviceStatus("a", "echo").contains(" up,") }
+        }
+    }
+
+    func startServer() throws {
+        let echo = try ToolProcess("vio-probe", ["tcp-echo", "--listen", "127.0.0.1:\(serverPort)"])
+        #expect(echo.waitFor("listening"))
+        server = echo
+    }
+
+    func stopServer() {
+        server?.kill()
+        _ = server?.finish()
+        server = nil
+    }
+
+    /// `vio-probe tcp-check` against `port`; its exit status and output.
+    func check(port: Int, connections: Int, maxSize: Int, seed: Int = 1) throws -> Tools.Result {
+        try Tools.run("vio-probe", ["tcp-check", "--connect", "127.0.0.1:\(port)", "--connections", "\(connections)",
+                                    "--max-size", "\(maxSize)", "--seed", "\(seed)"])
+    }
+
+    /// The status line of service `name` on `host` and the counters line after it.
+    func serviceStatus(_ host: String, _ name: String) throws -> String {
+        let lines = try cluster.status(host).split(separator: "\n").map(String.init)
+        guard let at = lines.firstIndex(where: { $0.hasPrefix("  \(name) ") }) else { return "" }
+        return lines[at] + "\n" + (at + 1 < lines.count ? lines[at + 1] : "")
+    }
+
+    deinit { server?.kill() }
+}
+
+/// A blocking client socket to 127.0.0.1:`port` whose reads time out after `seconds`.
+private func client(_ port: Int, timeout seconds: Int = 10) throws -> Int32 {
+    guard let fd = connectLoopback(port: port, receiveTimeout: timeval(tv_sec: seconds, tv_usec: 0)) else {
+        throw ProxyTestFailure("cannot connect to 127.0.0.1:\(port)")
+    }
+    return fd
+}
+
+struct ProxyTestFailure: Error, CustomStringConvertible {
+    var description: String
+    init(_ d: String) { description = d }
+}
+
+/// Sends all of `bytes`.
+private func sendAll(_ fd: Int32, _ bytes: [UInt8]) -> Bool {
+    var at = 0
+    while at < bytes.count {
+        let n = bytes.withUnsafeBytes { send(fd, $0.baseAddress! + at, bytes.count - at, Int32(MSG_NOSIGNAL)) }
+        if n <= 0 { return false }
+        at += n
+    }
+    return true
+}
+
+/// Reads until `count` bytes, end of stream or an error: the bytes, and errno (0 at end of
+/// stream or when all came).
+private func receive(_ fd: Int32, _ count: Int) -> ([UInt8], Int32) {
+    var out: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 65536)
+    while out.count < count {
+        let n = recv(fd, &buffer, min(buffer.count, count - out.count), 0)
+        if n < 0 { return (out, errno) }
+        if n == 0 { break }
+        out += buffer[..<n]
+    }
+    return (out, 0)
+}
+
+/// Closes `fd` so the far end reads a reset (SO_LINGER 0).
+private func resetClose(_ fd: Int32) {
+    var value = linger(l_onoff: 1, l_linger: 0)
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &value, socklen_t(MemoryLayout<linger>.size))
+    close(fd)
+}
+
+/// Proxy mode on two loopback hosts: bytes, half-closes, resets, refusals, service updates,
+/// host loss, and one connection's stall not slowing the others.
+@Suite(.serialized) struct ProxyTests {
+    /// Checked streams of random sizes up to 16 MiB through the cross-host service and the
+    /// local one, each half-closed by the client and answered to the end.
+    @Test func checkedStreamsThroughRemoteAndLocalServices() throws {
+        let p = try ProxyCluster()
+        let remote = try p.check(port: p.remotePort, connections: 12, maxSize: 16 << 20)
+        #expect(remote.status == 0, "\(remote.stdout)\(remote.stderr)")
+        #expect(remote.stdout.contains("checked 12 connections"))
+        let local = try p.check(port: p.localPort, connections: 12, maxSize: 4 << 20, seed: 2)
+        #expect(local.status == 0, "\(local.stdout)\(local.stderr)")
+        let a = try p.serviceStatus("a", "echo"), b = try p.serviceStatus("b", "echo")
+        #expect(a.contains("listen") && a.contains(" up,") && a.contains("12 total"), "\(a)")
+        #expect(b.contains("server") && b.contains("12 total"), "\(b)")
+        #expect(try Tools.waitUntil(timeout: 5) { try p.serviceStatus("b", "echo").contains("0 connections open") })
+        #expect(try p.serviceStatus("b", "local").contains("listen+server"))
+        // One channel pair between the hosts carried all of it: no socket per client.
+        let json = try Tools.run("vioctl", ["status", "--json", "--socket", p.cluster.socket("a")]).stdout
+        let object = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any]
+        let services = object?["services"] as? [[String: Any]] ?? []
+        #expect(services.first?["name"] as? String == "echo" && services.first?["connections_total"] as? Int == 12, "\(json)")
+    }
+
+    /// A client whose server is down is reset at once with the reason logged; the server's
+    /// agent says the service is down, the client's agent hears it and refuses the next
+    /// client without asking; once the server is back, clients get through again.
+    @Test func downServerRefusesClientsAtOnceAndRecovers() throws {
+        let p = try ProxyCluster(startServer: false)
+        #expect(try Tools.waitUntil(timeout: 10) { try p.serviceStatus("a", "echo").contains("down (") }, "\((try? p.serviceStatus("a", "echo")) ?? "")")
+        let started = Date()
+        let fd = try client(p.remotePort)
+        let (bytes, error) = (sendAll(fd, [1, 2, 3]), receive(fd, 3).1)
+        close(fd)
+        #expect(error == ECONNRESET, "errno \(error), sent \(bytes)")
+        #expect(Date().timeIntervalSince(started) < 2)
+        #expect(p.cluster.log("a").contains("the server on 'b' is down"), "\(p.cluster.log("a"))")
+        // The local service too: reset, with the connect's error in the log.
+        let lfd = try client(p.localPort)
+        #expect(receive(lfd, 1).1 == ECONNRESET)
+        close(lfd)
+        #expect(Tools.waitUntil(timeout: 10) { p.cluster.log("b").contains("Connection refused service=local") })
+        try p.startServer()
+        #expect(try Tools.waitUntil(timeout: 10) { try p.serviceStatus("a", "echo").contains(" up,") }, "\((try? p.serviceStatus("a", "echo")) ?? "")")
+        let ok = try p.check(port: p.remotePort, connections: 2, maxSize: 1000)
+        #expect(ok.status == 0, "\(ok.stdout)")
+        #expect(try p.serviceStatus("a", "echo").contains("refused"))
+    }
+
+    /// Resets travel both ways: a client that resets makes the server's connection reset, and
+    /// a server that resets makes the client's. Half-close travels both ways.
+    @Test func resetsAndHalfClosesTravelBothWays() throws {
+        let ports = try LoopbackCluster.freePorts(2)
+        let services = """
+            services:
+              - name: raw
+                server: { host: b, address: "127.0.0.1:\(ports[0])" }
+                listen:
+                  - { host: a, address: "127.0.0.1:\(ports[1])" }
+
+            """
+        let cluster = try LoopbackCluster(hosts: ["a", "b"], instances: "  - { name: ia, host: a }\n  - { name: ib, host: b }",
+                                          links: "  - between: [ia, ib]", extra: services)
+        _ = try cluster.waitForAllPeersUp("a", 1)
+        let listener = try TCPSocket.listen(on: TCPSocket.resolve("127.0.0.1", port: UInt16(ports[0])))
+        func acceptServer() throws -> Int32 {
+            var poll = pollfd(fd: listener.fd.rawValue, events: Int16(POLLIN), revents: 0)
+            guard Glibc.poll(&poll, 1, 10_000) == 1 else { throw ProxyTestFailure("the server's agent did not connect") }
+            let fd = accept(listener.fd.rawValue, nil, nil)
+            var timeout = timeval(tv_sec: 10, tv_usec: 0)
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            return fd
+        }
+        #expect(try Tools.waitUntil(timeout: 10) { try cluster.status("a").contains(" up,") })
+        // b's agent checked the server with connects of its own: drop them.
+        try listener.fd.setNonBlocking()
+        while true {
+            let probe = accept(listener.fd.rawValue, nil, nil)
+            if probe < 0 { break }
+            close(probe)
+        }
+        try listener.fd.setNonBlocking(false)
+
+        // Half-close from the client: the server reads the bytes then end of stream, and can
+        // still answer; its own half-close ends the client's stream.
+        var c = try client(ports[1]), s = try acceptServer()
+        #expect(sendAll(c, Array("request".utf8)))
+        shutdown(c, Int32(SHUT_WR))
+        let (request, requestError) = receive(s, 100)
+        #expect(String(decoding: request, as: UTF8.self) == "request" && requestError == 0)
+        #expect(sendAll(s, Array("answer".utf8)))
+        shutdown(s, Int32(SHUT_WR))
+        let (answer, answerError) = receive(c, 100)
+        #expect(String(decoding: answer, as: UTF8.self) == "answer" && answerError == 0)
+        close(c); close(s)
+
+        // The client resets: the server's connection is reset.
+        c = try client(ports[1]); s = try acceptServer()
+        #expect(sendAll(c, [42]))
+        #expect(receive(s, 1).0 == [42])
+        resetClose(c)
+        #expect(receive(s, 1).1 == ECONNRESET)
+        close(s)
+
+        // The server resets: the client's connection is reset.
+        c = try client(ports[1]); s = try acceptServer()
+        #expect(sendAll(c, [7]))
+        #expect(receive(s, 1).0 == [7])
+        resetClose(s)
+        #expect(receive(c, 1).1 == ECONNRESET)
+        close(c)
+        #expect(try Tools.waitUntil(timeout: 5) { try cluster.status("b").contains("2 reset") }, "\((try? cluster.status("b")) ?? "")")
+    }
+
+    /// A client killed with -9 has its server connections closed at once (what lets a
+    /// database abort its transaction); the agent's counts go back to zero.
+    @Test func killedClientClosesItsServerConnections() throws {
+        let p = try ProxyCluster()
+        let holder = try ToolProcess("vio-probe", ["tcp-check", "--hold", "--connect", "127.0.0.1:\(p.remotePort)", "--connections", "20"])
+        #expect(holder.waitFor("holding 20 connections"), "\(holder.output)")
+        #expect(try p.serviceStatus("b", "echo").contains("20 connections open"), "\((try? p.serviceStatus("b", "echo")) ?? "")")
+        holder.kill()
+        #expect(try Tools.waitUntil(timeout: 5) { try p.serviceStatus("b", "echo").contains("0 connections open") },
+                "\((try? p.serviceStatus("b", "echo")) ?? "")")
+        #expect(try p.serviceStatus("a", "echo").contains("0 connections open"))
+    }
+
+    /// A client that stops reading stalls only its own connection: its agent stops granting
+    /// credit, the other connections' checked streams complete.
+    @Test func stoppedReaderStallsOnlyItsConnection() throws {
+        let p = try ProxyCluster()
+        let stuck = try client(p.remotePort)
+        defer { close(stuck) }
+        var size: Int32 = 64 * 1024
+        setsockopt(stuck, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+        var timeout = timeval(tv_sec: 0, tv_usec: 200_000)
+        setsockopt(stuck, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        // Send until the path is full: the echo comes back and nobody reads it.
+        let chunk = [UInt8](repeating: 9, count: 64 * 1024)
+        var sent = 0
+        while sent < 64 << 20 {
+            let n = chunk.withUnsafeBytes { send(stuck, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            if n <= 0 { break }
+            sent += n
+        }
+        #expect(sent < 64 << 20, "the stalled connection never filled: \(sent) bytes taken")
+        let started = Date()
+        let others = try p.check(port: p.remotePort, connections: 6, maxSize: 2 << 20, seed: 3)
+        #expect(others.status == 0, "\(others.stdout)")
+        #expect(Date().timeIntervalSince(started) < 30)
+        // What the stalled connection holds in the agents is bounded by its windows.
+        #expect(try p.serviceStatus("a", "echo").contains("1 connections open"))
+    }
+
+    /// The server's host going down resets every proxied connection through it; while it is
+    /// down, clients are refused at once with the reason.
+    @Test func hostDownResetsItsConnections() throws {
+        let p = try ProxyCluster()
+        let fds = try (0..<3).map { _ in try client(p.remotePort) }
+        for fd in fds {
+            #expect(sendAll(fd, [1]))
+            #expect(receive(fd, 1).0 == [1])
+        }
+        _ = p.cluster.agents["b"]?.stop(signal: SIGKILL)
+        for fd in fds {
+            #expect(receive(fd, 1).1 == ECONNRESET)
+            close(fd)
+        }
+        let late = try client(p.remotePort)
+        #expect(receive(late, 1).1 == ECONNRESET)
+        close(late)
+        #expect(p.cluster.log("a").contains("of the server is down"), "\(p.cluster.log("a"))")
+        #expect(try p.serviceStatus("a", "echo").contains("down (host 'b' is down"), "\((try? p.serviceStatus("a", "echo")) ?? "")")
+    }
+}
