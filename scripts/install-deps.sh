@@ -14,6 +14,9 @@ packages=(
   libacl1-dev       # the control socket's ACL: only the topology's uids may connect
   tcpdump           # the test that captures a channel and looks for plaintext
   prometheus        # promtool checks a real scrape of the agent's metrics
+  postgresql        # proxy mode: a real PostgreSQL server, psql and pgbench behind the agents
+  redis-server      # proxy mode: a real Redis server ...
+  redis-tools       # ... and redis-cli, redis-benchmark
   iproute2          # network namespaces for multi-host tests
   procps            # process tools used by tests and demo
   util-linux        # setpriv (tests run a process as another uid), taskset (bench)

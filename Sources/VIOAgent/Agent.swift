@@ -111,6 +111,8 @@ public final class Agent {
             fabric?.delegate = self
         }
         if !configuration.view.services.isEmpty {
+            let descriptors = DescriptorLimit.raiseToMaximum()
+            logger.debug("descriptor limit for proxied connections", metadata: ["limit": "\(descriptors)"])
             do {
                 let proxy = try ProxyManager(view: configuration.view, loop: loop, logger: logger)
                 proxy.fabric = fabric

@@ -40,3 +40,21 @@ public enum DescriptorReserve {
                            detail: "out of descriptors: \(shed) connection(s) closed at once so far; raise the limit (ulimit -n, LimitNOFILE)")
     }
 }
+
+/// The process's limit on open descriptors.
+public enum DescriptorLimit {
+    /// Raises the soft limit to the hard one (a process may, unprivileged): proxy mode holds
+    /// two descriptors per proxied connection, and the usual soft limit of 1024 would cap an
+    /// agent at a few hundred connections. Returns the limit in force.
+    @discardableResult
+    public static func raiseToMaximum() -> UInt64 {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return 0 }
+        if limit.rlim_cur < limit.rlim_max {
+            var raised = limit
+            raised.rlim_cur = limit.rlim_max
+            if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &raised) == 0 { return UInt64(raised.rlim_cur) }
+        }
+        return UInt64(limit.rlim_cur)
+    }
+}

@@ -19,10 +19,11 @@ final class NetnsCluster: AgentCluster {
     /// four-hosts.yaml with a fresh key pair per host (the file's keys are examples).
     var topology: String { directory + "/four-hosts.yaml" }
 
-    /// `hosts` namespaces; agents from four-hosts.yaml for `start` (default: h1...h4 that exist).
-    init(hosts: Int, start: [String]? = nil) throws {
+    /// `hosts` namespaces; agents from `template` (default four-hosts.yaml, with fresh keys)
+    /// for `start` (default: h1...h4 that exist).
+    init(hosts: Int, start: [String]? = nil, template: String = NetnsCluster.topology) throws {
         // The line after each host's address is its key: replace it with a fresh one.
-        var lines = try String(contentsOfFile: Self.topology, encoding: .utf8).split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        var lines = try String(contentsOfFile: template, encoding: .utf8).split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
         for i in 1...4 {
             guard let at = lines.firstIndex(of: "    address: 198.18.0.\(i)"), lines[at + 1].hasPrefix("    key: ") else { continue }
             lines[at + 1] = "    key: " + (try LoopbackCluster.generateKey(at: "\(directory)/h\(i).key", host: "h\(i)"))

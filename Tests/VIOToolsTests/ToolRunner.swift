@@ -52,6 +52,17 @@ enum Tools {
         return (p, out, err)
     }
 
+    /// Starts `p` with no signal blocked. Tests run on Dispatch's worker threads, which block
+    /// nearly every signal, and a child inherits its spawning thread's mask: pgbench's `-T`
+    /// timer (SIGALRM) never fired, and SIGTERM did not stop a child.
+    static func start(_ p: Process) throws {
+        var all = sigset_t(), saved = sigset_t()
+        sigemptyset(&all)
+        pthread_sigmask(SIG_SETMASK, &all, &saved)
+        defer { pthread_sigmask(SIG_SETMASK, &saved, nil) }
+        try p.run()
+    }
+
     /// Polls `condition` every `pollMicroseconds` until it holds (true) or `timeout` passes
     /// (false): a liveness bound, never a speed test.
     static func waitUntil(timeout: TimeInterval, pollMicroseconds: UInt32 = 20_000, _ condition: () throws -> Bool) rethrows -> Bool {
@@ -71,7 +82,7 @@ enum Tools {
     static func run(_ tool: String, _ arguments: [String], environment: [String: String] = [:],
                     timeout: TimeInterval = 60) throws -> Result {
         let (p, out, err) = process(tool, arguments, environment: environment)
-        try p.run()
+        try Tools.start(p)
         let deadline = Date().addingTimeInterval(timeout)
         while p.isRunning && Date() < deadline { usleep(5_000) }
         if p.isRunning { p.terminate() }
@@ -92,7 +103,7 @@ final class RunningAgent {
         let (p, _, err) = Tools.process("vio-agent", arguments + ["--control-socket", socket], environment: environment)
         process = p
         logFile = err
-        try p.run()
+        try Tools.start(p)
         let deadline = Date().addingTimeInterval(20)
         // Connectable, not merely present: a killed agent leaves its socket file behind.
         while (try? UnixSocket.connect(path: socket)) == nil {
@@ -129,7 +140,7 @@ final class ToolProcess {
         process = p
         stdoutFile = out
         stderrFile = err
-        try p.run()
+        try Tools.start(p)
     }
 
     var output: String { Tools.contents(stdoutFile) }
@@ -253,7 +264,7 @@ extension Tools {
         let (p, out, err) = process(tool, arguments)
         p.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
         p.arguments = ["--reuid", "\(uid)", "--regid", "\(uid)", "--clear-groups", binDirectory + "/" + tool] + arguments
-        try p.run()
+        try Tools.start(p)
         let deadline = Date().addingTimeInterval(timeout)
         while p.isRunning && Date() < deadline { usleep(5_000) }
         if p.isRunning { p.terminate() }
