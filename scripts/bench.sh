@@ -113,6 +113,9 @@ done
 # Across hosts: two network-namespace hosts, VIO next to direct TCP over the same veth (root only).
 bash "$root/scripts/bench-hosts.sh" "$bin" "$raw" "$runs"
 
+# Proxy mode: PostgreSQL and Redis clients through the agents and on direct TCP (root only).
+bash "$root/scripts/bench-proxy.sh" "$bin" "$raw" "$runs"
+
 # Across two soft-RoCE guests (scripts/rdma-lab): perftest, VIO over RDMA and over TCP.
 bash "$root/scripts/bench-rdma.sh" "$bin" "$raw" "$runs"
 
@@ -165,6 +168,17 @@ for name, runs in cases.items():
         if not v: continue
         records.append({"name": name, "unit": "KiB", "p50": None, "p99": None, "min": min(v), "max": max(v),
                         "runs": len(v), "value": statistics.median(v)})
+    elif kind == "proxy":
+        # tps (pgbench), rps (redis-benchmark) or ms (lock release): the first present.
+        key = next((k for k in ("tps", "rps", "ms") if any(k in r for r in runs)), None)
+        v = [float(r[key]) for r in runs if key and key in r]
+        if not v: continue
+        mid = sorted(runs, key=lambda r: float(r.get(key, 0)))[len(runs) // 2]
+        rec = {"name": name, "unit": {"tps": "tx/s", "rps": "req/s", "ms": "ms"}[key], "p50": None, "p99": None,
+               "min": min(v), "max": max(v), "runs": len(v), "value": statistics.median(v)}
+        if "latency_ms" in mid: rec["latency_ms"] = float(mid["latency_ms"])
+        if "sockets" in mid: rec["sockets_between_hosts"] = int(float(mid["sockets"]))
+        records.append(rec)
     elif kind in ("bw", "xbw"):
         v = [float(r["gb_per_s"]) for r in runs if "gb_per_s" in r]
         if not v: continue
@@ -181,7 +195,8 @@ for r in records:
     kind = r["name"].split(".")[0]
     # The fan-out is compared with 64 TCP connections at the same message size.
     base = {"rtt": "rtt.tcp.64", "xrtt": "xrtt.tcp.64", "xbw": "xbw.tcp.65536",
-            "fanout": "fanout.tcp." + r["name"].split(".")[-1]}.get(kind)
+            "fanout": "fanout.tcp." + r["name"].split(".")[-1],
+            "proxy": r["name"].replace(".vio.", ".tcp.")}.get(kind)
     ring = {"rtt": "rtt.ring_c.64", "rate": "rate.ring_c.64", "bw": "bw.ring_c.65536"}.get(kind, "")
     p99 = f"{r['p99']:.2f}" if r["p99"] is not None else "-"
     print(f"{r['name']:32} {r['unit']:7} {r['value']:9.2f} {p99:>8} {r['min']:9.2f} {r['max']:9.2f}  "

@@ -167,8 +167,13 @@ public struct Service: Sendable, Equatable {
     public var server: ServiceEndpoint
     /// Where clients reach it, one entry per host that offers it.
     public var listen: [ServiceEndpoint]
+    /// UDP: a client's flow ends after this long without a datagram either way.
+    public var idleTimeoutMilliseconds: Int = Service.defaultIdleTimeoutMilliseconds
     /// Where the service was declared.
     public var location: SourceLocation
+
+    /// `idle_timeout_ms` when the topology gives none.
+    public static let defaultIdleTimeoutMilliseconds = 60_000
 }
 
 /// The transport protocol of a proxied service.

@@ -11,7 +11,7 @@ extension NodeDecoder {
     static let hostPairKeys = ["between", "security"]
     static let instanceKeys = ["name", "host", "uid", "gid", "token_file", "ring_size"]
     static let linkKeys = ["between", "group", "ring_size", "max_message_size"]
-    static let serviceKeys = ["name", "protocol", "server", "listen"]
+    static let serviceKeys = ["name", "protocol", "server", "listen", "idle_timeout_ms"]
     static let endpointKeys = ["host", "address"]
 
     static let ringSizes = ByteSize.kibibytes(4)...ByteSize.gibibytes(1)
@@ -213,8 +213,10 @@ extension NodeDecoder {
         if let node = f["listen"], listen.isEmpty, case .sequence(let s) = node, s.isEmpty {
             error(node, "service '\(name ?? "?")' has no 'listen' entry: no client could reach it")
         }
+        let idle = f.integer("idle_timeout_ms", in: 10...86_400_000) ?? Service.defaultIdleTimeoutMilliseconds
         guard let name, let server else { return nil }
-        return Service(name: name, proto: proto, server: server, listen: listen, location: f.location)
+        return Service(name: name, proto: proto, server: server, listen: listen,
+                       idleTimeoutMilliseconds: idle, location: f.location)
     }
 
     private func decodeEndpoint(_ node: Node, in what: String) -> ServiceEndpoint? {

@@ -75,6 +75,7 @@ public enum TopologyPrinter {
             lines.append("      protocol: \(s.proto.rawValue)")
             lines.append("      server: \(s.server.host) \(s.server.address):\(s.server.port)")
             for l in s.listen { lines.append("      listen: \(l.host) \(l.address):\(l.port)") }
+            if s.proto == .udp { lines.append("      idle_timeout_ms: \(s.idleTimeoutMilliseconds)") }
         }
         return lines.map { indent + $0 }.joined(separator: "\n") + "\n"
     }

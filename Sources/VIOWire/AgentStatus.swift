@@ -198,6 +198,9 @@ public struct AgentStatus: Sendable, Equatable {
         public var refused: UInt64 = 0
         /// Connections ended by a reset (either end, or a peer host lost).
         public var resets: UInt64 = 0
+        /// UDP: datagrams dropped (a full socket or channel, or a flow's first datagrams
+        /// beyond what waits for the far agent).
+        public var datagramsDropped: UInt64 = 0
 
         /// A service entry.
         public init(name: String, proto: String, role: String, listen: String, server: String, state: String) {
@@ -212,7 +215,7 @@ public struct AgentStatus: Sendable, Equatable {
         func encode(to w: inout ByteWriter) {
             w.write(name); w.write(proto); w.write(role); w.write(listen); w.write(server); w.write(state); w.write(reason)
             w.write(connectionsOpen)
-            for v in [connectionsTotal, bytesToServer, bytesToClients, refused, resets] { w.write(v) }
+            for v in [connectionsTotal, bytesToServer, bytesToClients, refused, resets, datagramsDropped] { w.write(v) }
         }
 
         init(from r: inout ByteReader) throws(DecodeError) {
@@ -221,7 +224,7 @@ public struct AgentStatus: Sendable, Equatable {
             reason = try r.readString()
             connectionsOpen = try r.read()
             connectionsTotal = try r.read(); bytesToServer = try r.read(); bytesToClients = try r.read()
-            refused = try r.read(); resets = try r.read()
+            refused = try r.read(); resets = try r.read(); datagramsDropped = try r.read()
         }
     }
 
@@ -327,7 +330,7 @@ public struct AgentStatus: Sendable, Equatable {
         // An agent from before proxy mode ends here.
         services = []
         guard r.remaining > 0 else { return }
-        let serviceCount = try r.readCount(max: 1 << 16, minimumElementSize: 58)
+        let serviceCount = try r.readCount(max: 1 << 16, minimumElementSize: 66)
         for _ in 0..<serviceCount { services.append(try ServiceState(from: &r)) }
     }
 }

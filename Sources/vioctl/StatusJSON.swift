@@ -60,7 +60,7 @@ enum StatusJSON {
                     "listen": text(v.listen), "server": text(v.server), "state": text(v.state), "reason": text(v.reason),
                     "connections_open": v.connectionsOpen, "connections_total": v.connectionsTotal,
                     "bytes_to_server": v.bytesToServer, "bytes_to_clients": v.bytesToClients,
-                    "refused": v.refused, "resets": v.resets,
+                    "refused": v.refused, "resets": v.resets, "datagrams_dropped": v.datagramsDropped,
                 ]
             },
         ]

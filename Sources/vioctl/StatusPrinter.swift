@@ -44,7 +44,7 @@ enum StatusPrinter {
             for v in s.services {
                 let ends = [v.listen.isEmpty ? nil : "listen \(v.listen)", "server \(v.server)"].compactMap { $0 }.joined(separator: ", ")
                 lines.append("  \(pad(v.name, 16)) \(pad(v.proto, 4)) \(pad(v.role, 14)) \(v.state)\(v.reason.isEmpty ? "" : " (\(v.reason))"), \(ends)")
-                lines.append("    \(v.connectionsOpen) connections open, \(v.connectionsTotal) total, \(bytes(v.bytesToServer)) to the server, \(bytes(v.bytesToClients)) to clients, \(v.refused) refused, \(v.resets) reset")
+                lines.append("    \(v.connectionsOpen) connections open, \(v.connectionsTotal) total, \(bytes(v.bytesToServer)) to the server, \(bytes(v.bytesToClients)) to clients, \(v.refused) refused, \(v.resets) reset\(v.proto == "udp" ? ", \(v.datagramsDropped) datagrams dropped" : "")")
             }
         }
         // Names, reasons and errors come from agents (a far one's, for health): one line each.

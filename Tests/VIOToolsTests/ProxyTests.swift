@@ -286,4 +286,96 @@ private func resetClose(_ fd: Int32) {
         #expect(p.cluster.log("a").contains("of the server is down"), "\(p.cluster.log("a"))")
         #expect(try p.serviceStatus("a", "echo").contains("down (host 'b' is down"), "\((try? p.serviceStatus("a", "echo")) ?? "")")
     }
+
+    /// A UDP service: each datagram from a client comes back whole through both agents (and
+    /// through the local relay), one flow per client address; a flow idle past the service's
+    /// timeout ends at both agents, and the client's next datagram starts a new one.
+    @Test func datagramsThroughRemoteAndLocalFlows() throws {
+        let ports = try LoopbackCluster.freePorts(3)
+        let services = """
+            services:
+              - name: dns
+                protocol: udp
+                idle_timeout_ms: 400
+                server: { host: b, address: "127.0.0.1:\(ports[0])" }
+                listen:
+                  - { host: a, address: "127.0.0.1:\(ports[1])" }
+                  - { host: b, address: "127.0.0.1:\(ports[2])" }
+
+            """
+        let cluster = try LoopbackCluster(hosts: ["a", "b"], instances: "  - { name: ia, host: a }\n  - { name: ib, host: b }",
+                                          links: "  - between: [ia, ib]", extra: services)
+        _ = try cluster.waitForAllPeersUp("a", 1)
+        // The server: echoes every datagram, with a prefix so an echo cannot be a reflection.
+        let server = udpSocket(port: ports[0])
+        defer { close(server) }
+        let echo = Thread {
+            var buffer = [UInt8](repeating: 0, count: 65536)
+            var from = sockaddr_storage(), length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+            while true {
+                let n = withUnsafeMutablePointer(to: &from) {
+                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { recvfrom(server, &buffer, buffer.count, 0, $0, &length) }
+                }
+                if n < 0 { return }
+                let reply = Array("echo:".utf8) + buffer[..<n]
+                _ = withUnsafePointer(to: &from) {
+                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { sendto(server, reply, reply.count, 0, $0, length) }
+                }
+            }
+        }
+        echo.start()
+        for port in [ports[1], ports[2]] {
+            let client = udpSocket(port: 0)
+            defer { close(client) }
+            for size in [1, 100, 1400, 9000, 60000] {
+                let datagram = (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ size) }
+                #expect(udpSend(client, datagram, to: port))
+                let reply = udpReceive(client)
+                #expect(reply == Array("echo:".utf8) + datagram, "size \(size) via port \(port): \(reply.count) bytes back")
+            }
+        }
+        let flows = try cluster.status("a")
+        #expect(flows.contains("1 connections open, 1 total"), "\(flows)")
+        // Idle past 400 ms: the flow ends on both agents.
+        #expect(try Tools.waitUntil(timeout: 10) {
+            let a = try cluster.status("a"), b = try cluster.status("b")
+            return a.contains("0 connections open, 1 total") && b.contains("0 connections open, 2 total")
+        }, "\((try? cluster.status("b")) ?? "")")
+        let client = udpSocket(port: 0)
+        defer { close(client) }
+        #expect(udpSend(client, [1, 2, 3], to: ports[1]))
+        #expect(udpReceive(client) == Array("echo:".utf8) + [1, 2, 3])
+        #expect(try cluster.status("a").contains("1 connections open, 2 total"))
+    }
+}
+
+/// A UDP socket bound to 127.0.0.1:`port` (0: any), reads timing out after 10 s.
+private func udpSocket(port: Int) -> Int32 {
+    let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = in_port_t(UInt16(port).bigEndian)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    _ = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    var timeout = timeval(tv_sec: 10, tv_usec: 0)
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    return fd
+}
+
+private func udpSend(_ fd: Int32, _ bytes: [UInt8], to port: Int) -> Bool {
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = in_port_t(UInt16(port).bigEndian)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    return withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { sendto(fd, bytes, bytes.count, 0, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    } == bytes.count
+}
+
+private func udpReceive(_ fd: Int32) -> [UInt8] {
+    var buffer = [UInt8](repeating: 0, count: 65536)
+    let n = recv(fd, &buffer, buffer.count, 0)
+    return n > 0 ? Array(buffer[..<n]) : []
 }

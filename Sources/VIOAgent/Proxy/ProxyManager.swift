@@ -34,13 +34,17 @@ final class ProxyManager {
     private(set) var services: [ProxyService] = []
     private var byName: [String: ProxyService] = [:]
     /// Connections carried to or from other hosts, by session id.
-    private var sessions: [UInt32: ProxyStream] = [:]
+    var sessions: [UInt32: ProxyStream] = [:]
+    /// UDP flows carried to or from other hosts, by session id (ProxyManager+Datagrams).
+    var flows: [UInt32: DatagramFlow] = [:]
+    /// Every UDP flow, by its listen-side client (local ones included), for idle expiry.
+    var allFlows: [ObjectIdentifier: DatagramFlow] = [:]
     /// Streams connecting to a server (both remote and local), for their deadlines.
     private var connecting: [ProxyStream] = []
     /// Next session id per peer host.
     private var nextID: [String: ProxySessionID] = [:]
     /// Where sockets are read into before their bytes are framed or relayed.
-    private let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 * 1024, alignment: 16)
+    let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 * 1024, alignment: 16)
     private var updateSequence: UInt32 = 0
 
     /// Listens for every service's clients on this host; throws (the agent does not start)
@@ -50,7 +54,7 @@ final class ProxyManager {
         self.loop = loop
         self.logger = logger
         self.clock = clock
-        for declared in view.services where declared.proto == .tcp {
+        for declared in view.services {
             var serverAddress: TCPSocket.Address?
             if declared.server.host == view.host.name {
                 do { serverAddress = try TCPSocket.resolve(declared.server.address, port: declared.server.port) } catch {
@@ -58,7 +62,15 @@ final class ProxyManager {
                 }
             }
             let service = ProxyService(declared: declared, host: view.host.name, serverAddress: serverAddress)
-            if let endpoint = service.listenEndpoint {
+            if let endpoint = service.listenEndpoint, declared.proto == .udp {
+                do {
+                    let socket = try UDPSocket.bound(to: TCPSocket.resolve(endpoint.address, port: endpoint.port))
+                    service.datagramRegistration = try loop.register(socket.fd.rawValue) { [unowned self] _ in self.receiveDatagrams(of: service) }
+                    service.datagramListener = consume socket
+                } catch {
+                    throw .system(error, doing: "cannot take datagrams for service '\(declared.name)' on \(endpoint.address):\(endpoint.port) (\(endpoint.location)); is the port taken or the address not on this host?")
+                }
+            } else if let endpoint = service.listenEndpoint {
                 do {
                     let socket = try TCPSocket.listen(on: TCPSocket.resolve(endpoint.address, port: endpoint.port), backlog: 4096)
                     try socket.fd.setNonBlocking()
@@ -72,7 +84,10 @@ final class ProxyManager {
             byName[declared.name] = service
         }
         let now = clock()
-        for service in services where service.isServedHere { startProbe(service, now: now) }
+        // A UDP server answers no connect: its state is not probed (it is taken as up).
+        for service in services where service.isServedHere {
+            if service.declared.proto == .tcp { startProbe(service, now: now) } else { service.health = .up }
+        }
     }
 
     deinit { scratch.deallocate() }
@@ -151,9 +166,9 @@ final class ProxyManager {
         fabric.send(FrameHeader(type: .session, flags: .start, session: id.rawValue), open.encoded(), on: slot)
     }
 
-    private func allocateID(for peer: FabricPeer) -> ProxySessionID {
+    func allocateID(for peer: FabricPeer) -> ProxySessionID {
         var id = nextID[peer.name] ?? ProxySessionID(serial: 1, openedByDialer: peer.dials)
-        while sessions[id.rawValue] != nil { id = id.next }
+        while sessions[id.rawValue] != nil || flows[id.rawValue] != nil { id = id.next }
         nextID[peer.name] = id.next
         return id
     }
@@ -171,6 +186,7 @@ final class ProxyManager {
     /// Watches a connect to the server until it completes or its deadline passes.
     private func beginConnect(_ server: ProxyStream) -> Bool {
         server.connectDeadline = clock() + Self.connectTimeoutNanoseconds
+        schedule(server.connectDeadline!)
         guard register(server, writable: true) else { return false }
         connecting.append(server)
         return true
@@ -385,7 +401,7 @@ final class ProxyManager {
         if let partner, partner.isOpen { close(partner, reset: true) }
     }
 
-    private func sendReset(_ remote: ProxyStream.Remote, _ reason: SessionReset.Reason, _ message: String) {
+    func sendReset(_ remote: ProxyStream.Remote, _ reason: SessionReset.Reason, _ message: String) {
         guard let fabric, let slot = liveSlot(remote.peer, remote.channel) else { return }
         fabric.send(FrameHeader(type: .session, flags: .reset, session: remote.id.rawValue),
                     SessionReset(reason, String(message.prefix(1024))).encoded(), on: slot)
@@ -429,6 +445,7 @@ final class ProxyManager {
         if header.type == .session && header.flags.contains(.start) {
             return try open(header, Array(payload), from: peer)
         }
+        if let flow = flows[header.session] { return flowFrame(flow, header, payload, from: peer) }
         // A connection closed here may still get frames the far agent sent before it knew.
         guard let stream = sessions[header.session], let remote = stream.remote, remote.peer === peer else { return }
         switch header.type {
@@ -515,6 +532,7 @@ final class ProxyManager {
             sendReset(remote, .refused, "'\(view.host.name)' does not serve '\(DisplaySafe.escape(open.service))' to clients on '\(peer.name)'")
             return
         }
+        guard service.declared.proto == .tcp else { return openFlow(remote, service, address, client: open.client) }
         remote.sendCredit = Int(open.window)
         let socket: TCPSocket
         do { socket = try TCPSocket.connect(to: address) } catch {
@@ -543,6 +561,7 @@ final class ProxyManager {
 
     /// `peer` went down: every connection carried to it is reset.
     func hostDown(_ peer: FabricPeer, reason: String) {
+        for flow in flows.values where flow.peer === peer { endFlow(flow, tellPeer: false) }
         let lost = sessions.values.filter { $0.remote?.peer === peer }
         for stream in lost {
             stream.service.resets &+= 1
@@ -556,7 +575,7 @@ final class ProxyManager {
 
     // MARK: Service health
 
-    private func markUp(_ service: ProxyService) {
+    func markUp(_ service: ProxyService) {
         guard service.health != .up else { return }
         service.health = .up
         guard service.isServedHere else { return }
@@ -564,11 +583,12 @@ final class ProxyManager {
         announce(service)
     }
 
-    private func markDown(_ service: ProxyService, _ why: String) {
+    func markDown(_ service: ProxyService, _ why: String) {
         if case .down(let old) = service.health, old == why { return }
         let wasDown: Bool = if case .down = service.health { true } else { false }
         service.health = .down(why)
         service.probeDeadline = min(service.probeDeadline, clock() + Self.probeIntervalNanoseconds)
+        schedule(service.probeDeadline)
         guard service.isServedHere, !wasDown else { return }
         logger.warning("service down", metadata: ["service": "\(service.name)", "server": "\(ProxyService.describe(service.declared.server))",
                                                   "reason": "\(why)"])
@@ -629,9 +649,11 @@ final class ProxyManager {
             }
             service.probe = consume socket
             service.probeDeadline = now + Self.connectTimeoutNanoseconds
+            schedule(service.probeDeadline)
         } catch {
             markDown(service, error.errno.description)
             service.probeDeadline = now + Self.probeIntervalNanoseconds
+            schedule(service.probeDeadline)
         }
     }
 
@@ -641,6 +663,7 @@ final class ProxyManager {
         service.probeRegistration = nil
         service.probe = nil
         service.probeDeadline = clock() + Self.probeIntervalNanoseconds
+        schedule(service.probeDeadline)
         if let error { markDown(service, error) } else { markUp(service) }
     }
 
@@ -648,6 +671,7 @@ final class ProxyManager {
 
     /// Connects past their deadline fail; servers down (or not known) are checked again.
     func tick(_ now: UInt64) {
+        expireFlows(now)
         for stream in connecting where (stream.connectDeadline ?? .max) <= now {
             connectFailed(stream, "connect to \(stream.address) timed out", down: "no answer to a connect in \(Self.connectTimeoutNanoseconds / 1_000_000_000) s")
         }
@@ -660,13 +684,21 @@ final class ProxyManager {
                 service.probeDeadline = .max
             }
         }
+        nextDeadline = computeNextDeadline()
     }
 
-    /// When ``tick(_:)`` next has work, monotonic nanoseconds.
-    var nextDeadline: UInt64 {
+    /// When ``tick(_:)`` next has work, monotonic nanoseconds: kept rather than computed, as
+    /// the agent's loop asks every turn. Anything that sets a deadline lowers it; each tick
+    /// recomputes it (a deadline pushed later only makes a tick find nothing to do).
+    private(set) var nextDeadline: UInt64 = 0
+
+    /// Makes the loop tick by `deadline`.
+    func schedule(_ deadline: UInt64) { nextDeadline = min(nextDeadline, deadline) }
+
+    private func computeNextDeadline() -> UInt64 {
         let connects = connecting.lazy.compactMap(\.connectDeadline).min() ?? .max
         let probes = services.lazy.filter(\.isServedHere).map(\.probeDeadline).min() ?? .max
-        return min(connects, probes)
+        return min(connects, probes, nextFlowExpiry)
     }
 
     // MARK: Status
@@ -684,7 +716,7 @@ final class ProxyManager {
         }
     }
 
-    private func liveSlot(_ peer: FabricPeer, _ channel: Int) -> ChannelSlot? {
+    func liveSlot(_ peer: FabricPeer, _ channel: Int) -> ChannelSlot? {
         guard peer.isUp, let slot = peer.slots[channel], slot.ready, slot.isLive else { return nil }
         return slot
     }

@@ -27,6 +27,10 @@ final class ProxyService {
     /// The listening socket (clients of this host).
     var listener: TCPSocket?
     var listenRegistration: Registration?
+    /// UDP: the socket where clients send, and each client's flow by its address.
+    var datagramListener: UDPSocket?
+    var datagramRegistration: Registration?
+    var flowsByClient: [TCPSocket.Address: DatagramFlow] = [:]
     /// The server's address when the server is on this host.
     let serverAddress: TCPSocket.Address?
     /// The server's health: from connects here when it is on this host, from its agent's
@@ -45,6 +49,7 @@ final class ProxyService {
     var bytesToClients: UInt64 = 0
     var refused: UInt64 = 0
     var resets: UInt64 = 0
+    var datagramsDropped: UInt64 = 0
 
     init(declared: Service, host: String, serverAddress: TCPSocket.Address?) {
         self.declared = declared
@@ -81,6 +86,7 @@ final class ProxyService {
         s.bytesToClients = bytesToClients
         s.refused = refused
         s.resets = resets
+        s.datagramsDropped = datagramsDropped
         return s
     }
 }
