@@ -327,9 +327,7 @@ public struct AgentStatus: Sendable, Equatable {
         let peerCount = try r.readCount(max: 1 << 16, minimumElementSize: 72)
         peerHosts = []
         for _ in 0..<peerCount { peerHosts.append(try PeerHostState(from: &r)) }
-        // An agent from before proxy mode ends here.
         services = []
-        guard r.remaining > 0 else { return }
         let serviceCount = try r.readCount(max: 1 << 16, minimumElementSize: 66)
         for _ in 0..<serviceCount { services.append(try ServiceState(from: &r)) }
     }

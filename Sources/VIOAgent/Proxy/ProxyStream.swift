@@ -103,6 +103,9 @@ final class ProxyStream {
                 return .ended
             }
             pass(UnsafeRawBufferPointer(rebasing: scratch[..<n]))
+            // A short read emptied the socket: asking again would only return EAGAIN (a
+            // system call per message); the level-triggered loop reports anything newer.
+            if n < want { return .wouldBlock }
             left -= n
             room -= n
         }
