@@ -13,7 +13,12 @@ final class NetnsCluster: AgentCluster {
         .appendingPathComponent("topologies/four-hosts.yaml").path
     static var available: Bool { getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/sbin/ip") }
 
-    let prefix = "vt\(getpid() % 10000)"
+    /// One namespace cluster at a time in this process: suites run side by side, and two
+    /// clusters (agents, PostgreSQL, a mesh) on two cores make each other miss deadlines. A
+    /// cluster waits for the previous one's deinit; each gets prefixes of its own.
+    private static let turn = DispatchSemaphore(value: 1)
+    nonisolated(unsafe) private static var serial = 0
+    let prefix: String
     let directory = Tools.scratchDirectory()
 
     /// four-hosts.yaml with a fresh key pair per host (the file's keys are examples).
@@ -22,6 +27,9 @@ final class NetnsCluster: AgentCluster {
     /// `hosts` namespaces; agents from `template` (default four-hosts.yaml, with fresh keys)
     /// for `start` (default: h1...h4 that exist).
     init(hosts: Int, start: [String]? = nil, template: String = NetnsCluster.topology) throws {
+        Self.turn.wait()
+        Self.serial += 1
+        prefix = "vt\(getpid() % 10000)c\(Self.serial)"
         // The line after each host's address is its key: replace it with a fresh one.
         var lines = try String(contentsOfFile: template, encoding: .utf8).split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
         for i in 1...4 {
@@ -57,6 +65,7 @@ final class NetnsCluster: AgentCluster {
     deinit {
         for agent in agents.values { agent.kill() }
         _ = try? run("down", prefix)
+        Self.turn.signal()
     }
 
     @discardableResult
