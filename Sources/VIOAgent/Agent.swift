@@ -293,6 +293,7 @@ public final class Agent {
         logger.info("stopping on signal \(signal)")
         ServiceManager.notify("STOPPING=1")
         fabric?.announceStop("signal \(signal)")
+        proxy?.stop()
         for connection in connections.values { drop(connection, reason: "agent stopping") }
         stopping = true
     }

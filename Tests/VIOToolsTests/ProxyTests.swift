@@ -287,6 +287,43 @@ private func resetClose(_ fd: Int32) {
         #expect(try p.serviceStatus("a", "echo").contains("down (host 'b' is down"), "\((try? p.serviceStatus("a", "echo")) ?? "")")
     }
 
+    /// Two client hosts that both dial the server's host number their connections alike: the
+    /// server's agent keeps them apart by peer, and both hosts' checked streams come back
+    /// intact at once. An agent stopped by SIGTERM resets its clients' connections.
+    @Test func twoClientHostsShareOneServer() throws {
+        let ports = try LoopbackCluster.freePorts(3)
+        let services = """
+            services:
+              - name: echo
+                server: { host: c, address: "127.0.0.1:\(ports[0])" }
+                listen:
+                  - { host: a, address: "127.0.0.1:\(ports[1])" }
+                  - { host: b, address: "127.0.0.1:\(ports[2])" }
+
+            """
+        let cluster = try LoopbackCluster(hosts: ["a", "b", "c"],
+                                          instances: "  - { name: ia, host: a }\n  - { name: ib, host: b }\n  - { name: ic, host: c }",
+                                          links: "  - between: [ia, ic]", extra: services)
+        let echo = try ToolProcess("vio-probe", ["tcp-echo", "--listen", "127.0.0.1:\(ports[0])"])
+        #expect(echo.waitFor("listening"))
+        for host in ["a", "b"] {
+            #expect(try Tools.waitUntil(timeout: 15) { try cluster.status(host).contains(" up, listen") }, "\((try? cluster.status(host)) ?? "")")
+        }
+        let first = try ToolProcess("vio-probe", ["tcp-check", "--connect", "127.0.0.1:\(ports[1])", "--connections", "8", "--max-size", "2000000", "--seed", "5"])
+        let second = try ToolProcess("vio-probe", ["tcp-check", "--connect", "127.0.0.1:\(ports[2])", "--connections", "8", "--max-size", "2000000", "--seed", "6"])
+        #expect(first.finish() == 0, "\(first.output)")
+        #expect(second.finish() == 0, "\(second.output)")
+        #expect(try cluster.status("c").contains("16 total"), "\((try? cluster.status("c")) ?? "")")
+        // SIGTERM: a's agent resets the connection it holds rather than ending it in order.
+        let fd = try client(ports[1])
+        #expect(sendAll(fd, [5]))
+        #expect(receive(fd, 1).0 == [5])
+        _ = cluster.agents["a"]?.stop()
+        #expect(receive(fd, 1).1 == ECONNRESET)
+        close(fd)
+        echo.kill()
+    }
+
     /// A UDP service: each datagram from a client comes back whole through both agents (and
     /// through the local relay), one flow per client address; a flow idle past the service's
     /// timeout ends at both agents, and the client's next datagram starts a new one.

@@ -91,7 +91,7 @@ extension ProxyManager {
         let channel = FabricPeer.channelIndex(session: id.rawValue, channels: peer.channelCount)
         guard let slot = liveSlot(peer, channel) else { return nil }
         let flow = DatagramFlow(service: service, id: id, peer: peer, channel: channel, client: client, now: now)
-        flows[id.rawValue] = flow
+        flows[ProxyKey(peer, id.rawValue)] = flow
         register(flow)
         let open = ProxyOpen(service: service.name, window: UInt32(ProxyStream.window), client: "\(client)")
         fabric.send(FrameHeader(type: .session, flags: .start, session: id.rawValue), open.encoded(), on: slot)
@@ -129,7 +129,7 @@ extension ProxyManager {
             return
         }
         flow.accepted = true
-        flows[remote.id.rawValue] = flow
+        flows[ProxyKey(remote.peer, remote.id.rawValue)] = flow
         register(flow)
         if let fabric, let slot = liveSlot(remote.peer, remote.channel) {
             let accept = ProxyOpen(service: service.name, window: UInt32(ProxyStream.window), client: "")
@@ -216,7 +216,7 @@ extension ProxyManager {
             if tellPeer, let peer = flow.peer {
                 sendReset(ProxyStream.Remote(id: id, peer: peer, channel: flow.channel, sendCredit: 0), .closed, "'\(view.host.name)' ended the flow: \(why)")
             }
-            if flows[id.rawValue] === flow { flows[id.rawValue] = nil }
+            if let peer = flow.peer, flows[ProxyKey(peer, id.rawValue)] === flow { flows[ProxyKey(peer, id.rawValue)] = nil }
         }
         if let client = flow.client, flow.service.flowsByClient[client] === flow { flow.service.flowsByClient[client] = nil }
         allFlows[ObjectIdentifier(flow)] = nil
@@ -228,7 +228,9 @@ extension ProxyManager {
     func expireFlows(_ now: UInt64) {
         for flow in allFlows.values where flow.client != nil || flow.id == nil {
             let idle = UInt64(flow.service.declared.idleTimeoutMilliseconds) * 1_000_000
-            if now &- flow.lastActive >= idle {
+            // Saturating: a flow may have been stamped during this turn, after `now` was read.
+            let quiet = now > flow.lastActive ? now - flow.lastActive : 0
+            if quiet >= idle {
                 endFlow(flow, tellPeer: true, why: "idle for \(flow.service.declared.idleTimeoutMilliseconds) ms")
             }
         }

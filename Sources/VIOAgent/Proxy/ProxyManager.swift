@@ -1,4 +1,5 @@
 import Logging
+import SystemPackage
 import VIOLinux
 import VIOTopology
 import VIOTransport
@@ -34,9 +35,13 @@ final class ProxyManager {
     private(set) var services: [ProxyService] = []
     private var byName: [String: ProxyService] = [:]
     /// Connections carried to or from other hosts, by session id.
-    var sessions: [UInt32: ProxyStream] = [:]
-    /// UDP flows carried to or from other hosts, by session id (ProxyManager+Datagrams).
-    var flows: [UInt32: DatagramFlow] = [:]
+    var sessions: [ProxyKey: ProxyStream] = [:]
+    /// UDP flows carried to or from other hosts, by peer and session id (ProxyManager+Datagrams).
+    var flows: [ProxyKey: DatagramFlow] = [:]
+    /// Client connections whose start the far agent has not answered, for their deadlines.
+    private var awaitingAcceptance: [ProxyStream] = []
+    /// Both sockets of each connection relayed on this host.
+    private var localStreams: [ObjectIdentifier: ProxyStream] = [:]
     /// Every UDP flow, by its listen-side client (local ones included), for idle expiry.
     var allFlows: [ObjectIdentifier: DatagramFlow] = [:]
     /// Streams connecting to a server (both remote and local), for their deadlines.
@@ -118,7 +123,7 @@ final class ProxyManager {
         guard let address = service.serverAddress else { return }
         let socket: TCPSocket
         do { socket = try TCPSocket.connect(to: address) } catch {
-            markDown(service, error.errno.description)
+            if Self.meansServerDown(error.errno) { markDown(service, error.errno.description) }
             refuse(client, "cannot connect to the server at \(address): \(error.errno.description)")
             return
         }
@@ -126,7 +131,10 @@ final class ProxyManager {
         let server = ProxyStream(side: .server, service: service, socket: socket, address: "\(address)")
         client.localPartner = server
         server.localPartner = client
+        localStreams[ObjectIdentifier(client)] = client
+        localStreams[ObjectIdentifier(server)] = server
         guard register(client, writable: false), beginConnect(server) else {
+            close(server, reset: true)
             refuse(client, "the agent could not watch the connection")
             return
         }
@@ -159,8 +167,12 @@ final class ProxyManager {
             refuse(client, "the agent could not watch the connection")
             return
         }
-        sessions[id.rawValue] = client
+        sessions[ProxyKey(peer, id.rawValue)] = client
         countOpened(client)
+        client.connectDeadline = nil
+        client.acceptDeadline = clock() + Self.connectTimeoutNanoseconds + fabric.peerTimeoutNanoseconds
+        awaitingAcceptance.append(client)
+        schedule(client.acceptDeadline!)
         settle(client)
         let open = ProxyOpen(service: service.name, window: UInt32(ProxyStream.window), client: client.address)
         fabric.send(FrameHeader(type: .session, flags: .start, session: id.rawValue), open.encoded(), on: slot)
@@ -168,7 +180,7 @@ final class ProxyManager {
 
     func allocateID(for peer: FabricPeer) -> ProxySessionID {
         var id = nextID[peer.name] ?? ProxySessionID(serial: 1, openedByDialer: peer.dials)
-        while sessions[id.rawValue] != nil || flows[id.rawValue] != nil { id = id.next }
+        while sessions[ProxyKey(peer, id.rawValue)] != nil || flows[ProxyKey(peer, id.rawValue)] != nil { id = id.next }
         nextID[peer.name] = id.next
         return id
     }
@@ -417,8 +429,13 @@ final class ProxyManager {
             connecting.removeAll { $0 === stream }
             stream.connectDeadline = nil
         }
-        if let remote = stream.remote, sessions[remote.id.rawValue] === stream {
-            sessions[remote.id.rawValue] = nil
+        if let remote = stream.remote, sessions[ProxyKey(remote.peer, remote.id.rawValue)] === stream {
+            sessions[ProxyKey(remote.peer, remote.id.rawValue)] = nil
+        }
+        if stream.localPartner != nil { localStreams[ObjectIdentifier(stream)] = nil }
+        if stream.acceptDeadline != nil {
+            stream.acceptDeadline = nil
+            awaitingAcceptance.removeAll { $0 === stream }
         }
         if stream.counted {
             stream.counted = false
@@ -445,12 +462,13 @@ final class ProxyManager {
         if header.type == .session && header.flags.contains(.start) {
             return try open(header, Array(payload), from: peer)
         }
-        if let flow = flows[header.session] { return flowFrame(flow, header, payload, from: peer) }
+        let key = ProxyKey(peer, header.session)
+        if let flow = flows[key] { return flowFrame(flow, header, payload, from: peer) }
         // A connection closed here may still get frames the far agent sent before it knew.
-        guard let stream = sessions[header.session], let remote = stream.remote, remote.peer === peer else { return }
+        guard let stream = sessions[key], let remote = stream.remote else { return }
         switch header.type {
         case .data:
-            guard stream.accepted, !stream.wroteEnd else {
+            guard stream.accepted, !stream.partnerEnded else {
                 return violated(stream, "data on proxied connection \(remote.id) \(stream.accepted ? "after its end" : "before it was accepted")")
             }
             count(payload.count, from: stream.side == .client ? .server : .client, service: stream.service)
@@ -472,6 +490,8 @@ final class ProxyManager {
                 }
                 stream.remote!.sendCredit = Int(accept.window)
                 stream.accepted = true
+                stream.acceptDeadline = nil
+                awaitingAcceptance.removeAll { $0 === stream }
                 markUp(stream.service)
             } else {
                 stream.remote!.sendCredit += Int(header.credit)
@@ -517,11 +537,20 @@ final class ProxyManager {
         guard let id = ProxySessionID(session: header.session), id.openedByDialer == !peer.dials else {
             throw ProtocolViolation(.frame, "proxied connection \(header.session) is not numbered by '\(peer.name)'")
         }
-        guard sessions[header.session] == nil else {
-            throw ProtocolViolation(.frame, "proxied connection \(id) opened twice")
-        }
         let channel = FabricPeer.channelIndex(session: id.rawValue, channels: peer.channelCount)
         var remote = ProxyStream.Remote(id: id, peer: peer, channel: channel, sendCredit: 0)
+        let key = ProxyKey(peer, header.session)
+        if let old = sessions[key] {
+            // The far agent reused an id it still has open: both connections end, with a reset
+            // each way (its client hears why rather than waiting).
+            logger.warning("proxied connection opened twice", metadata: ["peer": "\(peer.name)", "id": "\(id)"])
+            fail(old, "'\(peer.name)' opened proxied connection \(id) twice")
+            return
+        }
+        if let old = flows[key] {
+            endFlow(old, tellPeer: true, why: "'\(peer.name)' opened flow \(id) twice")
+            return
+        }
         let open: ProxyOpen
         do { open = try ProxyOpen(decoding: payload) } catch {
             sendReset(remote, .refused, "'\(view.host.name)' could not read the connection's start: \(error)")
@@ -536,7 +565,7 @@ final class ProxyManager {
         remote.sendCredit = Int(open.window)
         let socket: TCPSocket
         do { socket = try TCPSocket.connect(to: address) } catch {
-            markDown(service, error.errno.description)
+            if Self.meansServerDown(error.errno) { markDown(service, error.errno.description) }
             service.refused &+= 1
             sendReset(remote, .refused, "'\(view.host.name)': connect to \(address) failed: \(error.errno.description)")
             return
@@ -548,7 +577,7 @@ final class ProxyManager {
             sendReset(remote, .refused, "'\(view.host.name)' could not watch the connection")
             return
         }
-        sessions[id.rawValue] = server
+        sessions[key] = server
         countOpened(server)
     }
 
@@ -587,8 +616,10 @@ final class ProxyManager {
         if case .down(let old) = service.health, old == why { return }
         let wasDown: Bool = if case .down = service.health { true } else { false }
         service.health = .down(why)
-        service.probeDeadline = min(service.probeDeadline, clock() + Self.probeIntervalNanoseconds)
-        schedule(service.probeDeadline)
+        if service.probe == nil {
+            service.probeDeadline = min(service.probeDeadline, clock() + Self.probeIntervalNanoseconds)
+            schedule(service.probeDeadline)
+        }
         guard service.isServedHere, !wasDown else { return }
         logger.warning("service down", metadata: ["service": "\(service.name)", "server": "\(ProxyService.describe(service.declared.server))",
                                                   "reason": "\(why)"])
@@ -667,11 +698,35 @@ final class ProxyManager {
         if let error { markDown(service, error) } else { markUp(service) }
     }
 
+    /// Whether a connect's error says the server (or the way to it) is down, rather than that
+    /// this host ran short of something (descriptors, buffers, ports): only the former makes
+    /// the service down for every client host.
+    static func meansServerDown(_ errno: Errno) -> Bool {
+        let down: [Errno] = [.connectionRefused, .timedOut, .noRouteToHost, .networkUnreachable, .connectionReset,
+                             .connectionAbort, .hostIsDown, .networkDown]
+        return down.contains(errno)
+    }
+
+    /// The agent is stopping: every proxied connection is reset here (a client must not take
+    /// the end of its connection for the end of an answer); the far agents hear of the stop
+    /// from the fabric.
+    func stop() {
+        for stream in Array(sessions.values) + connecting { close(stream, reset: true) }
+        for service in services {
+            for flow in Array(service.flowsByClient.values) { endFlow(flow, tellPeer: false) }
+        }
+        for stream in Array(localStreams.values) { close(stream, reset: true) }
+    }
+
     // MARK: Timers
 
     /// Connects past their deadline fail; servers down (or not known) are checked again.
     func tick(_ now: UInt64) {
         expireFlows(now)
+        for client in awaitingAcceptance where (client.acceptDeadline ?? .max) <= now {
+            if let remote = client.remote { sendReset(remote, .cancelled, "'\(view.host.name)' stopped waiting for the server's connect") }
+            refuse(client, "the agent of '\(client.remote?.peer.name ?? "?")' did not answer the connection in time")
+        }
         for stream in connecting where (stream.connectDeadline ?? .max) <= now {
             connectFailed(stream, "connect to \(stream.address) timed out", down: "no answer to a connect in \(Self.connectTimeoutNanoseconds / 1_000_000_000) s")
         }
@@ -696,7 +751,8 @@ final class ProxyManager {
     func schedule(_ deadline: UInt64) { nextDeadline = min(nextDeadline, deadline) }
 
     private func computeNextDeadline() -> UInt64 {
-        let connects = connecting.lazy.compactMap(\.connectDeadline).min() ?? .max
+        let connects = min(connecting.lazy.compactMap(\.connectDeadline).min() ?? .max,
+                           awaitingAcceptance.lazy.compactMap(\.acceptDeadline).min() ?? .max)
         let probes = services.lazy.filter(\.isServedHere).map(\.probeDeadline).min() ?? .max
         return min(connects, probes, nextFlowExpiry)
     }
@@ -719,5 +775,17 @@ final class ProxyManager {
     func liveSlot(_ peer: FabricPeer, _ channel: Int) -> ChannelSlot? {
         guard peer.isUp, let slot = peer.slots[channel], slot.ready, slot.isLive else { return nil }
         return slot
+    }
+}
+
+/// A proxied connection's key: session ids are numbered per host pair, so two peers may use
+/// the same one.
+struct ProxyKey: Hashable {
+    let peer: ObjectIdentifier
+    let id: UInt32
+
+    init(_ peer: FabricPeer, _ id: UInt32) {
+        self.peer = ObjectIdentifier(peer)
+        self.id = id
     }
 }

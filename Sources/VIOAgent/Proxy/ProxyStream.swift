@@ -48,12 +48,14 @@ final class ProxyStream {
     var accepted = false
     /// A connect to the server is in progress (server side), and until when it may take.
     var connectDeadline: UInt64?
+    /// Client side: until when the far agent may take to answer the connection's start.
+    var acceptDeadline: UInt64?
     /// Bytes for the socket that it did not take yet (allocated only when it falls behind).
     private var outbound: ByteQueue?
     /// This socket's end of stream was read and passed on.
     private(set) var readEnded = false
     /// The partner sends no more: shut the socket's writing once ``outbound`` drains.
-    private var partnerEnded = false
+    private(set) var partnerEnded = false
     /// The socket's writing is shut down.
     private(set) var wroteEnd = false
     /// What the loop watches now (changed only when it differs).
