@@ -77,7 +77,8 @@ int vio_attach(const char *instance, const char *socket_path, const char *token_
 void vio_detach(vio_client *client);
 
 /* A descriptor that becomes readable when an incoming link (vio_accept_link) or an agent
- * hang-up waits; for the caller's epoll/poll loop. Owned by the client. */
+ * hang-up waits; for the caller's epoll/poll loop. Owned by the client. It stays the same
+ * when libvio attaches again by itself after an agent restart. */
 int vio_client_fd(vio_client *client);
 
 /* Open the link to `peer`, waiting up to timeout_ms for it to attach. *out: a new link. */

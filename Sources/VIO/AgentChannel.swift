@@ -33,7 +33,7 @@ public enum VIOError: Error, Sendable, Equatable, CustomStringConvertible {
             return "cannot reach vio-agent at \(path): \(reason). Is the agent running? (pass its socket, or set VIO_CONTROL_SOCKET)"
         case .refused(let error): return "agent refused: \(error.message)"
         case .protocolViolation(let what): return "protocol violation from agent: \(what)"
-        case .agentGone: return "the agent closed the control connection; links already open keep working, attach again to open new ones"
+        case .agentGone: return "the agent closed the control connection; links already open keep working, and libvio attaches again by itself once an agent serves the socket"
         case .timedOut: return "timed out"
         case .tokenUnreadable(let path, let reason): return "cannot read token file \(path): \(reason)"
         case .link(let e): return e.description

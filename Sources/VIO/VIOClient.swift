@@ -34,10 +34,17 @@ public final class VIOClient: @unchecked Sendable {
     }
 
     private let state: Mutex<ControlState>
-    /// The control socket's fd, readable when an incoming link or a hang-up waits.
+    /// Readable when an incoming link or the agent's hang-up waits: an epoll set holding the
+    /// current control connection, so the number stays the same when libvio attaches again
+    /// after an agent restart (poll it, or add it to a poller, once).
     public let controlDescriptor: Int32
     /// The agent's exit, which ends every link to another host (they run through it).
-    private let agentExit: ProcessExitWatch?
+    private let agentExit: Mutex<ProcessExitWatch?>
+    /// What attaching again takes: where the agent listens and what this instance presents.
+    private let attachment: (path: String, request: Attach)
+    /// The set behind ``controlDescriptor``: the current control connection, while it is up.
+    private let events: Epoll
+    private var keeper: AttachmentKeeper?
 
     /// Attaches as `instance` to the agent at `socketPath` (default: see
     /// ``defaultSocketPath()``), presenting `token` when the topology sets a token file.
@@ -50,7 +57,10 @@ public final class VIOClient: @unchecked Sendable {
         guard case .attached(let attached) = reply.message else {
             throw .protocolViolation("expected ATTACHED, got \(reply.message.kindName)")
         }
-        return VIOClient(channel: channel, attached: attached)
+        let events = try Self.controlSet(watching: channel.descriptor)
+        let client = VIOClient(channel: channel, attached: attached, events: events, path: path, request: attach)
+        client.keeper = AttachmentKeeper.start(for: client)
+        return client
     }
 
     /// Attaches with the token read from `tokenFile` (surrounding whitespace removed).
@@ -60,16 +70,79 @@ public final class VIOClient: @unchecked Sendable {
         return try attach(as: instance, socketPath: socketPath, token: token)
     }
 
-    private init(channel: consuming AgentChannel, attached: Attached) {
+    private init(channel: consuming AgentChannel, attached: Attached, events: consuming Epoll, path: String, request: Attach) {
         instance = attached.instance
         cluster = channel.welcome.cluster
         host = channel.welcome.host
         peers = attached.peers.map { Peer(name: $0.name, host: $0.host) }
-        controlDescriptor = channel.descriptor
+        controlDescriptor = events.descriptor
+        self.events = events
+        attachment = (path, request)
         // Without a pidfd (an agent in another pid namespace), links to other hosts learn of
         // an agent's death only from their timeouts.
-        agentExit = channel.agentProcessID.flatMap { try? ProcessExitWatch(pid: $0) }
+        agentExit = Mutex(channel.agentProcessID.flatMap { try? ProcessExitWatch(pid: $0) })
         state = Mutex(ControlState(channel: channel))
+    }
+
+    deinit { keeper?.stop() }
+
+    /// An epoll set watching `descriptor` (what ``controlDescriptor`` is).
+    private static func controlSet(watching descriptor: Int32) throws(VIOError) -> Epoll {
+        let events: Epoll
+        do { events = try Epoll() } catch { throw .system(error) }
+        do { try events.add(descriptor, token: 0) } catch { throw .system(error) }
+        return events
+    }
+
+    // MARK: Attaching again
+
+    /// Times this client attached again after losing its agent.
+    public var reattachments: Int { state.withLock { $0.reattachments } }
+
+    /// The current control connection's socket, nil once detached (for the keeper's wait).
+    var controlSocketDescriptor: Int32? {
+        state.withLock { $0.detached ? nil : $0.channel.descriptor }
+    }
+
+    /// The agent hung up: the dead connection leaves ``controlDescriptor``'s set (so pollers
+    /// do not spin on it). False when there is nothing to do (detached, or already lost).
+    func controlConnectionLost() -> Bool {
+        state.withLock { state in
+            guard !state.detached, !state.lost else { return false }
+            state.lost = true
+            events.remove(state.channel.descriptor)
+            return true
+        }
+    }
+
+    /// What an attempt to attach again came to.
+    enum Reattach { case attached, later, gaveUp }
+
+    /// Attaches again as this instance (the keeper's retry): `later` while no agent answers,
+    /// `gaveUp` when one refuses this instance (the topology no longer admits it).
+    func attachAgain() -> Reattach {
+        var fresh: AgentChannel?
+        do {
+            let channel = try AgentChannel(path: attachment.path, role: .instance, software: "libvio \(VIOVersion.string)")
+            guard case .attached = try channel.request(.attach(attachment.request)).message else { return .later }
+            fresh = consume channel
+        } catch {
+            if case .refused = error { return .gaveUp }
+            return .later
+        }
+        let pid = fresh?.agentProcessID
+        let swapped = state.withLock { state -> Bool in
+            guard !state.detached, let channel = fresh.take() else { return false }
+            events.remove(state.channel.descriptor)
+            state.channel = channel
+            try? events.add(state.channel.descriptor, token: 0)
+            state.lost = false
+            state.reattachments += 1
+            return true
+        }
+        guard swapped else { return .gaveUp }
+        agentExit.withLock { $0 = pid.flatMap { try? ProcessExitWatch(pid: $0) } }
+        return .attached
     }
 
     /// Opens the link to `peer`. If the peer is not attached yet, waits up to `timeout` for
@@ -154,7 +227,7 @@ public final class VIOClient: @unchecked Sendable {
                                 spaceDoorbell: OwnedFileDescriptor(taking: fds[1]),
                                 peerDataDoorbell: OwnedFileDescriptor(taking: fds[2]),
                                 peerSpaceDoorbell: OwnedFileDescriptor(taking: fds[3]))
-        if !region.peerHost.isEmpty, let agentExit {
+        if !region.peerHost.isEmpty, let agentExit = agentExit.withLock({ $0 }) {
             // The far end of a link to another host is the local agent.
             link.endWhenProcessExits(descriptor: agentExit.descriptor, owner: agentExit)
         }
@@ -219,6 +292,9 @@ struct ControlState: ~Copyable, Sendable {
     var incoming: [IncomingLink] = []
     var requestCounter: UInt32 = 0
     var detached = false
+    /// The agent hung up and no new connection replaced it yet.
+    var lost = false
+    var reattachments = 0
 
     mutating func takeIncoming(from peer: String) -> IncomingLink? {
         guard let index = incoming.firstIndex(where: { $0.ready.peer == peer }) else { return nil }

@@ -22,16 +22,42 @@ struct ClientLibraryTests {
         #expect(try a.receive(timeout: .seconds(5)) == Array("after".utf8))
         #expect(throws: VIOError.self) { try db1.openLink(to: "secure") }
 
+        // The same clients attach again by themselves once an agent serves the socket: no
+        // code of the instance's runs for it, and its control descriptor stays the same.
+        let descriptor = db1.controlDescriptor
         let restarted = try RunningAgent(arguments: ["--topology", f.topology], socket: f.socket)
-        let again1 = try VIOClient.attach(as: "db1", socketPath: restarted.socket)
-        let again2 = try VIOClient.attach(as: "db2", socketPath: restarted.socket)
-        let c = try again2.openLink(to: "db1")
-        let d = try again1.acceptLink(timeout: .seconds(5))
+        #expect(try Tools.waitUntil(timeout: 10) {
+            let status = try Tools.run("vioctl", ["status", "--socket", restarted.socket]).stdout
+            return status.split(separator: "\n").filter { $0.contains("attached") && ($0.contains("db1") || $0.contains("db2")) }.count == 2
+        }, "\((try? Tools.run("vioctl", ["status", "--socket", restarted.socket]).stdout) ?? "")")
+        #expect(db1.reattachments == 1 && db2.reattachments == 1)
+        #expect(db1.controlDescriptor == descriptor)
+        let c = try db2.openLink(to: "db1")
+        let d = try db1.acceptLink(timeout: .seconds(5))
         try c.send([42])
         #expect(try d.receive(timeout: .seconds(5)) == [42])
         // The old link still works too.
         try a.send([1])
         #expect(try b.receive(timeout: .seconds(5)) == [1])
+    }
+
+    /// An instance whose agent stays away keeps trying (with backoff) and attaches when one
+    /// comes; one that detached does not.
+    @Test func reattachWaitsForTheAgentAndStopsAfterDetach() throws {
+        let f = try FabricFixture.standard()
+        let db1 = try VIOClient.attach(as: "db1", socketPath: f.socket)
+        let db3 = try VIOClient.attach(as: "db3", socketPath: f.socket)
+        db3.detach()
+        _ = f.agent.stop(signal: SIGKILL)
+        unlink(f.socket)
+        // Away for a while: several attempts fail (no socket), none of them spins.
+        usleep(1_500_000)
+        let restarted = try RunningAgent(arguments: ["--topology", f.topology], socket: f.socket)
+        #expect(try Tools.waitUntil(timeout: 10) { db1.reattachments == 1 })
+        let status = try Tools.run("vioctl", ["status", "--socket", restarted.socket]).stdout
+        let lines = status.split(separator: "\n")
+        #expect(lines.contains { $0.contains("db1") && $0.contains("attached") && !$0.contains("not attached") }, "\(status)")
+        #expect(db3.reattachments == 0)
     }
 
     /// A link outlives the agent that made it; when its peer then dies, the survivor learns it

@@ -29,14 +29,20 @@ final class ProxyCluster {
                   - { host: b, address: "127.0.0.1:\(localPort)" }
 
             """
-        cluster = try LoopbackCluster(hosts: ["a", "b"], instances: "  - { name: ia, host: a }\n  - { name: ib, host: b }",
-                                      links: "  - between: [ia, ib]", extra: services)
+        cluster = try Self.loopback(hosts: ["a", "b"], services: services)
         _ = try cluster.waitForAllPeersUp("a", 1)
         if startServer {
             try self.startServer()
             // b checked the server before it ran and told a it was down: wait for the news.
             _ = try Tools.waitUntil(timeout: 10) { try serviceStatus("a", "echo").contains(" up,") }
         }
+    }
+
+    /// Loopback hosts with one instance each (`i` + the host's name), the first two linked,
+    /// and `services` (a YAML `services:` section).
+    static func loopback(hosts: [String], services: String) throws -> LoopbackCluster {
+        try LoopbackCluster(hosts: hosts, instances: hosts.map { "  - { name: i\($0), host: \($0) }" }.joined(separator: "\n"),
+                            links: "  - between: [i\(hosts[0]), i\(hosts[1])]", extra: services)
     }
 
     func startServer() throws {
@@ -173,8 +179,7 @@ private func resetClose(_ fd: Int32) {
                   - { host: a, address: "127.0.0.1:\(ports[1])" }
 
             """
-        let cluster = try LoopbackCluster(hosts: ["a", "b"], instances: "  - { name: ia, host: a }\n  - { name: ib, host: b }",
-                                          links: "  - between: [ia, ib]", extra: services)
+        let cluster = try ProxyCluster.loopback(hosts: ["a", "b"], services: services)
         _ = try cluster.waitForAllPeersUp("a", 1)
         let listener = try TCPSocket.listen(on: TCPSocket.resolve("127.0.0.1", port: UInt16(ports[0])))
         func acceptServer() throws -> Int32 {
@@ -301,9 +306,7 @@ private func resetClose(_ fd: Int32) {
                   - { host: b, address: "127.0.0.1:\(ports[2])" }
 
             """
-        let cluster = try LoopbackCluster(hosts: ["a", "b", "c"],
-                                          instances: "  - { name: ia, host: a }\n  - { name: ib, host: b }\n  - { name: ic, host: c }",
-                                          links: "  - between: [ia, ic]", extra: services)
+        let cluster = try ProxyCluster.loopback(hosts: ["a", "b", "c"], services: services)
         let echo = try ToolProcess("vio-probe", ["tcp-echo", "--listen", "127.0.0.1:\(ports[0])"])
         #expect(echo.waitFor("listening"))
         for host in ["a", "b"] {
@@ -340,8 +343,7 @@ private func resetClose(_ fd: Int32) {
                   - { host: b, address: "127.0.0.1:\(ports[2])" }
 
             """
-        let cluster = try LoopbackCluster(hosts: ["a", "b"], instances: "  - { name: ia, host: a }\n  - { name: ib, host: b }",
-                                          links: "  - between: [ia, ib]", extra: services)
+        let cluster = try ProxyCluster.loopback(hosts: ["a", "b"], services: services)
         _ = try cluster.waitForAllPeersUp("a", 1)
         // The server: echoes every datagram, with a prefix so an echo cannot be a reflection.
         let server = udpSocket(port: ports[0])
