@@ -107,6 +107,19 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
+        // MARK: Example: an in-memory SQL database served over VIO links (examples/sql)
+        .systemLibrary(name: "CSQLite", path: "examples/sql/CSQLite", pkgConfig: "sqlite3",
+                       providers: [.apt(["libsqlite3-dev"])]),
+        .target(name: "SQLWire", dependencies: ["VIOWire", "VIOLinux"], path: "examples/sql/SQLWire"),
+        .executableTarget(name: "vio-sql-server", dependencies: [
+            "CSQLite", "SQLWire", "VIO", "VIOLinux",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ], path: "examples/sql/SQLServer"),
+        .executableTarget(name: "vio-sql", dependencies: [
+            "SQLWire", "VIO", "VIOLinux",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ], path: "examples/sql/SQLClient"),
+
         // MARK: Tests
         .testTarget(name: "VIOTopologyTests", dependencies: ["VIOTopology"], exclude: ["Fixtures"]),
         .testTarget(name: "VIOWireTests", dependencies: ["VIOWire"]),

@@ -17,6 +17,7 @@ packages=(
   postgresql        # proxy mode: a real PostgreSQL server, psql and pgbench behind the agents
   redis-server      # proxy mode: a real Redis server ...
   redis-tools       # ... and redis-cli, redis-benchmark
+  libsqlite3-dev    # examples/sql: the in-memory SQL database served over VIO
   iproute2          # network namespaces for multi-host tests
   procps            # process tools used by tests and demo
   util-linux        # setpriv (tests run a process as another uid), taskset (bench)

@@ -1,0 +1,131 @@
+import ArgumentParser
+import SQLWire
+import VIO
+import VIOLinux
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `vio-sql-server`: an in-memory SQLite database served to each attached client over its VIO
+/// link, and to TCP clients on a socket each (examples/sql/README.md).
+struct Server: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "vio-sql-server",
+        abstract: "Serve an in-memory SQLite database over VIO links (and, optionally, TCP).")
+
+    @Option(name: .customLong("as"), help: "The instance to attach as.")
+    var instance = "sqlserver"
+
+    @Option(help: "The agent's control socket (default: $VIO_CONTROL_SOCKET or the only one in the runtime directory).")
+    var socket: String?
+
+    @Option(help: "Also serve TCP clients on ADDRESS:PORT (one socket per client, the usual way).")
+    var tcpListen: String?
+
+    @Option(help: "The in-memory database's name (connections of this process share it).")
+    var database = "vio-sql"
+
+    func run() throws {
+        // The first connection keeps the in-memory database alive while the server runs.
+        let anchor = try Database(name: database)
+        let client = try VIOClient.attach(as: instance, socketPath: socket)
+        if let tcpListen {
+            guard let colon = tcpListen.lastIndex(of: ":"), let port = UInt16(tcpListen[tcpListen.index(after: colon)...]) else {
+                throw ValidationError("--tcp-listen must be ADDRESS:PORT")
+            }
+            let listener = try TCPSocket.listen(on: TCPSocket.resolve(String(tcpListen[..<colon]), port: port))
+            // The accepting thread owns the listener from here.
+            let fd = try listener.fd.duplicate().take()
+            let name = database
+            spawnThread { acceptTCP(listenerDescriptor: fd, database: name) }
+        }
+        StandardStreams.out("ready: serving '\(database)' as \(instance)\(tcpListen.map { " and on tcp \($0)" } ?? "")\n")
+        while true {
+            let link: Link
+            do { link = try client.acceptLink(timeout: nil) } catch {
+                // The agent went away: libvio attaches again by itself; links open keep working.
+                usleep(100_000)
+                continue
+            }
+            let name = database
+            spawnThread { serve(link: link, database: name) }
+        }
+        _ = anchor
+    }
+}
+
+/// One client over its link: requests until the link ends; an open transaction of a client
+/// that died (or whose host went down) is rolled back at once.
+func serve(link: Link, database name: String) {
+    let peer = link.peerName
+    let database: Database
+    do { database = try Database(name: name) } catch {
+        log("client '\(peer)': \(error)")
+        return
+    }
+    log("client '\(peer)' connected over vio")
+    while true {
+        let request: [UInt8]
+        do { request = try link.receive() } catch {
+            ended(peer, database, "\(error)")
+            return
+        }
+        let reply: SQLReply
+        do { reply = database.execute(try SQLRequest(decoding: request)) } catch {
+            reply = .error("malformed request: \(error)")
+        }
+        do { try link.send(reply.encoded()) } catch {
+            ended(peer, database, "\(error)")
+            return
+        }
+    }
+}
+
+/// TCP clients: a thread each, as a server without VIO would do it.
+func acceptTCP(listenerDescriptor fd: Int32, database name: String) {
+    let listener = TCPSocket(OwnedFileDescriptor(taking: fd))
+    while true {
+        _ = try? Poll.readable(fd, timeoutMilliseconds: -1)
+        var peer = TCPSocket.Address()
+        guard let accepted = try? listener.accept(peer: &peer) else { continue }
+        guard let connection = try? FramedTCP(accepted: accepted) else { continue }
+        let who = "\(peer)"
+        spawnThread {
+            let database: Database
+            do { database = try Database(name: name) } catch { return }
+            log("client \(who) connected over tcp")
+            while true {
+                let request: [UInt8]
+                do { request = try connection.receive() } catch {
+                    ended(who, database, "\(error)")
+                    return
+                }
+                let reply: SQLReply
+                do { reply = database.execute(try SQLRequest(decoding: request)) } catch {
+                    reply = .error("malformed request: \(error)")
+                }
+                do { try connection.send(reply.encoded()) } catch {
+                    ended(who, database, "\(error)")
+                    return
+                }
+            }
+        }
+    }
+}
+
+/// A client's session ended: its open transaction, if any, is rolled back now.
+func ended(_ peer: String, _ database: Database, _ why: String) {
+    let detected = MonotonicClock.nanoseconds()
+    if database.inTransaction {
+        database.rollback()
+        let micros = (MonotonicClock.nanoseconds() - detected) / 1000
+        log("client '\(peer)' gone (\(why)): rolled back its open transaction \(micros) us after its end was seen")
+    } else {
+        log("client '\(peer)' gone (\(why))")
+    }
+}
+
+func log(_ line: String) { StandardStreams.error("vio-sql-server: " + line + "\n") }
+
+Server.main()
