@@ -116,6 +116,9 @@ bash "$root/scripts/bench-hosts.sh" "$bin" "$raw" "$runs"
 # Proxy mode: PostgreSQL and Redis clients through the agents and on direct TCP (root only).
 bash "$root/scripts/bench-proxy.sh" "$bin" "$raw" "$runs"
 
+# The SQL example (examples/sql): the same engine over a VIO link and over TCP.
+bash "$root/scripts/bench-sql.sh" "$bin" "$raw" "$runs"
+
 # Across two soft-RoCE guests (scripts/rdma-lab): perftest, VIO over RDMA and over TCP.
 bash "$root/scripts/bench-rdma.sh" "$bin" "$raw" "$runs"
 
@@ -168,6 +171,19 @@ for name, runs in cases.items():
         if not v: continue
         records.append({"name": name, "unit": "KiB", "p50": None, "p99": None, "min": min(v), "max": max(v),
                         "runs": len(v), "value": statistics.median(v)})
+    elif kind == "sql":
+        # Round trips (p50, p99, requests/s) or, for the rollback case, ms.
+        if any("ms" in r for r in runs):
+            v = [float(r["ms"]) for r in runs if "ms" in r]
+            records.append({"name": name, "unit": "ms", "p50": None, "p99": None, "min": min(v), "max": max(v),
+                            "runs": len(v), "value": statistics.median(v)})
+            continue
+        p50 = [float(r["p50"]) for r in runs if "p50" in r]
+        if not p50: continue
+        mid = sorted(runs, key=lambda r: float(r.get("p50", 0)))[len(runs) // 2]
+        records.append({"name": name, "unit": "us", "p50": statistics.median(p50), "p99": float(mid.get("p99", 0)),
+                        "min": min(p50), "max": max(p50), "runs": len(p50), "value": statistics.median(p50),
+                        "ops_per_s": float(mid.get("ops_per_s", 0))})
     elif kind == "proxy":
         # tps (pgbench), rps (redis-benchmark) or ms (lock release): the first present.
         key = next((k for k in ("tps", "rps", "ms") if any(k in r for r in runs)), None)
@@ -196,7 +212,7 @@ for r in records:
     # The fan-out is compared with 64 TCP connections at the same message size.
     base = {"rtt": "rtt.tcp.64", "xrtt": "xrtt.tcp.64", "xbw": "xbw.tcp.65536",
             "fanout": "fanout.tcp." + r["name"].split(".")[-1],
-            "proxy": r["name"].replace(".vio.", ".tcp.")}.get(kind)
+            "proxy": r["name"].replace(".vio.", ".tcp."), "sql": r["name"].replace(".vio.", ".tcp.")}.get(kind)
     ring = {"rtt": "rtt.ring_c.64", "rate": "rate.ring_c.64", "bw": "bw.ring_c.65536"}.get(kind, "")
     p99 = f"{r['p99']:.2f}" if r["p99"] is not None else "-"
     print(f"{r['name']:32} {r['unit']:7} {r['value']:9.2f} {p99:>8} {r['min']:9.2f} {r['max']:9.2f}  "
