@@ -152,4 +152,36 @@ final class SQLExample {
         #expect(example.serverLog.components(separatedBy: "connected over vio").count - 1 == 100)
         _ = clients
     }
+
+    /// A client on another host holds the write lock in an open transaction and its host goes
+    /// away (its agent is killed): the server's link reports the host down, the transaction
+    /// is rolled back, and a client on the server's host commits.
+    @Test func clientWhoseHostGoesDownIsRolledBack() throws {
+        let cluster = try LoopbackCluster(hosts: ["a", "b"],
+                                          instances: "  - { name: c1, host: a }\n  - { name: sqlserver, host: b }\n  - { name: c2, host: b }",
+                                          links: "  - between: [sqlserver, c1]\n  - between: [sqlserver, c2]")
+        _ = try cluster.waitForAllPeersUp("a", 1)
+        let server = try ToolProcess("vio-sql-server", ["--socket", cluster.socket("b")])
+        defer { server.kill() }
+        #expect(server.waitFor("ready"))
+        func sql(_ host: String, _ instance: String, _ request: String) throws -> Tools.Result {
+            try Tools.run("vio-sql", ["--as", instance, "--socket", cluster.socket(host), "-c", request])
+        }
+        #expect(try sql("b", "c2", "CREATE TABLE accounts (id INTEGER PRIMARY KEY, balance INTEGER); INSERT INTO accounts VALUES (1, 0)").status == 0)
+        let fifo = Tools.scratchDirectory() + "/requests"
+        #expect(mkfifo(fifo, 0o600) == 0)
+        let holder = try ToolProcess("/bin/sh", ["-c", "exec \(Tools.binDirectory)/vio-sql --as c1 --socket \(cluster.socket("a")) < \(fifo)"])
+        let requests = FileHandle(forWritingAtPath: fifo)
+        requests?.write(Data("BEGIN IMMEDIATE\nUPDATE accounts SET balance = balance + 1 WHERE id = 1\nSELECT 'holding'\n".utf8))
+        #expect(holder.waitFor("holding"), "\(holder.output)\(Tools.contents(holder.stderrFile))")
+        let writer = try ToolProcess("vio-sql", ["--as", "c2", "--socket", cluster.socket("b"), "-c", "UPDATE accounts SET balance = balance + 10 WHERE id = 1"])
+        usleep(300_000)
+        #expect(writer.process.isRunning, "the writer should wait for the lock")
+        _ = cluster.agents["a"]?.stop(signal: SIGKILL)
+        #expect(writer.finish(timeout: 10) == 0)
+        #expect(try sql("b", "c2", "SELECT balance FROM accounts").stdout == "10\n")
+        #expect(Tools.contents(server.stderrFile).contains("rolled back its open transaction"), "\(Tools.contents(server.stderrFile))")
+        requests?.closeFile()
+        holder.kill()
+    }
 }
