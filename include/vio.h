@@ -76,9 +76,10 @@ int vio_attach(const char *instance, const char *socket_path, const char *token_
  * and all its links are released. NULL is ignored. */
 void vio_detach(vio_client *client);
 
-/* A descriptor that becomes readable when an incoming link (vio_accept_link) or an agent
- * hang-up waits; for the caller's epoll/poll loop. Owned by the client. It stays the same
- * when libvio attaches again by itself after an agent restart. */
+/* A descriptor that becomes readable when an incoming link waits (vio_accept_link); for the
+ * caller's epoll/poll loop. Owned by the client. An agent's hang-up is libvio's to handle: it
+ * attaches again by itself once an agent serves the socket, and this descriptor stays the
+ * same. */
 int vio_client_fd(vio_client *client);
 
 /* Open the link to `peer`, waiting up to timeout_ms for it to attach. *out: a new link. */

@@ -44,22 +44,17 @@ final class AttachmentKeeper: @unchecked Sendable {
 
     private func run() {
         while true {
-            // The client is held only between waits: dropping it elsewhere ends the thread.
+            // The client is held only for the calls: dropping it elsewhere ends the thread.
             guard let socket = client?.controlSocketDescriptor else { return }
             guard let (hungUp, woken) = try? Poll.hangUp(socket, or: wake.rawValue, timeoutMilliseconds: -1), !woken else { return }
-            guard hungUp, let client, client.controlConnectionLost() else { continue }
+            guard hungUp, client?.controlConnectionLost() == true else { continue }
             var backoff = Self.firstBackoffMilliseconds
             while true {
                 guard let woken = try? Poll.readable(wake.rawValue, timeoutMilliseconds: backoff), !woken else { return }
-                guard let client = self.client else { return }
-                switch client.attachAgain() {
-                case .attached: break
-                case .gaveUp: return
-                case .later:
-                    backoff = min(backoff * 2, Self.maximumBackoffMilliseconds)
-                    continue
-                }
-                break
+                guard let outcome = client?.attachAgain() else { return }
+                if outcome == .gaveUp { return }
+                if outcome == .attached { break }
+                backoff = min(backoff * 2, Self.maximumBackoffMilliseconds)
             }
         }
     }

@@ -121,28 +121,39 @@ public final class VIOClient: @unchecked Sendable {
     /// Attaches again as this instance (the keeper's retry): `later` while no agent answers,
     /// `gaveUp` when one refuses this instance (the topology no longer admits it).
     func attachAgain() -> Reattach {
+        if state.withLock({ $0.detached }) { return .gaveUp }
         var fresh: AgentChannel?
         do {
             let channel = try AgentChannel(path: attachment.path, role: .instance, software: "libvio \(VIOVersion.string)")
             guard case .attached = try channel.request(.attach(attachment.request)).message else { return .later }
             fresh = consume channel
         } catch {
-            if case .refused = error { return .gaveUp }
+            // Only a refusal that will not change by itself ends the retries (an unreadable
+            // token file during a deploy, say, is retried).
+            if case .refused(let refusal) = error,
+               [.unknownInstance, .notAllowed, .badToken, .unsupportedVersion, .alreadyAttached].contains(refusal.code) {
+                return .gaveUp
+            }
             return .later
         }
-        let pid = fresh?.agentProcessID
+        // Ready before the swap: a link adopted right after it must watch the new agent.
+        let watch = fresh?.agentProcessID.flatMap { try? ProcessExitWatch(pid: $0) }
         let swapped = state.withLock { state -> Bool in
             guard !state.detached, let channel = fresh.take() else { return false }
+            // Links the old agent delivered that nobody took yet are still good (shared
+            // memory): keep them, under the old connection's generation.
+            try? state.channel.collectUnsolicited(into: &state.incoming)
+            state.stampIncoming()
             events.remove(state.channel.descriptor)
             state.channel = channel
             try? events.add(state.channel.descriptor, token: 0)
             state.lost = false
+            state.generation += 1
             state.reattachments += 1
+            agentExit.withLock { $0 = watch }
             return true
         }
-        guard swapped else { return .gaveUp }
-        agentExit.withLock { $0 = pid.flatMap { try? ProcessExitWatch(pid: $0) } }
-        return .attached
+        return swapped ? .attached : .gaveUp
     }
 
     /// Opens the link to `peer`. If the peer is not attached yet, waits up to `timeout` for
@@ -154,8 +165,12 @@ public final class VIOClient: @unchecked Sendable {
             if let queued = state.takeIncoming(from: peer) { return try adopt(queued) }
             state.requestCounter &+= 1
             let id = state.requestCounter
-            let reply = try state.channel.request(.openLink(OpenLink(requestID: id, peer: peer, timeoutMilliseconds: milliseconds)),
+            let reply: AgentChannel.Reply
+            do {
+                defer { state.stampIncoming() }
+                reply = try state.channel.request(.openLink(OpenLink(requestID: id, peer: peer, timeoutMilliseconds: milliseconds)),
                                                   replyTo: id, queue: &state.incoming)
+            }
             guard case .linkReady(let ready) = reply.message else {
                 throw .protocolViolation("expected LINK_READY, got \(reply.message.kindName)")
             }
@@ -165,7 +180,7 @@ public final class VIOClient: @unchecked Sendable {
                 }
                 return try adopt(queued)
             }
-            return try adopt(IncomingLink(ready: ready, descriptors: reply.descriptors))
+            return try adopt(IncomingLink(ready: ready, descriptors: reply.descriptors, generation: state.generation))
         }
     }
 
@@ -175,7 +190,9 @@ public final class VIOClient: @unchecked Sendable {
         while true {
             let next = try state.withLock { (state) throws(VIOError) -> IncomingLink? in
                 if !state.incoming.isEmpty { return state.incoming.removeFirst() }
+                defer { state.stampIncoming() }
                 try state.channel.collectUnsolicited(into: &state.incoming)
+                state.stampIncoming()
                 return state.incoming.isEmpty ? nil : state.incoming.removeFirst()
             }
             if let next { return try adopt(next) }
@@ -191,6 +208,7 @@ public final class VIOClient: @unchecked Sendable {
     /// Closes the control connection. Open links keep working until closed.
     public func detach() {
         state.withLock { $0.detached = true }
+        keeper?.stop()
     }
 
     /// Builds the endpoint for a LINK_READY and its five descriptors.
@@ -240,14 +258,17 @@ public final class VIOClient: @unchecked Sendable {
         // The link keeps the attachment alive: dropping the client while links are in use
         // must not detach the instance (which would close them).
         link.onClose = { id in
-            self.notifyClosed(id)
+            self.notifyClosed(id, generation: incoming.generation)
             if let watch { PeerExitMonitor.shared.unwatch(watch) }
         }
         return link
     }
 
-    private func notifyClosed(_ linkID: UInt64) {
+    /// Tells the agent that delivered the link. A link from an agent since replaced is not
+    /// announced: the new agent numbers its links afresh, and the id may be one of its own.
+    private func notifyClosed(_ linkID: UInt64, generation: Int) {
         state.withLock { state in
+            guard state.generation == generation, !state.lost else { return }
             try? state.channel.send(.closeLink(CloseLink(linkID: linkID)))
         }
     }
@@ -284,6 +305,8 @@ public final class VIOClient: @unchecked Sendable {
 struct IncomingLink: Sendable {
     var ready: LinkReady
     var descriptors: [Int32]
+    /// Which control connection delivered it (``ControlState/generation``); -1 until stamped.
+    var generation = -1
 }
 
 /// What the control connection holds, guarded by the client's mutex.
@@ -295,6 +318,13 @@ struct ControlState: ~Copyable, Sendable {
     /// The agent hung up and no new connection replaced it yet.
     var lost = false
     var reattachments = 0
+    /// Counts control connections: links are told apart by the one that delivered them.
+    var generation = 0
+
+    /// Marks links received on the current connection as its.
+    mutating func stampIncoming() {
+        for i in incoming.indices where incoming[i].generation < 0 { incoming[i].generation = generation }
+    }
 
     mutating func takeIncoming(from peer: String) -> IncomingLink? {
         guard let index = incoming.firstIndex(where: { $0.ready.peer == peer }) else { return nil }

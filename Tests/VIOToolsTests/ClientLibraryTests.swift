@@ -39,6 +39,12 @@ struct ClientLibraryTests {
         // The old link still works too.
         try a.send([1])
         #expect(try b.receive(timeout: .seconds(5)) == [1])
+        // Closing it is not announced to the new agent, whose link ids start again (the new
+        // link may have the old one's id): the new link carries on.
+        b.close()
+        try c.send([43])
+        #expect(try d.receive(timeout: .seconds(5)) == [43])
+        #expect(try Tools.run("vioctl", ["status", "--socket", restarted.socket]).stdout.contains("open"))
     }
 
     /// An instance whose agent stays away keeps trying (with backoff) and attaches when one

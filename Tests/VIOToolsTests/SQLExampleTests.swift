@@ -18,7 +18,9 @@ final class SQLExample {
     init(clients: Int = 3) throws {
         fixture = try FabricFixture(instances: (["sqlserver"] + (1...clients).map { "c\($0)" })
                                         .map { "  - { name: \($0), host: local }" }.joined(separator: "\n"),
-                                    links: (1...clients).map { "  - between: [sqlserver, c\($0)]" }.joined(separator: "\n"))
+                                    // c2's link carries at most 1 MiB per message.
+                                    links: (1...clients).map { "  - { between: [sqlserver, c\($0)]\($0 == 2 ? ", max_message_size: 1MiB" : "") }" }
+                                        .joined(separator: "\n"))
         tcpPort = try LoopbackCluster.freePort()
         try startServer()
     }
@@ -76,8 +78,16 @@ final class SQLExample {
         // Errors come back as errors, and the session goes on.
         let error = try example.sql("c2", ["SELECT * FROM missing"])
         #expect(error.status == 1 && error.stderr.contains("no such table: missing"), "\(error.stderr)")
-        let big = try example.sql("c2", ["WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 100000) SELECT x, 'row ' || x FROM n"])
+        let big = try example.sql("c1", ["WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 100000) SELECT x, 'row ' || x FROM n"])
         #expect(big.stdout.split(separator: "\n").count == 100_000 && big.stdout.hasSuffix("100000|row 100000\n"))
+        // A result larger than the link carries is an error reply; the session and its
+        // transaction go on.
+        let (c2, requests) = try example.interactive("c2")
+        requests.write(Data("BEGIN\nINSERT INTO v VALUES (9, 'zed', 0, NULL)\nSELECT zeroblob(2000000)\nCOMMIT\nSELECT 'done'\n".utf8))
+        #expect(c2.waitFor("done"), "\(c2.output)\(Tools.contents(c2.stderrFile))")
+        #expect(Tools.contents(c2.stderrFile).contains("larger than 1048576 bytes"), "\(Tools.contents(c2.stderrFile))")
+        requests.closeFile()
+        #expect(try example.sql("c1", ["SELECT name FROM v WHERE id = 9"]).stdout == "zed\n")
         // The C client, against vio.h only, with a bound parameter.
         let client = try CABITests.compile(Tools.repositoryRoot + "/examples/sql/c/sql_client.c")
         let c = try Tools.run(client, ["c3", "sqlserver", "SELECT name FROM v WHERE id = ?", "2"],

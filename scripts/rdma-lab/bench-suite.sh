@@ -3,7 +3,8 @@
 #   scripts/rdma-lab/lab.sh pair scripts/rdma-lab/bench-suite.sh BIN_DIR RUNS
 # Guest 1 (h1) sends or pings, guest 2 (h2) receives or echoes. Prints `BENCH NAME LINE`
 # records: perftest on the lab's rxe devices, then VIO over RDMA (plaintext and TLS) and over
-# TCP on the same lab, each RUNS times. Under TCG only ratios between them mean anything.
+# TCP on the same lab, and the SQL example's point selects over RDMA, VIO over TCP and plain
+# TCP, each RUNS times. Under TCG only ratios between them mean anything.
 B=$1
 RUNS=${2:-3}
 SCRATCH=bench
@@ -102,6 +103,28 @@ for variant in rdma rdma_copy rdma_tls tcp; do
             timeout 120 "$B/vio-probe" fanout --as a1,a2,a3,a4,a5,a6,a7,a8 --role send --size 16384 --seconds 5 > /dev/null 2>&1
         fi
         barrier "fan-$variant"
+    fi
+    # The SQL example (examples/sql): point selects over a link through both agents, and
+    # (once) over the server's TCP listener between the same guests.
+    if [ "$variant" = rdma ] || [ "$variant" = tcp ]; then
+        if [ "$R" = 2 ]; then
+            "$B/vio-sql-server" --as b3 --socket $S --tcp-listen 198.18.0.2:7500 > "$L/sql-$variant.out" 2> "$L/sql-$variant.log" &
+            SQL=$!
+            for _ in $(seq 1 100); do grep -q ready "$L/sql-$variant.out" 2>/dev/null && break; sleep 0.1; done
+        fi
+        barrier "sql-up-$variant"
+        if [ "$R" = 1 ]; then
+            for run in $(seq 1 "$RUNS"); do
+                out=$(timeout 300 "$B/vio-sql" --as a3 --server b3 --socket $S --bench select --count 300 2>&1)
+                echo "BENCH lab.sql.select.vio_$variant $(echo "$out" | grep '^rtt_us')"
+                if [ $variant = tcp ]; then
+                    out=$(timeout 300 "$B/vio-sql" --tcp 198.18.0.2:7500 --bench select --count 300 2>&1)
+                    echo "BENCH lab.sql.select.tcp $(echo "$out" | grep '^rtt_us')"
+                fi
+            done
+        fi
+        barrier "sql-done-$variant"
+        if [ "$R" = 2 ]; then kill $SQL; wait $SQL 2>/dev/null; fi
     fi
     # Idle: two links open (each end blocked in receive), nothing flowing, for 10 s.
     if [ "$variant" = rdma ] || [ "$variant" = tcp ]; then

@@ -35,6 +35,8 @@ final class LinkConnection: Connection {
             try link.send(request.encoded())
             return try SQLReply(decoding: link.receive())
         } catch let error as LinkError {
+            // A request too large for the link is this client's error; the link is fine.
+            if case .messageTooLarge = error { throw error }
             self.link = nil
             throw ServerGone(reason: error.description)
         }
@@ -93,6 +95,7 @@ struct Client: ParsableCommand {
     var count = 20_000
 
     func run() throws {
+        guard count > 0 else { throw ValidationError("--count must be at least 1") }
         let connection: Connection
         if let tcp {
             guard let colon = tcp.lastIndex(of: ":"), let port = UInt16(tcp[tcp.index(after: colon)...]) else {

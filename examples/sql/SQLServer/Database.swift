@@ -44,10 +44,23 @@ final class Database {
     }
 
     /// Runs every statement of the request in order; the reply has the last one's rows, or the
-    /// first error (statements before it took effect, as in `sqlite3`).
-    func execute(_ request: SQLRequest) -> SQLReply {
+    /// first error (statements before it took effect, as in `sqlite3`). A result larger than
+    /// `replyLimit` bytes is an error (the reply could not be sent), and a statement stops when
+    /// `abandoned` says the client is gone (a dead client's endless query must not keep its
+    /// locks).
+    func execute(_ request: SQLRequest, replyLimit: Int, abandoned: @escaping () -> Bool) -> SQLReply {
         var reply = SQLReply.rows(columns: [], rows: [], changes: 0)
         let text = Array(request.sql.utf8CString)
+        // Asked every 10,000 virtual-machine steps: cheap next to the statement itself.
+        final class Watch { let abandoned: () -> Bool; init(_ a: @escaping () -> Bool) { abandoned = a } }
+        let watch = Unmanaged.passRetained(Watch(abandoned))
+        sqlite3_progress_handler(handle, 10_000, { context in
+            Unmanaged<Watch>.fromOpaque(context!).takeUnretainedValue().abandoned() ? 1 : 0
+        }, watch.toOpaque())
+        defer {
+            sqlite3_progress_handler(handle, 0, nil, nil)
+            watch.release()
+        }
         return text.withUnsafeBufferPointer { buffer -> SQLReply in
             var cursor = buffer.baseAddress!
             while cursor.pointee != 0 {
@@ -64,11 +77,18 @@ final class Database {
                 let columnCount = sqlite3_column_count(statement)
                 let columns = (0..<columnCount).map { String(cString: sqlite3_column_name(statement, $0)) }
                 var rows: [[SQLValue]] = []
+                // The reply's size so far, as SQLReply encodes it.
+                var size = 16 + columns.reduce(0) { $0 + 4 + $1.utf8.count }
                 while true {
                     let rc = sqlite3_step(statement)
                     if rc == SQLITE_DONE { break }
                     guard rc == SQLITE_ROW else { return .error(lastError) }
-                    rows.append((0..<columnCount).map { column(statement, $0) })
+                    let row = (0..<columnCount).map { column(statement, $0) }
+                    size += row.reduce(0) { $0 + $1.encodedSize }
+                    guard size <= replyLimit else {
+                        return .error("the result is larger than \(replyLimit) bytes, the most one reply carries; narrow the query (LIMIT, fewer columns)")
+                    }
+                    rows.append(row)
                 }
                 reply = .rows(columns: columns, rows: rows, changes: sqlite3_changes64(handle))
                 guard let tail else { break }
@@ -107,4 +127,16 @@ final class Database {
 struct DatabaseError: Error, CustomStringConvertible {
     var message: String
     var description: String { message }
+}
+
+extension SQLValue {
+    /// Bytes the value takes in a reply.
+    var encodedSize: Int {
+        switch self {
+        case .null: 1
+        case .integer, .real: 9
+        case .text(let t): 5 + t.utf8.count
+        case .blob(let b): 5 + b.count
+        }
+    }
 }

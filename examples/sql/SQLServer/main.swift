@@ -41,13 +41,17 @@ struct Server: ParsableCommand {
             spawnThread { acceptTCP(listenerDescriptor: fd, database: name) }
         }
         StandardStreams.out("ready: serving '\(database)' as \(instance)\(tcpListen.map { " and on tcp \($0)" } ?? "")\n")
+        var lastAcceptError: VIOError?
         while true {
             let link: Link
             do { link = try client.acceptLink(timeout: nil) } catch {
                 // The agent went away: libvio attaches again by itself; links open keep working.
+                if error != lastAcceptError { log("waiting for links: \(error)") }
+                lastAcceptError = error
                 usleep(100_000)
                 continue
             }
+            lastAcceptError = nil
             let name = database
             spawnThread { serve(link: link, database: name) }
         }
@@ -72,7 +76,11 @@ func serve(link: Link, database name: String) {
             return
         }
         let reply: SQLReply
-        do { reply = database.execute(try SQLRequest(decoding: request)) } catch {
+        do {
+            reply = database.execute(try SQLRequest(decoding: request), replyLimit: link.region.maxMessage) {
+                link.stateError != nil
+            }
+        } catch {
             reply = .error("malformed request: \(error)")
         }
         do { try link.send(reply.encoded()) } catch {
@@ -102,7 +110,11 @@ func acceptTCP(listenerDescriptor fd: Int32, database name: String) {
                     return
                 }
                 let reply: SQLReply
-                do { reply = database.execute(try SQLRequest(decoding: request)) } catch {
+                do {
+                    reply = database.execute(try SQLRequest(decoding: request), replyLimit: FramedTCP.maximumMessage) {
+                        connection.peerHungUp
+                    }
+                } catch {
                     reply = .error("malformed request: \(error)")
                 }
                 do { try connection.send(reply.encoded()) } catch {

@@ -19,11 +19,23 @@ public final class FramedTCP: @unchecked Sendable {
         self.socket = socket
     }
 
-    /// An accepted connection.
+    /// An accepted connection. Keepalive probes after 10 s of silence end a connection whose
+    /// client's host went away within about 25 s (its session's transaction is then rolled back).
     public init(accepted: consuming TCPSocket) throws(SystemError) {
         try accepted.fd.setNonBlocking(false)
         try accepted.setNoDelay()
+        try accepted.setOption(SOL_SOCKET, SO_KEEPALIVE, 1)
+        try accepted.setOption(Int32(IPPROTO_TCP), TCP_KEEPIDLE, 10)
+        try accepted.setOption(Int32(IPPROTO_TCP), TCP_KEEPINTVL, 5)
+        try accepted.setOption(Int32(IPPROTO_TCP), TCP_KEEPCNT, 3)
         socket = accepted
+    }
+
+    /// Whether the far end closed or reset the connection (without reading anything).
+    public var peerHungUp: Bool {
+        // POLLRDHUP (0x2000), a GNU extension Glibc's module does not export.
+        var p = pollfd(fd: socket.fd.rawValue, events: 0x2000, revents: 0)
+        return poll(&p, 1, 0) == 1 && p.revents != 0
     }
 
     /// Sends one message.
@@ -49,11 +61,13 @@ public final class FramedTCP: @unchecked Sendable {
     }
 
     private func readExactly(_ count: Int) throws -> [UInt8] {
-        var buffer = [UInt8](repeating: 0, count: count)
+        // Grown as the bytes arrive: a length prefix alone does not make this allocate it.
+        var buffer = [UInt8](repeating: 0, count: min(count, 1 << 20))
         var at = 0
         while at < count {
+            if at == buffer.count { buffer += [UInt8](repeating: 0, count: min(count - at, buffer.count)) }
             let n = try buffer.withUnsafeMutableBytes { raw in
-                try socket.read(into: UnsafeMutableRawBufferPointer(rebasing: raw[at...]))
+                try socket.read(into: UnsafeMutableRawBufferPointer(rebasing: raw[at..<min(raw.count, count)]))
             }
             guard let n else { continue }
             if n == 0 { throw SystemError("recv", .connectionReset, detail: "end of stream") }
