@@ -54,7 +54,8 @@ enum {
     VIO_ESYSTEM = -12,      /* a system call failed */
     VIO_EMISUSE = -13,      /* invalid sequence, e.g. commit without claim */
     VIO_EHOSTDOWN = -14,    /* the peer's host is unreachable */
-    VIO_ECANCELED = -15     /* reserved */
+    VIO_ECANCELED = -15,    /* reserved */
+    VIO_ENOTRESPONDING = -16 /* the peer left the ring full and unread too long (stopped?); the link stays open */
 };
 
 /* A static, human-readable name for an error code (never NULL). */

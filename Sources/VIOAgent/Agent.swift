@@ -21,6 +21,8 @@ public final class Agent {
     private var transport: TransportChoice
     private let startedAt = MonotonicClock.nanoseconds()
     private let admission: Admission
+    /// Instances that stopped reading (`not_responding_ms`; nil when 0).
+    private let hangWatch: HangWatch?
 
     private let loop: EventLoop
     /// The inter-host fabric; nil when this host has no links to other hosts.
@@ -55,6 +57,7 @@ public final class Agent {
         self.configuration = configuration
         self.logger = logger
         admission = Admission(view: configuration.view, agentUID: getuid())
+        hangWatch = HangWatch(milliseconds: configuration.topology.defaults.notRespondingMilliseconds)
         let host = configuration.view.host
         var transport: TransportChoice
         do {
@@ -274,6 +277,7 @@ public final class Agent {
             }
             expirePendingOpens(now: now)
             if let proxy, proxy.nextDeadline <= now { proxy.tick(now) }
+            if let hangWatch, hangWatch.nextCheck <= now { checkForHangs(hangWatch, now: now) }
             moreWork = fabric?.finishTurn() ?? false
             readClock()
             if now &- turnStart > 200_000_000 {
@@ -602,8 +606,41 @@ public final class Agent {
     /// Milliseconds from `now` to the next deadline (rounded up; -1: none).
     private func nextTimeoutMilliseconds(now: UInt64) -> Int32 {
         let opens = pendingOpens.lazy.map(\.deadline).min() ?? .max
-        let timers = min(fabric?.nextTimeoutNanoseconds() ?? .max, proxy?.nextDeadline ?? .max)
+        var timers = min(fabric?.nextTimeoutNanoseconds() ?? .max, proxy?.nextDeadline ?? .max)
+        if let hangWatch, !links.byPair.isEmpty || fabric?.hasLinks == true { timers = min(timers, hangWatch.nextCheck) }
         return Deadline(nanoseconds: min(opens, timers)).remainingMilliseconds(at: now)
+    }
+
+    /// Rings instances of this host read: each local link's two, each cross-host link's ring 0.
+    /// A reader found stalled (or moving again) wakes its local writer, or is announced to the
+    /// far agent, whose writer it is.
+    private func checkForHangs(_ watch: HangWatch, now: UInt64) {
+        var readers: [(region: LinkRegion, rings: [Int])] = []
+        var remote: [ObjectIdentifier: RemoteLink] = [:]
+        var local: [ObjectIdentifier: LocalLink] = [:]
+        for link in links.byPair.values where link.isOpen {
+            readers.append((link.region, [0, 1]))
+            local[ObjectIdentifier(link.region)] = link
+        }
+        for link in fabric?.openLinks ?? [] {
+            readers.append((link.region, [0]))
+            remote[ObjectIdentifier(link.region)] = link
+        }
+        for change in watch.check(readers, now: now) {
+            let reader = change.region.name(ofEnd: change.ring)
+            if change.stalled {
+                logger.warning("instance not responding", metadata: ["instance": "\(reader)", "link": "\(change.region.name(ofEnd: 0)) <-> \(change.region.name(ofEnd: 1))",
+                                                                     "unread_for_ms": "\(watch.limitNanoseconds / 1_000_000)"])
+            } else {
+                logger.info("instance responding again", metadata: ["instance": "\(reader)"])
+            }
+            if let link = local[ObjectIdentifier(change.region)] {
+                // The writer of ring r is end 1 - r, which waits on its space doorbell.
+                EventDescriptor.ring(change.ring == 0 ? link.space1.rawValue : link.space0.rawValue)
+            } else if let link = remote[ObjectIdentifier(change.region)] {
+                fabric?.announceReaderStalled(link, change.stalled)
+            }
+        }
     }
 
     private func expirePendingOpens(now: UInt64) {
@@ -662,6 +699,10 @@ public final class Agent {
             if case .remote = declared.kind {
                 guard let remote = fabric?.link(for: declared) else { return state }
                 state.state = remote.isOpen ? "open" : remote.closeReceived ? "closing" : "opening"
+                if remote.isOpen {
+                    if remote.region.readerStalled(ring: 0) { state.state += ", \(declared.localEnd) not responding" }
+                    if remote.region.readerStalled(ring: 1) { state.state += ", \(declared.peerEnd) not responding" }
+                }
                 state.session = remote.machine.state.briefName
                 state.linkID = remote.id.rawValue
                 // The instance is end 0 of a fabric link's region: it reads ring 0.

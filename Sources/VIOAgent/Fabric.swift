@@ -446,6 +446,19 @@ final class Fabric {
         }
     }
 
+    /// Cross-host links open now (for the hang watch).
+    var openLinks: [RemoteLink] { sessions.links.values.filter(\.isOpen) }
+
+    /// Whether any cross-host link exists.
+    var hasLinks: Bool { !sessions.links.values.isEmpty }
+
+    /// The local instance of `link` stopped reading (or reads again): the far agent flags the
+    /// far instance's ring, whose sends then report this one not responding.
+    func announceReaderStalled(_ link: RemoteLink, _ stalled: Bool) {
+        guard let slot = channels.slot(for: link) else { return }
+        send(FrameHeader(type: .session, flags: .stalled, session: link.session, destination: link.peerID), [stalled ? 1 : 0], on: slot)
+    }
+
     /// What cross-host links that are gone had carried.
     var retiredTraffic: RetiredTraffic { sessions.retired }
 

@@ -147,6 +147,16 @@ final class SessionManager {
         guard let declared = declaredLink(session, with: peer.name) else {
             throw ProtocolViolation(.frame, "session \(session) is not a link between \(view.host.name) and \(peer.name)")
         }
+        if header.flags.contains(.stalled) {
+            guard payload.count == 1, payload[0] <= 1 else {
+                throw ProtocolViolation(.frame, "session \(session): a not-responding notice of \(payload.count) bytes")
+            }
+            guard let link = links[session], link.isOpen else { return }
+            // Ring 1 is the one this host's instance writes, read (here) for the far instance.
+            link.region.setReaderStalled(ring: 1, payload[0] == 1)
+            EventDescriptor.ring(link.space0.rawValue)
+            return
+        }
         if header.flags.contains(.start) {
             let open: SessionOpen
             do { open = try SessionOpen(decoding: payload) } catch { throw ProtocolViolation(.session(session), "malformed SESSION start: \(error)") }

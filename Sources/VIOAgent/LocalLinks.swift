@@ -49,7 +49,9 @@ final class LocalLink {
         let s = region.state
         let who = s.end == 0 ? ends.0 : ends.1
         switch s.kind {
-        case .open: return "open"
+        case .open:
+            let stalled = [0, 1].filter { region.readerStalled(ring: $0) }.map { "\($0 == 0 ? ends.0 : ends.1) not responding" }
+            return (["open"] + stalled).joined(separator: ", ")
         case .closed: return "closed by \(who)"
         case .gone: return "\(who) gone"
         case .corrupt: return "corrupt (found by \(who))"

@@ -16,7 +16,7 @@ private let errorNames: [Int32: StaticString] = [
     -4: "peer closed the link", -5: "peer gone (exited or detached)", -6: "corrupt ring (link closed)",
     -7: "message too large or buffer too small", -8: "link closed by this end", -9: "refused by the agent",
     -10: "agent unreachable or gone", -11: "protocol violation", -12: "system call failed",
-    -13: "invalid use", -14: "peer host down", -15: "cancelled",
+    -13: "invalid use", -14: "peer host down", -15: "cancelled", -16: "peer not responding (ring full and unread)",
 ]
 
 @_cdecl("vio_strerror")

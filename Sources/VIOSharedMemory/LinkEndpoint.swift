@@ -293,9 +293,11 @@ public final class LinkEndpoint: @unchecked Sendable {
             }
             if let error = stateError { throw error }
             if !stalled { producer.noteStall(); stalled = true }
+            // This end writes ring 1 - end; its reader's agent flags it when it stops reading.
+            if region.readerStalled(ring: 1 - end) { throw .peerNotResponding(peer: peerName) }
             if deadline.isImmediate { throw .wouldBlock }
             try wait(armed: producer.writerArmed, doorbell: spaceDoorbell.rawValue, deadline: &deadline) {
-                self.producer.hasSpace(payload: payload)
+                self.producer.hasSpace(payload: payload) || self.region.readerStalled(ring: 1 - self.end)
             }
         }
     }

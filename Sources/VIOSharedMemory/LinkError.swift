@@ -14,6 +14,10 @@ public enum LinkError: Error, Sendable, Equatable, CustomStringConvertible {
     case peerHostDown(peer: String, host: String, possiblyLost: UInt64)
     /// This end closed the link.
     case closed
+    /// The peer stopped reading (a stopped or deadlocked process: its agent saw the ring to it
+    /// hold unread data for longer than `not_responding_ms`) and the ring is full. The link
+    /// stays open: a later send succeeds once the peer reads again.
+    case peerNotResponding(peer: String)
     /// The local agent exited: this link to an instance on another host went through it and
     /// is gone; messages sent and not yet carried to the far host may be lost.
     case agentGone(peer: String, host: String)
@@ -41,6 +45,8 @@ public enum LinkError: Error, Sendable, Equatable, CustomStringConvertible {
         case .peerGone(let p): return "peer gone: instance '\(p)' exited or detached"
         case .peerHostDown(let p, let h, let lost):
             return "peer host down: host '\(h)' of instance '\(p)' is unreachable; \(lost) message(s) sent on this link were not acknowledged and may be lost; reopen the link when the host is back"
+        case .peerNotResponding(let p):
+            return "peer '\(p)' is not responding: it has left the link's ring full and unread (stopped or deadlocked?); the link stays open, try again later"
         case .closed: return "the link is closed"
         case .agentGone(let p, let h):
             return "the local vio-agent exited: the link to instance '\(p)' on host '\(h)' went through it and is gone; messages not yet carried there may be lost; attach again once the agent is back"

@@ -164,6 +164,27 @@ public final class LinkRegion: @unchecked Sendable {
     }
 
     /// Start of ring `index`'s control page.
+    /// Whether the agent found ring `index`'s reader not responding: data waited unread in it
+    /// for longer than the topology's `not_responding_ms` (a stopped or deadlocked process).
+    public func readerStalled(ring index: Int) -> Bool {
+        UnsafeAtomic<UInt32>(at: (ringBase(index) + RegionLayout.Ring.readerStalled).assumingMemoryBound(to: UnsafeAtomic<UInt32>.Storage.self))
+            .load(ordering: .acquiring) != 0
+    }
+
+    /// Sets or clears ``readerStalled(ring:)`` (the agent's call).
+    public func setReaderStalled(ring index: Int, _ stalled: Bool) {
+        UnsafeAtomic<UInt32>(at: (ringBase(index) + RegionLayout.Ring.readerStalled).assumingMemoryBound(to: UnsafeAtomic<UInt32>.Storage.self))
+            .store(stalled ? 1 : 0, ordering: .releasing)
+    }
+
+    /// Ring `index`'s read and write positions (bytes since the start): equal when it is empty.
+    public func positions(ofRing index: Int) -> (head: UInt64, tail: UInt64) {
+        let base = ringBase(index)
+        let tail = UnsafeAtomic<UInt64>(at: (base + RegionLayout.Ring.tail).assumingMemoryBound(to: UnsafeAtomic<UInt64>.Storage.self))
+        let head = UnsafeAtomic<UInt64>(at: (base + RegionLayout.Ring.head).assumingMemoryBound(to: UnsafeAtomic<UInt64>.Storage.self))
+        return (head.load(ordering: .acquiring), tail.load(ordering: .acquiring))
+    }
+
     public func ringBase(_ index: Int) -> UnsafeMutableRawPointer {
         base + RegionLayout.ringOffset(index, capacities: capacities)
     }

@@ -40,6 +40,7 @@ public enum RegionLayout {
         public static let writerArmed = 192    // u32, set by a producer waiting for space
         public static let producerCounters = 256  // 4 x u64: messages, bytes, wake-ups sent, full stalls
         public static let consumerCounters = 320  // 4 x u64: messages, bytes, wake-ups received, errors
+        public static let readerStalled = 384  // u32, written by the agent: 1 while the reader leaves data unread too long
         public static let data = 4096
     }
 

@@ -54,6 +54,9 @@ public struct Defaults: Sendable, Equatable {
     public var agentPollMicroseconds: Int = 0
     /// Where agents serve Prometheus metrics (`ADDRESS:PORT`); nil: no metrics endpoint.
     public var metricsListen: String?
+    /// How long an instance may leave data unread in a link's ring before its peers are told
+    /// it is not responding, in milliseconds (0: never).
+    public var notRespondingMilliseconds: Int = 5000
 
     /// The built-in defaults.
     public init() {}

@@ -5,7 +5,7 @@ extension NodeDecoder {
     static let topLevelKeys = ["cluster", "version", "defaults", "hosts", "instances", "links", "services", "host_pairs"]
     static let defaultsKeys = ["ring_size", "max_message_size", "port", "transport", "channels",
                                "heartbeat_interval_ms", "peer_timeout_ms", "security", "rekey_after", "rekey_interval_s",
-                               "agent_poll_us", "metrics_listen"]
+                               "agent_poll_us", "metrics_listen", "not_responding_ms"]
     static let hostKeys = ["name", "address", "port", "transport", "rdma_device", "nat", "channels", "control_socket",
                            "key", "key_file", "agent_poll_us", "metrics_listen"]
     static let hostPairKeys = ["between", "security"]
@@ -67,6 +67,7 @@ extension NodeDecoder {
         if let v = f.size("rekey_after", powerOfTwo: false, in: Self.rekeySizes) { d.rekeyAfter = v }
         if let v = f.integer("rekey_interval_s", in: 1...86_400 * 7) { d.rekeyIntervalSeconds = v }
         if let v = f.integer("agent_poll_us", in: 0...10_000) { d.agentPollMicroseconds = v }
+        if let v = f.integer("not_responding_ms", in: 0...3_600_000) { d.notRespondingMilliseconds = v }
         d.metricsListen = metricsListen(f)
         if d.peerTimeoutMilliseconds <= d.heartbeatIntervalMilliseconds {
             error(at: f.location(of: "peer_timeout_ms"),

@@ -148,8 +148,13 @@ public struct FrameFlags: OptionSet, Sendable, Hashable {
     /// ``SessionOpen/Features/recordRuns``.
     public static let records = FrameFlags(rawValue: 1 << 5)
 
+    /// SESSION only: the receiving instance at the sender's end stopped reading (payload 1)
+    /// or reads again (payload 0); the receiver flags its own instance's ring, so that
+    /// instance's sends report the peer not responding.
+    public static let stalled = FrameFlags(rawValue: 1 << 6)
+
     /// Every defined bit.
-    public static let all: FrameFlags = [.start, .dataEnd, .close, .more, .reset, .records]
+    public static let all: FrameFlags = [.start, .dataEnd, .close, .more, .reset, .records, .stalled]
 }
 
 /// One frame: header and payload.

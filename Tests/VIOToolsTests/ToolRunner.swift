@@ -180,10 +180,11 @@ final class FabricFixture {
     var topology: String { directory + "/topology.yaml" }
 
     /// `instances`/`links` are YAML list bodies (already indented by two spaces).
-    init(instances: String, links: String) throws {
+    init(instances: String, links: String, defaults: String = "") throws {
         let text = """
             cluster: test
             version: 1
+            \(defaults.isEmpty ? "" : "defaults:\n" + defaults)
             hosts:
               - { name: local, address: 127.0.0.1, transport: tcp }
             instances:

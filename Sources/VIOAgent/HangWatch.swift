@@ -1,0 +1,77 @@
+import VIOLinux
+import VIOSharedMemory
+
+/// Finds instances that stopped reading: a ring whose reader leaves data unread, its read
+/// position unmoved, for longer than `not_responding_ms` (a process stopped with SIGSTOP, or
+/// deadlocked). The ring is flagged (``LinkRegion/setReaderStalled(ring:_:)``) and its writer
+/// woken, so the writer's send fails with "peer not responding" instead of waiting forever,
+/// distinct from a peer that died; the flag clears as soon as the reader moves again. A
+/// cross-host link's writer is on another host: its agent is told (``Fabric``), and flags the
+/// writer's ring there.
+final class HangWatch {
+    /// One ring read by an instance of this host.
+    private struct Watched {
+        var head: UInt64
+        var since: UInt64
+        var flagged: Bool
+    }
+
+    let limitNanoseconds: UInt64
+    private var rings: [Key: Watched] = [:]
+    /// When ``check(_:)`` is due next.
+    private(set) var nextCheck: UInt64 = 0
+
+    struct Key: Hashable {
+        let region: ObjectIdentifier
+        let ring: Int
+    }
+
+    /// A ring found stalled or moving again: `stalled`, and who reads it.
+    struct Change {
+        let region: LinkRegion
+        let ring: Int
+        let stalled: Bool
+    }
+
+    /// No watch when `milliseconds` is 0.
+    init?(milliseconds: Int) {
+        guard milliseconds > 0 else { return nil }
+        limitNanoseconds = UInt64(milliseconds) * 1_000_000
+    }
+
+    /// How often rings are looked at: a quarter of the limit, at most every 50 ms.
+    var interval: UInt64 { max(50_000_000, limitNanoseconds / 4) }
+
+    /// Looks at `readers` (each region with the rings an instance of this host reads) at
+    /// `now`; returns the rings whose state changed. Regions no longer given are forgotten.
+    func check(_ readers: [(region: LinkRegion, rings: [Int])], now: UInt64) -> [Change] {
+        nextCheck = now + interval
+        var changes: [Change] = []
+        var seen = Set<Key>()
+        for (region, indices) in readers {
+            for ring in indices {
+                let key = Key(region: ObjectIdentifier(region), ring: ring)
+                seen.insert(key)
+                let (head, tail) = region.positions(ofRing: ring)
+                var w = rings[key] ?? Watched(head: head, since: now, flagged: false)
+                if head != w.head || head == tail {
+                    // Read something, or nothing is waiting: responding.
+                    w.head = head
+                    w.since = now
+                    if w.flagged {
+                        w.flagged = false
+                        region.setReaderStalled(ring: ring, false)
+                        changes.append(Change(region: region, ring: ring, stalled: false))
+                    }
+                } else if !w.flagged, now &- w.since >= limitNanoseconds {
+                    w.flagged = true
+                    region.setReaderStalled(ring: ring, true)
+                    changes.append(Change(region: region, ring: ring, stalled: true))
+                }
+                rings[key] = w
+            }
+        }
+        rings = rings.filter { seen.contains($0.key) }
+        return changes
+    }
+}
