@@ -232,6 +232,9 @@ public final class Agent {
         var events = Epoll.EventBuffer(capacity: 256)
         // Read once: every `self.fabric` in the loop would retain and release it again.
         let fabric = self.fabric
+        let proxy = self.proxy, hangWatch = self.hangWatch
+        // When the hang watch is due, kept here: the loop reads it every turn.
+        var nextHangCheck = hangWatch?.nextCheck ?? .max
         // One clock reading per turn, which the fabric stamps its activity with: taken at the
         // end of every turn (timing it), and again after a wait that may have slept or a yield.
         var now: UInt64 = 0
@@ -256,7 +259,7 @@ public final class Agent {
                 lastActivity = now
                 moreWork = fabric.finishTurn()
             }
-            let timeout = moreWork || polling ? 0 : nextTimeoutMilliseconds(now: now)
+            let timeout = moreWork || polling ? 0 : nextTimeoutMilliseconds(now: now, fabric: fabric, proxy: proxy, hangCheck: nextHangCheck)
             do {
                 try loop.epoll.wait(timeoutMilliseconds: timeout, into: &events)
             } catch {
@@ -277,7 +280,10 @@ public final class Agent {
             }
             expirePendingOpens(now: now)
             if let proxy, proxy.nextDeadline <= now { proxy.tick(now) }
-            if let hangWatch, hangWatch.nextCheck <= now { checkForHangs(hangWatch, now: now) }
+            if nextHangCheck <= now, let hangWatch {
+                checkForHangs(hangWatch, now: now)
+                nextHangCheck = hangWatch.nextCheck
+            }
             moreWork = fabric?.finishTurn() ?? false
             readClock()
             if now &- turnStart > 200_000_000 {
@@ -604,10 +610,13 @@ public final class Agent {
     // MARK: Timers
 
     /// Milliseconds from `now` to the next deadline (rounded up; -1: none).
-    private func nextTimeoutMilliseconds(now: UInt64) -> Int32 {
+    /// (The loop passes the agent's parts it holds: reading them from `self` here would retain
+    /// and release each before every sleep.)
+    private func nextTimeoutMilliseconds(now: UInt64, fabric: Fabric?, proxy: ProxyManager?, hangCheck: UInt64) -> Int32 {
         let opens = pendingOpens.lazy.map(\.deadline).min() ?? .max
         var timers = min(fabric?.nextTimeoutNanoseconds() ?? .max, proxy?.nextDeadline ?? .max)
-        if let hangWatch, !links.byPair.isEmpty || fabric?.hasLinks == true { timers = min(timers, hangWatch.nextCheck) }
+        // Asked before every sleep: nothing here may allocate or walk the links.
+        timers = min(timers, hangCheck)
         return Deadline(nanoseconds: min(opens, timers)).remainingMilliseconds(at: now)
     }
 

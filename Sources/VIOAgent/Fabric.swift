@@ -328,7 +328,7 @@ final class Fabric {
                 slot.watchingWritable = !done
                 if let registration = slot.registration { try? loop.watchWritable(registration, !done) }
             }
-            if slot.channel.queuedBytes < Self.outputHighWater / 2 {
+            if slot.hasWaiters, slot.channel.queuedBytes < Self.outputHighWater / 2 {
                 if !slot.waitingLinks.isEmpty {
                     for link in slot.waitingLinks where link.isRegistered { readyLinks.insert(link) }
                     slot.waitingLinks.removeAll()
@@ -448,9 +448,6 @@ final class Fabric {
 
     /// Cross-host links open now (for the hang watch).
     var openLinks: [RemoteLink] { sessions.links.values.filter(\.isOpen) }
-
-    /// Whether any cross-host link exists.
-    var hasLinks: Bool { !sessions.links.values.isEmpty }
 
     /// The local instance of `link` stopped reading (or reads again): the far agent flags the
     /// far instance's ring, whose sends then report this one not responding.

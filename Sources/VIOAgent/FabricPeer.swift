@@ -23,9 +23,11 @@ final class ChannelSlot: WorkListed {
     /// The channel's carrier as last logged (``FabricChannel/carrierDescription``).
     var carrier: String?
     /// Links waiting for this channel's output to drain before they may queue more.
-    var waitingLinks: [RemoteLink] = []
+    var waitingLinks: [RemoteLink] = [] { didSet { hasWaiters = !waitingLinks.isEmpty || !waitingStreams.isEmpty } }
     /// Proxied connections waiting for the same (``ProxyManager/channelDrained(_:)``).
-    var waitingStreams: [ProxyStream] = []
+    var waitingStreams: [ProxyStream] = [] { didSet { hasWaiters = !waitingLinks.isEmpty || !waitingStreams.isEmpty } }
+    /// Whether either list has anyone: the one flag each flush reads.
+    private(set) var hasWaiters = false
     /// Still one of the fabric's channels (false once dropped).
     var isLive = true
     var lists: WorkLists = []

@@ -39,8 +39,9 @@ final class HangWatch {
         limitNanoseconds = UInt64(milliseconds) * 1_000_000
     }
 
-    /// How often rings are looked at: a quarter of the limit, at most every 50 ms.
-    var interval: UInt64 { max(50_000_000, limitNanoseconds / 4) }
+    /// How often rings are looked at: half the limit (so a hang is reported between 1 and 1.5
+    /// limits after it began), at most every 100 ms. An idle agent wakes for it that often.
+    var interval: UInt64 { max(100_000_000, limitNanoseconds / 2) }
 
     /// Looks at `readers` (each region with the rings an instance of this host reads) at
     /// `now`; returns the rings whose state changed. Regions no longer given are forgotten.
