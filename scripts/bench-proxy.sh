@@ -103,11 +103,8 @@ for run in $(seq 1 "$runs"); do
   h1 "$pgbin/psql" -h 198.18.0.1 -U postgres -X -q -c "UPDATE lock_bench SET v = v + 10 WHERE id = 1" postgres &
   wpid=$!
   sleep 0.5
-  t0=$(date +%s%N)
-  kill -9 "$hpid"
-  wait "$wpid"
-  t1=$(date +%s%N)
+  ms=$(release_ms "$hpid" "$wpid")
   exec 9>&-
   wait "$hpid" 2>/dev/null || true
-  record proxy.lock_release.vio "ms=$(awk -v d=$((t1 - t0)) 'BEGIN {printf "%.1f", d / 1e6}')"
+  record proxy.lock_release.vio "ms=$ms"
 done

@@ -60,13 +60,10 @@ for run in $(seq 1 "$runs"); do
   "$bin/vio-sql" --as c2 --socket "$work/local.sock" -c "UPDATE bench SET v = v + 10 WHERE id = 1" &
   wpid=$!
   sleep 0.5
-  t0=$(date +%s%N)
-  kill -9 "$hpid"
-  wait "$wpid"
-  t1=$(date +%s%N)
+  ms=$(release_ms "$hpid" "$wpid")
   exec 9>&-
   wait "$hpid" 2>/dev/null || true
-  record sql.rollback.vio.local "ms=$(awk -v d=$((t1 - t0)) 'BEGIN {printf "%.2f", d / 1e6}')"
+  record sql.rollback.vio.local "ms=$ms"
 done
 kill "$(cat "$work/server.pid")" "$(cat "$work/agent.pid")" 2>/dev/null || true
 

@@ -81,3 +81,14 @@ pair_stop() {
   for name in alpha beta; do kill "$(cat "$work/$name.pid")" 2>/dev/null || true; done
   for name in alpha beta; do while kill -0 "$(cat "$work/$name.pid")" 2>/dev/null; do sleep 0.02; done; done
 }
+
+# release_ms HOLDER_PID WAITER_PID: kills the holder of a lock with -9 and waits for the waiter
+# (blocked on that lock) to finish; prints the milliseconds between the two.
+release_ms() {
+  local t0 t1
+  t0=$(date +%s%N)
+  kill -9 "$1"
+  wait "$2"
+  t1=$(date +%s%N)
+  awk -v d=$((t1 - t0)) 'BEGIN {printf "%.2f", d / 1e6}'
+}

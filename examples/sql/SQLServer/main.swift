@@ -59,35 +59,40 @@ struct Server: ParsableCommand {
     }
 }
 
-/// One client over its link: requests until the link ends; an open transaction of a client
-/// that died (or whose host went down) is rolled back at once.
-func serve(link: Link, database name: String) {
-    let peer = link.peerName
+/// One client's session, over its link or its TCP socket: requests until the transport
+/// fails; an open transaction of a client that died (or whose host went down) is rolled back
+/// at once.
+func serve(_ client: String, over path: String, database name: String, replyLimit: Int,
+           receive: () throws -> [UInt8], send: ([UInt8]) throws -> Void, abandoned: @escaping () -> Bool) {
     let database: Database
     do { database = try Database(name: name) } catch {
-        log("client '\(peer)': \(error)")
+        log("client '\(client)': \(error)")
         return
     }
-    log("client '\(peer)' connected over vio")
+    log("client '\(client)' connected over \(path)")
     while true {
         let request: [UInt8]
-        do { request = try link.receive() } catch {
-            ended(peer, database, "\(error)")
+        do { request = try receive() } catch {
+            ended(client, database, "\(error)")
             return
         }
         let reply: SQLReply
         do {
-            reply = database.execute(try SQLRequest(decoding: request), replyLimit: link.region.maxMessage) {
-                link.stateError != nil
-            }
+            reply = database.execute(try SQLRequest(decoding: request), replyLimit: replyLimit, abandoned: abandoned)
         } catch {
             reply = .error("malformed request: \(error)")
         }
-        do { try link.send(reply.encoded()) } catch {
-            ended(peer, database, "\(error)")
+        do { try send(reply.encoded()) } catch {
+            ended(client, database, "\(error)")
             return
         }
     }
+}
+
+/// A client over its link.
+func serve(link: Link, database name: String) {
+    serve(link.peerName, over: "vio", database: name, replyLimit: link.region.maxMessage,
+          receive: { try link.receive() }, send: { try link.send($0) }, abandoned: { link.stateError != nil })
 }
 
 /// TCP clients: a thread each, as a server without VIO would do it.
@@ -100,28 +105,8 @@ func acceptTCP(listenerDescriptor fd: Int32, database name: String) {
         guard let connection = try? FramedTCP(accepted: accepted) else { continue }
         let who = "\(peer)"
         spawnThread {
-            let database: Database
-            do { database = try Database(name: name) } catch { return }
-            log("client \(who) connected over tcp")
-            while true {
-                let request: [UInt8]
-                do { request = try connection.receive() } catch {
-                    ended(who, database, "\(error)")
-                    return
-                }
-                let reply: SQLReply
-                do {
-                    reply = database.execute(try SQLRequest(decoding: request), replyLimit: FramedTCP.maximumMessage) {
-                        connection.peerHungUp
-                    }
-                } catch {
-                    reply = .error("malformed request: \(error)")
-                }
-                do { try connection.send(reply.encoded()) } catch {
-                    ended(who, database, "\(error)")
-                    return
-                }
-            }
+            serve(who, over: "tcp", database: name, replyLimit: FramedTCP.maximumMessage,
+                  receive: { try connection.receive() }, send: { try connection.send($0) }, abandoned: { connection.peerHungUp })
         }
     }
 }
