@@ -31,6 +31,8 @@ struct RDMALabTests {
     @Test func requestWithoutTicketIsRejected() throws {
         let run = try RDMALab.shared()
         #expect(run.cases("impostor").first?.hasPrefix("ok") == true, "\(run.output)")
+        // Proxy mode over the pair: TCP streams through both agents on RDMA.
+        #expect(run.cases("proxy").first?.hasPrefix("ok checked 4 connections") == true, "\(run.output)")
     }
 
     /// A receiver that never reads stalls only its own link.

@@ -62,6 +62,11 @@ instances:
   - { name: b2, host: h2 }
 links:
   - group: [a1, a2, b1, b2]
+services:
+  - name: echo
+    server: { host: h2, address: "127.0.0.1:7000" }
+    listen:
+      - { host: h1, address: "198.18.0.1:7000" }
 EOF
     rm -f "$L"/h?.key
     k1=$("$B/vioctl" keys generate h1 --out "$L/h1.key" | grep -o 'ed25519:[^ ]*')
@@ -71,6 +76,8 @@ EOF
         -e '/host_pairs:/d' -e '/security: plaintext/d' -e 's/transport: rdma/transport: auto/' "$L/plain.yaml" > "$L/tls.yaml"
 fi
 barrier topology
+# The proxied service's real server (case 1b).
+if [ "$R" = 2 ]; then "$B/vio-probe" tcp-echo --listen 127.0.0.1:7000 > /dev/null 2>&1 & fi
 start_agent "$L/plain.yaml" plain
 wait_up
 
@@ -111,6 +118,15 @@ else
     timeout 60 "$B/vio-probe" echo --as b2 --count 6 > /dev/null 2>&1
 fi
 barrier impostor
+
+# 1b. Proxy mode over the RDMA pair: checked TCP streams from h1's listen address through both
+#     agents to the echo server on h2.
+if [ "$R" = 1 ]; then
+    for _ in $(seq 1 200); do status | grep -q "^  echo .* up," && break; sleep 0.1; done
+    out=$(timeout 120 "$B/vio-probe" tcp-check --connect 198.18.0.1:7000 --connections 4 --max-size 1000000 2>&1)
+    result proxy $? "$(echo "$out" | tail -1)"
+fi
+barrier proxy
 
 # 2. Head of line: b1 never reads, so a1's stream to it stalls; a2 -> b2 must still finish.
 if [ "$R" = 2 ]; then
