@@ -35,20 +35,37 @@ import Glibc
         body.split(separator: "\n").first { $0.hasPrefix(series + " ") }.flatMap { Double($0.split(separator: " ").last!) }
     }
 
-    static func cluster(metricsPort: Int) throws -> LoopbackCluster {
-        try LoopbackCluster(hosts: ["alpha", "beta"], hostFields: ["alpha": "metrics_listen: \"127.0.0.1:\(metricsPort)\""],
-                            instances: """
-                              - { name: a1, host: alpha }
-                              - { name: b1, host: beta }
-                            """, links: "  - { between: [a1, b1] }")
+    /// With `service` ports, a proxied service `echo`: its server on beta, its clients on alpha.
+    static func cluster(metricsPort: Int, service: (server: Int, listen: Int)? = nil) throws -> LoopbackCluster {
+        let services = service.map { s in """
+            services:
+              - name: echo
+                server: { host: beta, address: "127.0.0.1:\(s.server)" }
+                listen:
+                  - { host: alpha, address: "127.0.0.1:\(s.listen)" }
+
+            """ } ?? ""
+        return try LoopbackCluster(hosts: ["alpha", "beta"], hostFields: ["alpha": "metrics_listen: \"127.0.0.1:\(metricsPort)\""],
+                                   instances: """
+                                     - { name: a1, host: alpha }
+                                     - { name: b1, host: beta }
+                                   """, links: "  - { between: [a1, b1] }", extra: services)
     }
 
     /// Per-link totals count every lifetime of the link (they survive its closing), per-peer
     /// counters and round trips are there, and promtool accepts the whole scrape.
     @Test func scrapeCountsEveryLinkLifetimeAndPassesPromtool() throws {
-        let port = try LoopbackCluster.freePort()
-        let cluster = try Self.cluster(metricsPort: port)
+        let ports = try LoopbackCluster.freePorts(3)
+        let port = ports[0]
+        let echo = try ToolProcess("vio-probe", ["tcp-echo", "--listen", "127.0.0.1:\(ports[1])"])
+        defer { echo.kill() }
+        #expect(echo.waitFor("listening"))
+        let cluster = try Self.cluster(metricsPort: port, service: (ports[1], ports[2]))
         #expect(try cluster.waitForAllPeersUp("alpha", 1))
+        // Proxied connections too, once beta's agent found the server up.
+        #expect(try Tools.waitUntil(timeout: 10) { try cluster.status("alpha").contains(" up, listen") })
+        let proxied = try Tools.run("vio-probe", ["tcp-check", "--connect", "127.0.0.1:\(ports[2])", "--connections", "2", "--max-size", "5000"])
+        #expect(proxied.status == 0, "\(proxied.stdout)")
         for _ in 0..<2 {
             let (stream, verify) = try cluster.startVerifiedStream(from: "alpha", "a1", to: "beta", "b1", count: 40)
             #expect(stream.finish() == 0 && verify.finish() == 0, "\(stream.output) \(verify.output)")
@@ -67,6 +84,8 @@ import Glibc
                 >= (Self.value(body, "vio_link_bytes_total\(link),direction=\"sent\"}") ?? .infinity))
         #expect((Self.value(body, "vio_peer_rtt_seconds_count{peer=\"beta\"}") ?? 0) > 0, "\(body)")
         #expect(Self.value(body, "vio_instances_declared") == 1)
+        #expect(Self.value(body, "vio_service_connections_total{service=\"echo\",protocol=\"tcp\"}") == 2, "\(body)")
+        #expect(Self.value(body, "vio_service_up{service=\"echo\",protocol=\"tcp\"}") == 1)
         #expect(cluster.log("alpha").contains("metrics listening"))
 
         guard FileManager.default.isExecutableFile(atPath: "/usr/bin/promtool") else {
