@@ -228,7 +228,11 @@ public final class Agent {
         var moreWork = false
         var lastActivity: UInt64 = 0
         // How long the loop keeps polling after activity (topology `agent_poll_us`).
-        let pollNanoseconds = UInt64(view.host.agentPollMicroseconds) * 1000
+        // A fixed window when the topology sets one; otherwise learned from the traffic (only
+        // an agent with a fabric relays messages: one without has nothing to poll for).
+        let fixedPoll: UInt64? = view.host.agentPollMicroseconds >= 0 ? UInt64(view.host.agentPollMicroseconds) * 1000
+            : self.fabric == nil ? 0 : nil
+        var adaptive = AdaptivePoll()
         var events = Epoll.EventBuffer(capacity: 256)
         // Read once: every `self.fabric` in the loop would retain and release it again.
         let fabric = self.fabric
@@ -247,6 +251,7 @@ public final class Agent {
             // Polling (`agent_poll_us`): after activity, look again without sleeping for a
             // while, yielding the core to anyone runnable, so the next frame or message does
             // not pay a wake-up.
+            let pollNanoseconds = fixedPoll ?? adaptive.window
             let polling = pollNanoseconds > 0 && now &- lastActivity < pollNanoseconds
             if let fabric, fabric.polling != polling {
                 // Entering: links drained from now on stay unarmed. Leaving: arm them all
@@ -257,6 +262,7 @@ public final class Agent {
                 // Frame and send what the instances wrote before looking at epoll: the
                 // message goes out one system call sooner.
                 lastActivity = now
+                if fixedPoll == nil { adaptive.activity(at: now) }
                 moreWork = fabric.finishTurn()
             }
             let timeout = moreWork || polling ? 0 : nextTimeoutMilliseconds(now: now, fabric: fabric, proxy: proxy, hangCheck: nextHangCheck)
@@ -273,7 +279,10 @@ public final class Agent {
                 continue
             }
             let turnStart = now
-            if !events.isEmpty { lastActivity = now }
+            if !events.isEmpty {
+                lastActivity = now
+                if fixedPoll == nil { adaptive.activity(at: now) }
+            }
             for index in 0..<events.count {
                 loop.dispatch(events[index])
                 if stopping { return }

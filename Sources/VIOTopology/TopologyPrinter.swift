@@ -16,7 +16,7 @@ public enum TopologyPrinter {
           security: \(t.defaults.security.rawValue)
           rekey_after: \(t.defaults.rekeyAfter)
           rekey_interval_s: \(t.defaults.rekeyIntervalSeconds)
-          agent_poll_us: \(t.defaults.agentPollMicroseconds)
+          agent_poll_us: \(t.defaults.agentPollMicroseconds < 0 ? "auto (learned from the traffic)" : "\(t.defaults.agentPollMicroseconds)")
           metrics_listen: \(t.defaults.metricsListen ?? "(off)")
         hosts:
 
@@ -37,7 +37,7 @@ public enum TopologyPrinter {
             "  nat: \(h.nat.rawValue)",
             "  channels: \(h.channels)",
             "  key: \(h.key?.description ?? "(none)")",
-            "  agent_poll_us: \(h.agentPollMicroseconds)",
+            "  agent_poll_us: \(h.agentPollMicroseconds < 0 ? "auto" : "\(h.agentPollMicroseconds)")",
             "  metrics_listen: \(h.metricsListen ?? "(off)")",
             "  control_socket: \(v.controlSocket)",
             "  instances:" + (v.instances.isEmpty ? " []" : ""),
