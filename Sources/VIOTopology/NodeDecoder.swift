@@ -163,6 +163,17 @@ struct Fields {
         return number
     }
 
+    /// `agent_poll_us`: a whole number in `range`, or `auto` (returned as -1).
+    func pollWindow(_ key: String, in range: ClosedRange<Int>) -> Int? {
+        guard let (text, value) = scalar(key, required: false) else { return nil }
+        if text == "auto" { return -1 }
+        guard let number = Int(text), range.contains(number) else {
+            decoder.error(value, "'\(key)' in \(what) is '\(text)'; it must be 'auto' or a whole number between \(range.lowerBound) and \(range.upperBound)")
+            return nil
+        }
+        return number
+    }
+
     func choice<E: RawRepresentable & CaseIterable>(_ key: String, _: E.Type) -> E? where E.RawValue == String {
         guard let (text, value) = scalar(key, required: false) else { return nil }
         guard let choice = E(rawValue: text) else {

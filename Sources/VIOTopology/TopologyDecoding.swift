@@ -66,7 +66,7 @@ extension NodeDecoder {
         if let v = f.choice("security", Security.self) { d.security = v }
         if let v = f.size("rekey_after", powerOfTwo: false, in: Self.rekeySizes) { d.rekeyAfter = v }
         if let v = f.integer("rekey_interval_s", in: 1...86_400 * 7) { d.rekeyIntervalSeconds = v }
-        if let v = f.integer("agent_poll_us", in: 0...10_000) { d.agentPollMicroseconds = v }
+        if let v = f.pollWindow("agent_poll_us", in: 0...10_000) { d.agentPollMicroseconds = v }
         if let v = f.integer("not_responding_ms", in: 0...3_600_000) { d.notRespondingMilliseconds = v }
         d.metricsListen = metricsListen(f)
         if d.peerTimeoutMilliseconds <= d.heartbeatIntervalMilliseconds {
@@ -106,7 +106,7 @@ extension NodeDecoder {
             }
         }
         let keyFile = f.string("key_file")
-        let poll = f.integer("agent_poll_us", in: 0...10_000) ?? defaults.agentPollMicroseconds
+        let poll = f.pollWindow("agent_poll_us", in: 0...10_000) ?? defaults.agentPollMicroseconds
         // `off` on a host turns off what `defaults` set.
         let metrics = f.string("metrics_listen") == "off" ? nil : metricsListen(f) ?? defaults.metricsListen
         if let keyFile, !keyFile.hasPrefix("/") {
