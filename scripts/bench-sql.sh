@@ -76,13 +76,7 @@ fi
 pair_keys "$bin/vioctl"
 pair_topology "$work/pair.yaml" tls 0 1
 bash "$root/scripts/netns-cluster.sh" up "$prefix" 2
-for name in alpha beta; do
-  ns="$prefix-h$([ $name = alpha ] && echo 1 || echo 2)"
-  ip netns exec "$ns" "$bin/vio-agent" --topology "$work/pair.yaml" --host "$name" --key-file "$work/$name.key" \
-    --control-socket "$work/$name.sock" --log-level warning 2>>"$work/$name.log" &
-  echo $! >"$work/$name.pid"
-done
-pair_connected "$bin/vioctl"
+pair_start "$bin/vio-agent" "$bin/vioctl" "$work/pair.yaml"
 ip netns exec "$prefix-h2" "$bin/vio-sql-server" --as b1 --socket "$work/beta.sock" --tcp-listen "198.18.0.2:7400" \
   >"$work/pair-server.out" 2>"$work/pair-server.log" &
 echo $! >"$work/pair-server.pid"

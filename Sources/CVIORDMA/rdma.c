@@ -615,7 +615,6 @@ void vio_rdma_deregister(vio_rdma_mr *r) {
     free(r);
 }
 
-uint32_t vio_rdma_lkey(const vio_rdma_mr *r) { return r->mr->lkey; }
 uint32_t vio_rdma_rkey(const vio_rdma_mr *r) { return r->mr->rkey; }
 
 int vio_rdma_read(vio_rdma_conn *c, void *local, const vio_rdma_mr *local_mr, uint64_t remote, uint32_t rkey, uint32_t length,

@@ -242,6 +242,10 @@ public final class Agent {
         // One clock reading per turn, which the fabric stamps its activity with: taken at the
         // end of every turn (timing it), and again after a wait that may have slept or a yield.
         var now: UInt64 = 0
+        func noteActivity() {
+            lastActivity = now
+            if fixedPoll == nil { adaptive.activity(at: now) }
+        }
         func readClock() {
             now = MonotonicClock.nanoseconds()
             fabric?.now = now
@@ -261,8 +265,7 @@ public final class Agent {
             if polling, let fabric, fabric.pollLinks() {
                 // Frame and send what the instances wrote before looking at epoll: the
                 // message goes out one system call sooner.
-                lastActivity = now
-                if fixedPoll == nil { adaptive.activity(at: now) }
+                noteActivity()
                 moreWork = fabric.finishTurn()
             }
             let timeout = moreWork || polling ? 0 : nextTimeoutMilliseconds(now: now, fabric: fabric, proxy: proxy, hangCheck: nextHangCheck)
@@ -279,10 +282,7 @@ public final class Agent {
                 continue
             }
             let turnStart = now
-            if !events.isEmpty {
-                lastActivity = now
-                if fixedPoll == nil { adaptive.activity(at: now) }
-            }
+            if !events.isEmpty { noteActivity() }
             for index in 0..<events.count {
                 loop.dispatch(events[index])
                 if stopping { return }
@@ -623,9 +623,8 @@ public final class Agent {
     /// and release each before every sleep.)
     private func nextTimeoutMilliseconds(now: UInt64, fabric: Fabric?, proxy: ProxyManager?, hangCheck: UInt64) -> Int32 {
         let opens = pendingOpens.lazy.map(\.deadline).min() ?? .max
-        var timers = min(fabric?.nextTimeoutNanoseconds() ?? .max, proxy?.nextDeadline ?? .max)
         // Asked before every sleep: nothing here may allocate or walk the links.
-        timers = min(timers, hangCheck)
+        let timers = min(fabric?.nextTimeoutNanoseconds() ?? .max, proxy?.nextDeadline ?? .max, hangCheck)
         return Deadline(nanoseconds: min(opens, timers)).remainingMilliseconds(at: now)
     }
 

@@ -61,11 +61,6 @@ final class EventLoop {
         try epoll.modify(registration.descriptor, token: registration.token, readable: readable, writable: writable)
     }
 
-    /// Watches a registered descriptor for writability only (its input is no longer read).
-    func watchOnlyWritable(_ registration: Registration) throws(SystemError) {
-        try epoll.watchOnlyWritable(registration.descriptor, token: registration.token)
-    }
-
     /// Stops watching; events already collected for it are dropped. Idempotent.
     func unregister(_ registration: Registration) {
         guard registrations.remove(registration) else { return }

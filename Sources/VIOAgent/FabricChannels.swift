@@ -166,11 +166,7 @@ final class ChannelManager {
     }
 
     /// The ready channel a session uses, if its peer host is up.
-    func slot(for link: RemoteLink) -> ChannelSlot? {
-        let peer = link.host
-        guard peer.isUp, let slot = peer.slots[link.channel], slot.ready else { return nil }
-        return slot
-    }
+    func slot(for link: RemoteLink) -> ChannelSlot? { link.host.readySlot(link.channel) }
 
     /// Closes a channel; if it was part of a peer's fabric, that host is down.
     func dropChannel(_ slot: ChannelSlot, reason: String) {

@@ -98,6 +98,13 @@ final class FabricPeer {
     /// The channel a session's frames travel on: fixed per session so a link stays in order.
     static func channelIndex(session: UInt32, channels: Int) -> Int { Int(session % UInt32(channels)) }
 
+    /// Channel `index` when the host is up and the channel ready (a dropped channel leaves
+    /// ``slots``, so one found here is live).
+    func readySlot(_ index: Int) -> ChannelSlot? {
+        guard isUp, let slot = slots[index], slot.ready else { return nil }
+        return slot
+    }
+
     /// Traffic totals over current and closed channels.
     var totals: ChannelCounters {
         var t = retired

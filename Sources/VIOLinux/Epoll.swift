@@ -42,29 +42,21 @@ public struct Epoll: ~Copyable, Sendable {
         _ = try retryingSyscall("epoll_ctl(ADD)") { epoll_ctl(fd.rawValue, EPOLL_CTL_ADD, descriptor, &event) }
     }
 
-    /// Changes whether `descriptor` (already added) is watched for writability.
+    /// Changes whether `descriptor` (already added) is watched for writability (and still for
+    /// readability).
     public func modify(_ descriptor: Int32, token: UInt64, writable: Bool) throws(SystemError) {
-        var event = Self.event(token: token, writable: writable)
-        _ = try retryingSyscall("epoll_ctl(MOD)") { epoll_ctl(fd.rawValue, EPOLL_CTL_MOD, descriptor, &event) }
+        try modify(descriptor, token: token, readable: true, writable: writable)
     }
 
     /// Sets what `descriptor` (already added) is watched for. With neither, it is silenced
     /// (EPOLLONESHOT with no events): a hang-up or error is reported at most once until the
-    /// next call, so a socket its owner pauses cannot make every wait return at once.
+    /// next call, so a socket its owner pauses cannot make every wait return at once. Writable
+    /// only suits a socket whose input no longer matters (a reply being written): pending
+    /// input or a half-close cannot make every wait return at once.
     public func modify(_ descriptor: Int32, token: UInt64, readable: Bool, writable: Bool) throws(SystemError) {
         var event = epoll_event()
         event.events = (readable ? EPOLLIN.rawValue | EPOLLRDHUP.rawValue : 0) | (writable ? EPOLLOUT.rawValue : 0)
         if !readable && !writable { event.events = EPOLLONESHOT.rawValue }
-        event.data.u64 = token
-        _ = try retryingSyscall("epoll_ctl(MOD)") { epoll_ctl(fd.rawValue, EPOLL_CTL_MOD, descriptor, &event) }
-    }
-
-    /// Watches `descriptor` (already added) for writability only: for a socket whose input no
-    /// longer matters (a reply being written), so pending input or a half-close cannot make
-    /// every wait return at once.
-    public func watchOnlyWritable(_ descriptor: Int32, token: UInt64) throws(SystemError) {
-        var event = epoll_event()
-        event.events = EPOLLOUT.rawValue
         event.data.u64 = token
         _ = try retryingSyscall("epoll_ctl(MOD)") { epoll_ctl(fd.rawValue, EPOLL_CTL_MOD, descriptor, &event) }
     }

@@ -40,24 +40,28 @@ public enum Poll {
         return try retryingSyscall("poll") { poll(&p, 1, timeoutMilliseconds) } > 0
     }
 
+    /// POLLRDHUP: the far end of a stream socket shut its writing (or the connection
+    /// ended). A GNU extension Glibc's Swift module does not export.
+    public static let readHangUp: Int16 = 0x2000
+
     /// Waits until the far end of socket `fd` hangs up (or an error is pending on it), or
-    /// `wake` is readable, or `timeoutMilliseconds` pass (-1: forever). Returns which happened.
+    /// `wake` is readable, or `timeoutMilliseconds` pass (-1: forever; a negative `wake` is
+    /// not watched). Returns which happened.
     public static func hangUp(_ fd: Int32, or wake: Int32, timeoutMilliseconds: Int32) throws(SystemError) -> (hungUp: Bool, woken: Bool) {
-        try withUnsafeTemporaryAllocation(of: pollfd.self, capacity: 2) { p throws(SystemError) in
-            // POLLRDHUP (0x2000): a GNU extension Glibc's Swift module does not export.
-            p[0] = pollfd(fd: fd, events: 0x2000, revents: 0)
-            p[1] = pollfd(fd: wake, events: Int16(POLLIN), revents: 0)
-            guard try retryingSyscall("poll", { poll(p.baseAddress, 2, timeoutMilliseconds) }) > 0 else { return (false, false) }
-            return (p[0].revents != 0, p[1].revents != 0)
-        }
+        try two(fd, events: readHangUp, or: wake, timeoutMilliseconds: timeoutMilliseconds)
     }
 
     /// Waits until `fd` or `other` is readable, or `timeoutMilliseconds` pass (-1: forever).
     /// Returns which were readable.
     public static func readable(_ fd: Int32, or other: Int32, timeoutMilliseconds: Int32) throws(SystemError) -> (Bool, Bool) {
+        try two(fd, events: Int16(POLLIN), or: other, timeoutMilliseconds: timeoutMilliseconds)
+    }
+
+    /// Waits for `events` on `fd` or input on `other`: which had something.
+    private static func two(_ fd: Int32, events: Int16, or other: Int32, timeoutMilliseconds: Int32) throws(SystemError) -> (Bool, Bool) {
         // On the stack: a sleeping waiter calls this once per wake-up.
         try withUnsafeTemporaryAllocation(of: pollfd.self, capacity: 2) { p throws(SystemError) in
-            p[0] = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            p[0] = pollfd(fd: fd, events: events, revents: 0)
             p[1] = pollfd(fd: other, events: Int16(POLLIN), revents: 0)
             guard try retryingSyscall("poll", { poll(p.baseAddress, 2, timeoutMilliseconds) }) > 0 else { return (false, false) }
             return (p[0].revents != 0, p[1].revents != 0)

@@ -40,6 +40,15 @@ public struct TCPSocket: ~Copyable, Sendable {
         }
     }
 
+    /// `ADDRESS:PORT` (`[IPv6]:PORT`) split into the host and the port, nil when it is not one.
+    /// (The topology checks its own addresses more strictly: ``Addresses`` in VIOTopology.)
+    public static func split(hostPort text: String) -> (host: String, port: UInt16)? {
+        guard let colon = text.lastIndex(of: ":"), let port = UInt16(text[text.index(after: colon)...]) else { return nil }
+        var host = String(text[..<colon])
+        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        return (host, port)
+    }
+
     /// Resolves `host` (an IP address or a name) and `port`; the first result wins.
     public static func resolve(_ host: String, port: UInt16) throws(SystemError) -> Address {
         var hints = addrinfo()
@@ -60,9 +69,12 @@ public struct TCPSocket: ~Copyable, Sendable {
         return address
     }
 
-    private static func newSocket(family: sa_family_t, detail: String) throws(SystemError) -> OwnedFileDescriptor {
-        let fd = try retryingSyscall("socket(SOCK_STREAM)", detail: detail) {
-            socket(Int32(family), Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+    /// A non-blocking, close-on-exec socket of `type` (SOCK_STREAM, SOCK_DGRAM) for `address`'s
+    /// family: what ``TCPSocket`` and ``UDPSocket`` are made of.
+    static func newSocket(_ type: __socket_type, for address: Address) throws(SystemError) -> OwnedFileDescriptor {
+        let name = type == SOCK_STREAM ? "socket(SOCK_STREAM)" : "socket(SOCK_DGRAM)"
+        let fd = try retryingSyscall(name, detail: "\(address)") {
+            socket(Int32(address.storage.ss_family), Int32(type.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
         }
         return OwnedFileDescriptor(taking: fd)
     }
@@ -71,14 +83,9 @@ public struct TCPSocket: ~Copyable, Sendable {
     /// binds while old connections linger in TIME_WAIT).
     public static func listen(on address: Address, backlog: Int32 = 128) throws(SystemError) -> TCPSocket {
         DescriptorReserve.prepare()
-        let socket = TCPSocket(try newSocket(family: address.storage.ss_family, detail: "\(address)"))
+        let socket = TCPSocket(try newSocket(SOCK_STREAM, for: address))
         try socket.setOption(SOL_SOCKET, SO_REUSEADDR, 1)
-        var storage = address.storage
-        _ = try retryingSyscall("bind", detail: "\(address)") {
-            withUnsafePointer(to: &storage) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(socket.fd.rawValue, $0, address.length) }
-            }
-        }
+        _ = try retryingSyscall("bind", detail: "\(address)") { address.withSockaddr { bind(socket.fd.rawValue, $0, $1) } }
         _ = try retryingSyscall("listen", detail: "\(address)") { Glibc.listen(socket.fd.rawValue, backlog) }
         return socket
     }
@@ -86,11 +93,8 @@ public struct TCPSocket: ~Copyable, Sendable {
     /// Starts a non-blocking connect; completion shows as writability, then ``pendingError()``
     /// tells success from failure.
     public static func connect(to address: Address) throws(SystemError) -> TCPSocket {
-        let socket = TCPSocket(try newSocket(family: address.storage.ss_family, detail: "\(address)"))
-        var storage = address.storage
-        let rc = withUnsafePointer(to: &storage) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(socket.fd.rawValue, $0, address.length) }
-        }
+        let socket = TCPSocket(try newSocket(SOCK_STREAM, for: address))
+        let rc = address.withSockaddr { Glibc.connect(socket.fd.rawValue, $0, $1) }
         if rc != 0 && errno != EINPROGRESS && errno != EINTR {
             throw SystemError("connect", Errno(rawValue: errno), detail: "\(address)")
         }
@@ -194,18 +198,6 @@ public struct TCPSocket: ~Copyable, Sendable {
         _ = setsockopt(fd.rawValue, SOL_SOCKET, SO_LINGER, &value, socklen_t(MemoryLayout<linger>.size))
     }
 
-    /// The far end's address.
-    public func peerAddress() throws(SystemError) -> Address {
-        var address = Address()
-        address.length = socklen_t(MemoryLayout<sockaddr_storage>.size)
-        _ = try retryingSyscall("getpeername") {
-            withUnsafeMutablePointer(to: &address.storage) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getpeername(fd.rawValue, $0, &address.length) }
-            }
-        }
-        return address
-    }
-
     /// The local address (the port the kernel chose for an ephemeral bind).
     public func localAddress() throws(SystemError) -> Address {
         var address = Address()
@@ -216,5 +208,13 @@ public struct TCPSocket: ~Copyable, Sendable {
             }
         }
         return address
+    }
+}
+
+extension TCPSocket.Address {
+    /// Calls `body` with the address as a `sockaddr` and its length (for bind, connect, sendto).
+    func withSockaddr<R>(_ body: (UnsafePointer<sockaddr>, socklen_t) -> R) -> R {
+        var copy = storage
+        return withUnsafePointer(to: &copy) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, length) } }
     }
 }

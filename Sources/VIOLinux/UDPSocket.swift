@@ -12,34 +12,21 @@ public struct UDPSocket: ~Copyable, Sendable {
     /// The owned descriptor.
     public let fd: OwnedFileDescriptor
 
-    private init(family: sa_family_t, detail: String) throws(SystemError) {
-        let raw = try retryingSyscall("socket(SOCK_DGRAM)", detail: detail) {
-            socket(Int32(family), Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
-        }
-        fd = OwnedFileDescriptor(taking: raw)
+    private init(for address: TCPSocket.Address) throws(SystemError) {
+        fd = try TCPSocket.newSocket(SOCK_DGRAM, for: address)
     }
 
     /// A socket bound to `address`, taking datagrams from anyone.
     public static func bound(to address: TCPSocket.Address) throws(SystemError) -> UDPSocket {
-        let socket = try UDPSocket(family: address.storage.ss_family, detail: "\(address)")
-        var storage = address.storage
-        _ = try retryingSyscall("bind", detail: "\(address)") {
-            withUnsafePointer(to: &storage) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(socket.fd.rawValue, $0, address.length) }
-            }
-        }
+        let socket = try UDPSocket(for: address)
+        _ = try retryingSyscall("bind", detail: "\(address)") { address.withSockaddr { bind(socket.fd.rawValue, $0, $1) } }
         return socket
     }
 
     /// A socket connected to `address`: it sends there and takes datagrams only from there.
     public static func connected(to address: TCPSocket.Address) throws(SystemError) -> UDPSocket {
-        let socket = try UDPSocket(family: address.storage.ss_family, detail: "\(address)")
-        var storage = address.storage
-        _ = try retryingSyscall("connect", detail: "\(address)") {
-            withUnsafePointer(to: &storage) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(socket.fd.rawValue, $0, address.length) }
-            }
-        }
+        let socket = try UDPSocket(for: address)
+        _ = try retryingSyscall("connect", detail: "\(address)") { address.withSockaddr { Glibc.connect(socket.fd.rawValue, $0, $1) } }
         return socket
     }
 
@@ -64,13 +51,8 @@ public struct UDPSocket: ~Copyable, Sendable {
     /// Sends one datagram to `address`: false when the socket's buffer is full (it is dropped,
     /// as the network may drop it).
     public func send(_ bytes: UnsafeRawBufferPointer, to address: TCPSocket.Address) throws(SystemError) -> Bool {
-        var storage = address.storage
-        return try nonBlockingSyscall("sendto") {
-            withUnsafePointer(to: &storage) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    sendto(fd.rawValue, bytes.baseAddress, bytes.count, Int32(MSG_NOSIGNAL), $0, address.length)
-                }
-            }
+        try nonBlockingSyscall("sendto") {
+            address.withSockaddr { sendto(fd.rawValue, bytes.baseAddress, bytes.count, Int32(MSG_NOSIGNAL), $0, $1) }
         } != nil
     }
 

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Synchronization
 import SystemPackage
 import VIOLinux
 import VIOWire
@@ -9,30 +10,8 @@ import Glibc
 
 /// `ADDRESS:PORT` (`[IPv6]:PORT`) as the TCP tools take it.
 private func splitAddress(_ text: String) throws -> (String, UInt16) {
-    guard let colon = text.lastIndex(of: ":"), let port = UInt16(text[text.index(after: colon)...]) else {
-        throw ValidationError("'\(text)' is not ADDRESS:PORT")
-    }
-    var host = String(text[..<colon])
-    if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+    guard let (host, port) = TCPSocket.split(hostPort: text) else { throw ValidationError("'\(text)' is not ADDRESS:PORT") }
     return (host, port)
-}
-
-/// Runs `body` on a new thread; `join` waits for it.
-private final class Worker {
-    private var thread = pthread_t()
-    private let body: () -> Void
-
-    init(_ body: @escaping () -> Void) {
-        self.body = body
-        let box = Unmanaged.passRetained(self)
-        pthread_create(&thread, nil, { raw in
-            let worker = Unmanaged<Worker>.fromOpaque(raw!).takeRetainedValue()
-            worker.body()
-            return nil
-        }, box.toOpaque())
-    }
-
-    func join() { pthread_join(thread, nil) }
 }
 
 /// The bytes of connection `index` of a check: a reproducible stream (xorshift), so the
@@ -183,23 +162,22 @@ struct TCPCheck: ParsableCommand {
         let (host, port) = try splitAddress(connect)
         let address = try TCPSocket.resolve(host, port: port)
         if hold { return try holdOpen(address) }
-        var failures: [String] = []
-        var bytes = 0
-        let lock = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
-        pthread_mutex_init(lock, nil)
+        let outcome = Mutex<(failures: [String], bytes: Int)>(([], 0))
         var sizes = CheckStream(seed: seed, index: -1)
-        let workers = (0..<connections).map { index -> Worker in
+        let threads = (0..<connections).map { index -> pthread_t in
             var raw: UInt64 = 0
             withUnsafeMutableBytes(of: &raw) { sizes.fill($0) }
             let size = index == 0 ? maxSize : Int(raw % UInt64(maxSize + 1))
-            return Worker {
-                let outcome = Self.check(address, index: index, size: size, seed: seed)
-                pthread_mutex_lock(lock)
-                if let failure = outcome { failures.append("connection \(index) (\(size) bytes): \(failure)") } else { bytes += size }
-                pthread_mutex_unlock(lock)
+            let seed = seed
+            return spawn {
+                let failure = Self.check(address, index: index, size: size, seed: seed)
+                outcome.withLock { o in
+                    if let failure { o.failures.append("connection \(index) (\(size) bytes): \(failure)") } else { o.bytes += size }
+                }
             }
         }
-        for w in workers { w.join() }
+        for thread in threads { pthread_join(thread, nil) }
+        let (failures, bytes) = outcome.withLock { $0 }
         guard failures.isEmpty else { throw Failure(code: 3, failures.joined(separator: "\n")) }
         say("checked \(connections) connections, \(bytes) bytes")
     }
@@ -209,8 +187,8 @@ struct TCPCheck: ParsableCommand {
         let fd: Int32
         do { fd = try connectBlocking(address) } catch { return "\(error)" }
         defer { Glibc.close(fd) }
-        var writeError: String?
-        let writer = Worker {
+        let writeError = Mutex<String?>(nil)
+        let writer = spawn {
             var stream = CheckStream(seed: seed, index: index)
             let chunk = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 * 1024, alignment: 16)
             defer { chunk.deallocate() }
@@ -221,7 +199,7 @@ struct TCPCheck: ParsableCommand {
                 var at = 0
                 while at < n {
                     let w = Glibc.send(fd, chunk.baseAddress! + at, n - at, Int32(MSG_NOSIGNAL))
-                    if w < 0 { if errno == EINTR { continue }; writeError = "send: \(Errno(rawValue: errno))"; return }
+                    if w < 0 { if errno == EINTR { continue }; writeError.withLock { $0 = "send: \(Errno(rawValue: errno))" }; return }
                     at += w
                 }
                 left -= n
@@ -247,8 +225,8 @@ struct TCPCheck: ParsableCommand {
             }
             received += n
         }
-        writer.join()
-        if let writeError { return writeError }
+        pthread_join(writer, nil)
+        if let error = writeError.withLock({ $0 }) { return error }
         if let failure { return failure }
         return received == size ? nil : "end of stream after \(received) of \(size) bytes"
     }

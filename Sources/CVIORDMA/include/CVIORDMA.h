@@ -102,7 +102,6 @@ int vio_rdma_consume(vio_rdma_conn *c, size_t n);
 typedef struct vio_rdma_mr vio_rdma_mr;
 vio_rdma_mr *vio_rdma_register(vio_rdma_conn *c, void *address, size_t length, int remote_read, char *err, size_t errlen);
 void vio_rdma_deregister(vio_rdma_mr *r);
-uint32_t vio_rdma_lkey(const vio_rdma_mr *r);
 uint32_t vio_rdma_rkey(const vio_rdma_mr *r);
 
 /* RDMA READs a connection keeps in flight at most (each way). */

@@ -143,7 +143,7 @@ final class MetricsEndpoint {
             guard let n else {
                 // The socket is full: go on when it is writable, and only then (the request is
                 // read: more input or a half-close must not wake the loop meanwhile).
-                if let registration = c.registration, (try? loop.watchOnlyWritable(registration)) == nil { close(c) }
+                if let registration = c.registration, (try? loop.watch(registration, readable: false, writable: true)) == nil { close(c) }
                 return
             }
             c.written += n

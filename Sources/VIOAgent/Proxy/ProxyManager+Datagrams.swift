@@ -26,6 +26,13 @@ final class DatagramFlow {
     /// Datagrams held per flow while its start is answered.
     static let pendingLimit = 16
 
+    /// Whether this agent times the flow out: the side that knows the client (the listen
+    /// side, local flows included); a remote flow's server side ends with it.
+    var expiresHere: Bool { client != nil }
+
+    /// When the flow has been idle for its service's `idle_timeout_ms`.
+    var expiry: UInt64 { lastActive &+ UInt64(service.declared.idleTimeoutMilliseconds) * 1_000_000 }
+
     init(service: ProxyService, id: ProxySessionID?, peer: FabricPeer?, channel: Int, client: TCPSocket.Address?, now: UInt64) {
         self.service = service
         self.id = id
@@ -89,7 +96,7 @@ extension ProxyManager {
         }
         let id = allocateID(for: peer)
         let channel = FabricPeer.channelIndex(session: id.rawValue, channels: peer.channelCount)
-        guard let slot = liveSlot(peer, channel) else { return nil }
+        guard let slot = peer.readySlot(channel) else { return nil }
         let flow = DatagramFlow(service: service, id: id, peer: peer, channel: channel, client: client, now: now)
         flows[ProxyKey(peer, id.rawValue)] = flow
         register(flow)
@@ -103,7 +110,7 @@ extension ProxyManager {
         if let client = flow.client { flow.service.flowsByClient[client] = flow }
         flow.service.connectionsOpen &+= 1
         flow.service.connectionsTotal &+= 1
-        schedule(flow.lastActive &+ UInt64(flow.service.declared.idleTimeoutMilliseconds) * 1_000_000)
+        schedule(flow.expiry)
     }
 
     /// A socket connected to the server, watched for its answers.
@@ -131,7 +138,7 @@ extension ProxyManager {
         flow.accepted = true
         flows[ProxyKey(remote.peer, remote.id.rawValue)] = flow
         register(flow)
-        if let fabric, let slot = liveSlot(remote.peer, remote.channel) {
+        if let fabric, let slot = remote.peer.readySlot(remote.channel) {
             let accept = ProxyOpen(service: service.name, window: UInt32(ProxyStream.window), client: "")
             fabric.send(FrameHeader(type: .acknowledgement, flags: .start, session: remote.id.rawValue), accept.encoded(), on: slot)
         }
@@ -164,7 +171,7 @@ extension ProxyManager {
 
     /// One datagram in one DATA frame, or dropped when the channel is backed up.
     private func sendDatagram(_ datagram: UnsafeRawBufferPointer, on flow: DatagramFlow) {
-        guard let fabric, let id = flow.id, let peer = flow.peer, let slot = liveSlot(peer, flow.channel),
+        guard let fabric, let id = flow.id, let peer = flow.peer, let slot = peer.readySlot(flow.channel),
               slot.channel.queuedBytes < Fabric.outputHighWater, datagram.count <= slot.frameLimit else {
             flow.service.datagramsDropped &+= 1
             return
@@ -223,22 +230,16 @@ extension ProxyManager {
         flow.service.connectionsOpen &-= 1
     }
 
-    /// Flows idle past their service's timeout end. Only the side that knows the client
-    /// (the listen side) times a remote flow out; the server side ends with it.
+    /// Flows idle past their service's timeout end (``DatagramFlow/expiresHere``). A flow may
+    /// have been stamped during this turn, after `now` was read: its expiry is then later.
     func expireFlows(_ now: UInt64) {
-        for flow in allFlows.values where flow.client != nil || flow.id == nil {
-            let idle = UInt64(flow.service.declared.idleTimeoutMilliseconds) * 1_000_000
-            // Saturating: a flow may have been stamped during this turn, after `now` was read.
-            let quiet = now > flow.lastActive ? now - flow.lastActive : 0
-            if quiet >= idle {
-                endFlow(flow, tellPeer: true, why: "idle for \(flow.service.declared.idleTimeoutMilliseconds) ms")
-            }
+        for flow in allFlows.values where flow.expiresHere && flow.expiry <= now {
+            endFlow(flow, tellPeer: true, why: "idle for \(flow.service.declared.idleTimeoutMilliseconds) ms")
         }
     }
 
     /// When the next flow may expire.
     var nextFlowExpiry: UInt64 {
-        allFlows.values.lazy.filter { $0.client != nil || $0.id == nil }
-            .map { $0.lastActive &+ UInt64($0.service.declared.idleTimeoutMilliseconds) * 1_000_000 }.min() ?? .max
+        allFlows.values.lazy.filter(\.expiresHere).map(\.expiry).min() ?? .max
     }
 }

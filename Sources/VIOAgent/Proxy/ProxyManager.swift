@@ -42,7 +42,7 @@ final class ProxyManager {
     private var awaitingAcceptance: [ProxyStream] = []
     /// Both sockets of each connection relayed on this host.
     private var localStreams: [ObjectIdentifier: ProxyStream] = [:]
-    /// Every UDP flow, by its listen-side client (local ones included), for idle expiry.
+    /// Every UDP flow, remote or local, for idle expiry and shutdown.
     var allFlows: [ObjectIdentifier: DatagramFlow] = [:]
     /// Streams connecting to a server (both remote and local), for their deadlines.
     private var connecting: [ProxyStream] = []
@@ -158,7 +158,7 @@ final class ProxyManager {
         }
         let id = allocateID(for: peer)
         let channel = FabricPeer.channelIndex(session: id.rawValue, channels: peer.channelCount)
-        guard let slot = liveSlot(peer, channel) else {
+        guard let slot = peer.readySlot(channel) else {
             refuse(client, "host '\(peer.name)' of the server is down")
             return
         }
@@ -169,7 +169,6 @@ final class ProxyManager {
         }
         sessions[ProxyKey(peer, id.rawValue)] = client
         countOpened(client)
-        client.connectDeadline = nil
         client.acceptDeadline = clock() + Self.connectTimeoutNanoseconds + fabric.peerTimeoutNanoseconds
         awaitingAcceptance.append(client)
         schedule(client.acceptDeadline!)
@@ -207,7 +206,7 @@ final class ProxyManager {
     private func finishConnect(_ server: ProxyStream) {
         connecting.removeAll { $0 === server }
         server.connectDeadline = nil
-        if let error = server.connectResult() {
+        if let error = server.pendingError() {
             connectFailed(server, "connect to \(server.address) failed: \(error.description)", down: error.description)
             return
         }
@@ -217,7 +216,7 @@ final class ProxyManager {
         if let partner = server.localPartner {
             partner.accepted = true
             settle(partner)
-        } else if let remote = server.remote, let fabric, let slot = liveSlot(remote.peer, remote.channel) {
+        } else if let remote = server.remote, let fabric, let slot = remote.peer.readySlot(remote.channel) {
             let accept = ProxyOpen(service: service.name, window: UInt32(ProxyStream.window), client: "")
             fabric.send(FrameHeader(type: .acknowledgement, flags: .start, session: remote.id.rawValue), accept.encoded(), on: slot)
         }
@@ -287,7 +286,7 @@ final class ProxyManager {
 
     /// Reads what the partner can take and passes it on; handles end of stream and errors.
     private func pump(_ stream: ProxyStream) {
-        let limit = stream.remote.flatMap { liveSlot($0.peer, $0.channel)?.frameLimit } ?? scratch.count
+        let limit = stream.remote.flatMap { $0.peer.readySlot($0.channel)?.frameLimit } ?? scratch.count
         let buffer = UnsafeMutableRawBufferPointer(rebasing: scratch[..<min(scratch.count, limit)])
         let result = stream.read(into: buffer, room: room(for: stream), budget: Self.readBudget) { bytes in
             pass(bytes, from: stream)
@@ -306,7 +305,7 @@ final class ProxyManager {
     /// up), or the room in the local partner's buffer.
     private func room(for stream: ProxyStream) -> Int {
         if let remote = stream.remote {
-            guard let slot = liveSlot(remote.peer, remote.channel) else { return 0 }
+            guard let slot = remote.peer.readySlot(remote.channel) else { return 0 }
             if slot.channel.queuedBytes >= Fabric.outputHighWater {
                 if !stream.waitingForChannel {
                     stream.waitingForChannel = true
@@ -321,24 +320,23 @@ final class ProxyManager {
     }
 
     private func pass(_ bytes: UnsafeRawBufferPointer, from stream: ProxyStream) {
-        count(bytes.count, from: stream)
+        count(bytes.count, from: stream.side, service: stream.service)
         if let remote = stream.remote {
-            guard let fabric, let slot = liveSlot(remote.peer, remote.channel) else { return }
+            guard let fabric, let slot = remote.peer.readySlot(remote.channel) else { return }
             stream.remote!.sendCredit -= bytes.count
             fabric.send(FrameHeader(type: .data, session: remote.id.rawValue), payload: bytes, on: slot)
         } else if let partner = stream.localPartner {
-            guard let n = partner.deliver(bytes) else {
+            guard partner.deliver(bytes) != nil else {
                 fail(partner, "writing to \(partner.address) failed")
                 return
             }
-            _ = n
             settle(partner)
         }
     }
 
     private func passEnd(from stream: ProxyStream) {
         if let remote = stream.remote {
-            if let fabric, let slot = liveSlot(remote.peer, remote.channel) {
+            if let fabric, let slot = remote.peer.readySlot(remote.channel) {
                 fabric.send(FrameHeader(type: .session, flags: .dataEnd, session: remote.id.rawValue), on: slot)
             }
         } else if let partner = stream.localPartner {
@@ -354,7 +352,7 @@ final class ProxyManager {
         if n > 0 {
             if var remote = stream.remote {
                 remote.ungranted += n
-                if remote.ungranted >= ProxyStream.window / 4, let fabric, let slot = liveSlot(remote.peer, remote.channel) {
+                if remote.ungranted >= ProxyStream.window / 4, let fabric, let slot = remote.peer.readySlot(remote.channel) {
                     fabric.send(FrameHeader(type: .acknowledgement, session: remote.id.rawValue, credit: UInt32(remote.ungranted)), on: slot)
                     remote.ungranted = 0
                 }
@@ -366,13 +364,6 @@ final class ProxyManager {
         finishIfDone(stream)
     }
 
-    private func count(_ n: Int, from stream: ProxyStream) {
-        if stream.side == .client {
-            stream.service.bytesToServer &+= UInt64(n)
-        } else {
-            stream.service.bytesToClients &+= UInt64(n)
-        }
-    }
 
     /// Watches what the stream needs now.
     private func settle(_ stream: ProxyStream) {
@@ -414,7 +405,7 @@ final class ProxyManager {
     }
 
     func sendReset(_ remote: ProxyStream.Remote, _ reason: SessionReset.Reason, _ message: String) {
-        guard let fabric, let slot = liveSlot(remote.peer, remote.channel) else { return }
+        guard let fabric, let slot = remote.peer.readySlot(remote.channel) else { return }
         fabric.send(FrameHeader(type: .session, flags: .reset, session: remote.id.rawValue),
                     SessionReset(reason, String(message.prefix(1024))).encoded(), on: slot)
     }
@@ -522,6 +513,7 @@ final class ProxyManager {
         }
     }
 
+    /// Bytes that came from `side`'s socket (or, for a frame, travel towards the other side).
     private func count(_ n: Int, from side: ProxyStream.Side, service: ProxyService) {
         if side == .client { service.bytesToServer &+= UInt64(n) } else { service.bytesToClients &+= UInt64(n) }
     }
@@ -635,7 +627,7 @@ final class ProxyManager {
     }
 
     private func sendUpdate(to peer: FabricPeer, _ list: [ProxyService]) {
-        guard !list.isEmpty, let fabric, let slot = liveSlot(peer, 0) else { return }
+        guard !list.isEmpty, let fabric, let slot = peer.readySlot(0) else { return }
         updateSequence &+= 1
         let update = ServiceUpdate(entries: list.map { s in
             switch s.health {
@@ -712,9 +704,7 @@ final class ProxyManager {
     /// from the fabric.
     func stop() {
         for stream in Array(sessions.values) + connecting { close(stream, reset: true) }
-        for service in services {
-            for flow in Array(service.flowsByClient.values) { endFlow(flow, tellPeer: false) }
-        }
+        for flow in Array(allFlows.values) { endFlow(flow, tellPeer: false) }
         for stream in Array(localStreams.values) { close(stream, reset: true) }
     }
 
@@ -770,11 +760,6 @@ final class ProxyManager {
             }
             return service.status(peerDown: peerDown)
         }
-    }
-
-    func liveSlot(_ peer: FabricPeer, _ channel: Int) -> ChannelSlot? {
-        guard peer.isUp, let slot = peer.slots[channel], slot.ready, slot.isLive else { return nil }
-        return slot
     }
 }
 

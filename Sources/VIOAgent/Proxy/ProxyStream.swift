@@ -170,7 +170,8 @@ final class ProxyStream {
         socket = nil
     }
 
-    /// The error pending on the socket (a reset that arrived while it was not read).
+    /// The error pending on the socket: a finished connect's result, or a reset that arrived
+    /// while it was not read.
     func pendingError() -> Errno? { socket?.pendingError() }
 
     /// What the loop should watch: input while the partner has room, output while bytes wait
@@ -188,7 +189,4 @@ final class ProxyStream {
 
     /// The socket's descriptor (for the loop).
     var descriptor: Int32 { socket?.fd.rawValue ?? -1 }
-
-    /// Checks a finished connect: nil when connected, else the error.
-    func connectResult() -> Errno? { socket?.pendingError() }
 }

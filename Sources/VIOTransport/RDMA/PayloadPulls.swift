@@ -172,9 +172,10 @@ final class PayloadPulls {
         return l
     }
 
-    /// Drops ledgers with nothing out (their lenders may go).
+    /// Drops ledgers with nothing out (their lenders may go). Called after every flush: the
+    /// dictionary is rebuilt only when one emptied, not whenever pulls are out.
     func pruneLedgers() {
-        if !ledgers.isEmpty { ledgers = ledgers.filter { !$0.value.isEmpty } }
+        if ledgers.values.contains(where: \.isEmpty) { ledgers = ledgers.filter { !$0.value.isEmpty } }
     }
 
     /// A PULL descriptor (after its kind byte): the frame's header, prefix, payload address,

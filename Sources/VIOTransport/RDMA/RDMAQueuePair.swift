@@ -185,7 +185,6 @@ final class MemoryRegistration {
 
     deinit { vio_rdma_deregister(handle) }
 
-    var localKey: UInt32 { vio_rdma_lkey(handle) }
     var remoteKey: UInt32 { vio_rdma_rkey(handle) }
 
     func contains(_ bytes: UnsafeRawBufferPointer) -> Bool {

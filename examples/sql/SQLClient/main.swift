@@ -98,10 +98,8 @@ struct Client: ParsableCommand {
         guard count > 0 else { throw ValidationError("--count must be at least 1") }
         let connection: Connection
         if let tcp {
-            guard let colon = tcp.lastIndex(of: ":"), let port = UInt16(tcp[tcp.index(after: colon)...]) else {
-                throw ValidationError("--tcp must be ADDRESS:PORT")
-            }
-            connection = TCPConnection(host: String(tcp[..<colon]), port: port)
+            guard let (host, port) = TCPSocket.split(hostPort: tcp) else { throw ValidationError("--tcp must be ADDRESS:PORT") }
+            connection = TCPConnection(host: host, port: port)
         } else {
             guard let instance else { throw ValidationError("give --as INSTANCE (or --tcp)") }
             do {

@@ -31,10 +31,8 @@ struct Server: ParsableCommand {
         let anchor = try Database(name: database)
         let client = try VIOClient.attach(as: instance, socketPath: socket)
         if let tcpListen {
-            guard let colon = tcpListen.lastIndex(of: ":"), let port = UInt16(tcpListen[tcpListen.index(after: colon)...]) else {
-                throw ValidationError("--tcp-listen must be ADDRESS:PORT")
-            }
-            let listener = try TCPSocket.listen(on: TCPSocket.resolve(String(tcpListen[..<colon]), port: port))
+            guard let (host, port) = TCPSocket.split(hostPort: tcpListen) else { throw ValidationError("--tcp-listen must be ADDRESS:PORT") }
+            let listener = try TCPSocket.listen(on: TCPSocket.resolve(host, port: port))
             // The accepting thread owns the listener from here.
             let fd = try listener.fd.duplicate().take()
             let name = database

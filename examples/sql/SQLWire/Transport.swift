@@ -33,9 +33,7 @@ public final class FramedTCP: @unchecked Sendable {
 
     /// Whether the far end closed or reset the connection (without reading anything).
     public var peerHungUp: Bool {
-        // POLLRDHUP (0x2000), a GNU extension Glibc's module does not export.
-        var p = pollfd(fd: socket.fd.rawValue, events: 0x2000, revents: 0)
-        return poll(&p, 1, 0) == 1 && p.revents != 0
+        (try? Poll.hangUp(socket.fd.rawValue, or: -1, timeoutMilliseconds: 0).hungUp) == true
     }
 
     /// Sends one message.
