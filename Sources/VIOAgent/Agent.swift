@@ -624,7 +624,8 @@ public final class Agent {
     private func nextTimeoutMilliseconds(now: UInt64, fabric: Fabric?, proxy: ProxyManager?, hangCheck: UInt64) -> Int32 {
         let opens = pendingOpens.lazy.map(\.deadline).min() ?? .max
         // Asked before every sleep: nothing here may allocate or walk the links.
-        let timers = min(fabric?.nextTimeoutNanoseconds() ?? .max, proxy?.nextDeadline ?? .max, hangCheck)
+        // Two-argument mins: the three-argument one is variadic (generic, an array per call).
+        let timers = min(min(fabric?.nextTimeoutNanoseconds() ?? .max, proxy?.nextDeadline ?? .max), hangCheck)
         return Deadline(nanoseconds: min(opens, timers)).remainingMilliseconds(at: now)
     }
 
