@@ -69,11 +69,10 @@ final class Fabric {
     weak var delegate: FabricDelegate?
     /// Proxy mode's connections (nil when this host has no services).
     weak var proxy: ProxyManager?
-    let fingerprint: UInt64
+    /// Where the topology came from (a path), for errors that tell an operator which file.
+    let topologySource: String
     let heartbeatNanoseconds: UInt64
     let peerTimeoutNanoseconds: UInt64
-    /// Topology position (1-based) of each instance: the frames' destination id.
-    let instanceIDs: [String: UInt32]
     /// Channel lifecycle: transports, dial, accept, HELLO, heartbeats, redial.
     let channels: ChannelManager
     /// Session protocol: open, accept, refuse, close, reset; the links' table.
@@ -117,19 +116,17 @@ final class Fabric {
     /// `clock` is read for deadlines and timers; the agent's loop also sets ``now`` each turn
     /// (from the same clock).
     init(view: HostView, topology: Topology, loop: EventLoop, logger: Logger, transports: FabricTransports,
-         clock: @escaping () -> UInt64 = MonotonicClock.nanoseconds) throws(SystemError) {
+         topologySource: String = "the topology", clock: @escaping () -> UInt64 = MonotonicClock.nanoseconds) throws(SystemError) {
         self.clock = clock
+        self.topologySource = topologySource
         self.view = view
         self.topology = topology
         self.loop = loop
         self.logger = logger
-        channels = ChannelManager(view: view, transports: transports, logger: logger)
+        channels = ChannelManager(view: view, topology: topology, transports: transports, logger: logger)
         sessions = SessionManager(view: view)
-        fingerprint = TopologyFingerprint.of(topology.fabricIdentity)
         heartbeatNanoseconds = UInt64(max(10, topology.defaults.heartbeatIntervalMilliseconds)) * 1_000_000
         peerTimeoutNanoseconds = UInt64(max(50, topology.defaults.peerTimeoutMilliseconds)) * 1_000_000
-        instanceIDs = Dictionary(topology.instances.enumerated().map { ($1.name, UInt32($0 + 1)) },
-                                 uniquingKeysWith: { a, _ in a })
         nextTick = clock()
         now = nextTick
         channels.fabric = self
@@ -280,8 +277,8 @@ final class Fabric {
 
     /// Where a large DATA frame's payload can be read straight into its link's ring.
     func placement(for header: FrameHeader, on slot: ChannelSlot) -> PayloadPlacement? {
-        guard header.type == .data, let peer = slot.peer, slot.ready, let link = sessions.links[header.session],
-              link.host === peer, link.channel == slot.index, let destination = link.placement(for: header)
+        guard header.type == .data, let peer = slot.peer, slot.ready, let link = sessions.links[peer.number, header.session],
+              link.channel == slot.index, let destination = link.placement(for: header)
         else { return nil }
         return PayloadPlacement(destination: destination, owner: link)
     }
@@ -349,7 +346,7 @@ final class Fabric {
         guard let peer = slot.peer else { return }
         switch header.type {
         case .data:
-            guard let link = sessions.links[header.session], link.host === peer else {
+            guard let link = sessions.links[peer.number, header.session] else {
                 if ProxySessionID.isProxy(header.session), let proxy { return try proxy.frame(header, payload, from: peer, on: slot) }
                 return try sessions.unknownSession(header, from: peer)
             }
@@ -364,7 +361,7 @@ final class Fabric {
             // Most frames of a round trip leave nothing to grant: no turn-end pass for them.
             if link.wantsGrant { received.insert(link) }
         case .acknowledgement:
-            guard let link = sessions.links[header.session], link.host === peer else {
+            guard let link = sessions.links[peer.number, header.session] else {
                 if ProxySessionID.isProxy(header.session), let proxy { return try proxy.frame(header, payload, from: peer, on: slot) }
                 return try sessions.unknownSession(header, from: peer)
             }

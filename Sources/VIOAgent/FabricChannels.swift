@@ -34,16 +34,26 @@ final class ChannelManager {
     private var droppedPending = 0
     private var lastDropWarning: UInt64 = 0
 
-    init(view: HostView, transports: FabricTransports, logger: Logger) {
+    /// The number the next peer added gets (never reused: the session table keys by it).
+    private var nextPeerNumber: UInt32 = 1
+
+    init(view: HostView, topology: Topology, transports: FabricTransports, logger: Logger) {
         acceptedHosts = Fabric.acceptedKeys(of: view).map(\.host)
+        listening = transports.all.filter { $0.listeningDescriptor != nil }
         for p in view.peers {
             guard let (transport, reason) = transports.perPeer[p.host.name] else { continue }
-            peers[p.host.name] = FabricPeer(host: p.host, dials: p.weDial, channels: p.channels, security: p.security,
-                                            transport: transport, transportReason: reason)
-            logger.info("peer host transport", metadata: ["peer": "\(p.host.name)", "transport": "\(transport.name)",
-                                                         "why": "\(reason)"])
+            add(p, of: view.host.name, topology: topology, transport: transport, reason: reason, logger: logger)
         }
-        listening = transports.all.filter { $0.listeningDescriptor != nil }
+    }
+
+    /// Starts keeping channels to `p` (dialed by the next tick, or accepted when it dials).
+    func add(_ p: PeerHost, of host: String, topology: Topology, transport: any FabricTransport, reason: String, logger: Logger) {
+        peers[p.host.name] = FabricPeer(host: p.host, number: nextPeerNumber, dials: p.weDial, channels: p.channels,
+                                        security: p.security, transport: transport, transportReason: reason,
+                                        fingerprint: TopologyFingerprint.of(topology.pairIdentity(host, p.host.name)))
+        nextPeerNumber += 1
+        logger.info("peer host transport", metadata: ["peer": "\(p.host.name)", "transport": "\(transport.name)",
+                                                     "why": "\(reason)"])
     }
 
     /// Watches every listening transport.
@@ -62,7 +72,6 @@ final class ChannelManager {
     private var loop: EventLoop { fabric.loop }
     private var peerTimeoutNanoseconds: UInt64 { fabric.peerTimeoutNanoseconds }
     private var heartbeatNanoseconds: UInt64 { fabric.heartbeatNanoseconds }
-    private var fingerprint: UInt64 { fabric.fingerprint }
     private func clock() -> UInt64 { fabric.clock() }
     private func send(_ header: FrameHeader, _ payload: [UInt8] = [], on slot: ChannelSlot) { fabric.send(header, payload, on: slot) }
 
@@ -161,7 +170,7 @@ final class ChannelManager {
     private func sendHello(_ slot: ChannelSlot) {
         guard let peer = slot.peer else { return }
         let hello = ChannelHello(cluster: topology.cluster, from: view.host.name, to: peer.name,
-                                 channel: UInt16(slot.index), channels: UInt16(peer.channelCount), fingerprint: fingerprint)
+                                 channel: UInt16(slot.index), channels: UInt16(peer.channelCount), fingerprint: peer.fingerprint)
         send(FrameHeader(type: .helloRequest), hello.encoded(), on: slot)
     }
 
@@ -247,8 +256,8 @@ final class ChannelManager {
             } else if peer.security == .tls {
                 throw refuse("the pair \(view.host.name)–\(peer.name) is encrypted (security: tls), but this channel is not authenticated")
             }
-            guard hello.fingerprint == fingerprint else {
-                throw refuse("the topologies differ (link tables do not match); give both agents the same file")
+            guard hello.fingerprint == peer.fingerprint else {
+                throw refuse("the two topology files differ in what the pair needs (cluster, the hosts' keys or the pair's security); give both agents the same file")
             }
             guard Int(hello.channels) == peer.channelCount, Int(hello.channel) < peer.channelCount else {
                 throw refuse("channel \(hello.channel) of \(hello.channels); expected \(peer.channelCount) channels")

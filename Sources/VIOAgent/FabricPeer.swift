@@ -56,6 +56,12 @@ final class ChannelSlot: WorkListed {
 /// The fabric towards one other host: its K channels, reconnection, and statistics.
 final class FabricPeer {
     let host: Host
+    /// This agent's number for the peer (unique for the agent's life): session ids are per
+    /// host pair, so the session table keys links by peer number and session id.
+    let number: UInt32
+    /// ``TopologyFingerprint`` of what the pair must agree on (``Topology/pairIdentity(_:_:)``),
+    /// compared in HELLO.
+    let fingerprint: UInt64
     /// Whether this agent dials (otherwise it only accepts).
     let dials: Bool
     let channelCount: Int
@@ -81,8 +87,11 @@ final class FabricPeer {
     let transport: any FabricTransport
     let transportReason: String
 
-    init(host: Host, dials: Bool, channels: Int, security: Security, transport: any FabricTransport, transportReason: String) {
+    init(host: Host, number: UInt32, dials: Bool, channels: Int, security: Security, transport: any FabricTransport,
+         transportReason: String, fingerprint: UInt64) {
         self.host = host
+        self.number = number
+        self.fingerprint = fingerprint
         self.dials = dials
         self.security = security
         self.transport = transport

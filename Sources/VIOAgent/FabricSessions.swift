@@ -21,6 +21,14 @@ final class SessionManager {
     /// SESSION starts waiting for a local instance to attach.
     var waitingForInstance: [WaitingStart] = []
     private var nextLinkID = LinkID.first(.remote)
+    /// Sessions of links a reload removed: frames the far agent sent before it heard are
+    /// dropped quietly, not refused as undeclared.
+    var removed: Set<RemovedSession> = []
+
+    struct RemovedSession: Hashable {
+        var peer: String
+        var session: UInt32
+    }
 
     struct PendingRemoteOpen {
         var instance: String
@@ -38,7 +46,7 @@ final class SessionManager {
     }
 
     init(view: HostView) {
-        links = SessionTable(largest: view.links.map { Int($0.session) }.max() ?? 0)
+        links = SessionTable(expected: view.links.count)
     }
 
     // The fabric's context, as the moved code reads it.
@@ -48,7 +56,6 @@ final class SessionManager {
     private var delegate: FabricDelegate? { fabric.delegate }
     private var peers: [String: FabricPeer] { fabric.channels.peers }
     private var peerTimeoutNanoseconds: UInt64 { fabric.peerTimeoutNanoseconds }
-    private var instanceIDs: [String: UInt32] { fabric.instanceIDs }
     private func clock() -> UInt64 { fabric.clock() }
     private func slot(for link: RemoteLink) -> ChannelSlot? { fabric.channels.slot(for: link) }
     private func send(_ header: FrameHeader, _ payload: [UInt8] = [], on slot: ChannelSlot) { fabric.send(header, payload, on: slot) }
@@ -67,7 +74,7 @@ final class SessionManager {
         if waitingForHost.contains(where: { $0.link.session == declared.session }) {
             return ControlError(.alreadyOpen, "an open of the link to '\(declared.peerEnd)' is already waiting for host '\(host)'")
         }
-        if let existing = links[declared.session] {
+        if let existing = links[peer.number, declared.session] {
             guard existing.isOpen else {
                 return ControlError(.alreadyOpen, "an open of the link to '\(declared.peerEnd)' is already in progress")
             }
@@ -100,7 +107,7 @@ final class SessionManager {
     func startSession(instance: String, link declared: ResolvedLink, requestID: UInt32, waitMilliseconds: UInt32,
                       deadline: UInt64) {
         guard case .remote(let host) = declared.kind, let peer = peers[host] else { return }
-        guard links[declared.session] == nil else {
+        guard links[peer.number, declared.session] == nil else {
             // The far end opened it meanwhile (its start arrived first): that link is the one.
             delegate?.fabricRefuse(requestID: requestID, of: instance, ControlError(.alreadyOpen,
                 "the link to '\(declared.peerEnd)' was opened from the other end meanwhile; accept it"))
@@ -117,7 +124,8 @@ final class SessionManager {
         guard let slot = slot(for: link) else { return }
         link.granted = UInt64(link.window)
         let open = SessionOpen(from: instance, to: declared.peerEnd, window: UInt32(link.window),
-                               maxFramePayload: UInt32(link.maxFramePayload), waitMilliseconds: waitMilliseconds)
+                               maxFramePayload: UInt32(link.maxFramePayload), waitMilliseconds: waitMilliseconds,
+                               maxMessageSize: UInt64(declared.maxMessageSize.bytes))
         send(sessionHeader(.session, [.start], link), open.encoded(), on: slot)
     }
 
@@ -125,7 +133,7 @@ final class SessionManager {
                           openRequest: (requestID: UInt32, deadline: UInt64)?) throws(SystemError) -> RemoteLink {
         let node = delegate?.fabricAttachment(of: declared.localEnd).numaNode ?? 0
         let link = try RemoteLink(id: nextLinkID, declared: declared, host: peer,
-                                  ids: (instanceIDs[declared.localEnd] ?? 0, instanceIDs[declared.peerEnd] ?? 0),
+                                  ids: (FabricIdentifiers.instance(declared.localEnd), FabricIdentifiers.instance(declared.peerEnd)),
                                   channel: FabricPeer.channelIndex(session: declared.session, channels: peer.channelCount),
                                   numaNode: node, openRequest: openRequest)
         nextLinkID = nextLinkID.next
@@ -145,13 +153,23 @@ final class SessionManager {
     func sessionFrame(_ header: FrameHeader, _ payload: [UInt8], from peer: FabricPeer) throws(ProtocolViolation) {
         let session = header.session
         guard let declared = declaredLink(session, with: peer.name) else {
-            throw ProtocolViolation(.frame, "session \(session) is not a link between \(view.host.name) and \(peer.name)")
+            if header.flags.contains(.start) {
+                // The far agent's file declares a link this one's does not: the files differ
+                // (one was changed and not yet reloaded here, or never will be).
+                let open: SessionOpen
+                do { open = try SessionOpen(decoding: payload) } catch { throw ProtocolViolation(.frame, "malformed SESSION start: \(error)") }
+                reset(session: session, to: open.from, peer: peer, .refused,
+                      "no link '\(open.from)' <-> '\(open.to)' is declared in the topology of host '\(view.host.name)' (\(fabric.topologySource)); the two hosts' files differ: give '\(view.host.name)' the file that declares it and reload its agent")
+                return
+            }
+            try unknownSession(header, from: peer)
+            return
         }
         if header.flags.contains(.stalled) {
             guard payload.count == 1, payload[0] <= 1 else {
                 throw ProtocolViolation(.frame, "session \(session): a not-responding notice of \(payload.count) bytes")
             }
-            guard let link = links[session], link.isOpen else { return }
+            guard let link = links[peer.number, session], link.isOpen else { return }
             // Ring 1 is the one this host's instance writes, read (here) for the far instance.
             link.region.setReaderStalled(ring: 1, payload[0] == 1)
             EventDescriptor.ring(link.space0.rawValue)
@@ -161,9 +179,18 @@ final class SessionManager {
             let open: SessionOpen
             do { open = try SessionOpen(decoding: payload) } catch { throw ProtocolViolation(.session(session), "malformed SESSION start: \(error)") }
             guard open.from == declared.peerEnd, open.to == declared.localEnd else {
-                throw ProtocolViolation(.session(session), "session \(session) is \(declared.peerEnd) -> \(declared.localEnd), not \(open.from) -> \(open.to)")
+                // Ids are derived from names; two files resolve a collision differently only
+                // when they declare different links between the pair.
+                reset(session: session, to: open.from, peer: peer, .refused,
+                      "session \(session) is '\(declared.peerEnd)' -> '\(declared.localEnd)' on host '\(view.host.name)', not '\(open.from)' -> '\(open.to)': the two hosts' files declare different links between them; give both the same file")
+                return
             }
-            if let existing = links[session] {
+            if open.maxMessageSize != 0, open.maxMessageSize != UInt64(declared.maxMessageSize.bytes) {
+                reset(session: session, to: open.from, peer: peer, .refused,
+                      "the link '\(open.from)' <-> '\(open.to)' is declared differently on the two hosts: max_message_size \(ByteSize(bytes: Int(clamping: open.maxMessageSize))) on '\(peer.name)', \(declared.maxMessageSize) on '\(view.host.name)'; give both the same file")
+                return
+            }
+            if let existing = links[peer.number, session] {
                 if let (requestID, _) = existing.openRequest {
                     // Both ends opened at once: each start accepts the other.
                     accept(existing, open, requestID: requestID, acknowledge: true)
@@ -173,7 +200,7 @@ final class SessionManager {
                 existing.finish(LinkStateWord(kind: .gone, end: 1))
                 unregister(existing)
             }
-            waitingForInstance.removeAll { $0.session == session }
+            waitingForInstance.removeAll { $0.session == session && $0.peer == peer.name }
             if delegate?.fabricAttachment(of: declared.localEnd).attached == true {
                 acceptNew(declared, open, peer: peer)
             } else if open.waitMilliseconds == 0 {
@@ -189,8 +216,8 @@ final class SessionManager {
         if header.flags.contains(.reset) {
             let reset: SessionReset
             do { reset = try SessionReset(decoding: payload) } catch { throw ProtocolViolation(.session(session), "malformed SESSION reset: \(error)") }
-            waitingForInstance.removeAll { $0.session == session }
-            guard let link = links[session] else { return }
+            waitingForInstance.removeAll { $0.session == session && $0.peer == peer.name }
+            guard let link = links[peer.number, session] else { return }
             if let (requestID, _) = link.openRequest {
                 unregister(link)
                 link.finish(LinkStateWord(kind: .closed, end: 1))
@@ -210,7 +237,7 @@ final class SessionManager {
             return
         }
         if header.flags.contains(.close) {
-            guard let link = links[session] else { return }
+            guard let link = links[peer.number, session] else { return }
             do {
                 if header.flags.contains(.dataEnd) { try link.apply(.readDataEnd) }
                 try link.apply(.close)
@@ -273,9 +300,14 @@ final class SessionManager {
     }
 
     func reset(session: UInt32, declared: ResolvedLink, peer: FabricPeer, _ reason: SessionReset.Reason, _ message: String) {
+        reset(session: session, to: declared.peerEnd, peer: peer, reason, message)
+    }
+
+    /// Resets `session` for the far agent, whose instance `instance` is its end there.
+    func reset(session: UInt32, to instance: String, peer: FabricPeer, _ reason: SessionReset.Reason, _ message: String) {
         let index = FabricPeer.channelIndex(session: session, channels: peer.channelCount)
         guard peer.isUp, let slot = peer.slots[index] else { return }
-        send(FrameHeader(type: .session, flags: .reset, session: session, destination: instanceIDs[declared.peerEnd] ?? 0),
+        send(FrameHeader(type: .session, flags: .reset, session: session, destination: FabricIdentifiers.instance(instance)),
              SessionReset(reason, message).encoded(), on: slot)
     }
 
@@ -380,7 +412,7 @@ final class SessionManager {
         let starting = waitingForInstance.filter { start in
             declaredLink(start.session, with: start.peer)?.localEnd == instance
         }
-        waitingForInstance.removeAll { w in starting.contains { $0.session == w.session } }
+        waitingForInstance.removeAll { w in starting.contains { $0.session == w.session && $0.peer == w.peer } }
         for start in starting {
             guard let peer = peers[start.peer], peer.isUp,
                   let declared = declaredLink(start.session, with: start.peer) else { continue }
@@ -446,8 +478,8 @@ final class SessionManager {
         logger.warning("session ended: the far agent broke its protocol",
                        metadata: ["peer": "\(peer.name)", "session": "\(session)", "reason": "\(reason)"])
         let message = "'\(view.host.name)' ended session \(session): \(reason)"
-        waitingForInstance.removeAll { $0.session == session }
-        if let link = links[session], link.host === peer {
+        waitingForInstance.removeAll { $0.session == session && $0.peer == peer.name }
+        if let link = links[peer.number, session] {
             if let (requestID, _) = link.openRequest {
                 delegate?.fabricRefuse(requestID: requestID, of: link.instance, ControlError(.internalError, message))
             }
@@ -462,7 +494,7 @@ final class SessionManager {
     /// A frame for a session that is not open here: legal for a declared link (a close
     /// crossed it), a protocol violation otherwise.
     func unknownSession(_ header: FrameHeader, from peer: FabricPeer) throws(ProtocolViolation) {
-        guard declaredLink(header.session, with: peer.name) != nil else {
+        guard declaredLink(header.session, with: peer.name) != nil || removed.contains(RemovedSession(peer: peer.name, session: header.session)) else {
             throw ProtocolViolation(.frame, "frame for session \(header.session), which is not a link between \(view.host.name) and \(peer.name)")
         }
         logger.debug("frame for a closed session dropped", metadata: ["session": "\(header.session)", "type": "\(header.type)"])
@@ -476,7 +508,8 @@ final class SessionManager {
 
     /// The open link carrying `declared`, for status.
     func link(for declared: ResolvedLink) -> RemoteLink? {
-        guard let link = links[declared.session], link.instance == declared.localEnd else { return nil }
+        guard case .remote(let host) = declared.kind, let peer = peers[host],
+              let link = links[peer.number, declared.session], link.instance == declared.localEnd else { return nil }
         return link
     }
 
@@ -490,15 +523,15 @@ final class SessionManager {
             loop.unregister(data)
             throw error
         }
-        links[link.session] = link
+        links[link.host.number, link.session] = link
         link.isRegistered = true
     }
 
     func unregister(_ link: RemoteLink) {
-        guard links[link.session] === link else { return }
+        guard links[link.host.number, link.session] === link else { return }
         for registration in link.registrations { loop.unregister(registration) }
         link.registrations = []
-        links[link.session] = nil
+        links[link.host.number, link.session] = nil
         link.isRegistered = false
         fabric.forgetWork(of: link)
         link.host.creditStalls &+= link.creditStalls

@@ -1,3 +1,5 @@
+import VIOWire
+
 /// One host's share of the cluster: what its agent admits, which links it sets up locally
 /// and which it carries to other hosts. Every default is filled in.
 public struct HostView: Sendable, Equatable {
@@ -55,8 +57,9 @@ public struct ResolvedLink: Sendable, Equatable {
     public var ringSizeToPeer: ByteSize
     /// Largest message.
     public var maxMessageSize: ByteSize
-    /// The link's number in the topology (1-based position in the expanded link list): both
-    /// agents of a cross-host link derive the same number, the fabric's session id.
+    /// A cross-host link's session id (0 for a local link): derived from the two instance
+    /// names (``FabricIdentifiers/session(between:and:)``), so both agents of the link find the
+    /// same number whatever else their topology files declare.
     public var session: UInt32 = 0
 }
 
@@ -97,15 +100,41 @@ extension Topology {
         return "\(base)/\(host).sock"
     }
 
-    /// What two agents must agree on before carrying links for each other: the cluster and the
-    /// numbered link list (session ids are positions in it), with ring and message sizes.
-    public var fabricIdentity: [String] {
-        [cluster] + links.map { link in
-            let (a, b) = link.endpoints
-            return "\(a)|\(b)|\(link.maxMessageSize?.bytes ?? defaults.maxMessageSize.bytes)"
-        } + hosts.map { "\($0.name)|\($0.key?.description ?? "-")" }
-            + hostPairs.map { "\($0.hosts.0)|\($0.hosts.1)|\($0.security.rawValue)" } + ["security|\(defaults.security.rawValue)"]
+    /// What the agents of hosts `a` and `b` must agree on before their channels carry anything:
+    /// the cluster, the two hosts' keys and the pair's security. Links and services are
+    /// compared one by one as they open, so files that differ elsewhere still work together.
+    public func pairIdentity(_ a: String, _ b: String) -> [String] {
+        let (first, second) = a <= b ? (a, b) : (b, a)
+        return [cluster, first, second, host(named: first)?.key?.description ?? "-", host(named: second)?.key?.description ?? "-",
+                security(between: first, second).rawValue]
     }
+
+    /// Session ids of the links between `host` and each other host, keyed by the link's two
+    /// names (sorted, joined by a NUL). Each pair's links take their preferred id in the order
+    /// of their names; one that finds it taken tries the next (``FabricIdentifiers/probe(_:)``).
+    func sessionIDs(of host: String, byName: [String: Instance]) -> [String: UInt32] {
+        var perPeer: [String: [String]] = [:]
+        for link in links {
+            let (a, b) = link.endpoints
+            guard let ia = byName[a], let ib = byName[b], ia.host != ib.host, ia.host == host || ib.host == host else { continue }
+            perPeer[ia.host == host ? ib.host : ia.host, default: []].append(Self.linkKey(a, b))
+        }
+        var ids: [String: UInt32] = [:]
+        for keys in perPeer.values {
+            var taken: Set<UInt32> = []
+            for key in keys.sorted() {
+                let names = key.split(separator: "\u{0}", omittingEmptySubsequences: false)
+                var id = FabricIdentifiers.session(between: String(names[0]), and: String(names[1]))
+                while taken.contains(id) { id = FabricIdentifiers.probe(id) }
+                taken.insert(id)
+                ids[key] = id
+            }
+        }
+        return ids
+    }
+
+    /// The two names of a link in a fixed order, for keying it whichever end comes first.
+    static func linkKey(_ a: String, _ b: String) -> String { a <= b ? "\(a)\u{0}\(b)" : "\(b)\u{0}\(a)" }
 
     /// Which side of a host pair dials: a host behind NAT always does; otherwise the one whose
     /// name sorts first, so both agents agree without talking.
@@ -122,9 +151,10 @@ extension Topology {
             link.ringSize ?? byName[receiver]?.ringSize ?? defaults.ringSize
         }
         let local = instances.filter { $0.host == name }
+        let sessions = sessionIDs(of: name, byName: byName)
         var links: [ResolvedLink] = []
         var perPeer: [String: Int] = [:]
-        for (index, link) in self.links.enumerated() {
+        for link in self.links {
             let (a, b) = link.endpoints
             guard let ia = byName[a], let ib = byName[b] else { continue }
             let (mine, other): (Instance, Instance)
@@ -134,7 +164,7 @@ extension Topology {
             links.append(ResolvedLink(localEnd: mine.name, peerEnd: other.name, kind: kind,
                                       ringSizeToLocal: ring(mine.name, link), ringSizeToPeer: ring(other.name, link),
                                       maxMessageSize: link.maxMessageSize ?? defaults.maxMessageSize,
-                                      session: UInt32(index + 1)))
+                                      session: kind == .local ? 0 : sessions[Self.linkKey(a, b)] ?? 0))
         }
         let services = self.services.filter { s in s.server.host == name || s.listen.contains { $0.host == name } }
         // A service joins the hosts where clients connect to its server's host.

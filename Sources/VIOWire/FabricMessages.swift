@@ -61,6 +61,9 @@ public struct SessionOpen: Sendable, Equatable {
     public var waitMilliseconds: UInt32
     /// What the sender accepts on this session beyond plain DATA frames.
     public var features: Features
+    /// The largest message the sender's topology declares for the link (0: not said, as by
+    /// agents from before it was carried): both hosts must declare the link alike.
+    public var maxMessageSize: UInt64
 
     /// Optional frame forms a receiving agent accepts, announced per session. Bits this build
     /// does not know are ignored (a newer agent may announce more).
@@ -77,7 +80,8 @@ public struct SessionOpen: Sendable, Equatable {
 
     /// A session-open payload.
     public init(from: String, to: String, window: UInt32, maxFramePayload: UInt32, waitMilliseconds: UInt32 = 0,
-                features: Features = .supported) {
+                features: Features = .supported, maxMessageSize: UInt64 = 0) {
+        self.maxMessageSize = maxMessageSize
         self.from = from
         self.to = to
         self.window = window
@@ -90,7 +94,7 @@ public struct SessionOpen: Sendable, Equatable {
     public func encoded() -> [UInt8] {
         var w = ByteWriter()
         w.write(from); w.write(to); w.write(window); w.write(maxFramePayload); w.write(waitMilliseconds)
-        w.write(features.rawValue)
+        w.write(features.rawValue); w.write(maxMessageSize)
         return w.bytes
     }
 
@@ -101,6 +105,7 @@ public struct SessionOpen: Sendable, Equatable {
         window = try r.read(); maxFramePayload = try r.read(); waitMilliseconds = try r.read()
         // An agent from before features ends here: it takes plain DATA frames only.
         features = r.remaining == 0 ? [] : Features(rawValue: try r.read())
+        maxMessageSize = r.remaining == 0 ? 0 : try r.read()
         try r.expectEnd()
         guard maxFramePayload >= 64, maxFramePayload <= UInt32(FrameHeader.maximumPayload) else {
             throw .invalid(field: "max frame payload", value: "\(maxFramePayload)")

@@ -14,14 +14,32 @@ struct TopologyCommand: ParsableCommand {
 
     struct Fingerprint: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Print the fabric fingerprint agents compare in HELLO (hex): equal on every host, or their channels are refused.")
+            abstract: "Print the fingerprint two agents compare in HELLO (hex): the cluster, the pair's keys and security. Different values refuse the pair's channels.",
+            discussion: "With --between A B, prints that pair's fingerprint alone; otherwise one line 'A B FINGERPRINT' per pair of hosts.")
 
         @Argument(help: ArgumentHelp("The topology file. Default: the embedded single-host topology.", valueName: "file"))
         var file: String?
 
+        @Option(name: .long, parsing: .upToNextOption, help: ArgumentHelp("Two host names.", valueName: "host"))
+        var between: [String] = []
+
+        func validate() throws {
+            guard between.isEmpty || between.count == 2 else { throw ValidationError("--between takes two host names") }
+        }
+
         func run() throws {
             let (t, _) = try loadTopologyOrExit(file)
-            print(String(TopologyFingerprint.of(t.fabricIdentity), radix: 16))
+            if between.count == 2 {
+                for name in between where t.host(named: name) == nil {
+                    throw ValidationError("no host '\(DisplaySafe.escape(name))' in the topology")
+                }
+                print(String(TopologyFingerprint.of(t.pairIdentity(between[0], between[1])), radix: 16))
+                return
+            }
+            let names = t.hosts.map(\.name)
+            for (i, a) in names.enumerated() {
+                for b in names[(i + 1)...] { print("\(a) \(b) \(String(TopologyFingerprint.of(t.pairIdentity(a, b)), radix: 16))") }
+            }
         }
     }
 

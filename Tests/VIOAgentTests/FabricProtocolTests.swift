@@ -19,6 +19,10 @@ import VIOWire
           - between: [a2, b2]
         """, defaults: "  channels: 1\n  ring_size: 64KiB\n")
 
+    /// The session id of a1 <-> b1 and a1's destination id, derived from the names.
+    static let a1b1 = FabricIdentifiers.session(between: "a1", and: "b1")
+    static let a1 = FabricIdentifiers.instance("a1")
+
     func attachAll(_ lab: FabricLab) {
         lab["alpha"].attach("a1"); lab["alpha"].attach("a2")
         lab["beta"].attach("b1"); lab["beta"].attach("b2")
@@ -55,7 +59,7 @@ import VIOWire
         #expect(lab.connect())
         let (a1, b1) = try lab.open("a1", on: "alpha", to: "b1", on: "beta")
         for side in ["alpha", "beta"] {
-            let link = try #require(lab[side].fabric.sessions.links[1])
+            let link = try #require(lab[side].fabric.sessions.links.values.first)
             #expect(link.peerMaxFramePayload <= 4096 - 8 && link.maxFramePayload <= 4096 - 8)
         }
         // A health answer fits here...
@@ -99,14 +103,14 @@ import VIOWire
     @Test func closeArrivesAfterTheData() throws {
         let lab = try connectedPair()
         let (a1, b1) = try lab.open("a1", on: "alpha", to: "b1", on: "beta")
-        let alphaLink = try #require(lab["alpha"].fabric.sessions.links[1])
+        let alphaLink = try #require(lab["alpha"].fabric.sessions.links.values.first)
         #expect(alphaLink.machine.state == .open)
         for i in 0..<3 { try a1.send([UInt8(i)]) }
         a1.close()
         for i in 0..<3 { #expect(try lab.receive(on: b1) == [UInt8(i)]) }
         #expect(throws: LinkError.peerClosed(peer: "a1")) { try lab.receive(on: b1) }
         #expect(alphaLink.machine.state == .closed)
-        #expect(lab.run(until: { lab["alpha"].fabric.sessions.links[1] == nil && lab["beta"].fabric.sessions.links[1] == nil }))
+        #expect(lab.run(until: { lab["alpha"].fabric.sessions.links.values.first == nil && lab["beta"].fabric.sessions.links.values.first == nil }))
     }
 
     /// Connections that never say HELLO cannot keep a real peer out: beyond the 64 that may
@@ -153,23 +157,58 @@ import VIOWire
         #expect(lab["alpha"].fabric.openLink(instance: "a1", link: declared, requestID: 1, waitMilliseconds: UInt32.max) == nil)
         lab.run(rounds: 20)
         let wire = try #require(lab.network.wires.last)
-        wire.inject(Frame(FrameHeader(type: .session, flags: .close, session: 1, destination: 1), payload: []).encoded(), toSide: 0)
+        wire.inject(Frame(FrameHeader(type: .session, flags: .close, session: Self.a1b1, destination: Self.a1), payload: []).encoded(), toSide: 0)
         #expect(lab.run(until: { !lab["alpha"].refusals.isEmpty }, rounds: 50))
         #expect(lab["alpha"].refusals.first?.error.message.contains("closed the link before accepting it") == true)
-        #expect(lab["alpha"].fabric.sessions.links[1] == nil)
+        #expect(lab["alpha"].fabric.sessions.links.values.first == nil)
     }
 
-    /// A HELLO from an agent whose topology differs is refused with the reason, and the pair
-    /// never comes up.
-    @Test func differentTopologiesAreRefused() throws {
-        let other = labTopology(hosts: ["alpha", "beta"], instances: """
-              - { name: a1, host: alpha }
-              - { name: b1, host: beta }
-            """, links: "  - between: [a1, b1]", defaults: "  channels: 1\n")
+    /// A HELLO from an agent whose file differs in what the pair needs (here, the pair's
+    /// security) is refused with the reason, and the pair never comes up.
+    @Test func pairsThatDisagreeOnTheirChannelsAreRefused() throws {
+        let other = Self.pair + "host_pairs:\n  - { between: [alpha, beta], security: plaintext }\n"
         let lab = try FabricLab(Self.pair, topologies: ["alpha": other])
         #expect(!lab.connect())
-        #expect(lab["beta"].log.contains("the topologies differ"), "\(lab["beta"].log.all)")
+        #expect(lab["beta"].log.contains("the two topology files differ"), "\(lab["beta"].log.all)")
         #expect(lab["alpha"].log.contains("the far agent refused the channel"), "\(lab["alpha"].log.all)")
+    }
+
+    /// Files that differ elsewhere work together: links both declare alike open and carry
+    /// messages; a link only one declares, or declared differently, is refused at open with
+    /// the reason, and the pair stays up.
+    @Test func differingFilesCarryTheLinksTheyShare() throws {
+        let alphaFile = labTopology(hosts: ["alpha", "beta", "gamma"], instances: """
+              - { name: a1, host: alpha }
+              - { name: a2, host: alpha }
+              - { name: a3, host: alpha }
+              - { name: b1, host: beta }
+              - { name: b2, host: beta }
+              - { name: b3, host: beta }
+              - { name: g1, host: gamma }
+            """, links: """
+              - between: [a3, b3]
+              - between: [a1, b1]
+              - between: [a2, b2]
+                max_message_size: 1MiB
+            """, defaults: "  channels: 1\n  ring_size: 64KiB\n")
+        let lab = try FabricLab(Self.pair, topologies: ["alpha": alphaFile])
+        attachAll(lab)
+        lab["alpha"].attach("a3")
+        #expect(lab.run(until: { lab["alpha"].fabric.channels.peers["beta"]!.isUp && lab["beta"].fabric.channels.peers["alpha"]!.isUp }))
+        let (a1, b1) = try lab.open("a1", on: "alpha", to: "b1", on: "beta")
+        try a1.send([1, 2, 3])
+        #expect(try lab.receive(on: b1) == [1, 2, 3])
+        for (from, to, reason) in [("a3", "b3", "no link 'a3' <-> 'b3' is declared in the topology of host 'beta'"),
+                                   ("a2", "b2", "declared differently on the two hosts: max_message_size 1MiB on 'alpha', 64MiB on 'beta'")] {
+            let declared = try #require(lab["alpha"].fabric.view.link(between: from, and: to))
+            #expect(lab["alpha"].fabric.openLink(instance: from, link: declared, requestID: 9, waitMilliseconds: 1000) == nil)
+            #expect(lab.run(until: { lab["alpha"].refusals.contains { $0.instance == from } }, rounds: 100))
+            let refusal = lab["alpha"].refusals.first { $0.instance == from }
+            #expect(refusal?.error.code == .undeclaredLink && refusal?.error.message.contains(reason) == true, "\(String(describing: refusal))")
+        }
+        try b1.send([4])
+        #expect(try lab.receive(on: a1) == [4])
+        #expect(lab["alpha"].fabric.channels.peers["beta"]!.reconnects == 0)
     }
 
     /// An agent that cannot prove the key the topology gives its host (an impostor) gets no
@@ -244,8 +283,8 @@ import VIOWire
         let (_, b1) = try lab.open("a1", on: "alpha", to: "b1", on: "beta")
         let (a2, b2) = try lab.open("a2", on: "alpha", to: "b2", on: "beta")
         let wire = try #require(lab.network.wires.last)
-        // Beta accepted the wire: it is side 1. Session 1 is a1-b1; b1 is instance 3.
-        wire.inject(Frame(FrameHeader(type: .data, session: 1, destination: 3, sequence: 99), payload: [1]).encoded(), toSide: 1)
+        // Beta accepted the wire: it is side 1.
+        wire.inject(Frame(FrameHeader(type: .data, session: Self.a1b1, destination: FabricIdentifiers.instance("b1"), sequence: 99), payload: [1]).encoded(), toSide: 1)
         lab.run(rounds: 20)
         #expect(throws: LinkError.self) { try b1.receive(timeout: .zero) }
         #expect(lab["beta"].log.contains("session ended: the far agent broke its protocol"))
@@ -279,8 +318,8 @@ import VIOWire
         let wire = try #require(lab.network.wires.last)
         var count = UInt64(1 << 40).littleEndian
         let payload = withUnsafeBytes(of: &count) { Array($0) }
-        wire.inject(Frame(FrameHeader(type: .acknowledgement, session: 1, destination: 1), payload: payload).encoded(), toSide: 0)
-        #expect(lab.run(until: { lab["alpha"].fabric.sessions.links[1] == nil }, rounds: 50))
+        wire.inject(Frame(FrameHeader(type: .acknowledgement, session: Self.a1b1, destination: Self.a1), payload: payload).encoded(), toSide: 0)
+        #expect(lab.run(until: { lab["alpha"].fabric.sessions.links.values.first == nil }, rounds: 50))
         #expect(lab["alpha"].log.contains("acknowledged 1099511627776 messages, 1 were sent"), "\(lab["alpha"].log.all)")
         #expect(throws: LinkError.self) { try a1.send([2], timeout: .zero) }
     }
@@ -296,10 +335,10 @@ import VIOWire
         #expect(lab["alpha"].fabric.openLink(instance: "a1", link: declared, requestID: 1, waitMilliseconds: 60_000) == nil)
         lab.run(rounds: 20)
         let wire = try #require(lab.network.wires.last)
-        wire.inject(Frame(FrameHeader(type: .session, flags: [.dataEnd, .close], session: 1, destination: 1), payload: []).encoded(), toSide: 0)
+        wire.inject(Frame(FrameHeader(type: .session, flags: [.dataEnd, .close], session: Self.a1b1, destination: Self.a1), payload: []).encoded(), toSide: 0)
         lab.run(rounds: 20)
         #expect(lab["alpha"].log.contains("event 'readDataEnd' is not valid in session state 'initial'"), "\(lab["alpha"].log.all)")
-        let link = try #require(lab["alpha"].fabric.sessions.links[1])
+        let link = try #require(lab["alpha"].fabric.sessions.links.values.first)
         #expect(link.machine.state == .initial && !link.isOpen)
         // The open still completes when b1 attaches.
         lab["beta"].attach("b1")

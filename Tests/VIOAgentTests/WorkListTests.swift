@@ -57,24 +57,41 @@ private final class Item: WorkListed {
 
 @Suite struct SessionTableTests {
     @Test func findsStoredLinksAndNothingElse() {
-        var table = SessionTable<Item>(largest: 4)
+        var table = SessionTable<Item>()
         let a = Item(1), b = Item(3)
-        table[1] = a; table[3] = b
-        #expect(table[1] === a && table[3] === b)
-        #expect(table[0] == nil && table[2] == nil && table[4] == nil)
-        // Ids from the network beyond the table find nothing (no trap).
-        #expect(table[5] == nil && table[UInt32.max] == nil)
-        #expect(table.values.map(\.id) == [1, 3])
-        table[1] = nil; table[1] = nil
-        #expect(table[1] == nil && table.values.map(\.id) == [3])
+        table[1, 1] = a; table[2, 3] = b
+        #expect(table[1, 1] === a && table[2, 3] === b)
+        // The same session id on another peer's channels is another link.
+        #expect(table[2, 1] == nil && table[1, 3] == nil && table[1, 0] == nil)
+        #expect(table[1, UInt32.max] == nil && table[UInt32.max, UInt32.max] == nil)
+        #expect(Set(table.values.map(\.id)) == [1, 3])
+        table[1, 1] = nil; table[1, 1] = nil
+        #expect(table[1, 1] == nil && table.values.map(\.id) == [3] && table.count == 1)
     }
 
-    @Test func growsForALargerSession() {
-        var table = SessionTable<Item>(largest: 1)
-        let a = Item(9)
-        table[9] = a
-        #expect(table[9] === a && table.values.count == 1)
-        table[20] = nil
-        #expect(table[20] == nil && table.values.count == 1)
+    /// Against a dictionary, through growth and deletions that shift colliding runs.
+    @Test func agreesWithADictionary() {
+        var table = SessionTable<Item>()
+        var reference: [UInt64: Item] = [:]
+        var random = SystemRandomNumberGenerator()
+        for step in 0..<20_000 {
+            // Few distinct keys, so inserts, overwrites and deletes of present keys all happen.
+            let peer = UInt32.random(in: 1...3, using: &random), session = UInt32.random(in: 1...400, using: &random)
+            let key = UInt64(peer) << 32 | UInt64(session)
+            if step % 3 == 0 {
+                table[peer, session] = nil
+                reference[key] = nil
+            } else {
+                let item = Item(Int(session))
+                table[peer, session] = item
+                reference[key] = item
+            }
+        }
+        #expect(table.count == reference.count)
+        for peer in UInt32(1)...3 {
+            for session in UInt32(1)...400 {
+                #expect(table[peer, session] === reference[UInt64(peer) << 32 | UInt64(session)])
+            }
+        }
     }
 }

@@ -158,7 +158,7 @@ struct FabricBadInputTests {
             ("oversized length", oversized, "invalid frame length: 2147483647 (maximum 1048576)"),
             ("data before HELLO", Self.frame(FrameHeader(type: .data, session: 1), [1, 2, 3]), "expected HELLO, got data"),
             ("unknown frame type", [1, 99] + [UInt8](repeating: 0, count: 22), "invalid frame type: 99"),
-            ("wrong topology", gammaHello, "the topologies differ"),
+            ("wrong topology", gammaHello, "the two topology files differ"),
             // A TLS record header (0x16) followed by garbage: the TLS layer refuses it.
             ("garbage after a TLS record header", [0x16, 0x03, 0x01, 0x00, 0x20] + (0..<32).map { _ in UInt8.random(in: 0...255) },
              "secure channel failed"),
@@ -195,7 +195,7 @@ struct FabricBadInputTests {
         // The fingerprint both agents compute from the same file.
         let status = try cluster.status("beta")
         #expect(status.contains("gamma"))
-        let fingerprint = try Tools.run("vioctl", ["topology", "fingerprint", cluster.topology]).stdout
+        let fingerprint = try Tools.run("vioctl", ["topology", "fingerprint", cluster.topology, "--between", "beta", "gamma"]).stdout
             .trimmingCharacters(in: .whitespacesAndNewlines)
         let hello = Self.frame(FrameHeader(type: .helloRequest), ChannelHello(
             cluster: "loopback", from: "gamma", to: "beta", channel: 0, channels: 2,
@@ -217,19 +217,18 @@ struct FabricBadInputTests {
         let holder = try cluster.probe("beta", ["hold", "--as", "b1"])
         #expect(holder.waitFor("attached"))
         let gamma = try RawPeer.gammaAfterHello(in: cluster)
-        // Session 1 (b1-g1) from g1; b1 is instance 1 in the topology.
-        gamma.send(FrameHeader(type: .session, flags: .start, session: 1, destination: 1),
+        gamma.send(FrameHeader(type: .session, flags: .start, session: RawPeer.session, destination: RawPeer.b1),
                    SessionOpen(from: "g1", to: "b1", window: 1 << 16, maxFramePayload: 1 << 16).encoded())
         #expect(gamma.waitFor { h, _ in h.type == .acknowledgement && h.flags.contains(.start) })
         #expect(holder.waitFor("ready"))
-        gamma.send(FrameHeader(type: .data, session: 1, destination: 1, sequence: 7), [1, 2, 3])
+        gamma.send(FrameHeader(type: .data, session: RawPeer.session, destination: RawPeer.b1, sequence: 7), [1, 2, 3])
         var reset: SessionReset?
         #expect(gamma.waitFor { h, p in
             guard h.type == .session, h.flags.contains(.reset) else { return false }
             reset = try? SessionReset(decoding: p)
             return true
         })
-        #expect(reset?.message.contains("'beta' ended session 1: session 1: frame 7 arrived, 0 expected") == true, "\(String(describing: reset))")
+        #expect(reset?.message.contains("'beta' ended session \(RawPeer.session): session \(RawPeer.session): frame 7 arrived, 0 expected") == true, "\(String(describing: reset))")
         #expect(holder.finish(timeout: 10) == 3, "\(holder.output)")
         #expect(holder.output.contains("corrupt ring"), "\(holder.output)")
         // Still the same channel: a heartbeat is answered.

@@ -46,6 +46,10 @@ final class RawPeer {
 }
 
 extension RawPeer {
+    /// The session id of b1 <-> g1, and b1's destination id (both derived from the names).
+    static let session = FabricIdentifiers.session(between: "b1", and: "g1")
+    static let b1 = FabricIdentifiers.instance("b1")
+
     /// beta's agent alone, with one link b1 <-> g1 to gamma, whose agent the test plays
     /// (plaintext pair, one channel, a long peer timeout).
     static func betaWithPlayedGamma() throws -> LoopbackCluster {
@@ -59,7 +63,7 @@ extension RawPeer {
 
     /// gamma's channel 0 to beta, HELLO accepted.
     static func gammaAfterHello(in cluster: LoopbackCluster, sourceLocation: SourceLocation = #_sourceLocation) throws -> RawPeer {
-        let fingerprint = try Tools.run("vioctl", ["topology", "fingerprint", cluster.topology]).stdout
+        let fingerprint = try Tools.run("vioctl", ["topology", "fingerprint", cluster.topology, "--between", "beta", "gamma"]).stdout
             .trimmingCharacters(in: .whitespacesAndNewlines)
         let gamma = try RawPeer(port: cluster.ports["beta"]!)
         gamma.send(FrameHeader(type: .helloRequest), ChannelHello(cluster: "loopback", from: "gamma", to: "beta", channel: 0,

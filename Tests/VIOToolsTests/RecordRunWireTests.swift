@@ -43,8 +43,7 @@ struct RecordRunWireTests {
         let echo = try cluster.probe("beta", ["echo", "--as", "b1"])
         #expect(echo.waitFor("attached"))
         let gamma = try RawPeer.gammaAfterHello(in: cluster)
-        // Session 1 is b1 <-> g1; instance ids are topology positions from 1 (b1 = 1, g1 = 2).
-        gamma.send(FrameHeader(type: .session, flags: .start, session: 1, destination: 1),
+        gamma.send(FrameHeader(type: .session, flags: .start, session: RawPeer.session, destination: RawPeer.b1),
                    SessionOpen(from: "g1", to: "b1", window: 1 << 20, maxFramePayload: 262_128).encoded())
         var accepted: SessionOpen?
         #expect(gamma.waitFor { h, p in
@@ -56,21 +55,21 @@ struct RecordRunWireTests {
 
         // Three messages in one frame: the echo sends each back, in order.
         let sent = (0..<3).map { Array("message \($0) of a run".utf8) + [UInt8](repeating: UInt8($0), count: $0 * 7) }
-        gamma.send(FrameHeader(type: .data, flags: .records, session: 1, destination: 1, sequence: 0), Self.run(sent))
+        gamma.send(FrameHeader(type: .data, flags: .records, session: RawPeer.session, destination: RawPeer.b1, sequence: 0), Self.run(sent))
         var echoed: [[UInt8]] = []
         #expect(gamma.waitFor { h, p in
-            if h.type == .data, h.session == 1 { echoed += Self.messages(in: h, p) }
+            if h.type == .data, h.session == RawPeer.session { echoed += Self.messages(in: h, p) }
             return echoed.count >= sent.count
         }, "\(cluster.log("beta"))")
         #expect(echoed == sent)
 
         // A run whose record is a fragment, not a whole message: the link ends as corrupt,
         // at both ends, with the reason; the channel stays.
-        gamma.send(FrameHeader(type: .data, flags: .records, session: 1, destination: 1, sequence: 1),
+        gamma.send(FrameHeader(type: .data, flags: .records, session: RawPeer.session, destination: RawPeer.b1, sequence: 1),
                    Self.run([Array("half".utf8)], flags: RegionLayout.Record.first))
         var reset: SessionReset?
         #expect(gamma.waitFor { h, p in
-            guard h.type == .session, h.flags.contains(.reset), h.session == 1 else { return false }
+            guard h.type == .session, h.flags.contains(.reset), h.session == RawPeer.session else { return false }
             reset = try? SessionReset(decoding: p)
             return true
         }, "\(cluster.log("beta"))")

@@ -157,8 +157,11 @@ struct FabricMessageTests {
     @Test func payloadsRoundTrip() throws {
         let hello = ChannelHello(cluster: "c", from: "h1", to: "h2", channel: 1, channels: 2, fingerprint: 0xDEAD_BEEF)
         #expect(try ChannelHello(decoding: hello.encoded()) == hello)
-        let open = SessionOpen(from: "a1", to: "b1", window: 1 << 20, maxFramePayload: 262_128, waitMilliseconds: 500)
+        let open = SessionOpen(from: "a1", to: "b1", window: 1 << 20, maxFramePayload: 262_128, waitMilliseconds: 500,
+                               maxMessageSize: 1 << 26)
         #expect(try SessionOpen(decoding: open.encoded()) == open)
+        // An agent from before the declared size ends after its features: 0, not said.
+        #expect(try SessionOpen(decoding: Array(open.encoded().dropLast(8))).maxMessageSize == 0)
         let reset = SessionReset(.gone, "instance 'a1' exited")
         #expect(try SessionReset(decoding: reset.encoded()) == reset)
     }
@@ -169,11 +172,11 @@ struct FabricMessageTests {
         #expect(SessionOpen(from: "a1", to: "b1", window: 4096, maxFramePayload: 1024).features.contains(.recordRuns))
         // A newer agent's extra bits: this build takes what it knows and ignores the rest.
         var bytes = SessionOpen(from: "a1", to: "b1", window: 4096, maxFramePayload: 1024, features: .recordRuns).encoded()
-        bytes.replaceSubrange((bytes.count - 4)..., with: [0x01, 0x00, 0x00, 0x80])
+        bytes.replaceSubrange((bytes.count - 12)..<(bytes.count - 8), with: [0x01, 0x00, 0x00, 0x80])
         let decoded = try SessionOpen(decoding: bytes)
         #expect(decoded.features.contains(.recordRuns))
         // An agent from before features sends none: plain DATA frames only.
-        #expect(try SessionOpen(decoding: Array(bytes.dropLast(4))).features == [])
+        #expect(try SessionOpen(decoding: Array(bytes.dropLast(12))).features == [])
         // A record-run DATA frame's header decodes; its flag is part of the header's vocabulary.
         var header = [UInt8](repeating: 0, count: FrameHeader.size)
         FrameHeader(type: .data, flags: .records, session: 3, length: 64).store(to: &header)
