@@ -55,7 +55,8 @@ enum {
     VIO_EMISUSE = -13,      /* invalid sequence, e.g. commit without claim */
     VIO_EHOSTDOWN = -14,    /* the peer's host is unreachable */
     VIO_ECANCELED = -15,    /* reserved */
-    VIO_ENOTRESPONDING = -16 /* the peer left the ring full and unread too long (stopped?); the link stays open */
+    VIO_ENOTRESPONDING = -16, /* the peer left the ring full and unread too long (stopped?); the link stays open */
+    VIO_EREMOVED = -17      /* the agent closed the link: a topology reload removed it or its peer */
 };
 
 /* A static, human-readable name for an error code (never NULL). */

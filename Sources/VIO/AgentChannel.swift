@@ -135,6 +135,15 @@ public struct AgentChannel: ~Copyable, Sendable {
         }
     }
 
+    /// Asks the agent to re-read its topology file and apply what changed; returns what it
+    /// applied, one line per kind of change (empty: nothing changed).
+    public func reload() throws(VIOError) -> [String] {
+        switch try request(.reloadRequest).message {
+        case .reloaded(let lines): return lines
+        case let other: throw .protocolViolation("expected RELOADED, got \(other.kindName)")
+        }
+    }
+
     /// Another host's agent state, fetched by this agent over the fabric.
     public func health(of host: String) throws(VIOError) -> AgentStatus {
         switch try request(.healthRequest(host: host)).message {

@@ -16,11 +16,21 @@ import Glibc
 /// per client, one pidfd per attached instance, a signalfd). The data path never passes
 /// through it: local links are shared memory between the instances.
 public final class Agent {
-    let configuration: AgentConfiguration
+    /// The topology and this host's view of it (replaced by each reload).
+    private(set) var configuration: AgentConfiguration
+    /// What the agent started with: settings read only then are compared with it.
+    private let startedWith: AgentConfiguration
     let logger: Logger
     private var transport: TransportChoice
     private let startedAt = MonotonicClock.nanoseconds()
-    private let admission: Admission
+    private var admission: Admission
+    /// What the fabric takes channels from (nil while this host has no peers).
+    private var transports: AgentTransports?
+    /// Reloads applied, and the settings that wait for a restart (status).
+    private var reloads: UInt32 = 0
+    private var pendingRestart: [String] = []
+    /// A reload created the fabric or the proxy: the loop reads its parts again.
+    private var partsChanged = false
     /// Instances that stopped reading (`not_responding_ms`; nil when 0).
     private let hangWatch: HangWatch?
 
@@ -55,6 +65,7 @@ public final class Agent {
     /// Sets up the control socket and signal handling; refuses to start on anything wrong.
     public init(configuration: AgentConfiguration, logger: Logger) throws(AgentError) {
         self.configuration = configuration
+        startedWith = configuration
         self.logger = logger
         admission = Admission(view: configuration.view, agentUID: getuid())
         hangWatch = HangWatch(milliseconds: configuration.topology.defaults.notRespondingMilliseconds)
@@ -78,12 +89,7 @@ public final class Agent {
             // Only the topology's uids may connect (mode 0600 plus an ACL entry per uid);
             // admission then checks each connection's SO_PEERCRED against its instance.
             listener = try UnixSocket.listen(path: path, mode: 0o600)
-            let users = configuration.view.instances.map { $0.instance.uid ?? getuid() }
-            do { try FileAccess.limit(path, toOwnerAnd: users) } catch {
-                logger.warning("cannot limit the control socket to the topology's uids with an ACL; it is open to every local user (admission still checks each connection's uid)",
-                               metadata: ["socket": "\(path)", "error": "\(error)"])
-                _ = chmod(path, 0o666)
-            }
+            Self.limitControlSocket(configuration.view, logger: logger)
             try listener.fd.setNonBlocking()
             loop = try EventLoop()
             try loop.register(listener.fd.rawValue) { [unowned self] _ in self.acceptAll() }
@@ -92,36 +98,13 @@ public final class Agent {
             throw .system(error, doing: "cannot set up the control socket \(path)")
         }
         if !configuration.view.peers.isEmpty {
-            // Cross-host links and heartbeats run on this thread: when instances oversubscribe
-            // the cores, a normal-priority agent can be starved past the peer timeout. Raise
-            // the priority where allowed (root or CAP_SYS_NICE); otherwise run as is.
-            if setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, Self.fabricNice) != 0 {
-                logger.debug("could not raise the agent's priority (nice \(Self.fabricNice)); running at the default")
-            }
-            let transports: FabricTransports
-            do { transports = try Self.makeTransports(configuration, host: &transport, tls: tls) } catch {
+            do { try startFabric(tls: tls) } catch {
                 unlink(path)
                 throw error
             }
-            self.transport = transport
-            do {
-                fabric = try Fabric(view: configuration.view, topology: configuration.topology, loop: loop, logger: logger,
-                                    transports: transports)
-            } catch {
-                unlink(path)
-                throw .system(error, doing: "cannot listen for other agents on \(host.address):\(host.port) (is another agent running, or is the address not on this host?)")
-            }
-            fabric?.delegate = self
         }
         if !configuration.view.services.isEmpty {
-            let descriptors = DescriptorLimit.raiseToMaximum()
-            logger.debug("descriptor limit for proxied connections", metadata: ["limit": "\(descriptors)"])
-            do {
-                let proxy = try ProxyManager(view: configuration.view, loop: loop, logger: logger)
-                proxy.fabric = fabric
-                fabric?.proxy = proxy
-                self.proxy = proxy
-            } catch {
+            do { try startProxy() } catch {
                 unlink(path)
                 throw error
             }
@@ -143,49 +126,53 @@ public final class Agent {
         }
     }
 
-    /// The transports the fabric takes its channels from, one chosen per peer host: TCP (plain
-    /// or TLS) always; RDMA when this host chose it and an active RDMA port serves its topology
-    /// address (under `auto`, a host where none does uses TCP and `choice` says why).
-    private static func makeTransports(_ configuration: AgentConfiguration, host choice: inout TransportChoice,
-                                       tls: TLSContext?) throws(AgentError) -> FabricTransports {
+    /// Lets only the view's uids connect to the control socket (mode 0600 plus an ACL entry
+    /// per uid), or everyone when ACLs are not available.
+    private static func limitControlSocket(_ view: HostView, logger: Logger) {
+        let path = view.controlSocket
+        let users = view.instances.map { $0.instance.uid ?? getuid() }
+        do { try FileAccess.limit(path, toOwnerAnd: users) } catch {
+            logger.warning("cannot limit the control socket to the topology's uids with an ACL; it is open to every local user (admission still checks each connection's uid)",
+                           metadata: ["socket": "\(path)", "error": "\(error)"])
+            _ = chmod(path, 0o666)
+        }
+    }
+
+    /// Starts the inter-host fabric for the current view (at start, or when a reload gives
+    /// this host its first peer): its transports, listener and channels.
+    private func startFabric(tls: TLSContext?) throws(AgentError) {
         let view = configuration.view
-        let defaults = configuration.topology.defaults
-        // Listen only if some peer dials us (a host behind NAT never accepts).
-        var settings = TCPTransport.Configuration(
-            listen: view.peers.contains { !$0.weDial } ? (view.host.address, view.host.port) : nil,
-            tls: tls, acceptedKeys: Fabric.acceptedKeys(of: view).map(\.key),
-            acceptsPlaintext: view.peers.contains { !$0.weDial && $0.security == .plaintext },
-            rekey: TCPChannel.RekeyPolicy(bytes: UInt64(defaults.rekeyAfter.bytes),
-                                          nanoseconds: UInt64(defaults.rekeyIntervalSeconds) * 1_000_000_000))
-        let listening = "cannot listen for other agents on \(view.host.address):\(view.host.port) (is another agent running, or is the address not on this host?)"
-        let tcp: TCPTransport
-        do { tcp = try TCPTransport(settings) } catch { throw .system(error, doing: listening) }
-        var rdma: RDMATransport?
-        if choice.kind == "rdma" {
-            do {
-                rdma = try RDMATransport(tcp: tcp, address: view.host.address, required: view.host.transport == .rdma)
-                choice.reason += "; \(rdma!.deviceDescription) serves \(view.host.address)"
-            } catch {
-                guard view.host.transport != .rdma else {
-                    throw .transportUnavailable("host '\(view.host.name)': transport 'rdma' requested, but \(error); set 'transport: auto' or 'tcp' to run without RDMA")
-                }
-                choice = TransportChoice(kind: "tcp", device: nil, reason: "auto: \(error)")
-            }
+        if setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, Self.fabricNice) != 0 {
+            // Cross-host links and heartbeats run on this thread: when instances oversubscribe
+            // the cores, a normal-priority agent can be starved past the peer timeout. Raised
+            // where allowed (root or CAP_SYS_NICE); otherwise it runs as is.
+            logger.debug("could not raise the agent's priority (nice \(Self.fabricNice)); running at the default")
         }
-        // With RDMA, its transport takes every incoming channel (it meets peers on `tcp`'s
-        // listener); pairs that stay on TCP dial through a transport that does not listen.
-        var dialing = tcp
-        if rdma != nil {
-            settings.listen = nil
-            do { dialing = try TCPTransport(settings) } catch { throw .system(error, doing: listening) }
+        let transports = try AgentTransports(view: view, defaults: configuration.topology.defaults, choice: transport, tls: tls)
+        let fabric: Fabric
+        do {
+            fabric = try Fabric(view: view, topology: configuration.topology, loop: loop, logger: logger,
+                                transports: transports.forFabric(view), topologySource: configuration.topologySource)
+        } catch {
+            throw .system(error, doing: "cannot listen for other agents on \(view.host.address):\(view.host.port) (is another agent running, or is the address not on this host?)")
         }
-        var perPeer: [String: (transport: any FabricTransport, reason: String)] = [:]
-        for peer in view.peers {
-            let (kind, reason) = TransportSelector.forPair(local: choice, peer: peer.host.name,
-                                                           peerSetting: peer.host.transport.rawValue)
-            if kind == "rdma", let rdma { perPeer[peer.host.name] = (rdma, reason) } else { perPeer[peer.host.name] = (dialing, reason) }
-        }
-        return FabricTransports(perPeer: perPeer, listener: rdma)
+        transport = transports.choice
+        fabric.delegate = self
+        fabric.proxy = proxy
+        proxy?.fabric = fabric
+        self.transports = transports
+        self.fabric = fabric
+    }
+
+    /// Starts proxy mode for the current view's services (at start, or when a reload adds the
+    /// first service of this host).
+    private func startProxy() throws(AgentError) {
+        let descriptors = DescriptorLimit.raiseToMaximum()
+        logger.debug("descriptor limit for proxied connections", metadata: ["limit": "\(descriptors)"])
+        let proxy = try ProxyManager(view: configuration.view, loop: loop, logger: logger)
+        proxy.fabric = fabric
+        fabric?.proxy = proxy
+        self.proxy = proxy
     }
 
     /// Loads this host's private key when some of its host pairs are encrypted, and checks it
@@ -230,13 +217,16 @@ public final class Agent {
         // How long the loop keeps polling after activity (topology `agent_poll_us`).
         // A fixed window when the topology sets one; otherwise learned from the traffic (only
         // an agent with a fabric relays messages: one without has nothing to poll for).
-        let fixedPoll: UInt64? = view.host.agentPollMicroseconds >= 0 ? UInt64(view.host.agentPollMicroseconds) * 1000
-            : self.fabric == nil ? 0 : nil
+        func fixedPollWindow() -> UInt64? {
+            view.host.agentPollMicroseconds >= 0 ? UInt64(view.host.agentPollMicroseconds) * 1000 : self.fabric == nil ? 0 : nil
+        }
+        var fixedPoll = fixedPollWindow()
         var adaptive = AdaptivePoll()
         var events = Epoll.EventBuffer(capacity: 256)
         // Read once: every `self.fabric` in the loop would retain and release it again.
-        let fabric = self.fabric
-        let proxy = self.proxy, hangWatch = self.hangWatch
+        var fabric = self.fabric
+        var proxy = self.proxy
+        let hangWatch = self.hangWatch
         // When the hang watch is due, kept here: the loop reads it every turn.
         var nextHangCheck = hangWatch?.nextCheck ?? .max
         // One clock reading per turn, which the fabric stamps its activity with: taken at the
@@ -287,6 +277,14 @@ public final class Agent {
                 loop.dispatch(events[index])
                 if stopping { return }
             }
+            if partsChanged {
+                // A reload started the fabric or the proxy.
+                partsChanged = false
+                fabric = self.fabric
+                proxy = self.proxy
+                fixedPoll = fixedPollWindow()
+                fabric?.now = now
+            }
             expirePendingOpens(now: now)
             if let proxy, proxy.nextDeadline <= now { proxy.tick(now) }
             if nextHangCheck <= now, let hangWatch {
@@ -302,11 +300,14 @@ public final class Agent {
     }
 
     /// SIGTERM or SIGINT: every connection is dropped and the loop stops. SIGHUP: the topology
-    /// file is checked again (see ``topologyReread()``); the agent goes on.
+    /// is reloaded (``reload()``); the agent goes on.
     private func signalArrived() {
         guard let signal = try? signals.next() else { return }
         if signal == SIGHUP {
-            topologyReread()
+            switch reload() {
+            case .success(let applied): logger.notice("SIGHUP: topology reloaded", metadata: ["changes": "\(applied.isEmpty ? "none" : applied.joined(separator: "; "))"])
+            case .failure(let error): logger.error("SIGHUP: reload refused", metadata: ["reason": "\(error.message)"])
+            }
             return
         }
         logger.info("stopping on signal \(signal)")
@@ -317,34 +318,98 @@ public final class Agent {
         stopping = true
     }
 
-    /// SIGHUP: re-reads the topology file and says whether it changed. Applying a change while
-    /// running is not built yet, so the agent keeps the topology it started with and says a
-    /// restart applies the new one; a file with errors is reported with their positions. Until
-    /// reload exists, this keeps SIGHUP (which operators send to mean "reload") from stopping
-    /// the agent and every link through it.
-    private func topologyReread() {
+    // MARK: Reload
+
+    /// Re-reads the topology file and applies what changed for this host (``TopologyChange``):
+    /// added instances may attach, added links open, added services listen, added peer hosts
+    /// are dialed or accepted; removed ones close with the reason "removed from the topology"
+    /// (their instances see ``LinkError/removedFromTopology(peer:)``); links nothing changed
+    /// keep flowing. Settings read only at start are listed as pending a restart. A file with
+    /// errors, or without this host, changes nothing. Returns one line per kind of change.
+    func reload() -> Result<[String], ControlError> {
         let source = configuration.topologySource
         guard source != EmbeddedTopology.source else {
-            logger.notice("SIGHUP: the embedded topology cannot change; nothing to reread")
-            return
+            return .failure(ControlError(.notSupported, "this agent runs the embedded topology, which cannot change; start it with --topology FILE to reload"))
         }
         let fresh: Topology
         do { (fresh, _) = try TopologyLoader.load(path: source) } catch {
-            logger.error("SIGHUP: \(source) has errors; this agent keeps running the topology it started with",
-                         metadata: ["errors": "\(error)"])
-            return
+            return .failure(ControlError(.invalidTopology, "\(source) has errors; the agent keeps the topology it runs:\n\(error.diagnostics.map(\.description).joined(separator: "\n"))"))
         }
-        let host = configuration.view.host.name
-        func rendered(_ t: Topology) -> String {
-            TopologyPrinter.render(t, views: t.hosts.compactMap { t.view(for: $0.name, controlSocket: configuration.view.controlSocket) })
+        let old = configuration.view
+        guard var view = fresh.view(for: old.host.name, controlSocket: old.controlSocket) else {
+            return .failure(ControlError(.invalidTopology, "\(source) no longer declares host '\(old.host.name)'; the agent keeps the topology it runs (stop it to take the host out)"))
         }
-        if rendered(fresh) == rendered(configuration.topology) {
-            logger.notice("SIGHUP: \(source) unchanged")
-        } else if fresh.hosts.contains(where: { $0.name == host }) {
-            logger.warning("SIGHUP: \(source) changed, but applying a topology while running is not supported yet: this agent keeps the one it started with; restart it to apply the new one (its links to other hosts report it down and reopen)")
-        } else {
-            logger.warning("SIGHUP: \(source) no longer declares host '\(host)'; this agent keeps running the topology it started with")
+        let carried = fabric?.channels.peers.values.map(\.asDeclared) ?? []
+        let change = TopologyChange(from: old, services: proxy?.services.map(\.declared) ?? [], peers: carried,
+                                    started: (startedWith.view, startedWith.topology), to: view, fresh)
+        // The socket the agent serves stays where it is (a change there waits for a restart).
+        view.controlSocket = old.controlSocket
+        guard !change.isEmpty else {
+            configuration = AgentConfiguration(reloading: configuration, topology: fresh, view: view)
+            return .success([])
         }
+        let reason = "removed from the topology of host '\(old.host.name)'"
+        // Links first, so they end as removed rather than as gone with their instances.
+        for declared in change.removedLinks where declared.kind == .local {
+            pendingOpens.removeAll { p in
+                guard (p.requester == declared.localEnd && p.peer == declared.peerEnd) || (p.requester == declared.peerEnd && p.peer == declared.localEnd),
+                      let connection = connections[p.connection] else { return false }
+                _ = reply(connection, ControlError(.undeclaredLink, "the link '\(declared.localEnd)' <-> '\(declared.peerEnd)' was \(reason)"))
+                return true
+            }
+            guard let link = links.any(between: declared.localEnd, declared.peerEnd) else { continue }
+            link.finish(LinkStateWord(kind: .removed, end: 0))
+            links.remove(link)
+            logger.notice("link closed: \(Fabric.removedReason)", metadata: ["link": "\(declared.localEnd) <-> \(declared.peerEnd)"])
+        }
+        var problems: [String] = []
+        admission = Admission(view: view, agentUID: getuid())
+        if let fabric, let transports {
+            let accepted = fabric.channels.acceptedHosts(after: view)
+            let updated = AgentConfiguration(reloading: configuration, topology: fresh, view: view)
+            do {
+                if let listener = try transports.prepare(for: view, accepted: accepted, identity: { () throws(AgentError) in try Self.loadIdentity(updated) }) {
+                    do { try fabric.channels.addListener(listener) } catch { problems.append("cannot watch the new fabric listener: \(error)") }
+                }
+                fabric.channels.setAcceptedHosts(accepted.map(\.host))
+            } catch {
+                problems.append(error.description)
+            }
+            problems += fabric.reload(to: view, topology: fresh, change: change, transport: transports.forPeer)
+        }
+        for name in change.removedInstances {
+            guard let connection = attachments[name] else { continue }
+            try? connection.send(.error(ControlError(.unknownInstance, "instance '\(name)' was \(reason)")))
+            drop(connection, reason: "instance \(reason)")
+        }
+        for service in change.removedServices { proxy?.remove(service.name, reason: "service '\(service.name)' was \(reason)") }
+        let previous = configuration
+        configuration = AgentConfiguration(reloading: configuration, topology: fresh, view: view)
+        proxy?.view = view
+        if let proxy {
+            for service in change.addedServices {
+                do { try proxy.add(service) } catch { problems.append("service '\(service.name)': \(error.description)") }
+            }
+        } else if !view.services.isEmpty {
+            do { try startProxy() } catch { problems.append("proxy mode: \(error.description)") }
+            partsChanged = true
+        }
+        if fabric == nil && !view.peers.isEmpty {
+            do {
+                try startFabric(tls: try Self.loadIdentity(configuration))
+                partsChanged = true
+            } catch {
+                problems.append("the fabric to other hosts: \(error.description)")
+            }
+        }
+        if Set(previous.view.instances.map { $0.instance.uid ?? getuid() }) != Set(view.instances.map { $0.instance.uid ?? getuid() }) {
+            Self.limitControlSocket(view, logger: logger)
+        }
+        reloads += 1
+        pendingRestart = change.pendingRestart + problems
+        let applied = change.summary + problems.map { "not applied: \($0)" }
+        for line in applied { logger.notice("topology reloaded", metadata: ["change": "\(line)"]) }
+        return .success(applied)
     }
 
     // MARK: Connections
@@ -454,6 +519,15 @@ public final class Agent {
             return refuse(ControlError(.unexpected, "the first message must be HELLO, not \(message.kindName)"))
         case (_, .statusRequest):
             return (try? connection.send(.status(status()))) != nil
+        case (_, .reloadRequest):
+            // Only whoever runs the agent (or root) may change what it serves.
+            guard connection.credentials.uid == getuid() || connection.credentials.uid == 0 else {
+                return reply(connection, ControlError(.notAllowed, "uid \(connection.credentials.uid) may not reload the agent; only its own uid (\(getuid())) or root may"))
+            }
+            switch reload() {
+            case .success(let applied): return (try? connection.send(.reloaded(applied))) != nil
+            case .failure(let error): return reply(connection, error)
+            }
         case (_, .healthRequest(let host)):
             if host == configuration.view.host.name { return (try? connection.send(.status(status()))) != nil }
             guard let fabric else {
@@ -742,6 +816,9 @@ public final class Agent {
                                  instances: instances, links: linkStates)
         status.peerHosts = fabric?.peerStates() ?? []
         status.services = proxy?.statuses() ?? []
+        status.topologySource = configuration.topologySource
+        status.reloads = reloads
+        status.pendingRestart = pendingRestart
         return status
     }
 }

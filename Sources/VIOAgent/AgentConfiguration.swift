@@ -29,4 +29,11 @@ public struct AgentConfiguration: Sendable {
         self.topologySource = source
         self.view = resolved
     }
+
+    /// `running` after a reload to `topology`, whose view of this host is `view`.
+    init(reloading running: AgentConfiguration, topology: Topology, view: HostView) {
+        self = running
+        self.topology = topology
+        self.view = view
+    }
 }

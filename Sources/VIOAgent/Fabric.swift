@@ -62,8 +62,9 @@ final class Fabric {
     /// Bytes of a far agent's control frame (a reason) written to the log.
     static let controlTextLogged = 1024
 
-    let view: HostView
-    let topology: Topology
+    /// This host's share of the topology (replaced by a reload, ``reload(to:topology:change:transport:)``).
+    var view: HostView
+    var topology: Topology
     let logger: Logger
     let loop: EventLoop
     weak var delegate: FabricDelegate?

@@ -22,9 +22,11 @@ final class ChannelManager {
     unowned(unsafe) var fabric: Fabric!
     /// Hosts that may connect over an authenticated channel, in the order of the keys the
     /// transports were given (``Fabric/acceptedKeys(of:)``): an accepted channel's proven key indexes it.
-    let acceptedHosts: [String]
+    /// Only ever appended to (a reload adds hosts), so an index stays valid for channels
+    /// accepted before.
+    private(set) var acceptedHosts: [String]
     /// The transports that listen, watched by the loop.
-    private let listening: [any FabricTransport]
+    private var listening: [any FabricTransport]
     /// Every peer host, by name.
     private(set) var peers: [String: FabricPeer] = [:]
     /// Every channel, connecting, waiting for HELLO or ready.
@@ -58,11 +60,51 @@ final class ChannelManager {
 
     /// Watches every listening transport.
     func listen() throws(SystemError) {
-        for transport in listening {
-            try loop.register(transport.listeningDescriptor!) { [unowned self] _ in self.acceptAll(from: transport) }
-            logger.info("fabric listening", metadata: ["address": "\(transport.listeningAddress ?? "?")",
-                                                       "transport": "\(transport.name)"])
+        for transport in listening { try watch(transport) }
+    }
+
+    private func watch(_ transport: any FabricTransport) throws(SystemError) {
+        try loop.register(transport.listeningDescriptor!) { [unowned self] _ in self.acceptAll(from: transport) }
+        logger.info("fabric listening", metadata: ["address": "\(transport.listeningAddress ?? "?")",
+                                                   "transport": "\(transport.name)"])
+    }
+
+    /// A transport that listens from now on (a reload added the first host that dials this one).
+    func addListener(_ transport: any FabricTransport) throws(SystemError) {
+        guard transport.listeningDescriptor != nil, !listening.contains(where: { $0 === transport }) else { return }
+        try watch(transport)
+        listening.append(transport)
+    }
+
+    /// Whether some transport listens for peers.
+    var isListening: Bool { !listening.isEmpty }
+
+    /// The accepted hosts after a reload to `view`: today's, then hosts it adds (never reordered,
+    /// see ``acceptedHosts``). The transports are given the same hosts' keys in the same order.
+    func acceptedHosts(after view: HostView) -> [(host: String, key: [UInt8])] {
+        let fresh = Fabric.acceptedKeys(of: view)
+        let keys = Dictionary(fresh.map { ($0.host, $0.key) }, uniquingKeysWith: { a, _ in a })
+        var known = acceptedHosts.map { (host: $0, key: keys[$0] ?? []) }
+        known += fresh.filter { f in !acceptedHosts.contains(f.host) }
+        return known
+    }
+
+    /// Records the list ``acceptedHosts(after:)`` gave, once the transports have the keys.
+    func setAcceptedHosts(_ hosts: [String]) {
+        precondition(hosts.starts(with: acceptedHosts), "accepted hosts are only appended to")
+        acceptedHosts = hosts
+    }
+
+    /// A reload removed `name`: its channels close, its links and connections report the host
+    /// down with `reason`, and it is neither dialed nor accepted any more.
+    func removePeer(_ name: String, reason: String) {
+        guard let peer = peers.removeValue(forKey: name) else { return }
+        for case let slot? in peer.slots where slot.ready && slot.isLive {
+            slot.channel.enqueue(FrameHeader(type: .control), bytes: Array("'\(view.host.name)' no longer has links or services with '\(name)': \(reason)".utf8))
+            _ = try? slot.channel.flush()
         }
+        hostDown(peer, reason: reason)
+        logger.notice("peer host removed", metadata: ["peer": "\(name)", "reason": "\(reason)"])
     }
 
     // The fabric's context, as the moved code reads it.

@@ -102,6 +102,11 @@ final class FabricPeer {
     }
 
     var name: String { host.name }
+
+    /// The peer as its channels are made (a reload compares the file's declaration with it).
+    var asDeclared: PeerHost {
+        PeerHost(host: host, weDial: dials, channels: channelCount, linkCount: 0, security: security)
+    }
     var readyCount: Int { slots.reduce(0) { $0 + (($1?.ready ?? false) ? 1 : 0) } }
 
     /// The channel a session's frames travel on: fixed per session so a link stays in order.

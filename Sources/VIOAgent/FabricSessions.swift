@@ -228,6 +228,7 @@ final class SessionManager {
             let kind: LinkStateWord.Kind = switch reset.reason {
             case .gone: .gone
             case .corrupt: .corrupt
+            case .removed: .removed
             default: .closed
             }
             link.finish(LinkStateWord(kind: kind, end: 1))

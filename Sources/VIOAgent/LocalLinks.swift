@@ -56,6 +56,7 @@ final class LocalLink {
         case .gone: return "\(who) gone"
         case .corrupt: return "corrupt (found by \(who))"
         case .hostDown: return "peer host down"
+        case .removed: return "removed from the topology"
         }
     }
 }

@@ -17,6 +17,7 @@ private let errorNames: [Int32: StaticString] = [
     -7: "message too large or buffer too small", -8: "link closed by this end", -9: "refused by the agent",
     -10: "agent unreachable or gone", -11: "protocol violation", -12: "system call failed",
     -13: "invalid use", -14: "peer host down", -15: "cancelled", -16: "peer not responding (ring full and unread)",
+    -17: "link removed from the topology",
 ]
 
 @_cdecl("vio_strerror")

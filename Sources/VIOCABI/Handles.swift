@@ -47,7 +47,7 @@ enum Code {
     static let peerClosed: Int32 = -4, peerGone: Int32 = -5, corrupt: Int32 = -6, messageSize: Int32 = -7
     static let closed: Int32 = -8, refused: Int32 = -9, agent: Int32 = -10, proto: Int32 = -11
     static let system: Int32 = -12, misuse: Int32 = -13, hostDown: Int32 = -14, canceled: Int32 = -15
-    static let notResponding: Int32 = -16
+    static let notResponding: Int32 = -16, removed: Int32 = -17
 
     static func of(_ error: LinkError) -> Int32 {
         LastError.set(DisplaySafe.escape(error.description))
@@ -57,6 +57,7 @@ enum Code {
         case .peerHostDown: return hostDown
         case .closed: return closed
         case .peerNotResponding: return notResponding
+        case .removedFromTopology: return removed
         case .agentGone: return agent
         case .corruptRing: return corrupt
         case .messageTooLarge, .claimTooLarge: return messageSize

@@ -118,6 +118,7 @@ public final class LinkEndpoint: @unchecked Sendable {
         case .gone: return s.end == end ? .closed : .peerGone(peer: peerName)
         case .corrupt:
             return .corruptRing(corruptionReport(s))
+        case .removed: return .removedFromTopology(peer: peerName)
         case .hostDown:
             guard !region.peerHost.isEmpty else {
                 return .corruptRing("the shared state says the peer's host went down, but this link is within this host: the region was overwritten")

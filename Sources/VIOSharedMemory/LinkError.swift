@@ -12,6 +12,9 @@ public enum LinkError: Error, Sendable, Equatable, CustomStringConvertible {
     /// acknowledged by the far agent: they may or may not have been delivered. Reopen the link
     /// once the host is back.
     case peerHostDown(peer: String, host: String, possiblyLost: UInt64)
+    /// The agent closed the link: a reload of the topology removed it (or its peer). What the
+    /// peer sent before is delivered first; messages this end sent may not have reached it.
+    case removedFromTopology(peer: String)
     /// This end closed the link.
     case closed
     /// The peer stopped reading (a stopped or deadlocked process: its agent saw the ring to it
@@ -43,6 +46,7 @@ public enum LinkError: Error, Sendable, Equatable, CustomStringConvertible {
         switch self {
         case .peerClosed(let p): return "peer '\(p)' closed the link"
         case .peerGone(let p): return "peer gone: instance '\(p)' exited or detached"
+        case .removedFromTopology(let p): return "the link to '\(p)' was removed from the topology (the agent reloaded a file that no longer declares it)"
         case .peerHostDown(let p, let h, let lost):
             return "peer host down: host '\(h)' of instance '\(p)' is unreachable; \(lost) message(s) sent on this link were not acknowledged and may be lost; reopen the link when the host is back"
         case .peerNotResponding(let p):

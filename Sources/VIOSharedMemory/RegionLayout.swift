@@ -110,6 +110,9 @@ public struct LinkStateWord: Sendable, Equatable, CustomStringConvertible {
         /// far agent restarted. The header's `possiblyLost` counts messages the other end
         /// sent that the far agent never acknowledged.
         case hostDown = 4
+        /// The agent (`end`) closed the link because its topology no longer declares it (a
+        /// reload removed the link or one of its instances).
+        case removed = 5
     }
 
     /// What happened.

@@ -75,6 +75,15 @@ public struct PeerHost: Sendable, Equatable {
     public var linkCount: Int
     /// How the channels to this peer are protected.
     public var security: Security
+
+    /// A peer entry.
+    public init(host: Host, weDial: Bool, channels: Int, linkCount: Int, security: Security) {
+        self.host = host
+        self.weDial = weDial
+        self.channels = channels
+        self.linkCount = linkCount
+        self.security = security
+    }
 }
 
 #if canImport(Glibc)

@@ -38,7 +38,7 @@ public final class TCPTransport: FabricTransport {
         }
     }
 
-    private let configuration: Configuration
+    private var configuration: Configuration
     private let listener: Listener?
 
     public let name = "tcp"
@@ -52,6 +52,15 @@ public final class TCPTransport: FabricTransport {
         } else {
             listener = nil
         }
+    }
+
+    /// Who may connect from now on (a reload changed the hosts that dial this one); channels
+    /// accepted before keep what they were accepted with. `acceptedKeys` only grows, so an
+    /// accepted channel's ``FabricChannel/authenticatedPeer`` keeps meaning the same host.
+    public func updateAcceptance(tls: TLSContext?, acceptedKeys: [[UInt8]], acceptsPlaintext: Bool) {
+        configuration.tls = tls
+        configuration.acceptedKeys = acceptedKeys
+        configuration.acceptsPlaintext = acceptsPlaintext
     }
 
     public var listeningDescriptor: Int32? { listener?.socket.fd.rawValue }

@@ -248,6 +248,12 @@ public struct AgentStatus: Sendable, Equatable {
     public var peerHosts: [PeerHostState] = []
     /// Proxied services with an end on this host.
     public var services: [ServiceState] = []
+    /// The topology file the agent runs (or "embedded").
+    public var topologySource = ""
+    /// Reloads applied since the agent started (`vioctl reload`, SIGHUP).
+    public var reloads: UInt32 = 0
+    /// Changed settings the agent keeps until it restarts, each as a sentence.
+    public var pendingRestart: [String] = []
 
     /// A status snapshot.
     public init(cluster: String, host: String, pid: Int32, uptimeMilliseconds: UInt64, transport: String,
@@ -296,6 +302,10 @@ public struct AgentStatus: Sendable, Equatable {
         for p in peerHosts { p.encode(to: &w) }
         w.write(UInt32(services.count))
         for s in services { s.encode(to: &w) }
+        w.write(topologySource)
+        w.write(reloads)
+        w.write(UInt32(pendingRestart.count))
+        for p in pendingRestart { w.write(p) }
     }
 
     init(from r: inout ByteReader) throws(DecodeError) {
@@ -330,5 +340,10 @@ public struct AgentStatus: Sendable, Equatable {
         services = []
         let serviceCount = try r.readCount(max: 1 << 16, minimumElementSize: 66)
         for _ in 0..<serviceCount { services.append(try ServiceState(from: &r)) }
+        topologySource = try r.readString()
+        reloads = try r.read()
+        let pendingCount = try r.readCount(max: 1 << 12, minimumElementSize: 2)
+        pendingRestart = []
+        for _ in 0..<pendingCount { pendingRestart.append(try r.readString()) }
     }
 }

@@ -20,6 +20,11 @@ public enum ControlMessage: Sendable, Equatable {
     /// Asks this agent to fetch another host's state over the fabric (`vioctl health HOST`);
     /// answered with `status` or `error`.
     case healthRequest(host: String)
+    /// Asks the agent to re-read its topology file and apply what changed (`vioctl reload`);
+    /// answered with `reloaded` or `error`.
+    case reloadRequest
+    /// What a reload applied, one line per kind of change (empty: nothing changed).
+    case reloaded([String])
     /// A refusal or failure, with a reason the client can print.
     case error(ControlError)
     /// Become an instance (after HELLO with role `instance`).
@@ -42,7 +47,8 @@ public enum ControlMessage: Sendable, Equatable {
 
     /// Message type codes (stable: documented in docs/control-protocol.md).
     public enum Kind: UInt16, Sendable {
-        case hello = 1, welcome = 2, statusRequest = 3, status = 4, healthRequest = 5, error = 15
+        case hello = 1, welcome = 2, statusRequest = 3, status = 4, healthRequest = 5, reloadRequest = 6, reloaded = 7
+        case error = 15
         case attach = 16, attached = 17, openLink = 18, linkReady = 19, closeLink = 20
     }
 
@@ -53,6 +59,8 @@ public enum ControlMessage: Sendable, Equatable {
         case .statusRequest: .statusRequest
         case .status: .status
         case .healthRequest: .healthRequest
+        case .reloadRequest: .reloadRequest
+        case .reloaded: .reloaded
         case .error: .error
         case .attach: .attach
         case .attached: .attached
@@ -70,6 +78,8 @@ public enum ControlMessage: Sendable, Equatable {
         case .statusRequest: "STATUS_REQUEST"
         case .status: "STATUS"
         case .healthRequest: "HEALTH_REQUEST"
+        case .reloadRequest: "RELOAD_REQUEST"
+        case .reloaded: "RELOADED"
         case .error: "ERROR"
         case .attach: "ATTACH"
         case .attached: "ATTACHED"
@@ -91,6 +101,10 @@ public enum ControlMessage: Sendable, Equatable {
         case .statusRequest: break
         case .status(let m): m.encode(to: &w)
         case .healthRequest(let host): w.write(host)
+        case .reloadRequest: break
+        case .reloaded(let lines):
+            w.write(UInt32(lines.count))
+            for line in lines { w.write(line) }
         case .error(let m): m.encode(to: &w)
         case .attach(let m): m.encode(to: &w)
         case .attached(let m): m.encode(to: &w)
@@ -118,6 +132,12 @@ public enum ControlMessage: Sendable, Equatable {
         case .statusRequest: message = .statusRequest
         case .status: message = .status(try AgentStatus(from: &r))
         case .healthRequest: message = .healthRequest(host: try r.readString())
+        case .reloadRequest: message = .reloadRequest
+        case .reloaded:
+            let count = try r.readCount(max: 1 << 12, minimumElementSize: 2)
+            var lines: [String] = []
+            for _ in 0..<count { lines.append(try r.readString()) }
+            message = .reloaded(lines)
         case .error: message = .error(try ControlError(from: &r))
         case .attach: message = .attach(try Attach(from: &r))
         case .attached: message = .attached(try Attached(from: &r))
@@ -210,6 +230,8 @@ public struct ControlError: Error, Sendable, Equatable, CustomStringConvertible 
         case notSupported = 11
         case alreadyOpen = 12
         case peerHostDown = 13
+        /// A reload found the topology file unusable (errors, or this host not in it).
+        case invalidTopology = 14
     }
 
     /// The reason code.

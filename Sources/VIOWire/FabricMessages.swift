@@ -129,6 +129,8 @@ public struct SessionReset: Sendable, Equatable {
         case cancelled = 5
         /// The link is not declared on the receiving side.
         case refused = 6
+        /// A reload of the sender's topology removed the link (or one of its instances).
+        case removed = 7
     }
 
     /// What happened.

@@ -51,13 +51,21 @@ struct Stream: ParsableCommand {
     @OptionGroup var endpoint: Endpoint
     @Option(help: "Messages to send.") var count = 1000
     @Option(help: "Largest message in bytes (sizes are random from 16).") var maxSize = 4096
+    @Option(help: "Messages per second (0: as fast as the link takes them): traffic that lasts while a test changes things around it.")
+    var rate = 0
 
     func run() throws {
         let (_, link) = try endpoint.connect()
         var rng = SystemRandomNumberGenerator()
         var sent = 0
+        let start = MonotonicClock.nanoseconds()
         do {
             for sequence in 0..<UInt64(count) {
+                if rate > 0 {
+                    let due = start + sequence * 1_000_000_000 / UInt64(rate)
+                    let now = MonotonicClock.nanoseconds()
+                    if due > now { usleep(UInt32((due - now) / 1000)) }
+                }
                 try link.send(CheckedMessage.make(sequence: sequence, size: Int.random(in: 16...maxSize, using: &rng)),
                               timeout: .seconds(30))
                 sent += 1

@@ -25,6 +25,8 @@ enum StatusJSON {
             "uptime_ms": s.uptimeMilliseconds,
             "transport": text(s.transport),
             "numa_nodes": s.numaNodes,
+            "topology": ["source": text(s.topologySource), "reloads": s.reloads,
+                         "pending_restart": s.pendingRestart.map(text)] as [String: Any],
             "instances": s.instances.map { i -> [String: Any] in
                 ["name": text(i.name), "attached": i.attached, "pid": i.pid, "uid": i.uid, "numa_node": i.numaNode]
             },

@@ -9,6 +9,7 @@ enum StatusPrinter {
             "host:      \(s.host)",
             "socket:    \(socket)",
             "transport: \(s.transport)",
+            "topology:  \(s.topologySource)\(s.reloads == 0 ? "" : ", \(s.reloads) reload\(s.reloads == 1 ? "" : "s")")",
             "numa:      \(s.numaNodes) node\(s.numaNodes == 1 ? " (rings not bound)" : "s (each ring bound to its reader's node)")",
             "instances: \(s.instances.count) declared, \(s.instances.filter(\.attached).count) attached",
         ]
@@ -47,6 +48,7 @@ enum StatusPrinter {
                 lines.append("    \(v.connectionsOpen) connections open, \(v.connectionsTotal) total, \(bytes(v.bytesToServer)) to the server, \(bytes(v.bytesToClients)) to clients, \(v.refused) refused, \(v.resets) reset\(v.proto == "udp" ? ", \(v.datagramsDropped) datagrams dropped" : "")")
             }
         }
+        for pending in s.pendingRestart { lines.append("pending restart: \(pending)") }
         // Names, reasons and errors come from agents (a far one's, for health): one line each.
         return lines.map { DisplaySafe.escape($0) }.joined(separator: "\n") + "\n"
     }

@@ -13,7 +13,7 @@ struct VIOCtl: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vioctl",
         abstract: "Operate a VIO fabric: check topology files and read an agent's state.",
-        subcommands: [TopologyCommand.self, StatusCommand.self, HealthCommand.self, KeysCommand.self])
+        subcommands: [TopologyCommand.self, StatusCommand.self, HealthCommand.self, ReloadCommand.self, KeysCommand.self])
 }
 
 /// Where to find the agent's control socket, shared by commands that talk to an agent.
@@ -90,6 +90,30 @@ struct HealthCommand: ParsableCommand {
             throw FailureMessage(DisplaySafe.escape(error.description))
         }
         print(json ? try StatusJSON.render(status) : StatusPrinter.render(status, socket: "(remote, via \(path))"), terminator: "")
+    }
+}
+
+struct ReloadCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "reload",
+        abstract: "Make a running agent re-read its topology file and apply what changed (as SIGHUP does).",
+        discussion: """
+            Added instances, links, services and peer hosts go live; removed ones close with the reason             "removed from the topology"; links nothing changed keep flowing. Prints what changed, and settings             that wait for a restart. Exit status: 0 applied (or nothing changed), 1 the file has errors or             the agent refused (nothing was changed).
+            """)
+
+    @OptionGroup var location: AgentLocation
+
+    func run() throws {
+        let path = try location.socketPath()
+        let applied: [String]
+        do {
+            let channel = try AgentChannel(path: path, role: .observer, software: "vioctl")
+            applied = try channel.reload()
+        } catch {
+            // Escaped line by line: a file's diagnostics come one per line.
+            throw FailureMessage(error.description.split(separator: "\n", omittingEmptySubsequences: false).map { DisplaySafe.escape($0) }.joined(separator: "\n"))
+        }
+        print(applied.isEmpty ? "unchanged" : applied.map { DisplaySafe.escape($0) }.joined(separator: "\n"))
     }
 }
 

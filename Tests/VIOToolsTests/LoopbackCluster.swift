@@ -47,16 +47,26 @@ final class LoopbackCluster: AgentCluster {
          defaults: String = "  ring_size: 256KiB\n  heartbeat_interval_ms: 100\n  peer_timeout_ms: 800\n",
          extra: String = "", start: [String]? = nil) throws {
         self.hosts = hosts
+        self.hostFields = hostFields
         for h in hosts { keys[h] = try Self.generateKey(at: "\(directory)/\(h).key", host: h) }
         ports = Dictionary(uniqueKeysWithValues: zip(hosts, try Self.freePorts(hosts.count)))
+        try rewrite(instances: instances, links: links, defaults: defaults, extra: extra)
+        for h in start ?? hosts { try startAgent(h) }
+    }
+
+    private let hostFields: [String: String]
+
+    /// Writes the topology file (`to`, default the cluster's) with the cluster's hosts and
+    /// these instances, links, defaults and extra sections: what a reload test changes.
+    func rewrite(instances: String, links: String, defaults: String = "  ring_size: 256KiB\n  heartbeat_interval_ms: 100\n  peer_timeout_ms: 800\n",
+                 extra: String = "", to path: String? = nil) throws {
         var text = "cluster: loopback\nversion: 1\ndefaults:\n\(defaults)hosts:\n"
         for h in hosts {
             let more = hostFields[h].map { ", \($0)" } ?? ""
             text += "  - { name: \(h), address: 127.0.0.1, port: \(ports[h]!), control_socket: \(directory)/\(h).sock, key: \"\(keys[h]!)\"\(more) }\n"
         }
         text += "instances:\n\(instances)\nlinks:\n\(links)\n\(extra)"
-        try text.write(toFile: topology, atomically: true, encoding: .utf8)
-        for h in start ?? hosts { try startAgent(h) }
+        try text.write(toFile: path ?? topology, atomically: true, encoding: .utf8)
     }
 
     func socket(_ host: String) -> String { "\(directory)/\(host).sock" }

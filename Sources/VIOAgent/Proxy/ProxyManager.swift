@@ -24,7 +24,8 @@ final class ProxyManager {
     /// Connections accepted per listener event.
     static let acceptBatch = 128
 
-    let view: HostView
+    /// This host's share of the topology (replaced by a reload).
+    var view: HostView
     let loop: EventLoop
     let logger: Logger
     /// The fabric, for services whose server is on another host (nil on a host without peers).
@@ -59,40 +60,63 @@ final class ProxyManager {
         self.loop = loop
         self.logger = logger
         self.clock = clock
-        for declared in view.services {
-            var serverAddress: TCPSocket.Address?
-            if declared.server.host == view.host.name {
-                do { serverAddress = try TCPSocket.resolve(declared.server.address, port: declared.server.port) } catch {
-                    throw .system(error, doing: "service '\(declared.name)' (\(declared.server.location)): cannot resolve its server address")
-                }
+        for declared in view.services { try add(declared) }
+    }
+
+    /// Starts serving `declared`: listens where its clients connect on this host and, when its
+    /// server is here, starts checking it. Throws when the listen address cannot be bound or
+    /// the server address does not resolve (nothing of the service is left behind).
+    func add(_ declared: Service) throws(AgentError) {
+        var serverAddress: TCPSocket.Address?
+        if declared.server.host == view.host.name {
+            do { serverAddress = try TCPSocket.resolve(declared.server.address, port: declared.server.port) } catch {
+                throw .system(error, doing: "service '\(declared.name)' (\(declared.server.location)): cannot resolve its server address")
             }
-            let service = ProxyService(declared: declared, host: view.host.name, serverAddress: serverAddress)
-            if let endpoint = service.listenEndpoint, declared.proto == .udp {
-                do {
-                    let socket = try UDPSocket.bound(to: TCPSocket.resolve(endpoint.address, port: endpoint.port))
-                    service.datagramRegistration = try loop.register(socket.fd.rawValue) { [unowned self] _ in self.receiveDatagrams(of: service) }
-                    service.datagramListener = consume socket
-                } catch {
-                    throw .system(error, doing: "cannot take datagrams for service '\(declared.name)' on \(endpoint.address):\(endpoint.port) (\(endpoint.location)); is the port taken or the address not on this host?")
-                }
-            } else if let endpoint = service.listenEndpoint {
-                do {
-                    let socket = try TCPSocket.listen(on: TCPSocket.resolve(endpoint.address, port: endpoint.port), backlog: 4096)
-                    try socket.fd.setNonBlocking()
-                    service.listenRegistration = try loop.register(socket.fd.rawValue) { [unowned self] _ in self.acceptClients(of: service) }
-                    service.listener = consume socket
-                } catch {
-                    throw .system(error, doing: "cannot listen for clients of service '\(declared.name)' on \(endpoint.address):\(endpoint.port) (\(endpoint.location)); is the port taken or the address not on this host?")
-                }
-            }
-            services.append(service)
-            byName[declared.name] = service
         }
-        let now = clock()
+        let service = ProxyService(declared: declared, host: view.host.name, serverAddress: serverAddress)
+        if let endpoint = service.listenEndpoint, declared.proto == .udp {
+            do {
+                let socket = try UDPSocket.bound(to: TCPSocket.resolve(endpoint.address, port: endpoint.port))
+                service.datagramRegistration = try loop.register(socket.fd.rawValue) { [unowned self] _ in self.receiveDatagrams(of: service) }
+                service.datagramListener = consume socket
+            } catch {
+                throw .system(error, doing: "cannot take datagrams for service '\(declared.name)' on \(endpoint.address):\(endpoint.port) (\(endpoint.location)); is the port taken or the address not on this host?")
+            }
+        } else if let endpoint = service.listenEndpoint {
+            do {
+                let socket = try TCPSocket.listen(on: TCPSocket.resolve(endpoint.address, port: endpoint.port), backlog: 4096)
+                try socket.fd.setNonBlocking()
+                service.listenRegistration = try loop.register(socket.fd.rawValue) { [unowned self] _ in self.acceptClients(of: service) }
+                service.listener = consume socket
+            } catch {
+                throw .system(error, doing: "cannot listen for clients of service '\(declared.name)' on \(endpoint.address):\(endpoint.port) (\(endpoint.location)); is the port taken or the address not on this host?")
+            }
+        }
+        services.append(service)
+        byName[declared.name] = service
         // A UDP server answers no connect: its state is not probed (it is taken as up).
-        for service in services where service.isServedHere {
-            if service.declared.proto == .tcp { startProbe(service, now: now) } else { service.health = .up }
+        if service.isServedHere {
+            if declared.proto == .tcp { startProbe(service, now: clock()) } else { service.health = .up }
         }
+    }
+
+    /// Stops serving service `name` (a reload removed or changed it): its listener closes and
+    /// every connection and flow of it is reset, the far agents told `reason`.
+    func remove(_ name: String, reason: String) {
+        guard let service = byName.removeValue(forKey: name) else { return }
+        services.removeAll { $0 === service }
+        for registration in [service.listenRegistration, service.datagramRegistration, service.probeRegistration].compactMap({ $0 }) {
+            loop.unregister(registration)
+        }
+        service.listenRegistration = nil; service.datagramRegistration = nil; service.probeRegistration = nil
+        service.listener = nil; service.datagramListener = nil; service.probe = nil
+        service.probeDeadline = .max
+        for stream in Array(sessions.values) + connecting + awaitingAcceptance + Array(localStreams.values) where stream.service === service {
+            if let remote = stream.remote { sendReset(remote, .removed, reason) }
+            close(stream, reset: true)
+        }
+        for flow in Array(allFlows.values) where flow.service === service { endFlow(flow, tellPeer: true, why: reason) }
+        logger.notice("service stopped", metadata: ["service": "\(name)", "reason": "\(reason)"])
     }
 
     deinit { scratch.deallocate() }
