@@ -421,6 +421,12 @@ final class Fabric {
             try proxy.serviceUpdate(header, payload, from: peer, on: slot)
         case .serviceUpdateAck:
             break
+        case .declarations:
+            let declared: PairDeclarations
+            do { declared = try PairDeclarations(decoding: Array(payload)) } catch {
+                throw ProtocolViolation(.frame, "malformed DECLARATIONS: \(error)")
+            }
+            compareDeclarations(declared, from: peer)
         case .helloRequest, .helloResponse:
             throw ProtocolViolation(.frame, "HELLO on an established channel")
         case .carrier:

@@ -298,6 +298,9 @@ final class ChannelManager {
             } else if peer.security == .tls {
                 throw refuse("the pair \(view.host.name)–\(peer.name) is encrypted (security: tls), but this channel is not authenticated")
             }
+            guard hello.revision == ChannelHello.currentRevision else {
+                throw refuse("'\(hello.from)' speaks fabric protocol revision \(hello.revision), this agent \(ChannelHello.currentRevision); run the same VIO version on both hosts")
+            }
             guard hello.fingerprint == peer.fingerprint else {
                 throw refuse("the two topology files differ in what the pair needs (cluster, the hosts' keys or the pair's security); give both agents the same file")
             }
@@ -333,6 +336,7 @@ final class ChannelManager {
         peer.wasUp = true
         logger.info("peer host up", metadata: ["peer": "\(peer.name)", "channels": "\(peer.channelCount)",
                                                "role": "\(peer.dials ? "dialer" : "acceptor")"])
+        fabric.sendDeclarations(to: peer)
         fabric.sessions.hostUp(peer)
         fabric.proxy?.hostUp(peer)
     }
@@ -352,6 +356,7 @@ final class ChannelManager {
             s.reconnects = peer.reconnects
             s.linksOpen = UInt32(fabric.sessions.links.values.filter { $0.host === peer && $0.isOpen }.count)
             s.lastError = peer.lastError
+            s.differences = peer.differences
             s.keyUpdates = totals.keyUpdates
             s.payloadsPulled = totals.payloadsPulled
             let live = peer.slots.compactMap { $0 }.filter(\.ready)

@@ -77,6 +77,11 @@ final class FabricPeer {
     static let maximumRTTSamples = 1024
     var reconnects: UInt64 = 0
     var lastError = ""
+    /// Where the peer's topology differs from this host's on what the pair shares (from its
+    /// last DECLARATIONS frame).
+    var differences: [String] = []
+    /// The peer's last DECLARATIONS, compared again after this host reloads.
+    var declarations: PairDeclarations?
     /// Counters of channels already closed, so status totals survive reconnects.
     var retired = ChannelCounters()
     var creditStalls: UInt64 = 0

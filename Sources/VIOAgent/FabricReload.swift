@@ -30,6 +30,11 @@ extension Fabric {
             }
             channels.add(added, of: view.host.name, topology: topology, transport: carrier, reason: reason, logger: logger)
         }
+        // Every peer hears what this host now declares with it (and compares again).
+        for peer in channels.peers.values where peer.isUp {
+            sendDeclarations(to: peer)
+            if let theirs = peer.declarations { compareDeclarations(theirs, from: peer) }
+        }
         return problems
     }
 }
@@ -56,5 +61,74 @@ extension SessionManager {
         sendReset(link, .removed, message)
         unregister(link)
         fabric.logger.notice("link closed: \(Fabric.removedReason)", metadata: ["link": "\(link.instance) <-> \(link.peer)@\(link.peerHost)"])
+    }
+}
+
+// MARK: Declarations: where two hosts' files differ
+
+extension Fabric {
+    /// What this host's topology declares between it and `peer`.
+    func declarations(with peer: String) -> PairDeclarations {
+        let links = view.links.filter { $0.kind == .remote(host: peer) }
+            .map { PairDeclarations.Link($0.localEnd, $0.peerEnd, maxMessageSize: UInt64($0.maxMessageSize.bytes)) }
+        let services = view.services.filter { s in
+            (s.server.host == view.host.name && s.listen.contains { $0.host == peer })
+                || (s.server.host == peer && s.listen.contains { $0.host == view.host.name })
+        }.map { (name: $0.name, digest: TopologyFingerprint.of([TopologyChange.signature($0)])) }
+        return PairDeclarations(links: links.sorted { ($0.ends.0, $0.ends.1) < ($1.ends.0, $1.ends.1) }, services: services)
+    }
+
+    /// Tells `peer` what this host declares with it (when the pair comes up and after a
+    /// reload). A list too large for one frame is not sent; the far agent then reports nothing.
+    func sendDeclarations(to peer: FabricPeer) {
+        guard let slot = peer.readySlot(0) else { return }
+        let payload = declarations(with: peer.name).encoded()
+        guard payload.count <= slot.frameLimit else {
+            logger.warning("declarations not sent: more than one frame carries", metadata: ["peer": "\(peer.name)", "bytes": "\(payload.count)"])
+            return
+        }
+        send(FrameHeader(type: .declarations), payload, on: slot)
+    }
+
+    /// Compares what `peer` declares with what this host does and keeps the differences for
+    /// status; logs them when they change.
+    func compareDeclarations(_ theirs: PairDeclarations, from peer: FabricPeer) {
+        peer.declarations = theirs
+        let mine = declarations(with: peer.name)
+        var differences: [String] = []
+        func key(_ l: PairDeclarations.Link) -> String { "\(l.ends.0)\u{0}\(l.ends.1)" }
+        let theirLinks = Dictionary(theirs.links.map { (key($0), $0) }, uniquingKeysWith: { a, _ in a })
+        let myLinks = Dictionary(mine.links.map { (key($0), $0) }, uniquingKeysWith: { a, _ in a })
+        for l in mine.links {
+            guard let other = theirLinks[key(l)] else {
+                differences.append("link '\(l.ends.0)' <-> '\(l.ends.1)' is declared here, not on '\(peer.name)'")
+                continue
+            }
+            if other.maxMessageSize != l.maxMessageSize {
+                differences.append("link '\(l.ends.0)' <-> '\(l.ends.1)': max_message_size \(l.maxMessageSize) bytes here, \(other.maxMessageSize) on '\(peer.name)'")
+            }
+        }
+        for l in theirs.links where myLinks[key(l)] == nil {
+            differences.append("link '\(l.ends.0)' <-> '\(l.ends.1)' is declared on '\(peer.name)', not here")
+        }
+        let theirServices = Dictionary(theirs.services.map { ($0.name, $0.digest) }, uniquingKeysWith: { a, _ in a })
+        let myServices = Dictionary(mine.services.map { ($0.name, $0.digest) }, uniquingKeysWith: { a, _ in a })
+        for s in mine.services {
+            guard let digest = theirServices[s.name] else {
+                differences.append("service '\(s.name)' is declared here, not on '\(peer.name)'")
+                continue
+            }
+            if digest != s.digest { differences.append("service '\(s.name)' is declared differently here and on '\(peer.name)'") }
+        }
+        for s in theirs.services where myServices[s.name] == nil {
+            differences.append("service '\(s.name)' is declared on '\(peer.name)', not here")
+        }
+        guard differences != peer.differences else { return }
+        peer.differences = differences
+        if differences.isEmpty {
+            logger.notice("topology agrees with the peer's again", metadata: ["peer": "\(peer.name)"])
+        } else {
+            logger.warning("topology differs from the peer's", metadata: ["peer": "\(peer.name)", "differences": "\(differences.joined(separator: "; "))"])
+        }
     }
 }

@@ -133,6 +133,9 @@ public struct AgentStatus: Sendable, Equatable {
         public var transport: String = ""
         /// Payloads this agent pulled from the far agent's rings by RDMA READ (no CPU copy).
         public var payloadsPulled: UInt64 = 0
+        /// Where this host's topology and the peer's differ on what the pair shares (links or
+        /// services declared on one side only, or differently), one sentence each.
+        public var differences: [String] = []
 
         /// A peer-host entry.
         public init(name: String, state: String, dials: Bool, channelsUp: UInt16, channels: UInt16) {
@@ -153,6 +156,8 @@ public struct AgentStatus: Sendable, Equatable {
             w.write(keyUpdates)
             w.write(transport)
             w.write(payloadsPulled)
+            w.write(UInt32(differences.count))
+            for d in differences { w.write(d) }
         }
 
         init(from r: inout ByteReader) throws(DecodeError) {
@@ -168,6 +173,9 @@ public struct AgentStatus: Sendable, Equatable {
             keyUpdates = try r.read()
             transport = try r.readString()
             payloadsPulled = try r.read()
+            let count = try r.readCount(max: 1 << 16, minimumElementSize: 2)
+            differences = []
+            for _ in 0..<count { differences.append(try r.readString()) }
         }
     }
 

@@ -14,12 +14,20 @@ public struct ChannelHello: Sendable, Equatable {
     public var channel: UInt16
     /// Channels the dialer keeps to this host.
     public var channels: UInt16
-    /// ``TopologyFingerprint`` of the dialer's links, so two agents with different link
-    /// tables (and so different session ids) never talk.
+    /// ``TopologyFingerprint`` of what the pair must agree on (the cluster, the two hosts'
+    /// keys, the pair's security); links are checked one by one as they open.
     public var fingerprint: UInt64
+    /// The fabric protocol revision the dialer speaks (``ChannelHello/revision``): 1 numbered
+    /// sessions by topology position and sent no revision; 2 derives them from names.
+    public var revision: UInt16
+
+    /// The revision this build speaks; an agent refuses a channel of any other.
+    public static let currentRevision: UInt16 = 2
 
     /// A hello.
-    public init(cluster: String, from: String, to: String, channel: UInt16, channels: UInt16, fingerprint: UInt64) {
+    public init(cluster: String, from: String, to: String, channel: UInt16, channels: UInt16, fingerprint: UInt64,
+                revision: UInt16 = ChannelHello.currentRevision) {
+        self.revision = revision
         self.cluster = cluster
         self.from = from
         self.to = to
@@ -32,7 +40,7 @@ public struct ChannelHello: Sendable, Equatable {
     public func encoded() -> [UInt8] {
         var w = ByteWriter()
         w.write(cluster); w.write(from); w.write(to)
-        w.write(channel); w.write(channels); w.write(fingerprint)
+        w.write(channel); w.write(channels); w.write(fingerprint); w.write(revision)
         return w.bytes
     }
 
@@ -41,6 +49,69 @@ public struct ChannelHello: Sendable, Equatable {
         var r = ByteReader(bytes)
         cluster = try r.readString(); from = try r.readString(); to = try r.readString()
         channel = try r.read(); channels = try r.read(); fingerprint = try r.read()
+        revision = r.remaining == 0 ? 1 : try r.read()
+        try r.expectEnd()
+    }
+}
+
+/// DECLARATIONS: what the sender's topology declares between its host and the receiver's:
+/// each link (its two instance names, in name order, and its largest message) and each
+/// service (its name and a digest of its settings). The receiver compares them with its own.
+public struct PairDeclarations: Sendable, Equatable {
+    /// A link as the pair declares it.
+    public struct Link: Sendable, Hashable {
+        /// The two instances, in name order.
+        public var ends: (String, String)
+        /// `max_message_size` in bytes.
+        public var maxMessageSize: UInt64
+
+        /// A link entry (the names are put in order).
+        public init(_ a: String, _ b: String, maxMessageSize: UInt64) {
+            ends = a <= b ? (a, b) : (b, a)
+            self.maxMessageSize = maxMessageSize
+        }
+
+        public static func == (l: Link, r: Link) -> Bool { l.ends == r.ends && l.maxMessageSize == r.maxMessageSize }
+        public func hash(into h: inout Hasher) { h.combine(ends.0); h.combine(ends.1); h.combine(maxMessageSize) }
+    }
+
+    /// Links between the two hosts.
+    public var links: [Link]
+    /// Services with one end on each host: name and a digest of everything else.
+    public var services: [(name: String, digest: UInt64)]
+
+    /// A declarations payload.
+    public init(links: [Link], services: [(name: String, digest: UInt64)]) {
+        self.links = links
+        self.services = services
+    }
+
+    public static func == (l: PairDeclarations, r: PairDeclarations) -> Bool {
+        l.links == r.links && l.services.map(\.name) == r.services.map(\.name) && l.services.map(\.digest) == r.services.map(\.digest)
+    }
+
+    /// The payload bytes.
+    public func encoded() -> [UInt8] {
+        var w = ByteWriter()
+        w.write(UInt32(links.count))
+        for l in links { w.write(l.ends.0); w.write(l.ends.1); w.write(l.maxMessageSize) }
+        w.write(UInt32(services.count))
+        for s in services { w.write(s.name); w.write(s.digest) }
+        return w.bytes
+    }
+
+    /// Decodes a payload.
+    public init(decoding bytes: [UInt8]) throws(DecodeError) {
+        var r = ByteReader(bytes)
+        let linkCount = try r.readCount(max: 1 << 20, minimumElementSize: 12)
+        links = []
+        for _ in 0..<linkCount {
+            let a = try r.readString(), b = try r.readString()
+            links.append(Link(a, b, maxMessageSize: try r.read()))
+        }
+        let serviceCount = try r.readCount(max: 1 << 16, minimumElementSize: 10)
+        services = []
+        for _ in 0..<serviceCount { services.append((try r.readString(), try r.read())) }
         try r.expectEnd()
     }
 }

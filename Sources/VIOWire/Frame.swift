@@ -125,6 +125,10 @@ public enum FrameType: UInt8, Sendable, CaseIterable {
     /// Between the two ends of one channel's transport (moving a channel onto an RDMA queue
     /// pair, say): taken by the channel, never seen by the multiplexer.
     case carrier = 13
+    /// What the sender's topology declares between the two hosts (``PairDeclarations``), sent
+    /// when the pair comes up and after each reload, so each agent can report where the
+    /// two files differ.
+    case declarations = 14
 }
 
 /// Session control bits.

@@ -53,7 +53,7 @@ enum StatusJSON {
                     "bytes_sent": p.bytesSent, "bytes_received": p.bytesReceived,
                     "frames_sent": p.framesSent, "frames_received": p.framesReceived,
                     "credit_stalls": p.creditStalls, "reconnects": p.reconnects, "key_updates": p.keyUpdates, "payloads_pulled": p.payloadsPulled,
-                    "last_error": text(p.lastError),
+                    "last_error": text(p.lastError), "differences": p.differences.map(text),
                 ]
             },
             "services": s.services.map { v -> [String: Any] in

@@ -38,6 +38,7 @@ enum StatusPrinter {
                     lines.append("    transport \(p.transport)\(p.payloadsPulled > 0 ? ", \(p.payloadsPulled) payloads pulled by RDMA READ" : "")")
                 }
                 if !p.lastError.isEmpty { lines.append("    last error: \(p.lastError)") }
+                for d in p.differences { lines.append("    topology differs: \(d)") }
             }
         }
         if !s.services.isEmpty {

@@ -209,6 +209,13 @@ import VIOWire
         try b1.send([4])
         #expect(try lab.receive(on: a1) == [4])
         #expect(lab["alpha"].fabric.channels.peers["beta"]!.reconnects == 0)
+        // Each side reports where the two files differ on what the pair shares.
+        #expect(lab["alpha"].fabric.peerStates().first?.differences == [
+            "link 'a2' <-> 'b2': max_message_size 1048576 bytes here, 67108864 on 'beta'",
+            "link 'a3' <-> 'b3' is declared here, not on 'beta'"])
+        #expect(lab["beta"].fabric.peerStates().first?.differences == [
+            "link 'a2' <-> 'b2': max_message_size 67108864 bytes here, 1048576 on 'alpha'",
+            "link 'a3' <-> 'b3' is declared on 'alpha', not here"])
     }
 
     /// An agent that cannot prove the key the topology gives its host (an impostor) gets no
