@@ -327,6 +327,8 @@ public final class Agent {
     /// keep flowing. Settings read only at start are listed as pending a restart. A file with
     /// errors, or without this host, changes nothing. Returns one line per kind of change.
     func reload() -> Result<[String], ControlError> {
+        ServiceManager.notify("RELOADING=1")
+        defer { ServiceManager.notify("READY=1\nSTATUS=serving host \(configuration.view.host.name)") }
         let source = configuration.topologySource
         guard source != EmbeddedTopology.source else {
             return .failure(ControlError(.notSupported, "this agent runs the embedded topology, which cannot change; start it with --topology FILE to reload"))
