@@ -114,7 +114,9 @@ import Testing
         #expect(ping.finish() == 0, "\(ping.output)")
         #expect(echo.finish() == 0)
         let status = try cluster.status("alpha")
-        #expect(!status.contains("a2") && status.contains("a4"), "\(status)")
+        #expect(status.contains("instances: 2 declared") && status.contains("  a4  ") && !status.contains("  a2  "), "\(status)")
+        // beta still declares a2 <-> b2: the difference is reported on both sides.
+        #expect(status.contains("topology differs: link 'a2' <-> 'b2' is declared on 'beta', not here"), "\(status)")
     }
 
     /// A file with errors, or without this host, changes nothing and says why with positions;
