@@ -337,6 +337,8 @@ final class SessionManager {
             throw ProtocolViolation(.session(link.session), "acknowledged \(delivered) messages, \(link.framedMessages) were sent")
         }
         link.acknowledgedMessages = delivered
+        // Kept in the region as it grows: should this agent die, the instance still knows.
+        link.region.setAcknowledgedByFarAgent(delivered)
         link.sendCredit += Int(header.credit)
         guard link.sendCredit <= link.region.capacity(ofRing: 1) * 2 + FrameHeader.maximumPayload * 2 else {
             throw ProtocolViolation(.session(link.session), "session \(link.session): credit beyond any ring")
@@ -401,7 +403,7 @@ final class SessionManager {
             delegate?.fabricRefuse(requestID: requestID, of: link.instance,
                                    ControlError(.peerHostDown, "host '\(link.peerHost)' went down while the link opened"))
         }
-        link.region.setPossiblyLost(link.unacknowledgedMessages)
+        link.region.setAcknowledgedByFarAgent(link.acknowledgedMessages)
         link.finish(LinkStateWord(kind: .hostDown, end: 1))
         unregister(link)
     }

@@ -167,12 +167,6 @@ final class RemoteLink: WorkListed {
         }
     }
 
-    /// Messages the instance sent that the far agent did not acknowledge.
-    var unacknowledgedMessages: UInt64 {
-        let sent = region.counters(ofRing: 1).messagesSent
-        return sent > acknowledgedMessages ? sent - acknowledgedMessages : 0
-    }
-
     // MARK: Outbound
 
     /// Why draining stopped.

@@ -64,7 +64,7 @@ public final class LinkEndpoint: @unchecked Sendable {
     /// `owner`. Set for links to other hosts, whose far end is the local agent.
     private var exitWatch: (descriptor: Int32, owner: AnyObject)?
 
-    /// Makes the link fail with ``LinkError/agentGone(peer:host:)`` once the process behind
+    /// Makes the link fail with ``LinkError/agentGone(peer:host:possiblyLost:)`` once the process behind
     /// `descriptor` (a pidfd, kept open by `owner`) exits; blocking calls notice it while
     /// they wait. Call before using the link.
     public func endWhenProcessExits(descriptor: Int32, owner: AnyObject) {
@@ -72,7 +72,15 @@ public final class LinkEndpoint: @unchecked Sendable {
     }
 
     /// The error of a link whose watched process (the local agent) exited.
-    private var agentGone: LinkError { .agentGone(peer: peerName, host: region.peerHost) }
+    private var agentGone: LinkError { .agentGone(peer: peerName, host: region.peerHost, possiblyLost: unacknowledged) }
+
+    /// Messages this end committed (its own count, exact) that the far agent has not
+    /// acknowledged (the local agent keeps that count in the region as acknowledgements
+    /// arrive): what a lost host or agent may have cost. Sends that raced the loss count too.
+    private var unacknowledged: UInt64 {
+        let sent = region.counters(ofRing: 1 - end).messagesSent, acknowledged = region.acknowledgedByFarAgent
+        return sent > acknowledged ? sent - acknowledged : 0
+    }
 
     /// Whether the watched process has exited (a zero-timeout poll of its pidfd).
     private func watchedProcessExited() -> Bool {
@@ -123,7 +131,7 @@ public final class LinkEndpoint: @unchecked Sendable {
             guard !region.peerHost.isEmpty else {
                 return .corruptRing("the shared state says the peer's host went down, but this link is within this host: the region was overwritten")
             }
-            return .peerHostDown(peer: peerName, host: region.peerHost, possiblyLost: region.possiblyLost)
+            return .peerHostDown(peer: peerName, host: region.peerHost, possiblyLost: unacknowledged)
         }
     }
 
@@ -439,7 +447,9 @@ public final class LinkEndpoint: @unchecked Sendable {
                 spins &+= 1
                 if spins & 255 == 0 {
                     if region.state.kind != .open { return }
-                    if spins & 0xFFFF == 0, watchedProcessExited() { throw agentGone }
+                    // Returns rather than throws: the caller reads what is still in the ring
+                    // before it reports the agent gone (``stateError``).
+                    if spins & 0xFFFF == 0, watchedProcessExited() { return }
                     let now = MonotonicClock.nanoseconds()
                     if spinUntil == 0 { spinUntil = spinBudget == .max ? .max : now &+ spinBudget }
                     if now >= pending.resolved().nanoseconds { throw .timedOut }
@@ -477,8 +487,9 @@ public final class LinkEndpoint: @unchecked Sendable {
             }
             armed.store(0, ordering: .relaxed)
             if exited {
+                // The caller drains what the agent wrote before it died, then reports it gone.
                 calls.pointee.watchedExited = true
-                throw agentGone
+                return
             }
             if woke {
                 EventDescriptor.drain(doorbell)

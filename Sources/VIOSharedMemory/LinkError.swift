@@ -23,7 +23,7 @@ public enum LinkError: Error, Sendable, Equatable, CustomStringConvertible {
     case peerNotResponding(peer: String)
     /// The local agent exited: this link to an instance on another host went through it and
     /// is gone; messages sent and not yet carried to the far host may be lost.
-    case agentGone(peer: String, host: String)
+    case agentGone(peer: String, host: String, possiblyLost: UInt64)
     /// Shared memory holds values no correct peer writes: the link is unusable.
     case corruptRing(String)
     /// A message larger than the link's maximum.
@@ -52,8 +52,8 @@ public enum LinkError: Error, Sendable, Equatable, CustomStringConvertible {
         case .peerNotResponding(let p):
             return "peer '\(p)' is not responding: it has left the link's ring full and unread (stopped or deadlocked?); the link stays open, try again later"
         case .closed: return "the link is closed"
-        case .agentGone(let p, let h):
-            return "the local vio-agent exited: the link to instance '\(p)' on host '\(h)' went through it and is gone; messages not yet carried there may be lost; attach again once the agent is back"
+        case .agentGone(let p, let h, let lost):
+            return "the local vio-agent exited: the link to instance '\(p)' on host '\(h)' went through it and is gone; \(lost) message(s) sent on this link were not acknowledged by the far agent and may be lost; attach again once the agent is back"
         case .corruptRing(let detail): return "corrupt ring: \(detail); the link is closed"
         case .messageTooLarge(let size, let max): return "message of \(size) bytes exceeds the link's maximum of \(max) bytes"
         case .claimTooLarge(let size, let max):

@@ -138,16 +138,20 @@ public final class LinkRegion: @unchecked Sendable {
         UnsafeAtomic(at: (base + RegionLayout.Header.state).assumingMemoryBound(to: UInt32.AtomicRepresentation.self))
     }
 
-    /// Messages the far agent never acknowledged, recorded before the state `hostDown`.
-    public var possiblyLost: UInt64 { lostAtomic.load(ordering: .acquiring) }
+    /// Messages of the instance (end 0 of a fabric link) the far agent acknowledged as
+    /// written into the far instance's ring: kept by the local agent as acknowledgements
+    /// arrive, and before it sets `hostDown`.
+    public var acknowledgedByFarAgent: UInt64 { acknowledgedAtomic.load(ordering: .acquiring) }
 
-    private var lostAtomic: UnsafeAtomic<UInt64> {
-        UnsafeAtomic(at: (base + RegionLayout.Header.possiblyLost).assumingMemoryBound(to: UInt64.AtomicRepresentation.self))
+    private var acknowledgedAtomic: UnsafeAtomic<UInt64> {
+        UnsafeAtomic(at: (base + RegionLayout.Header.acknowledged).assumingMemoryBound(to: UInt64.AtomicRepresentation.self))
     }
 
-    /// Records the count reported with `hostDown` (the agent, before it sets the state).
-    public func setPossiblyLost(_ count: UInt64) {
-        lostAtomic.store(count, ordering: .releasing)
+    /// Records what the far agent acknowledged (the agent, before it sets `hostDown`). The
+    /// instance counts what may be lost against its own count of messages sent, which
+    /// includes any it committed after the agent looked (no race can hide one).
+    public func setAcknowledgedByFarAgent(_ count: UInt64) {
+        acknowledgedAtomic.store(count, ordering: .releasing)
     }
 
     /// The link's state as last written by an end or the agent.

@@ -27,7 +27,7 @@ public enum RegionLayout {
         public static let ringCount = 40     // u32
         public static let rings = 48         // 2 x { offset u64, capacity u64 }
         public static let state = 128        // u32, atomic: LinkState raw value
-        public static let possiblyLost = 136 // u64: set by the agent before state `hostDown`
+        public static let acknowledged = 136 // u64: messages the far agent acknowledged, set by the agent before state `hostDown`
         public static let names = 192        // 2 x 64 bytes, NUL-padded UTF-8
         public static let peerHost = 320     // 64 bytes: the far end's host (fabric links), else empty
     }
@@ -107,8 +107,8 @@ public struct LinkStateWord: Sendable, Equatable, CustomStringConvertible {
         /// `end` found the ring corrupt and stopped using it.
         case corrupt = 3
         /// The agent (`end`) lost the far end's host: channel down, heartbeats missed, or the
-        /// far agent restarted. The header's `possiblyLost` counts messages the other end
-        /// sent that the far agent never acknowledged.
+        /// far agent restarted. The header's `acknowledged` is what the far agent acknowledged
+        /// of the other end's messages; the rest of what that end sent may be lost.
         case hostDown = 4
         /// The agent (`end`) closed the link because its topology no longer declares it (a
         /// reload removed the link or one of its instances).

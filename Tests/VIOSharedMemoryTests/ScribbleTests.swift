@@ -67,7 +67,7 @@ struct ScribbleTests {
     /// overwritten region, not as a host outage with a made-up count of lost messages.
     @Test func forgedHostDownOnALocalLink() throws {
         let link = try LinkPair(names: ("db1", "db2"))
-        link.region.setPossiblyLost(12345)
+        link.region.setAcknowledgedByFarAgent(12345)
         link.region.setState(LinkStateWord(kind: .hostDown, end: 1))
         #expect(throws: LinkError.corruptRing("the shared state says the peer's host went down, but this link is within this host: the region was overwritten")) {
             try link.a.receive(timeout: .zero)
