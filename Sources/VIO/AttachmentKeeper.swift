@@ -48,6 +48,7 @@ final class AttachmentKeeper: @unchecked Sendable {
             guard let socket = client?.controlSocketDescriptor else { return }
             guard let (hungUp, woken) = try? Poll.hangUp(socket, or: wake.rawValue, timeoutMilliseconds: -1), !woken else { return }
             guard hungUp, client?.controlConnectionLost() == true else { continue }
+            client?.noticeAgentExit()
             var backoff = Self.firstBackoffMilliseconds
             while true {
                 guard let woken = try? Poll.readable(wake.rawValue, timeoutMilliseconds: backoff), !woken else { return }

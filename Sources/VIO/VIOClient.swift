@@ -40,6 +40,13 @@ public final class VIOClient: @unchecked Sendable {
     public let controlDescriptor: Int32
     /// The agent's exit, which ends every link to another host (they run through it).
     private let agentExit: Mutex<ProcessExitWatch?>
+    /// Links to other hosts, with the agent watch each runs through: told when it exits.
+    private let remoteLinks = Mutex<[(watch: ObjectIdentifier, link: WeakLink)]>([])
+
+    final class WeakLink: @unchecked Sendable {
+        weak var link: LinkEndpoint?
+        init(_ link: LinkEndpoint) { self.link = link }
+    }
     /// What attaching again takes: where the agent listens and what this instance presents.
     private let attachment: (path: String, request: Attach)
     /// The set behind ``controlDescriptor``: the current control connection, while it is up.
@@ -106,6 +113,18 @@ public final class VIOClient: @unchecked Sendable {
 
     /// The agent hung up: the dead connection leaves ``controlDescriptor``'s set (so pollers
     /// do not spin on it). False when there is nothing to do (detached, or already lost).
+    /// The control connection hung up: if the agent behind it exited (its pidfd turns
+    /// readable within `graceMilliseconds`), every link to another host that ran through it is
+    /// told, so waits that do not watch the pidfd (``LinkPoller``, `vio_wait`, async tasks)
+    /// return and report it.
+    func noticeAgentExit(graceMilliseconds: Int32 = 500) {
+        guard let watch = agentExit.withLock({ $0 }),
+              (try? Poll.readable(watch.descriptor, timeoutMilliseconds: graceMilliseconds)) == true else { return }
+        let id = ObjectIdentifier(watch)
+        let links = remoteLinks.withLock { list in list.filter { $0.watch == id }.compactMap(\.link.link) }
+        for link in links { link.noteWatchedProcessExited() }
+    }
+
     func controlConnectionLost() -> Bool {
         state.withLock { state in
             guard !state.detached, !state.lost else { return false }
@@ -248,6 +267,10 @@ public final class VIOClient: @unchecked Sendable {
         if !region.peerHost.isEmpty, let agentExit = agentExit.withLock({ $0 }) {
             // The far end of a link to another host is the local agent.
             link.endWhenProcessExits(descriptor: agentExit.descriptor, owner: agentExit)
+            remoteLinks.withLock { list in
+                list.removeAll { $0.link.link == nil }
+                list.append((ObjectIdentifier(agentExit), WeakLink(link)))
+            }
         }
         let watch: UInt64?
         if let peerProcess {  // a link within this host (checked above)

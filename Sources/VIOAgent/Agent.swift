@@ -245,7 +245,7 @@ public final class Agent {
             // Polling (`agent_poll_us`): after activity, look again without sleeping for a
             // while, yielding the core to anyone runnable, so the next frame or message does
             // not pay a wake-up.
-            let pollNanoseconds = fixedPoll ?? adaptive.window
+            let pollNanoseconds = fixedPoll ?? adaptive.window(at: now)
             let polling = pollNanoseconds > 0 && now &- lastActivity < pollNanoseconds
             if let fabric, fabric.polling != polling {
                 // Entering: links drained from now on stay unarmed. Leaving: arm them all
@@ -348,6 +348,9 @@ public final class Agent {
         view.controlSocket = old.controlSocket
         guard !change.isEmpty else {
             configuration = AgentConfiguration(reloading: configuration, topology: fresh, view: view)
+            fabric?.view = view
+            fabric?.topology = fresh
+            proxy?.view = view
             return .success([])
         }
         let reason = "removed from the topology of host '\(old.host.name)'"
@@ -367,17 +370,17 @@ public final class Agent {
         var problems: [String] = []
         admission = Admission(view: view, agentUID: getuid())
         if let fabric, let transports {
-            let accepted = fabric.channels.acceptedHosts(after: view)
+            problems += fabric.reload(to: view, topology: fresh, change: change, transport: transports.forPeer)
+            // Acceptance follows the peers as the fabric carries them: added ones join; one
+            // whose key or security changed keeps the old until a restart (pending).
             let updated = AgentConfiguration(reloading: configuration, topology: fresh, view: view)
             do {
-                if let listener = try transports.prepare(for: view, accepted: accepted, identity: { () throws(AgentError) in try Self.loadIdentity(updated) }) {
+                if let listener = try transports.prepare(for: fabric.channels, identity: { () throws(AgentError) in try Self.loadIdentity(updated) }) {
                     do { try fabric.channels.addListener(listener) } catch { problems.append("cannot watch the new fabric listener: \(error)") }
                 }
-                fabric.channels.setAcceptedHosts(accepted.map(\.host))
             } catch {
                 problems.append(error.description)
             }
-            problems += fabric.reload(to: view, topology: fresh, change: change, transport: transports.forPeer)
         }
         for name in change.removedInstances {
             guard let connection = attachments[name] else { continue }

@@ -72,22 +72,22 @@ final class AgentTransports {
                          listener: rdma)
     }
 
-    /// Gets ready for a reload to `view`, whose accepted hosts are `accepted` (in the fabric's
-    /// order): loads the TLS identity if a pair is now encrypted, gives the TCP transports the
-    /// keys, and listens if a host dials this one for the first time. Returns a transport that
-    /// listens from now on (for the fabric to watch), or nil.
-    func prepare(for view: HostView, accepted: [(host: String, key: [UInt8])], identity: () throws(AgentError) -> TLSContext?)
-        throws(AgentError) -> (any FabricTransport)? {
-        if tls == nil, view.peers.contains(where: { $0.security == .tls }) { tls = try identity() }
-        let plaintext = view.peers.contains { !$0.weDial && $0.security == .plaintext }
-        for t in [tcp, dialing] { t.updateAcceptance(tls: tls, acceptedKeys: accepted.map(\.key), acceptsPlaintext: plaintext) }
-        guard view.peers.contains(where: { !$0.weDial }), tcp.listeningDescriptor == nil else { return nil }
+    /// Gets ready for the peers a reload added (the fabric's ``ChannelManager`` says what it
+    /// now carries): loads the TLS identity if a pair is now encrypted, gives the TCP
+    /// transports the accepted keys (`acceptedKeys`, in the fabric's order) and whether
+    /// plaintext is accepted, and listens if a host dials this one for the first time.
+    /// Returns a transport that listens from now on (for the fabric to watch), or nil.
+    func prepare(for channels: ChannelManager, identity: () throws(AgentError) -> TLSContext?) throws(AgentError) -> (any FabricTransport)? {
+        if tls == nil, channels.encryptsAny { tls = try identity() }
+        let keys = channels.acceptPeersAdded(), plaintext = channels.acceptsPlaintext
+        for t in [tcp, dialing] { t.updateAcceptance(tls: tls, acceptedKeys: keys, acceptsPlaintext: plaintext) }
+        guard channels.acceptsAny, tcp.listeningDescriptor == nil else { return nil }
         guard rdma == nil else {
             throw .transportUnavailable("a host now dials '\(host.name)', whose RDMA transport was started without a TCP listener; restart the agent")
         }
         let listener: TCPTransport
         do {
-            listener = try TCPTransport(.init(listen: (host.address, host.port), tls: tls, acceptedKeys: accepted.map(\.key),
+            listener = try TCPTransport(.init(listen: (host.address, host.port), tls: tls, acceptedKeys: keys,
                                               acceptsPlaintext: plaintext, rekey: rekey))
         } catch { throw .system(error, doing: Self.listening(host)) }
         tcp = listener

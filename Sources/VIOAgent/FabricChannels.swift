@@ -40,7 +40,9 @@ final class ChannelManager {
     private var nextPeerNumber: UInt32 = 1
 
     init(view: HostView, topology: Topology, transports: FabricTransports, logger: Logger) {
-        acceptedHosts = Fabric.acceptedKeys(of: view).map(\.host)
+        let accepted = Fabric.acceptedKeys(of: view)
+        acceptedHosts = accepted.map(\.host)
+        acceptedKeys = accepted.map(\.key)
         listening = transports.all.filter { $0.listeningDescriptor != nil }
         for p in view.peers {
             guard let (transport, reason) = transports.perPeer[p.host.name] else { continue }
@@ -58,15 +60,28 @@ final class ChannelManager {
                                                      "why": "\(reason)"])
     }
 
-    /// Watches every listening transport.
+    /// Watches every listening transport; on failure none stays watched (a fabric that fails
+    /// to start leaves nothing on the loop that refers to it).
     func listen() throws(SystemError) {
-        for transport in listening { try watch(transport) }
+        do {
+            for transport in listening { try watch(transport) }
+        } catch {
+            stopListening()
+            throw error
+        }
     }
 
+    private var listenRegistrations: [Registration] = []
+
     private func watch(_ transport: any FabricTransport) throws(SystemError) {
-        try loop.register(transport.listeningDescriptor!) { [unowned self] _ in self.acceptAll(from: transport) }
+        listenRegistrations.append(try loop.register(transport.listeningDescriptor!) { [unowned self] _ in self.acceptAll(from: transport) })
         logger.info("fabric listening", metadata: ["address": "\(transport.listeningAddress ?? "?")",
                                                    "transport": "\(transport.name)"])
+    }
+
+    private func stopListening() {
+        for registration in listenRegistrations { loop.unregister(registration) }
+        listenRegistrations = []
     }
 
     /// A transport that listens from now on (a reload added the first host that dials this one).
@@ -79,21 +94,29 @@ final class ChannelManager {
     /// Whether some transport listens for peers.
     var isListening: Bool { !listening.isEmpty }
 
-    /// The accepted hosts after a reload to `view`: today's, then hosts it adds (never reordered,
-    /// see ``acceptedHosts``). The transports are given the same hosts' keys in the same order.
-    func acceptedHosts(after view: HostView) -> [(host: String, key: [UInt8])] {
-        let fresh = Fabric.acceptedKeys(of: view)
-        let keys = Dictionary(fresh.map { ($0.host, $0.key) }, uniquingKeysWith: { a, _ in a })
-        var known = acceptedHosts.map { (host: $0, key: keys[$0] ?? []) }
-        known += fresh.filter { f in !acceptedHosts.contains(f.host) }
-        return known
+    /// The keys of ``acceptedHosts``, in the same order (what the transports were given).
+    private(set) var acceptedKeys: [[UInt8]] = []
+
+    /// After a reload added peers: the hosts that may now connect over TLS are appended with
+    /// their keys (as the peers are carried, so a peer whose key changed keeps its old one
+    /// until a restart). A host no longer accepted keeps its entry and key, so indexes stay;
+    /// HELLO refuses it, as it is no peer that dials here. Returns the keys for the transports.
+    func acceptPeersAdded() -> [[UInt8]] {
+        for peer in peers.values.sorted(by: { $0.name < $1.name })
+        where !peer.dials && peer.security == .tls && !acceptedHosts.contains(peer.name) {
+            guard let key = peer.host.key else { continue }
+            acceptedHosts.append(peer.name)
+            acceptedKeys.append(key.bytes)
+        }
+        return acceptedKeys
     }
 
-    /// Records the list ``acceptedHosts(after:)`` gave, once the transports have the keys.
-    func setAcceptedHosts(_ hosts: [String]) {
-        precondition(hosts.starts(with: acceptedHosts), "accepted hosts are only appended to")
-        acceptedHosts = hosts
-    }
+    /// Whether a carried peer dials this host in plaintext.
+    var acceptsPlaintext: Bool { peers.values.contains { !$0.dials && $0.security == .plaintext } }
+    /// Whether some carried peer dials this host.
+    var acceptsAny: Bool { peers.values.contains { !$0.dials } }
+    /// Whether some carried pair is encrypted.
+    var encryptsAny: Bool { peers.values.contains { $0.security == .tls } }
 
     /// A reload removed `name`: its channels close, its links and connections report the host
     /// down with `reason`, and it is neither dialed nor accepted any more.

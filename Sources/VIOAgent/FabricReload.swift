@@ -20,6 +20,8 @@ extension Fabric {
         }
         view = newView
         topology = newTopology
+        // Sessions declared again are no longer "removed".
+        sessions.removed = sessions.removed.filter { r in !view.links.contains { $0.session == r.session && $0.kind == .remote(host: r.peer) } }
         for removed in change.removedPeers {
             channels.removePeer(removed.host.name, reason: "host '\(removed.host.name)' was \(Self.removedReason) of '\(view.host.name)'")
         }
@@ -67,6 +69,9 @@ extension SessionManager {
 // MARK: Declarations: where two hosts' files differ
 
 extension Fabric {
+    /// Differences kept per peer for status, at most.
+    static let differencesShown = 50
+
     /// What this host's topology declares between it and `peer`.
     func declarations(with peer: String) -> PairDeclarations {
         let links = view.links.filter { $0.kind == .remote(host: peer) }
@@ -122,6 +127,12 @@ extension Fabric {
         }
         for s in theirs.services where myServices[s.name] == nil {
             differences.append("service '\(s.name)' is declared on '\(peer.name)', not here")
+        }
+        // Names come from the far agent: escaped; and a status must fit one control message.
+        differences = differences.map { DisplaySafe.escape($0) }
+        if differences.count > Self.differencesShown {
+            let more = differences.count - Self.differencesShown
+            differences = Array(differences.prefix(Self.differencesShown)) + ["... and \(more) more"]
         }
         guard differences != peer.differences else { return }
         peer.differences = differences

@@ -71,7 +71,7 @@ final class SessionManager {
         }
         // One open at a time per link: a second one (libvio never sends it, another client
         // might) would make a second link for the same session.
-        if waitingForHost.contains(where: { $0.link.session == declared.session }) {
+        if waitingForHost.contains(where: { $0.link.session == declared.session && $0.link.kind == declared.kind }) {
             return ControlError(.alreadyOpen, "an open of the link to '\(declared.peerEnd)' is already waiting for host '\(host)'")
         }
         if let existing = links[peer.number, declared.session] {
@@ -158,8 +158,11 @@ final class SessionManager {
                 // (one was changed and not yet reloaded here, or never will be).
                 let open: SessionOpen
                 do { open = try SessionOpen(decoding: payload) } catch { throw ProtocolViolation(.frame, "malformed SESSION start: \(error)") }
+                // Neutral about which file is behind: a reload on either side may have done it.
+                let how = removed.contains(RemovedSession(peer: peer.name, session: session))
+                    ? "a reload on '\(view.host.name)' removed it" : "the two hosts' files differ"
                 reset(session: session, to: open.from, peer: peer, .refused,
-                      "no link '\(open.from)' <-> '\(open.to)' is declared in the topology of host '\(view.host.name)' (\(fabric.topologySource)); the two hosts' files differ: give '\(view.host.name)' the file that declares it and reload its agent")
+                      "no link '\(open.from)' <-> '\(open.to)' is declared in the topology of host '\(view.host.name)' (\(fabric.topologySource)): \(how); give both hosts the same file and reload their agents")
                 return
             }
             try unknownSession(header, from: peer)

@@ -34,6 +34,10 @@ public final class TLSContext {
     /// `allowedKeys` (32 bytes each): the dialed host's key, or every key that may connect.
     public func session(descriptor: Int32, dialer: Bool, allowedKeys: [[UInt8]],
                         records: RecordLayer = .vio) throws(SecurityError) -> TLSSession {
+        // The C side reads 32 bytes per key: a list with any other size would shift them all.
+        guard allowedKeys.allSatisfy({ $0.count == 32 }) else {
+            throw SecurityError("an allowed key is not 32 bytes (\(allowedKeys.map(\.count)))")
+        }
         let flat = allowedKeys.flatMap { $0 }
         var err = [CChar](repeating: 0, count: 256)
         guard let tls = vio_tls_new(handle, descriptor, dialer ? 1 : 0, records == .openSSL ? 1 : 0, flat,

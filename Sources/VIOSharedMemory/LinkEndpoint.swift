@@ -71,6 +71,19 @@ public final class LinkEndpoint: @unchecked Sendable {
         exitWatch = (descriptor, owner)
     }
 
+    /// Set from another thread (libvio's attachment keeper) when the watched agent exited, so
+    /// waits that do not watch its pidfd themselves (many links at once, async tasks) see it.
+    private let agentExitNoticed = ManagedAtomic<Bool>(false)
+
+    /// The watched process (the local agent) exited: every wait on this link returns, reads
+    /// what is still in the ring, then reports ``LinkError/agentGone(peer:host:possiblyLost:)``.
+    /// Safe from any thread.
+    public func noteWatchedProcessExited() {
+        agentExitNoticed.store(true, ordering: .releasing)
+        EventDescriptor.ring(dataDoorbell.rawValue)
+        EventDescriptor.ring(spaceDoorbell.rawValue)
+    }
+
     /// The error of a link whose watched process (the local agent) exited.
     private var agentGone: LinkError { .agentGone(peer: peerName, host: region.peerHost, possiblyLost: unacknowledged) }
 
@@ -86,6 +99,10 @@ public final class LinkEndpoint: @unchecked Sendable {
     private func watchedProcessExited() -> Bool {
         guard let watch = exitWatch else { return false }
         if calls.pointee.watchedExited { return true }
+        if agentExitNoticed.load(ordering: .acquiring) {
+            calls.pointee.watchedExited = true
+            return true
+        }
         if (try? Poll.readable(watch.descriptor, timeoutMilliseconds: 0)) == true { calls.pointee.watchedExited = true }
         return calls.pointee.watchedExited
     }
@@ -121,7 +138,7 @@ public final class LinkEndpoint: @unchecked Sendable {
         let s = region.state
         switch s.kind {
         case .open:
-            return calls.pointee.watchedExited ? agentGone : nil
+            return calls.pointee.watchedExited || agentExitNoticed.load(ordering: .relaxed) ? agentGone : nil
         case .closed: return s.end == end ? .closed : .peerClosed(peer: peerName)
         case .gone: return s.end == end ? .closed : .peerGone(peer: peerName)
         case .corrupt:
@@ -504,7 +521,7 @@ public final class LinkEndpoint: @unchecked Sendable {
     public func armForSleep() -> Bool {
         consumer.readerArmed.store(1, ordering: .sequentiallyConsistent)
         atomicMemoryFence(ordering: .sequentiallyConsistent)
-        if consumer.hasData || region.state.kind != .open {
+        if consumer.hasData || region.state.kind != .open || agentExitNoticed.load(ordering: .relaxed) {
             consumer.readerArmed.store(0, ordering: .relaxed)
             return false
         }
@@ -542,7 +559,7 @@ public final class LinkEndpoint: @unchecked Sendable {
     }
 
     /// Whether a receive would not block: a message waits or the link changed state.
-    public var isReadable: Bool { consumer.hasData || region.state.kind != .open }
+    public var isReadable: Bool { consumer.hasData || region.state.kind != .open || agentExitNoticed.load(ordering: .relaxed) }
 
     /// The counters of both directions as this end sees them.
     public var counters: (sent: RingCounters, received: RingCounters) {

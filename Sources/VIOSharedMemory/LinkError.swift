@@ -46,7 +46,7 @@ public enum LinkError: Error, Sendable, Equatable, CustomStringConvertible {
         switch self {
         case .peerClosed(let p): return "peer '\(p)' closed the link"
         case .peerGone(let p): return "peer gone: instance '\(p)' exited or detached"
-        case .removedFromTopology(let p): return "the link to '\(p)' was removed from the topology (the agent reloaded a file that no longer declares it)"
+        case .removedFromTopology(let p): return "the link to '\(p)' was removed from the topology (a reload of this host's agent or of the peer's no longer declares it)"
         case .peerHostDown(let p, let h, let lost):
             return "peer host down: host '\(h)' of instance '\(p)' is unreachable; \(lost) message(s) sent on this link were not acknowledged and may be lost; reopen the link when the host is back"
         case .peerNotResponding(let p):

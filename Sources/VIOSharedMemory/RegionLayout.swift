@@ -1,4 +1,4 @@
-/// Byte layout of a link region, version 1 (docs/ring-layout.md has the table).
+/// Byte layout of a link region, version 2 (docs/ring-layout.md has the table).
 ///
 /// A region is one sealed memfd: a 4 KiB header page, then one ring per direction. Ring `e`
 /// is read by end `e` and written by the other end. Each ring is a 4 KiB control page (one
@@ -7,7 +7,8 @@ public enum RegionLayout {
     /// "VIOLINK1" read as a little-endian u64.
     public static let magic: UInt64 = 0x314B_4E49_4C4F_4956
     /// The layout version this build writes and accepts.
-    public static let version: UInt32 = 1
+    /// 2: the acknowledged count (offset 384) replaced possiblyLost (136), state `removed`.
+    public static let version: UInt32 = 2
     /// Header page size; ring control pages have the same size so ring data is page-aligned
     /// (required to bind it to a NUMA node).
     public static let pageSize = 4096
@@ -27,7 +28,10 @@ public enum RegionLayout {
         public static let ringCount = 40     // u32
         public static let rings = 48         // 2 x { offset u64, capacity u64 }
         public static let state = 128        // u32, atomic: LinkState raw value
-        public static let acknowledged = 136 // u64: messages the far agent acknowledged, set by the agent before state `hostDown`
+        /// u64 on a cache line of its own (the agent stores it per acknowledgement; the state
+        /// word, read on every check of an empty ring, must not share its line): messages of
+        /// end 0 the far agent acknowledged.
+        public static let acknowledged = 384
         public static let names = 192        // 2 x 64 bytes, NUL-padded UTF-8
         public static let peerHost = 320     // 64 bytes: the far end's host (fabric links), else empty
     }

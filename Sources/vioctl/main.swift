@@ -97,9 +97,10 @@ struct ReloadCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "reload",
         abstract: "Make a running agent re-read its topology file and apply what changed (as SIGHUP does).",
-        discussion: """
-            Added instances, links, services and peer hosts go live; removed ones close with the reason             "removed from the topology"; links nothing changed keep flowing. Prints what changed, and settings             that wait for a restart. Exit status: 0 applied (or nothing changed), 1 the file has errors or             the agent refused (nothing was changed).
-            """)
+        discussion: "Added instances, links, services and peer hosts go live; removed ones close with the reason "
+            + "\"removed from the topology\"; links nothing changed keep flowing. Prints what changed, and settings "
+            + "that wait for a restart. Exit status: 0 applied (or nothing changed), 1 the file has errors or "
+            + "the agent refused (nothing was changed).")
 
     @OptionGroup var location: AgentLocation
 

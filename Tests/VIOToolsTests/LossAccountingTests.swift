@@ -1,5 +1,7 @@
 import Foundation
 import Testing
+import VIO
+import VIOSharedMemory
 
 /// What an agent's death costs a stream, over 100 kill -9s at random points: the receiver
 /// delivers everything already in its ring, intact and in order, before it reports the loss;
@@ -61,5 +63,39 @@ import Testing
             let sorted = counts.sorted()
             print("loss accounting: possibly lost - (sent - delivered), \(whose) agent killed \(sorted.count) times: min \(sorted.first ?? -1), median \(sorted.isEmpty ? -1 : sorted[sorted.count / 2]), max \(sorted.last ?? -1); exact in \(sorted.filter { $0 == 0 }.count)")
         }
+    }
+
+    /// Waits that do not watch the agent's pidfd themselves (many links in one LinkPoller, an
+    /// async task) still learn of its kill -9: libvio's keeper tells every link through it, and
+    /// each reads what its ring holds before it reports the agent gone.
+    @Test func waitsOnManyLinksAndTasksLearnOfTheAgentsDeath() async throws {
+        let cluster = try LoopbackCluster(hosts: ["alpha", "beta"], instances: """
+              - { name: a1, host: alpha }
+              - { name: a2, host: alpha }
+              - { name: b1, host: beta }
+              - { name: b2, host: beta }
+            """, links: "  - between: [a1, b1]\n  - between: [a2, b2]")
+        #expect(try cluster.waitForStatus("alpha", "channels 2/2"))
+        let held = try ["b1", "b2"].map { try cluster.probe("beta", ["hold", "--as", $0]) }
+        for h in held { #expect(h.waitFor("attached")) }
+        let a1 = try VIOClient.attach(as: "a1", socketPath: cluster.socket("alpha"))
+        let a2 = try VIOClient.attach(as: "a2", socketPath: cluster.socket("alpha"))
+        let l1 = try a1.openLink(to: "b1", timeout: .seconds(10))
+        let l2 = try a2.openLink(to: "b2", timeout: .seconds(10))
+        let poller = try LinkPoller(links: [l1])
+        let polled = Task.detached { () -> [Int] in (try? poller.wait(timeout: .seconds(20))) ?? [] }
+        let awaited = Task.detached { () -> LinkError? in
+            do { _ = try await l2.receive(timeout: .seconds(20)) } catch { return error as? LinkError }
+            return nil
+        }
+        usleep(200_000)
+        let pid = try #require(cluster.agents["alpha"]?.process.processIdentifier)
+        kill(pid, SIGKILL)
+        let started = Date()
+        #expect(await polled.value == [0])
+        #expect(throws: LinkError.agentGone(peer: "b1", host: "beta", possiblyLost: 0)) { try l1.receive(timeout: .zero) }
+        let error = await awaited.value
+        #expect(error == .agentGone(peer: "b2", host: "beta", possiblyLost: 0), "\(String(describing: error))")
+        #expect(Date().timeIntervalSince(started) < 10, "the waits ended long after the kill")
     }
 }

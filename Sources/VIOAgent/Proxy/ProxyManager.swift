@@ -60,7 +60,13 @@ final class ProxyManager {
         self.loop = loop
         self.logger = logger
         self.clock = clock
-        for declared in view.services { try add(declared) }
+        do {
+            for declared in view.services { try add(declared) }
+        } catch {
+            // Nothing registered may outlive a manager that failed to start.
+            for service in services { remove(service.name, reason: "the proxy could not start") }
+            throw error
+        }
     }
 
     /// Starts serving `declared`: listens where its clients connect on this host and, when its
@@ -111,7 +117,9 @@ final class ProxyManager {
         service.listenRegistration = nil; service.datagramRegistration = nil; service.probeRegistration = nil
         service.listener = nil; service.datagramListener = nil; service.probe = nil
         service.probeDeadline = .max
-        for stream in Array(sessions.values) + connecting + awaitingAcceptance + Array(localStreams.values) where stream.service === service {
+        var seen = Set<ObjectIdentifier>()
+        for stream in Array(sessions.values) + connecting + awaitingAcceptance + Array(localStreams.values)
+        where stream.service === service && seen.insert(ObjectIdentifier(stream)).inserted {
             if let remote = stream.remote { sendReset(remote, .removed, reason) }
             close(stream, reset: true)
         }
