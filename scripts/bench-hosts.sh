@@ -3,12 +3,15 @@
 # (scripts/netns-cluster.sh), VIO next to direct TCP over the same veth, in one run.
 # Usage: scripts/bench-hosts.sh BIN_DIR RAW_FILE RUNS   (appends "NAME line" records to RAW_FILE)
 #
-#   xrtt.{vio,vio_tls,vio_poll,vio_auto,tcp}.64
-#                                   64 B round trip a1 <-> b1 (vio: plaintext channels, agents
-#                                   sleeping at once (agent_poll_us: 0); vio_tls: the same over
-#                                   TLS 1.3; vio_poll: plaintext with agent_poll_us: 100;
-#                                   vio_auto: TLS with agent_poll_us: auto (a window learned
-#                                   from the traffic); tcp: a direct connection)
+#   xrtt.{vio,vio_tls,vio_poll,vio_default,tcp}.sleep.64
+#                                   64 B round trip a1 <-> b1, instances sleeping while they
+#                                   wait (vio: plaintext channels, agents sleeping at once
+#                                   (agent_poll_us: 0); vio_tls: the same over TLS 1.3;
+#                                   vio_poll: plaintext with agent_poll_us: 100; vio_default:
+#                                   nothing set (TLS, agent_poll_us: auto); tcp: a direct
+#                                   connection)
+#   xrtt.vio_default.spin.64        the same with nothing set at all: default agents and the
+#                                   instances' default wait (spin, then sleep)
 #   xbw.{vio,vio_tls,tcp}.65536     64 KiB one-way stream a1 -> b1
 #   fanout.{vio,vio_tls}.SIZE       8 instances per host, all 64 cross-host links streaming
 #                                   SIZE-byte messages at once through the two agents (K = 2
@@ -44,7 +47,7 @@ pair_keys "$bin/vioctl"
 pair_topology "$work/plaintext.yaml" plaintext 0 8
 pair_topology "$work/tls.yaml" tls 0 8
 pair_topology "$work/poll.yaml" plaintext 100 8
-pair_topology "$work/auto.yaml" tls auto 8
+pair_topology "$work/default.yaml" tls default 8
 
 bash "$root/scripts/netns-cluster.sh" up "$prefix" 2
 agent_ticks() { awk '{print $14 + $15}' "/proc/$(cat "$work/alpha.pid")/stat" "/proc/$(cat "$work/beta.pid")/stat" | paste -sd+ | bc; }
@@ -102,9 +105,11 @@ for run in $(seq 1 "$runs"); do
     if [ "$security" = plaintext ]; then fanout_vio vio_inplace 16384 --in-place; fi
     pair_stop
   done
-  # TLS, and a polling window the agents learn from the traffic (agent_poll_us: auto).
-  if pair_start "$bin/vio-agent" "$bin/vioctl" "$work/auto.yaml"; then
-    probe_pair xrtt.vio_auto.sleep.64 echo --as b1 --wait sleep --cpu 1 -- ping --as a1 --peer b1 --wait sleep --cpu 0 --count 20000
+  # Nothing set: TLS, and a polling window the agents learn from the traffic (agent_poll_us
+  # auto); the instances sleeping while they wait, then with their default wait.
+  if pair_start "$bin/vio-agent" "$bin/vioctl" "$work/default.yaml"; then
+    probe_pair xrtt.vio_default.sleep.64 echo --as b1 --wait sleep --cpu 1 -- ping --as a1 --peer b1 --wait sleep --cpu 0 --count 20000
+    probe_pair xrtt.vio_default.spin.64 echo --as b1 --cpu 1 -- ping --as a1 --peer b1 --cpu 0 --count 20000
     pair_stop
   fi
   # Agents that poll 100 µs after activity (agent_poll_us) instead of sleeping at once.

@@ -74,7 +74,7 @@ if [ "$(id -u)" != 0 ] || ! command -v ip >/dev/null; then
   exit 0
 fi
 pair_keys "$bin/vioctl"
-pair_topology "$work/pair.yaml" tls 0 1
+pair_topology "$work/pair.yaml" tls default 1
 bash "$root/scripts/netns-cluster.sh" up "$prefix" 2
 pair_start "$bin/vio-agent" "$bin/vioctl" "$work/pair.yaml"
 ip netns exec "$prefix-h2" "$bin/vio-sql-server" --as b1 --socket "$work/beta.sock" --tcp-listen "198.18.0.2:7400" \

@@ -222,6 +222,9 @@ for kind, unit in [("xrtt", "sleep.64"), ("xbw", "65536")] + [("fanout", r["name
     a, b = f"{kind}.vio_tls.{unit}", f"{kind}.vio.{unit}"
     if a in by and b in by:
         print(f"{a:32} encrypted / plaintext: {by[a]['value'] / by[b]['value']:.2f}x")
+for a, b in (("xrtt.vio_default.sleep.64", "xrtt.vio.sleep.64"), ("xrtt.vio_default.spin.64", "xrtt.vio.sleep.64")):
+    if a in by and b in by:
+        print(f"{a:32} default agents / sleeping agents ({b}): {by[a]['value'] / by[b]['value']:.2f}x")
 for a, b in (("xrtt.vio.sleep.64", "xrtt.relay_c.sleep.64"), ("xrtt.vio_poll.sleep.64", "xrtt.relay_c.poll.64"),
              ("xbw.vio.65536", "xbw.relay_c.65536")):
     if a in by and b in by:

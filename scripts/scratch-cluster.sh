@@ -27,14 +27,15 @@ pair_keys() {
   done
 }
 
-# pair_topology FILE SECURITY AGENT_POLL_US N (AGENT_POLL_US: microseconds or auto): N instances per host (a1..aN, b1..bN), every
+# pair_topology FILE SECURITY AGENT_POLL_US N (AGENT_POLL_US: microseconds, auto, or default: left out): N instances per host (a1..aN, b1..bN), every
 # a-instance linked to every b-instance, K = 2 channels; hosts carry their keys when
 # pair_keys made them.
 pair_topology() {
   local name key
   {
     echo "cluster: $(basename "$1" .yaml)"; echo "version: 1"
-    echo "defaults: { ring_size: 1MiB, port: 7300, transport: tcp, channels: 2, security: $2, agent_poll_us: $3 }"
+    # POLL "default" leaves agent_poll_us out: what a user who sets nothing runs.
+    echo "defaults: { ring_size: 1MiB, port: 7300, transport: tcp, channels: 2, security: $2$([ "$3" = default ] || echo ", agent_poll_us: $3") }"
     echo "hosts:"
     for name in alpha beta; do
       key=""

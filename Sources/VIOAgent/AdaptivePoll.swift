@@ -5,7 +5,7 @@
 ///   reply 50 µs after its request) keeps the agent awake across the gap, so neither pays a
 ///   wake-up; sparse traffic (heartbeats, a request now and then) and idleness shrink it to
 ///   nothing, so an idle host costs no CPU.
-/// - **Whether polling helps at all**, by trying: now and then one epoch polls and one sleeps,
+/// - **Whether polling helps at all**, by trying: now and then two epochs poll and two sleep,
 ///   and the agent keeps whichever saw more bursts of work (closed-loop request/response
 ///   traffic completes more requests when each is faster). Polling loses where the agent's
 ///   looking takes the cores from the instances it waits for (instances that spin, more busy
@@ -21,17 +21,30 @@ struct AdaptivePoll {
     static let sameBurst: UInt64 = 2_000
     /// One epoch of the polling trial.
     static let epoch: UInt64 = 25_000_000
-    /// Epochs per trial cycle: the last two are the trial (one polling, one sleeping), the
-    /// rest follow its outcome.
-    static let cycle = 20
-    /// Polling must complete this much more work (in 1/16ths above the sleeping epoch's) to be
-    /// kept: a tie means it only costs CPU.
-    static let margin: Int = 2
+    /// Epochs per trial cycle: the last four are the trial (polling, sleeping, sleeping,
+    /// polling: a drift in the traffic during the trial falls on both sides), the rest follow
+    /// its outcome.
+    static let cycle = 24
+    /// The trial's epochs, by their place in the cycle: whether each polls.
+    static func trialPolls(_ index: Int) -> Bool? {
+        switch index - (cycle - 4) {
+        case 0, 3: true
+        case 1, 2: false
+        default: nil
+        }
+    }
+    /// Polling must complete this much more work (in 1/16ths above the sleeping epochs') to be
+    /// kept: a tie means it only costs CPU, and a small edge is within what the other agents'
+    /// own choices move (they try too).
+    static let margin: Int = 4
 
     /// Nanoseconds to keep polling after activity, as learned from the gaps (0: sleep at once).
     private(set) var learned: UInt64 = 0
     /// Whether the last trial found that polling completes more work.
     private(set) var pollingHelps = true
+    /// Trials decided so far, and the last one's bursts (polling, sleeping): for the log.
+    private(set) var trials = 0
+    private(set) var lastTrial = (polling: 0, sleeping: 0)
     /// Moving average of recent gaps under the ceiling.
     private var estimate: UInt64 = 0
     private var last: UInt64 = 0
@@ -39,34 +52,40 @@ struct AdaptivePoll {
     private var epochEnds: UInt64 = 0
     private var epochIndex = 0
     private var bursts = 0
-    /// Bursts of the trial's polling epoch.
+    /// Bursts of the trial's polling and sleeping epochs so far.
     private var pollingBursts = 0
+    private var sleepingBursts = 0
 
     /// The window to use at `now`.
     mutating func window(at now: UInt64) -> UInt64 {
         if now >= epochEnds { endEpoch(at: now) }
-        switch epochIndex {
-        case Self.cycle - 2: return learned                       // trial: polling
-        case Self.cycle - 1: return 0                             // trial: sleeping
-        default: return pollingHelps ? learned : 0
+        switch Self.trialPolls(epochIndex) {
+        case true?: return learned
+        case false?: return 0
+        case nil: return pollingHelps ? learned : 0
         }
     }
 
     private mutating func endEpoch(at now: UInt64) {
         // An epoch that ran long (an idle agent asleep) is restarted, not judged.
         let stale = epochEnds == 0 || now - epochEnds > Self.epoch
-        if !stale {
-            if epochIndex == Self.cycle - 2 {
-                pollingBursts = bursts
-            } else if epochIndex == Self.cycle - 1 {
-                pollingHelps = pollingBursts * 16 > bursts * (16 + Self.margin)
+        if !stale, let polled = Self.trialPolls(epochIndex) {
+            if polled { pollingBursts += bursts } else { sleepingBursts += bursts }
+            if epochIndex == Self.cycle - 1 {
+                pollingHelps = pollingBursts * 16 > sleepingBursts * (16 + Self.margin)
+                trials &+= 1
+                lastTrial = (pollingBursts, sleepingBursts)
             }
+        }
+        if stale || epochIndex == Self.cycle - 1 {
+            pollingBursts = 0
+            sleepingBursts = 0
         }
         epochIndex = stale ? 0 : (epochIndex + 1) % Self.cycle
         if learned == 0 {
             // With nothing learned there is nothing to try: the trial comes first once the
-            // window opens, so new traffic is judged within two epochs.
-            epochIndex = Self.cycle - 3
+            // window opens, so new traffic is judged within four epochs.
+            epochIndex = Self.cycle - 5
         }
         epochEnds = now &+ Self.epoch
         bursts = 0

@@ -222,6 +222,7 @@ public final class Agent {
         }
         var fixedPoll = fixedPollWindow()
         var adaptive = AdaptivePoll()
+        var trialsLogged = 0
         var events = Epoll.EventBuffer(capacity: 256)
         // Read once: every `self.fabric` in the loop would retain and release it again.
         var fabric = self.fabric
@@ -246,6 +247,12 @@ public final class Agent {
             // while, yielding the core to anyone runnable, so the next frame or message does
             // not pay a wake-up.
             let pollNanoseconds = fixedPoll ?? adaptive.window(at: now)
+            if adaptive.trials != trialsLogged {
+                trialsLogged = adaptive.trials
+                logger.debug("polling trial", metadata: [
+                    "bursts_polling": "\(adaptive.lastTrial.polling)", "bursts_sleeping": "\(adaptive.lastTrial.sleeping)",
+                    "polls": "\(adaptive.pollingHelps)", "window_us": "\(adaptive.learned / 1000)"])
+            }
             let polling = pollNanoseconds > 0 && now &- lastActivity < pollNanoseconds
             if let fabric, fabric.polling != polling {
                 // Entering: links drained from now on stay unarmed. Leaving: arm them all

@@ -49,9 +49,10 @@ public struct Defaults: Sendable, Equatable {
     /// Seconds after which an encrypted channel's keys are updated, whatever the traffic.
     public var rekeyIntervalSeconds: Int = 3600
     /// How long an agent keeps polling after activity before it sleeps, in microseconds
-    /// (0, the default: it sleeps at once); -1 (`agent_poll_us: auto`): a window the agent
-    /// learns from the traffic, up to 200 µs, nothing when idle.
-    public var agentPollMicroseconds: Int = 0
+    /// (0: it sleeps at once); -1 (`agent_poll_us: auto`, the default): a window the agent
+    /// learns from the traffic, up to 200 µs, nothing when idle or where polling does not
+    /// make the traffic faster.
+    public var agentPollMicroseconds: Int = -1
     /// Where agents serve Prometheus metrics (`ADDRESS:PORT`); nil: no metrics endpoint.
     public var metricsListen: String?
     /// How long an instance may leave data unread in a link's ring before its peers are told

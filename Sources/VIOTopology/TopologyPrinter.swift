@@ -16,7 +16,7 @@ public enum TopologyPrinter {
           security: \(t.defaults.security.rawValue)
           rekey_after: \(t.defaults.rekeyAfter)
           rekey_interval_s: \(t.defaults.rekeyIntervalSeconds)
-          agent_poll_us: \(t.defaults.agentPollMicroseconds < 0 ? "auto (learned from the traffic)" : "\(t.defaults.agentPollMicroseconds)")
+          agent_poll_us: \(t.defaults.agentPollMicroseconds < 0 ? "auto" : "\(t.defaults.agentPollMicroseconds)")
           metrics_listen: \(t.defaults.metricsListen ?? "(off)")
         hosts:
 

@@ -66,7 +66,7 @@ struct AdaptivePollTests {
         Self.drive(&poll, from: &t, epochs: 3 * AdaptivePoll.cycle) { $0 ? 40_000 : 120_000 }
         #expect(poll.pollingHelps && poll.learned > 0)
         // Polling now makes the round trip slower: the next trial turns it off.
-        Self.drive(&poll, from: &t, epochs: AdaptivePoll.cycle + 2) { $0 ? 130_000 : 100_000 }
+        Self.drive(&poll, from: &t, epochs: AdaptivePoll.cycle + 4) { $0 ? 130_000 : 100_000 }
         #expect(!poll.pollingHelps && poll.learned > 0)
         // A fixed rate (the same either way): no reason to spend the CPU.
         Self.drive(&poll, from: &t, epochs: 2 * AdaptivePoll.cycle) { _ in 80_000 }
