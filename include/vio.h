@@ -104,7 +104,7 @@ const char *vio_link_peer(const vio_link *link);
 size_t vio_link_max_message(const vio_link *link);
 size_t vio_link_max_claim(const vio_link *link);
 
-/* How blocking calls wait. Default VIO_WAIT_SPIN. */
+/* How blocking calls wait. Default VIO_WAIT_SPIN: spin as long as this end's waits usually take (up to 100 us), then sleep. */
 enum { VIO_WAIT_BUSY = 0, VIO_WAIT_SPIN = 1, VIO_WAIT_SLEEP = 2 };
 int vio_link_set_wait(vio_link *link, int mode);
 

@@ -12,6 +12,12 @@
 #                                   connection)
 #   xrtt.vio_default.spin.64        the same with nothing set at all: default agents and the
 #                                   instances' default wait (spin, then sleep)
+#   xcpu.{vio_default,vio_tls,tcp}.64
+#                                   CPU per request (µs, every process involved: both agents
+#                                   and both instances, or both TCP ends) for 64 B round trips
+#                                   100 µs apart (about 7,000-10,000 requests a second)
+#   cpu.agents.xidle_links.1024     both agents' CPU (% of a core, over 10 s) with 1,024 idle
+#                                   links open between the hosts, default settings
 #   xbw.{vio,vio_tls,tcp}.65536     64 KiB one-way stream a1 -> b1
 #   fanout.{vio,vio_tls}.SIZE       8 instances per host, all 64 cross-host links streaming
 #                                   SIZE-byte messages at once through the two agents (K = 2
@@ -48,6 +54,7 @@ pair_topology "$work/plaintext.yaml" plaintext 0 8
 pair_topology "$work/tls.yaml" tls 0 8
 pair_topology "$work/poll.yaml" plaintext 100 8
 pair_topology "$work/default.yaml" tls default 8
+pair_topology "$work/idle.yaml" tls default 32
 
 bash "$root/scripts/netns-cluster.sh" up "$prefix" 2
 agent_ticks() { awk '{print $14 + $15}' "/proc/$(cat "$work/alpha.pid")/stat" "/proc/$(cat "$work/beta.pid")/stat" | paste -sd+ | bc; }
@@ -115,6 +122,40 @@ for run in $(seq 1 "$runs"); do
   # Agents that poll 100 µs after activity (agent_poll_us) instead of sleeping at once.
   if pair_start "$bin/vio-agent" "$bin/vioctl" "$work/poll.yaml"; then
     probe_pair xrtt.vio_poll.sleep.64 echo --as b1 --wait sleep --cpu 1 -- ping --as a1 --peer b1 --wait sleep --cpu 0 --count 20000
+    pair_stop
+  fi
+  # CPU per request at about 10,000 requests a second (100 µs between round trips).
+  for case in vio_default:default.yaml vio_tls:tls.yaml; do
+    tag=${case%%:*}
+    pair_start "$bin/vio-agent" "$bin/vioctl" "$work/${case#*:}" || continue
+    t0=$(agent_ticks)
+    ( TIMEFORMAT='%U %S'; time "$bin/vio-probe" echo --as b1 --socket "$work/beta.sock" >"$work/server.log" 2>&1 ) 2>"$work/echo.time" &
+    epid=$!
+    for _ in $(seq 1 500); do grep -q attached "$work/server.log" 2>/dev/null && break; sleep 0.01; done
+    ( TIMEFORMAT='%U %S'; time "$bin/vio-probe" ping --as a1 --peer b1 --count 20000 --warmup 0 --idle-us 100 --socket "$work/alpha.sock" >"$work/client.log" 2>&1 ) 2>"$work/ping.time"
+    wait "$epid" || true
+    t1=$(agent_ticks)
+    record "xcpu.$tag.64" "$(awk -v a=$((t1 - t0)) -v hz="$hz" 'NR==FNR {s += $1 + $2; next} {s += $1 + $2} END {printf "cpu_us=%.2f\n", (s + a / hz) / 20000 * 1e6}' "$work/echo.time" "$work/ping.time")"
+    pair_stop
+  done
+  ( TIMEFORMAT='%U %S'; time "$work/socket_pingpong" tcpns 64 20000 "$prefix-h2" "$prefix-h1" 198.18.0.2 100 >/dev/null ) 2>"$work/tcp.time"
+  record xcpu.tcp.64 "$(awk '{printf "cpu_us=%.2f\n", ($1 + $2) / 22000 * 1e6}' "$work/tcp.time")"
+  # 1,024 idle links between the hosts (32 instances each, every pair linked), default settings.
+  if pair_start "$bin/vio-agent" "$bin/vioctl" "$work/idle.yaml"; then
+    "$bin/vio-probe" idle-links --prefix b --instances 32 --accept-each 32 --socket "$work/beta.sock" >"$work/idle-b.log" 2>&1 &
+    ib=$!
+    "$bin/vio-probe" idle-links --prefix a --instances 32 --to-prefix b --to-count 32 --socket "$work/alpha.sock" >"$work/idle-a.log" 2>&1 &
+    ia=$!
+    for _ in $(seq 1 3000); do grep -q ready "$work/idle-a.log" 2>/dev/null && grep -q ready "$work/idle-b.log" 2>/dev/null && break; sleep 0.02; done
+    if grep -q "ready links=1024" "$work/idle-a.log" && grep -q "ready links=1024" "$work/idle-b.log"; then
+      sleep 1
+      t0=$(agent_ticks); sleep 10; t1=$(agent_ticks)
+      record cpu.agents.xidle_links.1024 "$(awk -v d=$((t1 - t0)) -v hz="$hz" 'BEGIN {printf "cpu percent=%.3f\n", d / hz / 10 * 100}')"
+    else
+      echo "bench: the 1,024 idle links did not open: $(tail -n 2 "$work/idle-a.log" "$work/idle-b.log")" >&2
+    fi
+    kill "$ia" "$ib" 2>/dev/null || true
+    wait "$ia" "$ib" 2>/dev/null || true
     pair_stop
   fi
   record xrtt.relay_c.sleep.64 "$("$work/relay_floor" rtt 64 20000 "$prefix-h1" "$prefix-h2" 198.18.0.2 sleep)"

@@ -161,6 +161,11 @@ for name, runs in cases.items():
         if not v: continue
         records.append({"name": name, "unit": "% core", "p50": None, "p99": None, "min": min(v), "max": max(v),
                         "runs": len(v), "value": statistics.median(v)})
+    elif kind == "xcpu":
+        v = [float(r["cpu_us"]) for r in runs if "cpu_us" in r]
+        if not v: continue
+        records.append({"name": name, "unit": "us/req", "p50": None, "p99": None, "min": min(v), "max": max(v),
+                        "runs": len(v), "value": statistics.median(v)})
     elif kind == "agentcpu":
         v = [float(r["cpu_s"]) for r in runs if "cpu_s" in r]
         if not v: continue
@@ -210,7 +215,7 @@ print(f"{'name':32} {'unit':7} {'median':>9} {'p99':>8} {'min':>9} {'max':>9}  v
 for r in records:
     kind = r["name"].split(".")[0]
     # The fan-out is compared with 64 TCP connections at the same message size.
-    base = {"rtt": "rtt.tcp.64", "xrtt": "xrtt.tcp.64", "xbw": "xbw.tcp.65536",
+    base = {"rtt": "rtt.tcp.64", "xrtt": "xrtt.tcp.64", "xbw": "xbw.tcp.65536", "xcpu": "xcpu.tcp.64",
             "fanout": "fanout.tcp." + r["name"].split(".")[-1],
             "proxy": r["name"].replace(".vio.", ".tcp."), "sql": r["name"].replace(".vio.", ".tcp.")}.get(kind)
     ring = {"rtt": "rtt.ring_c.64", "rate": "rate.ring_c.64", "bw": "bw.ring_c.65536"}.get(kind, "")

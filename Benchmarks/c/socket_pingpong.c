@@ -2,7 +2,7 @@
  * pinned to CPUs 0 and 1, blocking reads (what a database's per-peer socket does).
  *
  *   socket_pingpong tcp|uds SIZE COUNT [IDLE_US]
- *   socket_pingpong tcpns SIZE COUNT SERVER_NETNS CLIENT_NETNS SERVER_ADDR [stream]
+ *   socket_pingpong tcpns SIZE COUNT SERVER_NETNS CLIENT_NETNS SERVER_ADDR [stream|IDLE_US]
  *       the same over a real network path: the server end joins network namespace
  *       /run/netns/SERVER_NETNS and listens on SERVER_ADDR, the client joins CLIENT_NETNS
  *       and connects (direct TCP across a veth). With "stream" the client sends COUNT
@@ -63,6 +63,7 @@ static int across_namespaces(int argc, char **argv) {
     size_t size = (size_t)atoi(argv[2]);
     size_t count = (size_t)strtoull(argv[3], NULL, 10), warm = count / 10;
     int stream = argc == 8 && strcmp(argv[7], "stream") == 0, one = 1;
+    unsigned idle_us = argc == 8 && !stream ? (unsigned)atoi(argv[7]) : 0;
     struct sockaddr_in addr = { .sin_family = AF_INET, .sin_port = htons(7399) };
     inet_pton(AF_INET, argv[6], &addr.sin_addr);
     char *buf = calloc(1, size);
@@ -103,7 +104,7 @@ static int across_namespaces(int argc, char **argv) {
         waitpid(child, NULL, 0);
         return 0;
     }
-    return ping_pong(a, buf, size, count, warm, 0, child);
+    return ping_pong(a, buf, size, count, warm, idle_us, child);
 }
 
 int main(int argc, char **argv) {

@@ -152,7 +152,29 @@ public struct AgentChannel: ~Copyable, Sendable {
         }
     }
 
+    /// The next message, put together from FRAGMENTs when the agent sent it in pieces.
     private static func receive(on socket: borrowing UnixSocket, wait: Bool) throws(VIOError) -> Reply? {
+        guard let first = try receivePacket(on: socket, wait: wait) else { return nil }
+        guard case .fragment(var last, let bytes) = first.message else { return first }
+        var packet = bytes
+        while !last {
+            // The rest follows at once: wait for it.
+            guard let next = try receivePacket(on: socket, wait: true), case .fragment(let isLast, let more) = next.message else {
+                throw .protocolViolation("a message in pieces was cut short by another message")
+            }
+            guard packet.count + more.count <= ControlMessage.maximumReassembled else {
+                throw .protocolViolation("the agent sent a message of more than \(ControlMessage.maximumReassembled) bytes in pieces")
+            }
+            packet += more
+            last = isLast
+        }
+        let message: ControlMessage
+        do { message = try ControlMessage.decode(packet) } catch { throw .protocolViolation(error.description) }
+        if case .fragment = message { throw .protocolViolation("a message in pieces held another message in pieces") }
+        return Reply(message: message, descriptors: [])
+    }
+
+    private static func receivePacket(on socket: borrowing UnixSocket, wait: Bool) throws(VIOError) -> Reply? {
         let next: UnixSocket.Received?
         do {
             next = try socket.receive(dontWait: !wait)

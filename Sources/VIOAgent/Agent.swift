@@ -859,14 +859,7 @@ extension Agent: FabricDelegate {
         guard let c = connections[connection] else { return }
         switch result {
         case .success(let status):
-            // Encoded once: measured, then sent as it is.
-            let bytes = ControlMessage.status(status).encoded()
-            guard bytes.count <= UnixSocket.maximumMessage else {
-                try? c.send(.error(ControlError(.internalError,
-                    "the status of host '\(status.host)' is \(bytes.count) bytes, more than one control message carries (\(UnixSocket.maximumMessage))")))
-                return
-            }
-            try? c.socket.send(bytes)
+            try? c.send(.status(status))
         case .failure(let error): try? c.send(.error(error))
         }
     }

@@ -34,6 +34,32 @@ final class ControlConnection {
     }
 
     func send(_ message: ControlMessage, descriptors: [Int32] = []) throws(SystemError) {
-        try socket.send(message.encoded(), descriptors: descriptors)
+        try send(packet: message.encoded(), descriptors: descriptors)
+    }
+
+    /// How long a large reply may wait for the client to read its pieces before the
+    /// connection is given up (the agent's loop waits meanwhile).
+    static let fragmentDeadlineMilliseconds: UInt64 = 2_000
+
+    /// Sends an encoded message; one larger than a packet goes as FRAGMENTs, waiting (up to
+    /// ``fragmentDeadlineMilliseconds``) while the socket's buffer is full.
+    func send(packet: [UInt8], descriptors: [Int32] = []) throws(SystemError) {
+        guard packet.count > UnixSocket.maximumMessage, descriptors.isEmpty else {
+            try socket.send(packet, descriptors: descriptors)
+            return
+        }
+        let deadline = MonotonicClock.nanoseconds() + Self.fragmentDeadlineMilliseconds * 1_000_000
+        for piece in ControlMessage.fragments(of: packet, limit: UnixSocket.maximumMessage) {
+            while true {
+                do {
+                    try socket.send(piece)
+                    break
+                } catch where error.errno == .wouldBlock {
+                    let now = MonotonicClock.nanoseconds()
+                    guard now < deadline else { throw error }
+                    _ = try Poll.writable(socket.fd.rawValue, timeoutMilliseconds: Int32((deadline - now) / 1_000_000) + 1)
+                }
+            }
+        }
     }
 }

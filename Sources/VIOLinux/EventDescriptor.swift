@@ -40,6 +40,12 @@ public enum Poll {
         return try retryingSyscall("poll") { poll(&p, 1, timeoutMilliseconds) } > 0
     }
 
+    /// Waits until `fd` is writable or `timeoutMilliseconds` pass; returns whether it is.
+    public static func writable(_ fd: Int32, timeoutMilliseconds: Int32) throws(SystemError) -> Bool {
+        var p = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+        return try retryingSyscall("poll") { poll(&p, 1, timeoutMilliseconds) } > 0
+    }
+
     /// POLLRDHUP: the far end of a stream socket shut its writing (or the connection
     /// ended). A GNU extension Glibc's Swift module does not export.
     public static let readHangUp: Int16 = 0x2000

@@ -53,6 +53,8 @@ public final class LinkEndpoint: @unchecked Sendable {
         var abortPending = false
         /// How blocking calls wait.
         var waitPolicy = WaitPolicy.default
+        /// What the adaptive policy learned of this end's waits.
+        var learning = WaitLearning()
         /// The watched process (the local agent) exited: the link is gone.
         var watchedExited = false
         /// This end found the ring it reads corrupt and set the state (so a corrupt state
@@ -451,16 +453,32 @@ public final class LinkEndpoint: @unchecked Sendable {
     private func wait(armed: UnsafeAtomic<UInt32>, doorbell: Int32, deadline pending: inout PendingDeadline,
                       ready: () -> Bool) throws(LinkError) {
         var spinBudget: UInt64 = 0
+        // Adaptive: the ceiling, and when the wait started (0: not read yet; the wait is
+        // then at most a few µs old).
+        var ceiling: UInt64 = 0
+        var started: UInt64 = 0
         switch waitPolicy {
         case .busyPoll: spinBudget = .max
         case .spinThenSleep(let ns): spinBudget = ns
         case .sleep: break
+        case .adaptive(let maximum):
+            ceiling = max(1, maximum)
+            spinBudget = calls.pointee.learning.spin(ceiling: ceiling)
+        }
+        /// Records how long this wait took (adaptive only).
+        func learn() {
+            guard ceiling > 0 else { return }
+            let took = started == 0 ? WaitLearning.shortWait : MonotonicClock.nanoseconds() &- started &+ WaitLearning.shortWait
+            calls.pointee.learning.record(took, ceiling: ceiling)
         }
         if spinBudget > 0 {
             var spinUntil: UInt64 = 0
             var spins = 0
             while true {
-                if ready() { return }
+                if ready() {
+                    learn()
+                    return
+                }
                 spins &+= 1
                 if spins & 255 == 0 {
                     if region.state.kind != .open { return }
@@ -468,7 +486,10 @@ public final class LinkEndpoint: @unchecked Sendable {
                     // before it reports the agent gone (``stateError``).
                     if spins & 0xFFFF == 0, watchedProcessExited() { return }
                     let now = MonotonicClock.nanoseconds()
-                    if spinUntil == 0 { spinUntil = spinBudget == .max ? .max : now &+ spinBudget }
+                    if spinUntil == 0 {
+                        spinUntil = spinBudget == .max ? .max : now &+ spinBudget
+                        started = now
+                    }
                     if now >= pending.resolved().nanoseconds { throw .timedOut }
                     if now >= spinUntil { break }
                 }
@@ -476,6 +497,7 @@ public final class LinkEndpoint: @unchecked Sendable {
             }
         }
         let deadline = pending.resolved()
+        if ceiling > 0 && started == 0 { started = MonotonicClock.nanoseconds() }
         while true {
             // Off the hot path (about to sleep): a full fence makes the re-check below see
             // any tail the producer published before it could have seen our flag.
@@ -511,6 +533,7 @@ public final class LinkEndpoint: @unchecked Sendable {
             if woke {
                 EventDescriptor.drain(doorbell)
                 consumer.noteWakeup()
+                learn()
                 return
             }
         }

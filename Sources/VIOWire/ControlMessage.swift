@@ -25,6 +25,9 @@ public enum ControlMessage: Sendable, Equatable {
     case reloadRequest
     /// What a reload applied, one line per kind of change (empty: nothing changed).
     case reloaded([String])
+    /// A piece of a message too large for one packet (a status with thousands of links): the
+    /// pieces' bytes, in order, are the whole message's packet; `last` marks the final one.
+    case fragment(last: Bool, bytes: [UInt8])
     /// A refusal or failure, with a reason the client can print.
     case error(ControlError)
     /// Become an instance (after HELLO with role `instance`).
@@ -47,7 +50,7 @@ public enum ControlMessage: Sendable, Equatable {
 
     /// Message type codes (stable: documented in docs/control-protocol.md).
     public enum Kind: UInt16, Sendable {
-        case hello = 1, welcome = 2, statusRequest = 3, status = 4, healthRequest = 5, reloadRequest = 6, reloaded = 7
+        case hello = 1, welcome = 2, statusRequest = 3, status = 4, healthRequest = 5, reloadRequest = 6, reloaded = 7, fragment = 8
         case error = 15
         case attach = 16, attached = 17, openLink = 18, linkReady = 19, closeLink = 20
     }
@@ -61,6 +64,7 @@ public enum ControlMessage: Sendable, Equatable {
         case .healthRequest: .healthRequest
         case .reloadRequest: .reloadRequest
         case .reloaded: .reloaded
+        case .fragment: .fragment
         case .error: .error
         case .attach: .attach
         case .attached: .attached
@@ -80,6 +84,7 @@ public enum ControlMessage: Sendable, Equatable {
         case .healthRequest: "HEALTH_REQUEST"
         case .reloadRequest: "RELOAD_REQUEST"
         case .reloaded: "RELOADED"
+        case .fragment: "FRAGMENT"
         case .error: "ERROR"
         case .attach: "ATTACH"
         case .attached: "ATTACHED"
@@ -102,6 +107,10 @@ public enum ControlMessage: Sendable, Equatable {
         case .status(let m): m.encode(to: &w)
         case .healthRequest(let host): w.write(host)
         case .reloadRequest: break
+        case .fragment(let last, let bytes):
+            w.write(last)
+            w.write(UInt32(bytes.count))
+            w.write(raw: bytes)
         case .reloaded(let lines):
             w.write(UInt32(lines.count))
             for line in lines { w.write(line) }
@@ -114,6 +123,21 @@ public enum ControlMessage: Sendable, Equatable {
         }
         return w.bytes
     }
+
+    /// `packet` (an encoded message) as FRAGMENT packets of at most `limit` bytes each.
+    public static func fragments(of packet: [UInt8], limit: Int) -> [[UInt8]] {
+        let piece = max(1, limit - headerSize - 5)
+        return stride(from: 0, to: packet.count, by: piece).map { start in
+            let end = min(packet.count, start + piece)
+            return ControlMessage.fragment(last: end == packet.count, bytes: Array(packet[start..<end])).encoded()
+        }
+    }
+
+    /// The largest control packet (the agent's socket takes messages of up to 64 KiB).
+    enum UnixPacketLimit { static let bytes = 64 * 1024 }
+
+    /// The most a client puts together from FRAGMENTs: a status of about 100,000 links.
+    public static let maximumReassembled = 64 << 20
 
     /// Decodes one packet; throws a ``DecodeError`` naming what is wrong for anything malformed.
     public static func decode(_ bytes: [UInt8]) throws(DecodeError) -> ControlMessage {
@@ -133,6 +157,9 @@ public enum ControlMessage: Sendable, Equatable {
         case .status: message = .status(try AgentStatus(from: &r))
         case .healthRequest: message = .healthRequest(host: try r.readString())
         case .reloadRequest: message = .reloadRequest
+        case .fragment:
+            let last = try r.readBool()
+            message = .fragment(last: last, bytes: try r.readBytes(try r.readCount(max: UnixPacketLimit.bytes)))
         case .reloaded:
             let count = try r.readCount(max: 1 << 12, minimumElementSize: 2)
             var lines: [String] = []

@@ -34,7 +34,7 @@ struct Endpoint: ParsableArguments {
     @Option(help: "How long to wait for the peer, in milliseconds.")
     var openTimeoutMs: Int = 10_000
 
-    @Option(help: "Wait policy: busy (spin), spin (spin then sleep: the default), sleep.")
+    @Option(help: "Wait policy: busy (spin), spin (spin as long as waits usually take, then sleep: the default), spin50 (a fixed 50 µs spin, then sleep), sleep.")
     var wait: String = "spin"
 
     @Option(help: "Pin this process to a CPU (for measurements).")
@@ -69,8 +69,9 @@ struct Endpoint: ParsableArguments {
         switch wait {
         case "busy": return .busyPoll
         case "spin": return .default
+        case "spin50": return .spinThenSleep(spinNanoseconds: 50_000)
         case "sleep": return .sleep
-        default: throw ValidationError("--wait must be busy, spin or sleep")
+        default: throw ValidationError("--wait must be busy, spin (the default: adaptive), spin50 (a fixed 50 µs spin) or sleep")
         }
     }
 }

@@ -121,7 +121,7 @@ struct RingTests {
         }
     }
 
-    @Test(arguments: [WaitPolicy.busyPoll, .default, .sleep])
+    @Test(arguments: [WaitPolicy.busyPoll, .default, .spinThenSleep(spinNanoseconds: 50_000), .sleep])
     func pingPongUnderEveryPolicy(policy: WaitPolicy) throws {
         let link = try LinkPair()
         link.a.waitPolicy = policy
@@ -224,6 +224,30 @@ extension WaitPolicy: CustomTestStringConvertible {
         case .busyPoll: "busy-poll"
         case .spinThenSleep: "spin-then-sleep"
         case .sleep: "sleep"
+        case .adaptive: "adaptive"
         }
+    }
+}
+
+/// The adaptive wait's learning: waits that end while spinning keep it spinning (at least
+/// 20 µs, twice the usual wait); waits longer than the ceiling make it sleep at once, until
+/// quick ones come back.
+struct WaitLearningTests {
+    @Test func spinFitsTheWaitsSeen() {
+        let ceiling: UInt64 = 100_000
+        var learning = WaitLearning()
+        #expect(learning.spin(ceiling: ceiling) == 50_000, "nothing learned yet: half the ceiling")
+        for _ in 0..<10 { learning.record(WaitLearning.shortWait, ceiling: ceiling) }
+        #expect(learning.spin(ceiling: ceiling) == WaitLearning.minimumSpin)
+        for _ in 0..<10 { learning.record(40_000, ceiling: ceiling) }
+        #expect(learning.spin(ceiling: ceiling) >= 75_000 && learning.spin(ceiling: ceiling) <= ceiling)
+        // Replies slower than the ceiling (a far host, a slow query): spinning cannot catch them.
+        for _ in 0..<10 { learning.record(150_000, ceiling: ceiling) }
+        #expect(learning.spin(ceiling: ceiling) == 0)
+        // One long idle pause counts as twice the ceiling: a few quick waits win the spin back.
+        learning.record(30_000_000_000, ceiling: ceiling)
+        #expect(learning.typical <= 2 * ceiling)
+        for _ in 0..<8 { learning.record(10_000, ceiling: ceiling) }
+        #expect(learning.spin(ceiling: ceiling) > 0)
     }
 }

@@ -4,6 +4,17 @@ import Testing
 struct VioctlTests {
     let topologies = Tools.repositoryRoot + "/topologies"
 
+    /// A status too large for one control packet (1,128 links) arrives whole, in pieces.
+    @Test func statusOfAThousandLinks() throws {
+        let names = (1...48).map { "i\($0)" }
+        let f = try FabricFixture(instances: names.map { "  - { name: \($0), host: local }" }.joined(separator: "\n"),
+                                  links: "  - group: [\(names.joined(separator: ", "))]")
+        let text = try Tools.run("vioctl", ["status", "--socket", f.socket])
+        #expect(text.status == 0 && text.stdout.contains("links:     1128") && text.stdout.contains("i47 <-> i48"), "\(text.stderr)")
+        let json = try Tools.run("vioctl", ["status", "--json", "--socket", f.socket])
+        #expect(json.status == 0 && json.stdout.components(separatedBy: "\"local_end\"").count == 1129, "\(json.stderr)")
+    }
+
     @Test func checkAcceptsTheSamples() throws {
         let r = try Tools.run("vioctl", ["topology", "check"] + ["single-host", "two-hosts", "four-hosts"].map { "\(topologies)/\($0).yaml" })
         #expect(r.status == 0)

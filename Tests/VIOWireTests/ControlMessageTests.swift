@@ -16,6 +16,9 @@ struct ControlMessageTests {
         .linkReady(LinkReady(requestID: 7, linkID: 42, peer: "db2", end: 1, alreadyDelivered: false)),
         .closeLink(CloseLink(linkID: 42)),
         .status(linkStatus()),
+        .reloadRequest,
+        .reloaded(["links added (1): db1 <-> db9", "pending restart: heartbeat_interval_ms changed (100 -> 150)"]),
+        .fragment(last: false, bytes: [1, 2, 3]),
     ]
 
     static func linkStatus() -> AgentStatus {
@@ -32,6 +35,22 @@ struct ControlMessageTests {
     @Test(arguments: samples)
     func roundTrips(message: ControlMessage) throws {
         #expect(try ControlMessage.decode(message.encoded()) == message)
+    }
+
+    /// A message larger than a packet goes in FRAGMENTs whose bytes, joined, are its packet.
+    @Test func largeMessagesSplitIntoFragments() throws {
+        var status = Self.linkStatus()
+        status.links = Array(repeating: status.links[0], count: 2000)
+        let packet = ControlMessage.status(status).encoded()
+        let pieces = ControlMessage.fragments(of: packet, limit: 65536)
+        #expect(pieces.count > 1 && pieces.allSatisfy { $0.count <= 65536 })
+        var joined: [UInt8] = []
+        for (i, piece) in pieces.enumerated() {
+            guard case .fragment(let last, let bytes) = try ControlMessage.decode(piece) else { Issue.record("not a fragment"); return }
+            #expect(last == (i == pieces.count - 1))
+            joined += bytes
+        }
+        #expect(try ControlMessage.decode(joined) == .status(status))
     }
 
     @Test func headerIsMagicVersionType() {
