@@ -279,11 +279,13 @@ public final class Agent {
                 continue
             }
             let turnStart = now
-            if !events.isEmpty { noteActivity() }
+            let carriedBefore = fabric?.carried ?? 0
             for index in 0..<events.count {
                 loop.dispatch(events[index])
                 if stopping { return }
             }
+            // Only traffic counts (doorbells, DATA frames): heartbeats leave the agent asleep.
+            if let fabric, fabric.carried != carriedBefore { noteActivity() }
             if partsChanged {
                 // A reload started the fabric or the proxy.
                 partsChanged = false

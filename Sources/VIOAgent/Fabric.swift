@@ -100,6 +100,9 @@ final class Fabric {
     var dirty = WorkList<ChannelSlot>(.dirty)
     /// Links that received data this turn (credit to grant).
     var received = WorkList<RemoteLink>(.received)
+    /// Links the next tick looks at (deliveries no grant acknowledged, a backlog waiting for
+    /// ring space): a tick costs nothing per idle link.
+    var tickLinks = WorkList<RemoteLink>(.tick)
     private var nextTick: UInt64 = 0
     /// The agent loop's clock reading for the current turn (monotonic nanoseconds): what
     /// channel activity is stamped with, so the data path reads the clock once per turn.
@@ -139,8 +142,13 @@ final class Fabric {
 
     // MARK: Events
 
+    /// Doorbells and DATA frames handled so far: what the agent's polling counts as activity
+    /// (heartbeats and other control traffic do not keep an agent polling).
+    var carried: UInt64 = 0
+
     /// A link's data doorbell rang: the instance wrote.
     func dataRang(_ link: RemoteLink) {
+        carried &+= 1
         EventDescriptor.drain(link.data1.rawValue)
         // Framed at the turn's end, with every other link whose doorbell rang in this batch.
         readyLinks.insert(link)
@@ -180,7 +188,12 @@ final class Fabric {
         }
         if !received.isEmpty {
             let credited = received.take()
-            for link in credited where link.isRegistered { grantCredit(link) }
+            for link in credited where link.isRegistered {
+            grantCredit(link)
+            // A backlog left behind, or deliveries the grant did not acknowledge, are looked
+            // at again by the tick.
+            if !link.backlog.isEmpty || link.deliveredMessages != link.acknowledgedDelivered { tickLinks.insert(link) }
+        }
             received.recycle(credited)
         }
         flushAll()
@@ -347,6 +360,7 @@ final class Fabric {
         guard let peer = slot.peer else { return }
         switch header.type {
         case .data:
+            carried &+= 1
             guard let link = sessions.links[peer.number, header.session] else {
                 if ProxySessionID.isProxy(header.session), let proxy { return try proxy.frame(header, payload, from: peer, on: slot) }
                 return try sessions.unknownSession(header, from: peer)
@@ -359,8 +373,9 @@ final class Fabric {
                 sessions.corruptFromFar(link, malformed)
                 return
             }
-            // Most frames of a round trip leave nothing to grant: no turn-end pass for them.
-            if link.wantsGrant { received.insert(link) }
+            // Most frames of a round trip leave nothing to grant: no turn-end pass for them,
+            // and the next tick acknowledges what they delivered.
+            if link.wantsGrant { received.insert(link) } else { tickLinks.insert(link) }
         case .acknowledgement:
             guard let link = sessions.links[peer.number, header.session] else {
                 if ProxySessionID.isProxy(header.session), let proxy { return try proxy.frame(header, payload, from: peer, on: slot) }
@@ -485,15 +500,20 @@ final class Fabric {
     private func tick(_ now: UInt64) {
         channels.tick(now)
         sessions.expireWaits(now)
-        for link in sessions.links.values where link.isOpen {
-            if link.deliveredMessages != link.acknowledgedDelivered {
-                // Acknowledge deliveries that no credit grant carried.
-                grantCredit(link, force: true)
-            } else if !link.backlog.isEmpty, link.flushBacklog() {
-                // A backlog that fits now: a space wake-up missed for any reason costs one
-                // tick, not the link (the grant that follows lets the far sender go on).
-                grantCredit(link)
+        if !tickLinks.isEmpty {
+            let due = tickLinks.take()
+            for link in due where link.isRegistered && link.isOpen {
+                if link.deliveredMessages != link.acknowledgedDelivered {
+                    // Acknowledge deliveries that no credit grant carried.
+                    grantCredit(link, force: true)
+                } else if !link.backlog.isEmpty, link.flushBacklog() {
+                    // A backlog that fits now: a space wake-up missed for any reason costs one
+                    // tick, not the link (the grant that follows lets the far sender go on).
+                    grantCredit(link)
+                }
+                if !link.backlog.isEmpty { tickLinks.insert(link) }
             }
+            tickLinks.recycle(due)
         }
         for (id, request) in healthRequests where request.deadline <= now {
             healthRequests[id] = nil
@@ -633,5 +653,6 @@ final class Fabric {
         readyLinks.remove(link)
         polledLinks.remove(link)
         received.remove(link)
+        tickLinks.remove(link)
     }
 }

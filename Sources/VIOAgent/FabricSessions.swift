@@ -21,6 +21,8 @@ final class SessionManager {
     /// SESSION starts waiting for a local instance to attach.
     var waitingForInstance: [WaitingStart] = []
     private var nextLinkID = LinkID.first(.remote)
+    /// Links this end opened that the far end has not accepted yet (their deadlines).
+    private var opening: [RemoteLink] = []
     /// Sessions of links a reload removed: frames the far agent sent before it heard are
     /// dropped quietly, not refused as undeclared.
     var removed: Set<RemovedSession> = []
@@ -137,6 +139,7 @@ final class SessionManager {
                                   channel: FabricPeer.channelIndex(session: declared.session, channels: peer.channelCount),
                                   numaNode: node, openRequest: openRequest)
         nextLinkID = nextLinkID.next
+        if openRequest != nil { opening.append(link) }
         // Frames no larger than the channel carries, both ways (8 bytes for a length prefix).
         if let slot = peer.slots[link.channel] {
             link.channelFrameLimit = min(FrameHeader.maximumPayload, slot.frameLimit)
@@ -465,7 +468,8 @@ final class SessionManager {
             }
         }
         waitingForInstance.removeAll { $0.deadline <= now }
-        for link in Array(links.values) {
+        opening.removeAll { $0.openRequest == nil || !$0.isRegistered }
+        for link in opening {
             guard let (requestID, deadline) = link.openRequest, deadline <= now else { continue }
             delegate?.fabricRefuse(requestID: requestID, of: link.instance, ControlError(.peerNotAttached,
                 "instance '\(link.peer)' on host '\(link.peerHost)' did not accept the link before the timeout; is it running?"))

@@ -11,6 +11,8 @@ struct WorkLists: OptionSet {
     static let dirty = WorkLists(rawValue: 1 << 3)
     /// A channel with bytes left to read after its budget.
     static let unread = WorkLists(rawValue: 1 << 4)
+    /// Links the next tick looks at: deliveries no grant acknowledged yet, or a backlog.
+    static let tick = WorkLists(rawValue: 1 << 5)
 }
 
 /// An object that can be on the fabric's work lists.
