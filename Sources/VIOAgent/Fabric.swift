@@ -319,7 +319,9 @@ final class Fabric {
             payload = UnsafeRawBufferPointer(rebasing: payload[..<limit])
         }
         slot.channel.enqueue(header, payload: payload)
-        slot.lastSent = now
+        // An answer to the far agent's heartbeat does not stand in for this agent's own: each
+        // side then measures its round trips (metrics), whichever sends first.
+        if header.type != .heartbeatResponse { slot.lastSent = now }
         dirty.insert(slot)
     }
 
