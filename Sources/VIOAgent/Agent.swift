@@ -721,18 +721,16 @@ public final class Agent {
     /// A reader found stalled (or moving again) wakes its local writer, or is announced to the
     /// far agent, whose writer it is.
     private func checkForHangs(_ watch: HangWatch, now: UInt64) {
-        var readers: [(region: LinkRegion, rings: [Int])] = []
-        var remote: [ObjectIdentifier: RemoteLink] = [:]
-        var local: [ObjectIdentifier: LocalLink] = [:]
-        for link in links.byPair.values where link.isOpen {
-            readers.append((link.region, [0, 1]))
-            local[ObjectIdentifier(link.region)] = link
-        }
-        for link in fabric?.openLinks ?? [] {
-            readers.append((link.region, [0]))
-            remote[ObjectIdentifier(link.region)] = link
-        }
-        for change in watch.check(readers, now: now) {
+        var readers: [(region: LinkRegion, rings: ClosedRange<Int>)] = []
+        for link in links.byPair.values where link.isOpen { readers.append((link.region, 0...1)) }
+        let remoteLinks = fabric?.openLinks ?? []
+        for link in remoteLinks { readers.append((link.region, 0...0)) }
+        let changes = watch.check(readers, now: now)
+        guard !changes.isEmpty else { return }
+        // Rare: look the links up only now.
+        let local = Dictionary(links.byPair.values.map { (ObjectIdentifier($0.region), $0) }, uniquingKeysWith: { a, _ in a })
+        let remote = Dictionary(remoteLinks.map { (ObjectIdentifier($0.region), $0) }, uniquingKeysWith: { a, _ in a })
+        for change in changes {
             let reader = change.region.name(ofEnd: change.ring)
             if change.stalled {
                 logger.warning("instance not responding", metadata: ["instance": "\(reader)", "link": "\(change.region.name(ofEnd: 0)) <-> \(change.region.name(ofEnd: 1))",

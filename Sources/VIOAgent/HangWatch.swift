@@ -44,18 +44,29 @@ final class HangWatch {
     var interval: UInt64 { max(100_000_000, limitNanoseconds / 2) }
 
     /// Looks at `readers` (each region with the rings an instance of this host reads) at
-    /// `now`; returns the rings whose state changed. Regions no longer given are forgotten.
-    func check(_ readers: [(region: LinkRegion, rings: [Int])], now: UInt64) -> [Change] {
+    /// `now`; returns the rings whose state changed. Only rings with data waiting are kept
+    /// track of, so an idle agent's check is a read of two indexes per ring; regions no
+    /// longer given are forgotten.
+    func check(_ readers: [(region: LinkRegion, rings: ClosedRange<Int>)], now: UInt64) -> [Change] {
         nextCheck = now + interval
         var changes: [Change] = []
         var seen = Set<Key>()
         for (region, indices) in readers {
             for ring in indices {
-                let key = Key(region: ObjectIdentifier(region), ring: ring)
-                seen.insert(key)
                 let (head, tail) = region.positions(ofRing: ring)
+                if head == tail && rings.isEmpty { continue }
+                let key = Key(region: ObjectIdentifier(region), ring: ring)
+                if head == tail {
+                    // Nothing waiting: responding; no longer tracked.
+                    if let w = rings.removeValue(forKey: key), w.flagged {
+                        region.setReaderStalled(ring: ring, false)
+                        changes.append(Change(region: region, ring: ring, stalled: false))
+                    }
+                    continue
+                }
+                seen.insert(key)
                 var w = rings[key] ?? Watched(head: head, since: now, flagged: false)
-                if head != w.head || head == tail {
+                if head != w.head {
                     // Read something, or nothing is waiting: responding.
                     w.head = head
                     w.since = now
@@ -72,7 +83,7 @@ final class HangWatch {
                 rings[key] = w
             }
         }
-        rings = rings.filter { seen.contains($0.key) }
+        if rings.count != seen.count { rings = rings.filter { seen.contains($0.key) } }
         return changes
     }
 }
