@@ -447,6 +447,10 @@ public final class Agent {
                 }
                 let connection = ControlConnection(token: registration.token, socket: socket, credentials: credentials)
                 connection.registration = registration
+                // A reply the client has not read yet waits; the loop sends it as room appears.
+                connection.onBacklog = { [unowned self, unowned connection] in
+                    if let registration = connection.registration { try? self.loop.watchWritable(registration, true) }
+                }
                 connections[registration.token] = connection
                 logger.debug("control connection", metadata: ["pid": "\(credentials.pid)", "uid": "\(credentials.uid)"])
             } catch {
@@ -457,6 +461,14 @@ public final class Agent {
 
     private func serve(token: UInt64, event: Epoll.Event) {
         guard let connection = connections[token] else { return }
+        if event.writable, connection.isBackedUp {
+            do {
+                if try connection.flush(), let registration = connection.registration { try? loop.watchWritable(registration, false) }
+            } catch {
+                drop(connection, reason: "control socket error: \(error)")
+                return
+            }
+        }
         while true {
             let received: UnixSocket.Received?
             do {

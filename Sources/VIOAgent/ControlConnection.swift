@@ -1,6 +1,10 @@
 import VIOLinux
 import VIOWire
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// One client connected to the control socket, from hello to hang-up.
 final class ControlConnection {
     /// Where the session stands.
@@ -37,29 +41,62 @@ final class ControlConnection {
         try send(packet: message.encoded(), descriptors: descriptors)
     }
 
-    /// How long a large reply may wait for the client to read its pieces before the
-    /// connection is given up (the agent's loop waits meanwhile).
-    static let fragmentDeadlineMilliseconds: UInt64 = 2_000
+    /// Packets the socket had no room for yet, in order, each with its own copies of the
+    /// descriptors it carries: sent as the client reads (``flush()``), so a client that does
+    /// not read never holds up the agent.
+    private var backlog: [(bytes: [UInt8], descriptors: HeldDescriptors)] = []
+    private var backlogBytes = 0
+    /// Called when packets start waiting: the agent then watches the socket for room.
+    var onBacklog: (() -> Void)?
+    /// The most a client may leave unread before it is dropped: a status of ~100,000 links.
+    static let maximumBacklog = ControlMessage.maximumReassembled
 
-    /// Sends an encoded message; one larger than a packet goes as FRAGMENTs, waiting (up to
-    /// ``fragmentDeadlineMilliseconds``) while the socket's buffer is full.
+    /// Whether packets wait for room.
+    var isBackedUp: Bool { !backlog.isEmpty }
+
+    /// Sends an encoded message; one larger than a packet goes as FRAGMENTs. What the socket
+    /// has no room for waits in order (``flush()``); throws when the client left more unread
+    /// than ``maximumBacklog``, or the socket failed.
     func send(packet: [UInt8], descriptors: [Int32] = []) throws(SystemError) {
-        guard packet.count > UnixSocket.maximumMessage, descriptors.isEmpty else {
-            try socket.send(packet, descriptors: descriptors)
-            return
-        }
-        let deadline = MonotonicClock.nanoseconds() + Self.fragmentDeadlineMilliseconds * 1_000_000
-        for piece in ControlMessage.fragments(of: packet, limit: UnixSocket.maximumMessage) {
-            while true {
+        let pieces = packet.count > UnixSocket.maximumMessage && descriptors.isEmpty
+            ? ControlMessage.fragments(of: packet, limit: UnixSocket.maximumMessage) : [packet]
+        for (i, piece) in pieces.enumerated() {
+            let fds = i == pieces.count - 1 ? descriptors : []
+            if backlog.isEmpty {
                 do {
-                    try socket.send(piece)
-                    break
+                    try socket.send(piece, descriptors: fds)
+                    continue
                 } catch where error.errno == .wouldBlock {
-                    let now = MonotonicClock.nanoseconds()
-                    guard now < deadline else { throw error }
-                    _ = try Poll.writable(socket.fd.rawValue, timeoutMilliseconds: Int32((deadline - now) / 1_000_000) + 1)
+                    onBacklog?()
                 }
             }
+            guard backlogBytes + piece.count <= Self.maximumBacklog else {
+                throw SystemError("sendmsg", .noBufferSpace, detail: "the client left more than \(Self.maximumBacklog) bytes unread")
+            }
+            let copies = HeldDescriptors()
+            for fd in fds { copies.fds.append(try retryingSyscall("dup") { dup(fd) }) }
+            backlog.append((piece, copies))
+            backlogBytes += piece.count
         }
     }
+
+    /// Sends what waits, as far as the socket takes it; true when nothing waits any more.
+    func flush() throws(SystemError) -> Bool {
+        while let first = backlog.first {
+            do {
+                try socket.send(first.bytes, descriptors: first.descriptors.fds)
+            } catch where error.errno == .wouldBlock {
+                return false
+            }
+            backlogBytes -= first.bytes.count
+            backlog.removeFirst()
+        }
+        return true
+    }
+}
+
+/// Copies of descriptors a waiting packet carries, closed once it is sent or dropped.
+final class HeldDescriptors {
+    var fds: [Int32] = []
+    deinit { for fd in fds { close(fd) } }
 }

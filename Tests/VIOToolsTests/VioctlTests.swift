@@ -1,5 +1,7 @@
 import Foundation
 import Testing
+import VIOWire
+import VIOLinux
 
 struct VioctlTests {
     let topologies = Tools.repositoryRoot + "/topologies"
@@ -13,6 +15,34 @@ struct VioctlTests {
         #expect(text.status == 0 && text.stdout.contains("links:     1128") && text.stdout.contains("i47 <-> i48"), "\(text.stderr)")
         let json = try Tools.run("vioctl", ["status", "--json", "--socket", f.socket])
         #expect(json.status == 0 && json.stdout.components(separatedBy: "\"local_end\"").count == 1129, "\(json.stderr)")
+
+        // A client that asks for large replies and does not read them holds up nobody: its
+        // replies wait in the agent while another client is served at once; then they arrive
+        // whole, in order.
+        let slow = try UnixSocket.connect(path: f.socket)
+        try slow.send(ControlMessage.hello(Hello(role: .observer, software: "test")).encoded())
+        guard case .welcome = try ControlMessage.decode(try #require(try slow.receive(dontWait: false)).bytes) else {
+            Issue.record("no WELCOME"); return
+        }
+        for _ in 0..<4 { try slow.send(ControlMessage.statusRequest.encoded()) }
+        let started = Date()
+        let other = try Tools.run("vioctl", ["status", "--socket", f.socket])
+        #expect(other.status == 0 && Date().timeIntervalSince(started) < 5, "\(other.stderr)")
+        var replies = 0
+        var packet: [UInt8] = []
+        while replies < 4, let received = try slow.receive(dontWait: false), !received.closed {
+            guard case .fragment(let last, let bytes) = try ControlMessage.decode(received.bytes) else {
+                Issue.record("a large reply came whole"); return
+            }
+            packet += bytes
+            if last {
+                guard case .status(let s) = try ControlMessage.decode(packet) else { Issue.record("not a status"); return }
+                #expect(s.links.count == 1128)
+                replies += 1
+                packet = []
+            }
+        }
+        #expect(replies == 4)
     }
 
     @Test func checkAcceptsTheSamples() throws {
