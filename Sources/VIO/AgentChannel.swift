@@ -156,12 +156,15 @@ public struct AgentChannel: ~Copyable, Sendable {
     private static func receive(on socket: borrowing UnixSocket, wait: Bool) throws(VIOError) -> Reply? {
         guard let first = try receivePacket(on: socket, wait: wait) else { return nil }
         guard case .fragment(var last, let bytes) = first.message else { return first }
+        for fd in first.descriptors { close(fd) }
         var packet = bytes
         while !last {
             // The rest follows at once: wait for it.
-            guard let next = try receivePacket(on: socket, wait: true), case .fragment(let isLast, let more) = next.message else {
-                throw .protocolViolation("a message in pieces was cut short by another message")
+            guard let next = try receivePacket(on: socket, wait: true), case .fragment(let isLast, let more) = next.message,
+                  !more.isEmpty || isLast else {
+                throw .protocolViolation("a message in pieces was cut short by another message, or an empty piece")
             }
+            for fd in next.descriptors { close(fd) }
             guard packet.count + more.count <= ControlMessage.maximumReassembled else {
                 throw .protocolViolation("the agent sent a message of more than \(ControlMessage.maximumReassembled) bytes in pieces")
             }

@@ -86,6 +86,8 @@ struct AdaptivePoll {
             // With nothing learned there is nothing to try: the trial comes first once the
             // window opens, so new traffic is judged within four epochs.
             epochIndex = Self.cycle - 5
+            pollingBursts = 0
+            sleepingBursts = 0
         }
         epochEnds = now &+ Self.epoch
         bursts = 0

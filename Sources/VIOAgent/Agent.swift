@@ -284,8 +284,7 @@ public final class Agent {
                 loop.dispatch(events[index])
                 if stopping { return }
             }
-            // Only traffic counts (doorbells, DATA frames): heartbeats leave the agent asleep.
-            if let fabric, fabric.carried != carriedBefore { noteActivity() }
+
             if partsChanged {
                 // A reload started the fabric or the proxy.
                 partsChanged = false
@@ -301,6 +300,9 @@ public final class Agent {
                 nextHangCheck = hangWatch.nextCheck
             }
             moreWork = fabric?.finishTurn() ?? false
+            // Only traffic counts (doorbells, DATA frames, those the turn's end read too):
+            // heartbeats leave the agent asleep.
+            if let fabric, fabric.carried != carriedBefore { noteActivity() }
             readClock()
             if now &- turnStart > 200_000_000 {
                 logger.warning("slow agent turn", metadata: ["ms": "\((now &- turnStart) / 1_000_000)", "events": "\(events.count)"])
@@ -871,7 +873,8 @@ extension Agent: FabricDelegate {
         guard let c = connections[connection] else { return }
         switch result {
         case .success(let status):
-            try? c.send(.status(status))
+            // A reply that cannot go whole ends the connection: the client would wait for it.
+            do { try c.send(.status(status)) } catch { drop(c, reason: "control socket error: \(error)") }
         case .failure(let error): try? c.send(.error(error))
         }
     }

@@ -60,6 +60,10 @@ final class ControlConnection {
     func send(packet: [UInt8], descriptors: [Int32] = []) throws(SystemError) {
         let pieces = packet.count > UnixSocket.maximumMessage && descriptors.isEmpty
             ? ControlMessage.fragments(of: packet, limit: UnixSocket.maximumMessage) : [packet]
+        // All or nothing: a reply cut off half-way would leave the client waiting for the rest.
+        guard backlogBytes + pieces.reduce(0, { $0 + $1.count }) <= Self.maximumBacklog else {
+            throw SystemError("sendmsg", .noBufferSpace, detail: "the client left more than \(Self.maximumBacklog) bytes unread")
+        }
         for (i, piece) in pieces.enumerated() {
             let fds = i == pieces.count - 1 ? descriptors : []
             if backlog.isEmpty {
@@ -69,9 +73,6 @@ final class ControlConnection {
                 } catch where error.errno == .wouldBlock {
                     onBacklog?()
                 }
-            }
-            guard backlogBytes + piece.count <= Self.maximumBacklog else {
-                throw SystemError("sendmsg", .noBufferSpace, detail: "the client left more than \(Self.maximumBacklog) bytes unread")
             }
             let copies = HeldDescriptors()
             for fd in fds { copies.fds.append(try retryingSyscall("dup") { dup(fd) }) }

@@ -513,7 +513,7 @@ final class Fabric {
                     // tick, not the link (the grant that follows lets the far sender go on).
                     grantCredit(link)
                 }
-                if !link.backlog.isEmpty { tickLinks.insert(link) }
+                if !link.backlog.isEmpty || link.deliveredMessages != link.acknowledgedDelivered { tickLinks.insert(link) }
             }
             tickLinks.recycle(due)
         }

@@ -53,8 +53,10 @@ public final class LinkEndpoint: @unchecked Sendable {
         var abortPending = false
         /// How blocking calls wait.
         var waitPolicy = WaitPolicy.default
-        /// What the adaptive policy learned of this end's waits.
-        var learning = WaitLearning()
+        /// What the adaptive policy learned of this end's waits for messages and for space
+        /// (apart: one thread may receive while another sends, and the two waits differ).
+        var receiveLearning = WaitLearning()
+        var sendLearning = WaitLearning()
         /// The watched process (the local agent) exited: the link is gone.
         var watchedExited = false
         /// This end found the ring it reads corrupt and set the state (so a corrupt state
@@ -324,7 +326,8 @@ public final class LinkEndpoint: @unchecked Sendable {
             // This end writes ring 1 - end; its reader's agent flags it when it stops reading.
             if region.readerStalled(ring: 1 - end) { throw .peerNotResponding(peer: peerName) }
             if deadline.isImmediate { throw .wouldBlock }
-            try wait(armed: producer.writerArmed, doorbell: spaceDoorbell.rawValue, deadline: &deadline) {
+            try wait(armed: producer.writerArmed, doorbell: spaceDoorbell.rawValue, deadline: &deadline,
+                     learning: &calls.pointee.sendLearning) {
                 self.producer.hasSpace(payload: payload) || self.region.readerStalled(ring: 1 - self.end)
             }
         }
@@ -373,7 +376,8 @@ public final class LinkEndpoint: @unchecked Sendable {
                 continue
             }
             if deadline.isImmediate { throw .wouldBlock }
-            try wait(armed: consumer.readerArmed, doorbell: dataDoorbell.rawValue, deadline: &deadline) {
+            try wait(armed: consumer.readerArmed, doorbell: dataDoorbell.rawValue, deadline: &deadline,
+                     learning: &calls.pointee.receiveLearning) {
                 self.consumer.hasData
             }
         }
@@ -451,7 +455,7 @@ public final class LinkEndpoint: @unchecked Sendable {
     /// Waits until `ready()` or a state change, per the policy; throws `timedOut` at the deadline.
     /// The clock is first read after 256 idle spins, so a wait that ends quickly costs none.
     private func wait(armed: UnsafeAtomic<UInt32>, doorbell: Int32, deadline pending: inout PendingDeadline,
-                      ready: () -> Bool) throws(LinkError) {
+                      learning: inout WaitLearning, ready: () -> Bool) throws(LinkError) {
         var spinBudget: UInt64 = 0
         // Adaptive: the ceiling, and when the wait started (0: not read yet; the wait is
         // then at most a few µs old).
@@ -462,14 +466,17 @@ public final class LinkEndpoint: @unchecked Sendable {
         case .spinThenSleep(let ns): spinBudget = ns
         case .sleep: break
         case .adaptive(let maximum):
-            ceiling = max(1, maximum)
-            spinBudget = calls.pointee.learning.spin(ceiling: ceiling)
+            // Capped at a second: no spin is worth more, and the learning's sums stay small.
+            ceiling = min(max(1, maximum), 1_000_000_000)
+            spinBudget = learning.spin(ceiling: ceiling)
         }
-        /// Records how long this wait took (adaptive only).
-        func learn() {
+        /// Records how long this wait took (adaptive only); a timed-out one as longer than
+        /// anything worth spinning for (an end polling with short timeouts while idle).
+        func learn(timedOut: Bool = false) {
             guard ceiling > 0 else { return }
-            let took = started == 0 ? WaitLearning.shortWait : MonotonicClock.nanoseconds() &- started &+ WaitLearning.shortWait
-            calls.pointee.learning.record(took, ceiling: ceiling)
+            let took = timedOut ? ceiling * 2
+                : started == 0 ? WaitLearning.shortWait : MonotonicClock.nanoseconds() &- started &+ WaitLearning.shortWait
+            learning.record(took, ceiling: ceiling)
         }
         if spinBudget > 0 {
             var spinUntil: UInt64 = 0
@@ -490,7 +497,10 @@ public final class LinkEndpoint: @unchecked Sendable {
                         spinUntil = spinBudget == .max ? .max : now &+ spinBudget
                         started = now
                     }
-                    if now >= pending.resolved().nanoseconds { throw .timedOut }
+                    if now >= pending.resolved().nanoseconds {
+                        learn(timedOut: true)
+                        throw .timedOut
+                    }
                     if now >= spinUntil { break }
                 }
                 CPULocation.relax()
@@ -510,6 +520,7 @@ public final class LinkEndpoint: @unchecked Sendable {
             let remaining = deadline.remainingMilliseconds
             if remaining == 0 {
                 armed.store(0, ordering: .relaxed)
+                learn(timedOut: true)
                 throw .timedOut
             }
             var woke = false

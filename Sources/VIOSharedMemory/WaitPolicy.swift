@@ -37,7 +37,7 @@ public struct WaitLearning: Sendable, Equatable {
     /// A wait took `nanoseconds`; longer than twice `ceiling` counts as twice it (one long
     /// idle pause must not hide the next burst of quick replies for long).
     public mutating func record(_ nanoseconds: UInt64, ceiling: UInt64) {
-        let t = min(nanoseconds, ceiling * 2)
+        let t = min(nanoseconds, ceiling.multipliedReportingOverflow(by: 2).partialValue)
         typical = typical == 0 ? t : (typical * 3 + t) / 4
     }
 

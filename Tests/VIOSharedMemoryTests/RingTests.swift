@@ -121,7 +121,7 @@ struct RingTests {
         }
     }
 
-    @Test(arguments: [WaitPolicy.busyPoll, .default, .spinThenSleep(spinNanoseconds: 50_000), .sleep])
+    @Test(arguments: [WaitPolicy.busyPoll, .default, .spinThenSleep(spinNanoseconds: 50_000), .adaptive(maxSpinNanoseconds: .max), .sleep])
     func pingPongUnderEveryPolicy(policy: WaitPolicy) throws {
         let link = try LinkPair()
         link.a.waitPolicy = policy
