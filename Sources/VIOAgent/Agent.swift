@@ -357,8 +357,9 @@ public final class Agent {
                                     started: (startedWith.view, startedWith.topology), to: view, fresh)
         // The socket the agent serves stays where it is (a change there waits for a restart).
         view.controlSocket = old.controlSocket
+        let updated = AgentConfiguration(reloading: configuration, topology: fresh, view: view)
         guard !change.isEmpty else {
-            configuration = AgentConfiguration(reloading: configuration, topology: fresh, view: view)
+            configuration = updated
             fabric?.view = view
             fabric?.topology = fresh
             proxy?.view = view
@@ -384,7 +385,6 @@ public final class Agent {
             problems += fabric.reload(to: view, topology: fresh, change: change, transport: transports.forPeer)
             // Acceptance follows the peers as the fabric carries them: added ones join; one
             // whose key or security changed keeps the old until a restart (pending).
-            let updated = AgentConfiguration(reloading: configuration, topology: fresh, view: view)
             do {
                 if let listener = try transports.prepare(for: fabric.channels, identity: { () throws(AgentError) in try Self.loadIdentity(updated) }) {
                     do { try fabric.channels.addListener(listener) } catch { problems.append("cannot watch the new fabric listener: \(error)") }
@@ -400,7 +400,7 @@ public final class Agent {
         }
         for service in change.removedServices { proxy?.remove(service.name, reason: "service '\(service.name)' was \(reason)") }
         let previous = configuration
-        configuration = AgentConfiguration(reloading: configuration, topology: fresh, view: view)
+        configuration = updated
         proxy?.view = view
         if let proxy {
             for service in change.addedServices {
@@ -817,10 +817,8 @@ public final class Agent {
             if case .remote = declared.kind {
                 guard let remote = fabric?.link(for: declared) else { return state }
                 state.state = remote.isOpen ? "open" : remote.closeReceived ? "closing" : "opening"
-                if remote.isOpen {
-                    if remote.region.readerStalled(ring: 0) { state.state += ", \(declared.localEnd) not responding" }
-                    if remote.region.readerStalled(ring: 1) { state.state += ", \(declared.peerEnd) not responding" }
-                }
+                // The region's ends are the instance here (0) and the far one (1).
+                if remote.isOpen { state.state = ([state.state] + remote.region.notResponding).joined(separator: ", ") }
                 state.session = remote.machine.state.briefName
                 state.linkID = remote.id.rawValue
                 // The instance is end 0 of a fabric link's region: it reads ring 0.

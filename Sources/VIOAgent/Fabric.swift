@@ -266,9 +266,7 @@ final class Fabric {
                 }
             }
             if let violation {
-                // Tell the far agent why before closing (best effort: the socket may be full).
-                slot.channel.enqueue(FrameHeader(type: .control), bytes: Array("closing the channel: \(violation)".utf8))
-                _ = try? slot.channel.flush()
+                slot.tellNow("closing the channel: \(violation)")
                 channels.dropChannel(slot, reason: violation)
             } else if more, slot.isLive {
                 unreadChannels.insert(slot)
@@ -462,8 +460,7 @@ final class Fabric {
     /// channel before the channels close, so its links report why at once.
     func announceStop(_ reason: String) {
         for slot in channels.slots where slot.ready && slot.isLive {
-            slot.channel.enqueue(FrameHeader(type: .control), bytes: Array((Self.stoppingNotice + reason).utf8))
-            _ = try? slot.channel.flush()
+            slot.tellNow(Self.stoppingNotice + reason)
         }
     }
 

@@ -91,9 +91,6 @@ final class ChannelManager {
         listening.append(transport)
     }
 
-    /// Whether some transport listens for peers.
-    var isListening: Bool { !listening.isEmpty }
-
     /// The keys of ``acceptedHosts``, in the same order (what the transports were given).
     private(set) var acceptedKeys: [[UInt8]] = []
 
@@ -123,8 +120,7 @@ final class ChannelManager {
     func removePeer(_ name: String, reason: String) {
         guard let peer = peers.removeValue(forKey: name) else { return }
         for case let slot? in peer.slots where slot.ready && slot.isLive {
-            slot.channel.enqueue(FrameHeader(type: .control), bytes: Array("'\(view.host.name)' no longer has links or services with '\(name)': \(reason)".utf8))
-            _ = try? slot.channel.flush()
+            slot.tellNow("'\(view.host.name)' no longer has links or services with '\(name)': \(reason)")
         }
         hostDown(peer, reason: reason)
         logger.notice("peer host removed", metadata: ["peer": "\(name)", "reason": "\(reason)"])

@@ -32,6 +32,13 @@ final class ChannelSlot: WorkListed {
     var isLive = true
     var lists: WorkLists = []
 
+    /// Tells the far agent `text` in a control frame at once, ahead of closing the channel or
+    /// stopping (best effort: the socket may be full).
+    func tellNow(_ text: String) {
+        channel.enqueue(FrameHeader(type: .control), bytes: Array(text.utf8))
+        _ = try? channel.flush()
+    }
+
     /// HELLO exchanged: the channel takes full-size frames from now on.
     func markReady() {
         ready = true

@@ -50,8 +50,7 @@ final class LocalLink {
         let who = s.end == 0 ? ends.0 : ends.1
         switch s.kind {
         case .open:
-            let stalled = [0, 1].filter { region.readerStalled(ring: $0) }.map { "\($0 == 0 ? ends.0 : ends.1) not responding" }
-            return (["open"] + stalled).joined(separator: ", ")
+            return (["open"] + region.notResponding).joined(separator: ", ")
         case .closed: return "closed by \(who)"
         case .gone: return "\(who) gone"
         case .corrupt: return "corrupt (found by \(who))"

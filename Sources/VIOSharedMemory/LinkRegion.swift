@@ -175,6 +175,12 @@ public final class LinkRegion: @unchecked Sendable {
             .load(ordering: .acquiring) != 0
     }
 
+    /// The ends whose reading ring is flagged stalled, as status shows them ("db2 not
+    /// responding"); ring e is read by end e.
+    public var notResponding: [String] {
+        [0, 1].filter { readerStalled(ring: $0) }.map { "\(name(ofEnd: $0)) not responding" }
+    }
+
     /// Sets or clears ``readerStalled(ring:)`` (the agent's call).
     public func setReaderStalled(ring index: Int, _ stalled: Bool) {
         UnsafeAtomic<UInt32>(at: (ringBase(index) + RegionLayout.Ring.readerStalled).assumingMemoryBound(to: UnsafeAtomic<UInt32>.Storage.self))
