@@ -21,16 +21,5 @@ public enum FabricIdentifiers {
     public static func instance(_ name: String) -> UInt32 { fnv32([name]) }
 
     /// 32-bit FNV-1a over `parts`, each followed by a separator byte.
-    static func fnv32(_ parts: [String]) -> UInt32 {
-        var hash: UInt32 = 0x811C_9DC5
-        for part in parts {
-            for byte in part.utf8 {
-                hash ^= UInt32(byte)
-                hash &*= 0x0100_0193
-            }
-            hash ^= 0xFF
-            hash &*= 0x0100_0193
-        }
-        return hash
-    }
+    static func fnv32(_ parts: [String]) -> UInt32 { FNV1a.hash(parts, basis: 0x811C_9DC5, prime: 0x0100_0193) }
 }

@@ -233,19 +233,27 @@ public struct SessionReset: Sendable, Equatable {
     }
 }
 
-/// A stable 64-bit FNV-1a hash of the parts of a topology both agents must agree on (the
-/// cluster and its link list, which numbers the sessions). Not a security measure.
+/// A stable 64-bit FNV-1a hash of the parts of a topology two agents must agree on (what
+/// their host pair shares, ``ChannelHello/fingerprint``). Not a security measure.
 public enum TopologyFingerprint {
     /// The fingerprint of `parts`, in order.
     public static func of(_ parts: [String]) -> UInt64 {
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        FNV1a.hash(parts, basis: 0xcbf2_9ce4_8422_2325, prime: 0x0000_0100_0000_01B3)
+    }
+}
+
+/// FNV-1a over strings, each followed by a 0xFF separator (so ["ab", "c"] and ["a", "bc"]
+/// differ), at the width of `T`.
+enum FNV1a {
+    static func hash<T: FixedWidthInteger & UnsignedInteger>(_ parts: [String], basis: T, prime: T) -> T {
+        var hash = basis
         for part in parts {
             for byte in part.utf8 {
-                hash ^= UInt64(byte)
-                hash &*= 0x0000_0100_0000_01B3
+                hash ^= T(byte)
+                hash &*= prime
             }
             hash ^= 0xFF
-            hash &*= 0x0000_0100_0000_01B3
+            hash &*= prime
         }
         return hash
     }
