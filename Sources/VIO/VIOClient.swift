@@ -43,10 +43,12 @@ public final class VIOClient: @unchecked Sendable {
     /// Links to other hosts, with the agent watch each runs through: told when it exits.
     private let remoteLinks = Mutex<[(watch: ObjectIdentifier, link: WeakLink)]>([])
 
+    /// A link held without keeping it alive (its owner closes it).
     final class WeakLink: @unchecked Sendable {
         weak var link: LinkEndpoint?
         init(_ link: LinkEndpoint) { self.link = link }
     }
+
     /// What attaching again takes: where the agent listens and what this instance presents.
     private let attachment: (path: String, request: Attach)
     /// The set behind ``controlDescriptor``: the current control connection, while it is up.
@@ -111,8 +113,6 @@ public final class VIOClient: @unchecked Sendable {
         state.withLock { $0.detached ? nil : $0.channel.descriptor }
     }
 
-    /// The agent hung up: the dead connection leaves ``controlDescriptor``'s set (so pollers
-    /// do not spin on it). False when there is nothing to do (detached, or already lost).
     /// The control connection hung up: if the agent behind it exited (its pidfd turns
     /// readable within `graceMilliseconds`), every link to another host that ran through it is
     /// told, so waits that do not watch the pidfd (``LinkPoller``, `vio_wait`, async tasks)
@@ -125,6 +125,8 @@ public final class VIOClient: @unchecked Sendable {
         for link in links { link.noteWatchedProcessExited() }
     }
 
+    /// The agent hung up: the dead connection leaves ``controlDescriptor``'s set (so pollers
+    /// do not spin on it). False when there is nothing to do (detached, or already lost).
     func controlConnectionLost() -> Bool {
         state.withLock { state in
             guard !state.detached, !state.lost else { return false }

@@ -57,8 +57,6 @@ public final class LinkEndpoint: @unchecked Sendable {
         /// (apart: one thread may receive while another sends, and the two waits differ).
         var receiveLearning = WaitLearning()
         var sendLearning = WaitLearning()
-        /// The watched process (the local agent) exited: the link is gone.
-        var watchedExited = false
         /// This end found the ring it reads corrupt and set the state (so a corrupt state
         /// naming this end that it did not set was written by someone else).
         var foundCorrupt = false
@@ -75,8 +73,9 @@ public final class LinkEndpoint: @unchecked Sendable {
         exitWatch = (descriptor, owner)
     }
 
-    /// Set from another thread (libvio's attachment keeper) when the watched agent exited, so
-    /// waits that do not watch its pidfd themselves (many links at once, async tasks) see it.
+    /// The watched process (the local agent) exited: the link is gone. Set by this end's own
+    /// waits when the pidfd fires, or from another thread (libvio's attachment keeper), so
+    /// waits that do not watch the pidfd themselves (many links at once, async tasks) see it.
     private let agentExitNoticed = ManagedAtomic<Bool>(false)
 
     /// The watched process (the local agent) exited: every wait on this link returns, reads
@@ -102,13 +101,10 @@ public final class LinkEndpoint: @unchecked Sendable {
     /// Whether the watched process has exited (a zero-timeout poll of its pidfd).
     private func watchedProcessExited() -> Bool {
         guard let watch = exitWatch else { return false }
-        if calls.pointee.watchedExited { return true }
-        if agentExitNoticed.load(ordering: .acquiring) {
-            calls.pointee.watchedExited = true
-            return true
-        }
-        if (try? Poll.readable(watch.descriptor, timeoutMilliseconds: 0)) == true { calls.pointee.watchedExited = true }
-        return calls.pointee.watchedExited
+        if agentExitNoticed.load(ordering: .relaxed) { return true }
+        guard (try? Poll.readable(watch.descriptor, timeoutMilliseconds: 0)) == true else { return false }
+        agentExitNoticed.store(true, ordering: .relaxed)
+        return true
     }
 
     /// End `end` of `region`. `dataDoorbell`/`spaceDoorbell` are this end's (it sleeps on
@@ -142,7 +138,7 @@ public final class LinkEndpoint: @unchecked Sendable {
         let s = region.state
         switch s.kind {
         case .open:
-            return calls.pointee.watchedExited || agentExitNoticed.load(ordering: .relaxed) ? agentGone : nil
+            return agentExitNoticed.load(ordering: .relaxed) ? agentGone : nil
         case .closed: return s.end == end ? .closed : .peerClosed(peer: peerName)
         case .gone: return s.end == end ? .closed : .peerGone(peer: peerName)
         case .corrupt:
@@ -538,7 +534,7 @@ public final class LinkEndpoint: @unchecked Sendable {
             armed.store(0, ordering: .relaxed)
             if exited {
                 // The caller drains what the agent wrote before it died, then reports it gone.
-                calls.pointee.watchedExited = true
+                agentExitNoticed.store(true, ordering: .relaxed)
                 return
             }
             if woke {
