@@ -382,7 +382,7 @@ public final class Agent {
         var problems: [String] = []
         admission = Admission(view: view, agentUID: getuid())
         if let fabric, let transports {
-            problems += fabric.reload(to: view, topology: fresh, change: change, transport: transports.forPeer)
+            fabric.reload(to: view, topology: fresh, change: change, transport: transports.forPeer)
             // Acceptance follows the peers as the fabric carries them: added ones join; one
             // whose key or security changed keeps the old until a restart (pending).
             do {

@@ -9,11 +9,9 @@ extension Fabric {
 
     /// Applies a reload (``TopologyChange``): links it removes close at both ends with the
     /// reason, peer hosts it removes lose their channels, added ones are dialed or accepted
-    /// (`transport` gives each its transport; nil: it cannot be carried until a restart).
-    /// Links and channels nothing changed keep flowing. Returns what could not be applied.
+    /// (`transport` gives each its transport). Links and channels nothing changed keep flowing.
     func reload(to newView: HostView, topology newTopology: Topology, change: TopologyChange,
-                transport: (PeerHost) -> (transport: any FabricTransport, reason: String)?) -> [String] {
-        var problems: [String] = []
+                transport: (PeerHost) -> (transport: any FabricTransport, reason: String)) {
         for declared in change.removedLinks {
             guard case .remote(let host) = declared.kind, let peer = channels.peers[host] else { continue }
             sessions.remove(declared, peer: peer, "the link '\(declared.localEnd)' <-> '\(declared.peerEnd)' was \(Self.removedReason) of host '\(view.host.name)'")
@@ -26,10 +24,7 @@ extension Fabric {
             channels.removePeer(removed.host.name, reason: "host '\(removed.host.name)' was \(Self.removedReason) of '\(view.host.name)'")
         }
         for added in change.addedPeers {
-            guard let (carrier, reason) = transport(added) else {
-                problems.append("host '\(added.host.name)': its channels need a transport this agent did not start with; restart the agent to reach it")
-                continue
-            }
+            let (carrier, reason) = transport(added)
             channels.add(added, of: view.host.name, topology: topology, transport: carrier, reason: reason, logger: logger)
         }
         // Every peer hears what this host now declares with it (and compares again).
@@ -37,7 +32,6 @@ extension Fabric {
             sendDeclarations(to: peer)
             if let theirs = peer.declarations { compareDeclarations(theirs, from: peer) }
         }
-        return problems
     }
 }
 
